@@ -1,0 +1,388 @@
+//! What was typed: clap definitions for sendmail mode and for the management words.
+//!
+//! Nothing here reads a file or decides anything; `plan` turns these values into what
+//! they mean. The sendmail flags keep sendmail's spellings (`-oi`, `-FCronDaemon`,
+//! `-fme@x`, `-r`, `-bm`), so `-h` (hop count) and `-V` (DSN envelope id) are not
+//! clap's help and version flags: those are only `--help` and `--version`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// The words that select a management command when they come first.
+pub const MANAGEMENT_WORDS: &[&str] = &["login", "token", "status", "check", "logout", "queue"];
+
+/// Sendmail mode: read a message on stdin and submit it.
+#[derive(Debug, Default, Clone, Parser)]
+#[command(
+    name = "oauth2-sendmail",
+    version,
+    about = "A drop-in sendmail that submits mail over STARTTLS with OAuth2 (XOAUTH2)",
+    long_about = "Reads an RFC 5322 message on standard input and submits it over STARTTLS with \
+                  SASL XOAUTH2, using a cached OAuth2 token that is refreshed when needed.\n\n\
+                  Management commands: login, token, status, check, logout, queue \
+                  (`oauth2-sendmail WORD --help`).",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true,
+    override_usage = "oauth2-sendmail [OPTIONS] [--] [RECIPIENT ...] < message\n       \
+                      oauth2-sendmail login|token|status|check|logout|queue ..."
+)]
+pub struct SendArgs {
+    /// Recipients (addresses, lists with commas, `Name <addr>`, or local names resolved through [aliases])
+    #[arg(value_name = "RECIPIENT")]
+    pub recipients: Vec<String>,
+
+    /// Add recipients from To, Cc and Bcc (or from the newest Resent-* block)
+    #[arg(short = 't', long = "read-recipients")]
+    pub read_recipients: bool,
+
+    /// Accepted: input is always read to end of file
+    #[arg(short = 'i')]
+    pub ignore_dots: bool,
+
+    /// Envelope sender (`<>` for the null sender); also picks the account
+    #[arg(short = 'f', short_alias = 'r', long = "from", value_name = "ADDR")]
+    pub from: Option<String>,
+
+    /// Take the envelope sender from the From header (-f wins)
+    #[arg(long = "read-envelope-from")]
+    pub read_envelope_from: bool,
+
+    /// Display name for a From header that is added or rewritten
+    #[arg(short = 'F', value_name = "NAME")]
+    pub full_name: Option<String>,
+
+    /// Use this account
+    #[arg(short = 'a', long = "account", value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Config file
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the SMTP dialogue to stderr (authentication data redacted)
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// DSN: when to notify (never, or a list of success,failure,delay)
+    #[arg(short = 'N', value_name = "WHEN")]
+    pub dsn_notify: Option<String>,
+
+    /// DSN: what to return (full or hdrs)
+    #[arg(short = 'R', value_name = "WHAT")]
+    pub dsn_return: Option<String>,
+
+    /// DSN: envelope id
+    #[arg(short = 'V', value_name = "ENVID")]
+    pub dsn_envid: Option<String>,
+
+    /// Body type (7BIT or 8BITMIME); accepted
+    #[arg(short = 'B', value_name = "TYPE")]
+    pub body_type: Option<String>,
+
+    /// Sendmail options: -oi, -odq (queue only), -odb, -odi, -oem, ... (others accepted)
+    #[arg(short = 'o', value_name = "OPTION", action = ArgAction::Append)]
+    pub options: Vec<String>,
+
+    /// Mode: -bm deliver (default), -bp list the queue
+    #[arg(short = 'b', value_name = "MODE")]
+    pub mode: Option<String>,
+
+    /// Process the queue now (an optional interval is accepted and ignored)
+    #[arg(short = 'q', value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "")]
+    pub queue_run: Option<String>,
+
+    /// Resolve account, envelope and header changes, print them, send nothing
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+
+    /// Accepted for compatibility
+    #[arg(short = 'L', value_name = "TAG", hide = true)]
+    pub log_tag: Option<String>,
+
+    /// Accepted for compatibility (hop count)
+    #[arg(short = 'h', value_name = "N", hide = true)]
+    pub hop_count: Option<String>,
+
+    /// Accepted for compatibility
+    #[arg(short = 'n', hide = true)]
+    pub no_aliasing: bool,
+
+    /// Accepted for compatibility
+    #[arg(short = 'U', hide = true)]
+    pub initial_submission: bool,
+
+    /// Accepted for compatibility
+    #[arg(short = 'G', hide = true)]
+    pub gateway: bool,
+
+    /// Accepted for compatibility
+    #[arg(short = 'm', hide = true)]
+    pub me_too: bool,
+
+    /// Accepted for compatibility (traffic log)
+    #[arg(short = 'X', value_name = "FILE", hide = true)]
+    pub traffic_log: Option<String>,
+
+    /// Accepted for compatibility
+    #[arg(short = 'A', value_name = "X", hide = true)]
+    pub submission_file: Option<String>,
+
+    /// Accepted for compatibility (sendmail debug level, e.g. -d0.1)
+    #[arg(short = 'd', value_name = "X", hide = true)]
+    pub debug_level: Option<String>,
+
+    /// Print help
+    #[arg(long = "help", action = ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Print version
+    #[arg(long = "version", action = ArgAction::Version)]
+    pub version: Option<bool>,
+}
+
+impl SendArgs {
+    /// `-odq` (or `-oDq`-style variants): put the message in the queue without sending.
+    #[must_use]
+    pub fn queue_only(&self) -> bool {
+        self.delivery_mode() == Some('q')
+    }
+
+    /// The last `-od?` delivery mode given, lower-cased.
+    fn delivery_mode(&self) -> Option<char> {
+        self.options
+            .iter()
+            .filter_map(|o| o.strip_prefix('d'))
+            .filter_map(|m| m.chars().next())
+            .map(|c| c.to_ascii_lowercase())
+            .last()
+    }
+}
+
+/// Management mode: `oauth2-sendmail WORD ...`.
+#[derive(Debug, Parser)]
+#[command(name = "oauth2-sendmail", version, disable_help_subcommand = true)]
+pub struct ManageArgs {
+    /// Config file
+    #[arg(short = 'C', long = "config", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Manage,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Manage {
+    /// Authorise an account and store its tokens
+    Login(LoginArgs),
+    /// Print a valid access token (refreshed if needed), e.g. for mbsync PassCmd
+    Token {
+        /// Account (default: the default account)
+        account: Option<String>,
+    },
+    /// Show accounts, their servers and token state (no secrets)
+    Status {
+        /// Account (default: all)
+        account: Option<String>,
+    },
+    /// Connect, STARTTLS, authenticate and quit, sending nothing
+    Check {
+        /// Account (default: the default account)
+        account: Option<String>,
+    },
+    /// Delete an account's stored tokens
+    Logout {
+        /// Account
+        account: String,
+    },
+    /// The queue of messages waiting to be sent
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Account (default: the default account)
+    pub account: Option<String>,
+    /// The flow to use instead of the account's configured one
+    #[arg(long, value_enum)]
+    pub flow: Option<FlowArg>,
+    /// Do not open a browser; the URL is printed to stderr
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Read a refresh token from FILE (`-` = stdin), redeem it once and store the result
+    #[arg(long, value_name = "FILE")]
+    pub import_refresh_token: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlowArg {
+    Authcode,
+    Devicecode,
+    Password,
+    ClientCredentials,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// List queued and failed messages
+    List,
+    /// Try to send every queued message now
+    Flush,
+    /// Remove a message from the queue
+    Remove {
+        /// The message id shown by `queue list`
+        id: String,
+    },
+}
+
+/// What the command line asks for, decided by the program name and the first word.
+#[derive(Debug)]
+pub enum Invocation {
+    Send(SendArgs),
+    Manage(ManageArgs),
+}
+
+/// Parses `argv` (program name first). Errors are clap's, with `--help`/`--version` among them.
+pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
+    let program = argv
+        .first()
+        .and_then(|p| std::path::Path::new(p).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if program == "sendmail" || !starts_with_management_word(&argv[1.min(argv.len())..]) {
+        return SendArgs::try_parse_from(argv).map(Invocation::Send);
+    }
+    ManageArgs::try_parse_from(argv).map(Invocation::Manage)
+}
+
+/// True when the first word (after an optional leading `-C FILE`) is a management word.
+fn starts_with_management_word(args: &[OsString]) -> bool {
+    let mut rest = args.iter().map(|a| a.to_string_lossy());
+    let mut first = rest.next();
+    match first.as_deref() {
+        Some("-C" | "--config") => {
+            rest.next();
+            first = rest.next();
+        }
+        Some(a) if a.starts_with("--config=") || (a.starts_with("-C") && a.len() > 2) => {
+            first = rest.next();
+        }
+        _ => {}
+    }
+    first.is_some_and(|w| MANAGEMENT_WORDS.contains(&w.as_ref()))
+}
+
+/// The whole interface as one clap command (sendmail flags plus the management words),
+/// for the man page and shell completions.
+#[must_use]
+pub fn documented_command() -> clap::Command {
+    let manage = ManageArgs::command();
+    SendArgs::command().subcommands(manage.get_subcommands().cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(args: &[&str]) -> SendArgs {
+        let argv = std::iter::once("oauth2-sendmail")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        match parse(argv).expect("parses") {
+            Invocation::Send(s) => s,
+            Invocation::Manage(m) => panic!("parsed as management: {m:?}"),
+        }
+    }
+
+    #[test]
+    fn debian_cron_flags() {
+        let a = send(&["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
+        assert_eq!(a.full_name.as_deref(), Some("CronDaemon"));
+        assert!(a.ignore_dots);
+        assert_eq!(a.body_type.as_deref(), Some("8BITMIME"));
+        assert_eq!(a.options, ["em"]);
+        assert_eq!(a.recipients, ["root"]);
+    }
+
+    #[test]
+    fn cronie_flags() {
+        let a = send(&[
+            "-FCronDaemon",
+            "-i",
+            "-odi",
+            "-oem",
+            "-oi",
+            "-t",
+            "-f",
+            "root",
+        ]);
+        assert!(a.read_recipients);
+        assert_eq!(a.from.as_deref(), Some("root"));
+        assert!(!a.queue_only());
+        assert!(a.recipients.is_empty());
+    }
+
+    #[test]
+    fn grouped_and_joined_spellings() {
+        let a = send(&["-ti"]);
+        assert!(a.read_recipients && a.ignore_dots);
+        let a = send(&["-fme@x.example", "-r", "other@x.example"]);
+        assert_eq!(a.from.as_deref(), Some("other@x.example"));
+        let a = send(&["-i", "-B", "8BITMIME", "bob@x.example"]);
+        assert_eq!(a.body_type.as_deref(), Some("8BITMIME"));
+        assert_eq!(a.recipients, ["bob@x.example"]);
+    }
+
+    #[test]
+    fn mutt_and_emacs_flags() {
+        let a = send(&["-oi", "-oem", "-f", "me@x.example", "--", "a@x.example", "-b@x"]);
+        assert_eq!(a.recipients, ["a@x.example", "-b@x"]);
+        let a = send(&["-oi", "--read-envelope-from", "-t"]);
+        assert!(a.read_envelope_from && a.read_recipients);
+    }
+
+    #[test]
+    fn queue_and_dsn_flags() {
+        let a = send(&["-odq", "-N", "success,failure", "-R", "hdrs", "-V", "id1", "x@y.example"]);
+        assert!(a.queue_only());
+        assert_eq!(a.dsn_notify.as_deref(), Some("success,failure"));
+        assert_eq!(a.dsn_return.as_deref(), Some("hdrs"));
+        assert_eq!(a.dsn_envid.as_deref(), Some("id1"));
+        assert_eq!(send(&["-q"]).queue_run.as_deref(), Some(""));
+        assert_eq!(send(&["-bp"]).mode.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn compatibility_flags_are_accepted() {
+        let a = send(&["-L", "tag", "-h", "3", "-n", "-U", "-G", "-X", "/dev/null", "-oQ/x", "a@b.example"]);
+        assert_eq!(a.recipients, ["a@b.example"]);
+    }
+
+    #[test]
+    fn management_words_only_first() {
+        let argv = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(matches!(
+            parse(argv(&["oauth2-sendmail", "token", "work"])).unwrap(),
+            Invocation::Manage(_)
+        ));
+        assert!(matches!(
+            parse(argv(&["oauth2-sendmail", "-C", "/x.toml", "status"])).unwrap(),
+            Invocation::Manage(_)
+        ));
+        assert!(matches!(
+            parse(argv(&["oauth2-sendmail", "--", "token"])).unwrap(),
+            Invocation::Send(_)
+        ));
+        // Invoked as `sendmail`, a word is a recipient.
+        assert!(matches!(
+            parse(argv(&["/usr/sbin/sendmail", "status"])).unwrap(),
+            Invocation::Send(_)
+        ));
+    }
+}

@@ -1,0 +1,369 @@
+//! The TOML config: its model, where it is found, and errors that name the file, the line
+//! and the key. Secrets may come from commands (`*_cmd`), run without a shell.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming the config file when `-C` is not given.
+pub const CONFIG_ENV: &str = "OAUTH2_SENDMAIL_CONFIG";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub default_account: Option<String>,
+    pub logfile: Option<PathBuf>,
+    /// Bare local names (cron's `root`) to addresses; `"*"` catches any other name.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    /// In file order: the first account whose addresses match the sender wins.
+    #[serde(default)]
+    pub accounts: IndexMap<String, Account>,
+    /// Where the config was read from (not a TOML key).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    #[serde(default)]
+    pub provider: ProviderKind,
+    pub email: String,
+    #[serde(default)]
+    pub from: Vec<String>,
+    pub tenant: Option<String>,
+    pub flow: Option<Flow>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_cmd: Option<CommandSpec>,
+    pub password_cmd: Option<CommandSpec>,
+    #[serde(default)]
+    pub rewrite_from: RewriteFrom,
+    #[serde(default)]
+    pub queue: QueuePolicy,
+    #[serde(default)]
+    pub flush_on_send: bool,
+    pub redirect_uri: Option<String>,
+    pub token_encrypt_cmd: Option<CommandSpec>,
+    pub token_decrypt_cmd: Option<CommandSpec>,
+    pub notify_cmd: Option<CommandSpec>,
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    pub tls: Option<TlsMode>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub device_code_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    #[default]
+    Microsoft,
+    MicrosoftChina,
+    Gmail,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flow {
+    Authcode,
+    Devicecode,
+    Password,
+    ClientCredentials,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RewriteFrom {
+    Never,
+    /// Add a From when there is none, or replace one without a domain (cron's `root`).
+    #[default]
+    IfMissing,
+    /// Also replace a From that is not one of the account's addresses.
+    IfForeign,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueuePolicy {
+    Never,
+    #[default]
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Starttls,
+    Implicit,
+}
+
+/// A command from the config: an argument list, or a string split into words the way a
+/// shell would split it (but never run by a shell).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    Args(Vec<String>),
+    Line(String),
+}
+
+impl CommandSpec {
+    /// The program and its arguments.
+    pub fn argv(&self) -> Result<Vec<String>> {
+        let argv = match self {
+            CommandSpec::Args(v) => v.clone(),
+            CommandSpec::Line(s) => shell_words::split(s)
+                .map_err(|e| Error::config(format!("command `{s}` cannot be split into words: {e}")))?,
+        };
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(Error::config("a *_cmd value is empty"));
+        }
+        Ok(argv)
+    }
+
+    /// Runs the command with `input` on stdin and returns its stdout; a non-zero exit is an
+    /// error that names the command (`what` says which setting it is) and its stderr.
+    pub fn run(&self, what: &str, input: Option<&[u8]>, env: &[(&str, &str)]) -> Result<Vec<u8>> {
+        let argv = self.argv()?;
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(env.iter().copied())
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::config(format!("{what}: cannot run `{}`: {e}", argv[0])))?;
+        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write;
+            // A command that exits without reading all of its input is judged by its status.
+            let _ = stdin.write_all(data);
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::config(format!("{what}: `{}` failed: {e}", argv[0])))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let first = stderr.lines().next().unwrap_or("").trim();
+            return Err(Error::config(format!(
+                "{what}: `{}` exited with {}{}{first}",
+                argv[0],
+                out.status,
+                if first.is_empty() { "" } else { ": " }
+            )));
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs the command and takes the first line of its output as a secret.
+    pub fn secret(&self, what: &str) -> Result<String> {
+        let out = self.run(what, None, &[])?;
+        let text = String::from_utf8(out)
+            .map_err(|_| Error::config(format!("{what}: the command's output is not UTF-8")))?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if line.is_empty() {
+            return Err(Error::config(format!("{what}: the command printed nothing")));
+        }
+        Ok(line.to_owned())
+    }
+}
+
+/// The config file to read: `-C`, then `$OAUTH2_SENDMAIL_CONFIG`, then the XDG location.
+#[must_use]
+pub fn locate(cli: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = cli {
+        return Some(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    crate::paths::config_file()
+}
+
+/// Reads and checks the config.
+pub fn load(cli: Option<&Path>) -> Result<Config> {
+    let path = locate(cli).ok_or_else(|| Error::config("cannot find a home directory for the config"))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::config(format!(
+            "cannot read config {}: {e}{}",
+            path.display(),
+            if e.kind() == std::io::ErrorKind::NotFound {
+                " (create it; see `man oauth2-sendmail`)"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    parse(&text, &path)
+}
+
+/// Parses config text; `path` is used in error messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let de = toml::Deserializer::parse(text).map_err(|e| located(path, text, None, &e))?;
+    let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        located(path, text, Some(&key), e.inner())
+    })?;
+    config.path = path.to_owned();
+    config.logfile = config.logfile.map(|p| expand_tilde(&p));
+    for (name, account) in &mut config.accounts {
+        if account.email.trim().is_empty() {
+            return Err(Error::config(format!(
+                "{}: key `accounts.{name}.email`: must not be empty",
+                path.display()
+            )));
+        }
+        account.tls_ca_file = account.tls_ca_file.as_deref().map(expand_tilde);
+    }
+    if let Some(default) = &config.default_account
+        && !config.accounts.contains_key(default)
+    {
+        return Err(Error::config(format!(
+            "{}: key `default_account`: no account named `{default}`",
+            path.display()
+        )));
+    }
+    Ok(config)
+}
+
+fn located(path: &Path, text: &str, key: Option<&str>, e: &toml::de::Error) -> Error {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let mut msg = path.display().to_string();
+    if let Some(line) = line {
+        msg.push_str(&format!(":{line}"));
+    }
+    if let Some(key) = key.filter(|k| !k.is_empty() && *k != ".") {
+        msg.push_str(&format!(": key `{key}`"));
+    }
+    let detail = e.message().trim().replace('\n', " ");
+    msg.push_str(&format!(": {detail}"));
+    Error::config(msg)
+}
+
+/// `~/x` → `$HOME/x`, as users write paths in config files.
+#[must_use]
+pub fn expand_tilde(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_owned(),
+    }
+}
+
+impl Config {
+    /// The account to use when nothing else picks one.
+    pub fn default_account_name(&self) -> Result<&str> {
+        if let Some(name) = &self.default_account {
+            return Ok(name);
+        }
+        match self.accounts.len() {
+            1 => Ok(self.accounts.keys().next().map(String::as_str).unwrap_or_default()),
+            0 => Err(Error::config(format!("{}: no [accounts.NAME] defined", self.path.display()))),
+            _ => Err(Error::config(format!(
+                "{}: several accounts and no default_account; set default_account or use -a NAME",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// The named account, or a config error that lists the known ones.
+    pub fn account(&self, name: &str) -> Result<&Account> {
+        self.accounts.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.accounts.keys().map(String::as_str).collect();
+            Error::config(format!(
+                "{}: no account named `{name}` (known: {})",
+                self.path.display(),
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Config> {
+        parse(text, Path::new("/c.toml"))
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = p(r#"
+default_account = "work"
+logfile = "/tmp/log"
+[aliases]
+root = "ops@contoso.com"
+"*" = "alice@contoso.com"
+[accounts.work]
+provider = "microsoft"
+email = "alice@contoso.com"
+from = ["alice@contoso.com", "*@contoso.com"]
+tenant = "common"
+flow = "authcode"
+client_secret_cmd = "pass show contoso/app"
+rewrite_from = "if-foreign"
+queue = "on-failure"
+token_encrypt_cmd = ["gpg", "--encrypt", "-r", "me"]
+smtp_port = 587
+tls = "starttls"
+[accounts.cn]
+provider = "microsoft-china"
+email = "bob@contoso.cn"
+resource = "https://partner.outlook.cn"
+"#)
+        .unwrap();
+        assert_eq!(c.accounts.keys().collect::<Vec<_>>(), ["work", "cn"]);
+        let w = &c.accounts["work"];
+        assert_eq!(w.rewrite_from, RewriteFrom::IfForeign);
+        assert_eq!(
+            w.client_secret_cmd.as_ref().unwrap().argv().unwrap(),
+            ["pass", "show", "contoso/app"]
+        );
+        assert_eq!(c.accounts["cn"].provider, ProviderKind::MicrosoftChina);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = p("[accounts.work]\nemail = \"a@b.c\"\nsmtp_hots = \"x\"\n").unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        let s = e.to_string();
+        assert!(s.starts_with("/c.toml:3: key `accounts.work"), "{s}");
+        assert!(s.contains("smtp_hots"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_and_missing_value() {
+        let s = p("[accounts.w]\nemail = \"a@b.c\"\nsmtp_port = \"x\"\n").unwrap_err().to_string();
+        assert!(s.contains(":3: key `accounts.w.smtp_port`"), "{s}");
+        let s = p("[accounts.w]\nprovider = \"gmail\"\n").unwrap_err().to_string();
+        assert!(s.contains("email"), "{s}");
+        let s = p("default_account = \"x\"\n[accounts.w]\nemail = \"a@b.c\"\n").unwrap_err().to_string();
+        assert!(s.contains("default_account"), "{s}");
+        let s = p("[accounts.w]\nemail = \"a@b.c\"\nflow = \"magic\"\n").unwrap_err().to_string();
+        assert!(s.contains(":3: key `accounts.w.flow`"), "{s}");
+    }
+
+    #[test]
+    fn secret_command_checks_exit_status() {
+        let ok = CommandSpec::Args(vec!["printf".into(), "s3cret\\nsecond\\n".into()]);
+        assert_eq!(ok.secret("client_secret_cmd").unwrap(), "s3cret");
+        let bad = CommandSpec::Line("sh -c 'echo garbage; exit 3'".into());
+        let e = bad.secret("client_secret_cmd").unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        assert!(!e.to_string().contains("garbage"));
+    }
+}

@@ -1,0 +1,351 @@
+//! One error type for the whole program. Each failure knows its phase and, where there
+//! is one, the server's own reply; `exit_code()` maps it to sysexits.h and `Display`
+//! gives the one line a user reads on stderr: what failed, for which account, the
+//! server's words, and what to do next. Nothing here ever holds a secret.
+
+use std::fmt;
+
+use crate::smtp::Reply;
+
+/// Where in the SMTP dialogue something went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Tls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    /// The reply after the end of the message data.
+    Message,
+    Quit,
+}
+
+impl Phase {
+    fn describe(self) -> &'static str {
+        match self {
+            Phase::Connect => "connecting",
+            Phase::Greeting => "waiting for the greeting",
+            Phase::Ehlo => "at EHLO",
+            Phase::StartTls => "at STARTTLS",
+            Phase::Tls => "in the TLS handshake",
+            Phase::Auth => "authenticating",
+            Phase::Mail => "at MAIL FROM",
+            Phase::Rcpt => "at RCPT TO",
+            Phase::Data => "at DATA",
+            Phase::Message => "after the message data",
+            Phase::Quit => "at QUIT",
+        }
+    }
+}
+
+/// How a token problem is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenClass {
+    /// Network, timeout, 408/429/5xx, `temporarily_unavailable`: try again later.
+    Transient,
+    /// The refresh token is gone or refused: a new `login` is needed.
+    NeedsLogin,
+    /// The app registration or the config is wrong (client id, tenant, redirect, scope).
+    Config,
+}
+
+#[derive(Debug)]
+pub enum Kind {
+    /// Bad command line.
+    Usage(String),
+    /// Unusable message: empty, NUL byte, no recipient, bad address.
+    Data(String),
+    /// The message is larger than the server's advertised SIZE.
+    TooLarge { size: u64, limit: u64 },
+    /// Configuration error, already naming file, line and key where known.
+    Config(String),
+    /// Reading input or writing local files failed.
+    Io(String),
+    /// A bug or an impossible state.
+    Internal(String),
+    /// The network failed: refused, reset, timed out, closed.
+    Network { phase: Phase, detail: String },
+    /// The server broke the protocol, or refused what security requires (no STARTTLS,
+    /// a certificate that does not verify).
+    Protocol { phase: Phase, detail: String },
+    /// The server refused, in its own words.
+    Reply { phase: Phase, reply: Reply },
+    /// One or more recipients were refused permanently; nothing was delivered.
+    RecipientsRefused(Vec<(String, Reply)>),
+    /// Getting a token failed.
+    Token { class: TokenClass, detail: String },
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub kind: Kind,
+    pub account: Option<String>,
+    pub server: Option<String>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Kind> for Error {
+    fn from(kind: Kind) -> Self {
+        Error {
+            kind,
+            account: None,
+            server: None,
+        }
+    }
+}
+
+impl Error {
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Kind::Usage(msg.into()).into()
+    }
+    pub fn data(msg: impl Into<String>) -> Self {
+        Kind::Data(msg.into()).into()
+    }
+    pub fn config(msg: impl Into<String>) -> Self {
+        Kind::Config(msg.into()).into()
+    }
+    pub fn io(msg: impl Into<String>) -> Self {
+        Kind::Io(msg.into()).into()
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Kind::Internal(msg.into()).into()
+    }
+    pub fn network(phase: Phase, detail: impl Into<String>) -> Self {
+        Kind::Network {
+            phase,
+            detail: detail.into(),
+        }
+        .into()
+    }
+    pub fn protocol(phase: Phase, detail: impl Into<String>) -> Self {
+        Kind::Protocol {
+            phase,
+            detail: detail.into(),
+        }
+        .into()
+    }
+    #[must_use]
+    pub fn reply(phase: Phase, reply: Reply) -> Self {
+        Kind::Reply { phase, reply }.into()
+    }
+    pub fn token(class: TokenClass, detail: impl Into<String>) -> Self {
+        Kind::Token {
+            class,
+            detail: detail.into(),
+        }
+        .into()
+    }
+
+    /// Adds the account name, unless one is already known.
+    #[must_use]
+    pub fn for_account(mut self, account: &str) -> Self {
+        self.account.get_or_insert_with(|| account.to_owned());
+        self
+    }
+
+    /// Adds the server `host:port`, unless one is already known.
+    #[must_use]
+    pub fn at_server(mut self, server: &str) -> Self {
+        self.server.get_or_insert_with(|| server.to_owned());
+        self
+    }
+
+    /// True for a failure that may succeed if tried again later (what the queue keeps).
+    #[must_use]
+    pub fn is_temporary(&self) -> bool {
+        self.exit_code() == EX_TEMPFAIL
+            || matches!(
+                self.kind,
+                Kind::Token {
+                    class: TokenClass::NeedsLogin,
+                    ..
+                }
+            )
+    }
+
+    /// True when the server refused the credentials (a fresh token may help once).
+    #[must_use]
+    pub fn is_auth_refused(&self) -> bool {
+        matches!(&self.kind, Kind::Reply { phase: Phase::Auth, reply } if reply.is_permanent())
+    }
+
+    /// sysexits.h, as sendmail and msmtp use it.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match &self.kind {
+            Kind::Usage(_) => EX_USAGE,
+            Kind::Data(_) | Kind::TooLarge { .. } => EX_DATAERR,
+            Kind::Config(_) => EX_CONFIG,
+            Kind::Io(_) => EX_IOERR,
+            Kind::Internal(_) => EX_SOFTWARE,
+            Kind::Network { .. } => EX_TEMPFAIL,
+            Kind::Protocol { .. } => EX_PROTOCOL,
+            Kind::RecipientsRefused(_) => EX_NOUSER,
+            Kind::Token { class, .. } => match class {
+                TokenClass::Transient => EX_TEMPFAIL,
+                TokenClass::NeedsLogin => EX_NOPERM,
+                TokenClass::Config => EX_CONFIG,
+            },
+            Kind::Reply { phase, reply } => reply_exit_code(*phase, reply),
+        }
+    }
+}
+
+fn reply_exit_code(phase: Phase, reply: &Reply) -> u8 {
+    if reply.is_transient() {
+        return EX_TEMPFAIL;
+    }
+    if !reply.is_permanent() {
+        // A positive reply where a refusal was expected, or a code outside 2xx-5xx.
+        return EX_PROTOCOL;
+    }
+    match phase {
+        Phase::Auth => EX_NOPERM,
+        Phase::Rcpt => EX_NOUSER,
+        Phase::Mail | Phase::Data | Phase::Message if is_size_refusal(reply) => EX_DATAERR,
+        _ => EX_UNAVAILABLE,
+    }
+}
+
+fn is_size_refusal(reply: &Reply) -> bool {
+    reply.code == 552 || reply.enhanced() == Some("5.3.4")
+}
+
+pub const EX_USAGE: u8 = 64;
+pub const EX_DATAERR: u8 = 65;
+pub const EX_NOUSER: u8 = 67;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_SOFTWARE: u8 = 70;
+pub const EX_IOERR: u8 = 74;
+pub const EX_TEMPFAIL: u8 = 75;
+pub const EX_PROTOCOL: u8 = 76;
+pub const EX_NOPERM: u8 = 77;
+pub const EX_CONFIG: u8 = 78;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(account) = &self.account {
+            write!(f, "account {account}: ")?;
+        }
+        let at = self
+            .server
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        match &self.kind {
+            Kind::Usage(m) => write!(f, "{m} (see --help)"),
+            Kind::Data(m) | Kind::Config(m) | Kind::Io(m) => f.write_str(m),
+            Kind::Internal(m) => write!(f, "internal error: {m}; please report it"),
+            Kind::TooLarge { size, limit } => write!(
+                f,
+                "the message ({size} bytes) is larger than the server{at} accepts ({limit} bytes); nothing was sent"
+            ),
+            Kind::Network { phase, detail } => write!(
+                f,
+                "network failure {}{at}: {detail}; nothing was sent, try again later",
+                phase.describe()
+            ),
+            Kind::Protocol { phase, detail } => {
+                write!(f, "server{at} failed {}: {detail}", phase.describe())
+            }
+            Kind::Reply { phase, reply } => {
+                let what = match phase {
+                    Phase::Auth => "authentication refused".to_owned(),
+                    p => format!("refused {}", p.describe()),
+                };
+                write!(f, "{what}{at}: {reply}")?;
+                let account = self.account.as_deref().unwrap_or("ACCOUNT");
+                match hint(*phase, reply, account) {
+                    Some(h) => write!(f, "; {h}"),
+                    None if reply.is_transient() => f.write_str("; try again later"),
+                    None => Ok(()),
+                }
+            }
+            Kind::RecipientsRefused(refused) => {
+                f.write_str("recipients refused, nothing was delivered: ")?;
+                for (i, (addr, reply)) in refused.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "<{addr}>: {reply}")?;
+                }
+                write!(f, "{at}; fix or remove them and send again")
+            }
+            Kind::Token { detail, .. } => f.write_str(detail),
+        }
+    }
+}
+
+/// What to do next for the server replies users meet most (Exchange Online first).
+fn hint(phase: Phase, reply: &Reply, account: &str) -> Option<String> {
+    let enhanced = reply.enhanced().unwrap_or("");
+    let text = reply.text();
+    let send_as_denied = enhanced == "5.7.60"
+        || enhanced == "5.2.252"
+        || text.contains("SendAsDenied")
+        || text.contains("send as this sender");
+    Some(match enhanced {
+        _ if send_as_denied => {
+            "the From address is not one this mailbox may send as: set rewrite_from = \"if-foreign\" \
+             (or \"always\") for the account, or ask for Send As rights"
+                .to_owned()
+        }
+        "5.7.139" => "SMTP AUTH is disabled for this tenant or mailbox: an administrator must enable \
+                     Authenticated SMTP (https://aka.ms/smtp_auth_disabled)"
+            .to_owned(),
+        "5.7.3" => format!(
+            "the token was refused: check that `email` is the mailbox that signed in and that SMTP AUTH \
+             is enabled for it, or run `oauth2-sendmail login {account}`"
+        ),
+        "5.7.57" => format!(
+            "the server did not take the authentication: run `oauth2-sendmail check {account}`"
+        ),
+        "5.7.30" => "the server only offers basic authentication for this mailbox".to_owned(),
+        "4.3.2" => "too many connections to this mailbox at once (Exchange allows 3); try again later"
+            .to_owned(),
+        "5.3.4" => "the message is larger than the server accepts".to_owned(),
+        "5.7.4" if phase == Phase::Auth => {
+            "the server does not accept XOAUTH2 here; check smtp_host and tls".to_owned()
+        }
+        _ if phase == Phase::Auth && reply.is_permanent() => {
+            format!("run `oauth2-sendmail login {account}` if the token is no longer valid")
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_by_phase() {
+        let r = |c, t| Reply::new(c, t);
+        assert_eq!(Error::reply(Phase::Auth, r(535, "5.7.3 x")).exit_code(), 77);
+        assert_eq!(Error::reply(Phase::Auth, r(454, "4.7.0 x")).exit_code(), 75);
+        assert_eq!(Error::reply(Phase::Mail, r(550, "5.7.60 x")).exit_code(), 69);
+        assert_eq!(Error::reply(Phase::Message, r(552, "5.3.4 big")).exit_code(), 65);
+        assert_eq!(Error::reply(Phase::Message, r(554, "5.2.252 SendAsDenied")).exit_code(), 69);
+        assert_eq!(Error::reply(Phase::Greeting, r(421, "4.3.2 busy")).exit_code(), 75);
+        assert_eq!(Error::reply(Phase::Greeting, r(554, "go away")).exit_code(), 69);
+        assert_eq!(Error::reply(Phase::Data, r(250, "odd")).exit_code(), 76);
+    }
+
+    #[test]
+    fn lines_name_account_server_reply_and_next_step() {
+        let e = Error::reply(Phase::Auth, Reply::new(535, "5.7.3 Authentication unsuccessful"))
+            .for_account("work")
+            .at_server("smtp.office365.com:587");
+        let line = e.to_string();
+        assert!(line.starts_with("account work: authentication refused (smtp.office365.com:587): 535 5.7.3"));
+        assert!(line.contains("oauth2-sendmail login work"));
+        assert!(!line.contains('\n'));
+        let e = Error::reply(Phase::Message, Reply::new(554, "5.2.252 SendAsDenied; a not allowed to send as b"));
+        assert!(e.to_string().contains("rewrite_from"));
+    }
+}

@@ -1,0 +1,87 @@
+//! oauth2-sendmail: a drop-in `sendmail` that submits over STARTTLS with SASL XOAUTH2,
+//! using a cached OAuth2 token that is refreshed when needed.
+//!
+//! The one path that matters (sendmail mode):
+//!
+//! ```text
+//! argv ─► cli ─► config ─► message (stdin) ─► plan::resolve (pure)
+//!                                                  │
+//!          deliver: oauth::access_token ∥ smtp::Session::connect
+//!                   ─► authenticate (XOAUTH2, one retry on a refused cached token)
+//!                   ─► send (MAIL/RCPT/DATA pipelined) ─► exit 0
+//! ```
+//!
+//! | module | one job |
+//! |---|---|
+//! | `cli` | what was typed: sendmail flags and management words (clap) |
+//! | `config` | the TOML model, errors with file/line/key, secret commands |
+//! | `paths` | XDG locations of config, tokens and queue |
+//! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
+//! | `message` | reading stdin, the header view, Bcc stripping, header edits |
+//! | `plan` | pure resolution of account, envelope and header edits |
+//! | `oauth` | the token cache (`store`) and the HTTP grants (`grants`) |
+//! | `smtp` | our ESMTP client: wire bytes, TLS, the session |
+//! | `deliver` | one account's session: token and connection at once, auth with retry |
+//! | `sendmail` | sendmail mode from argv to exit status; the log line |
+//! | `manage` | the management words: token, status, check, logout |
+//! | `error` | one error type → the stderr line and the exit code |
+//!
+//! Rules that hold everywhere: nothing is printed on success in sendmail mode; a token is
+//! only sent after TLS is up and verified; no token, refresh token, password or secret ever
+//! reaches stdout (except `token`, whose job it is), stderr, a log or an error.
+
+mod cli;
+mod config;
+mod deliver;
+mod error;
+mod manage;
+mod message;
+mod oauth;
+mod paths;
+mod plan;
+mod provider;
+mod sendmail;
+mod smtp;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+
+fn main() -> ExitCode {
+    // One TLS provider for the process: reqwest and tokio-rustls share it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let invocation = match cli::parse(std::env::args_os().collect()) {
+        Ok(i) => i,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("oauth2-sendmail: {first} (see --help)");
+            return ExitCode::from(error::EX_USAGE);
+        }
+    };
+    let result = match invocation {
+        cli::Invocation::Send(args) => sendmail::run(&args),
+        cli::Invocation::Manage(args) => manage::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oauth2-sendmail: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// A single-threaded runtime: one process sends one message; the token refresh and the
+/// SMTP set-up overlap as tasks on it.
+fn runtime() -> error::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| error::Error::internal(format!("cannot start the runtime: {e}")))
+}

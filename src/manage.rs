@@ -1,0 +1,113 @@
+//! The management words that need no login flow: `token`, `status`, `check`, `logout`.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cli::{Manage, ManageArgs};
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use crate::oauth::{self, store::TokenStore};
+use crate::provider::{self, AccountSettings};
+use crate::{deliver, runtime};
+
+pub fn run(args: ManageArgs) -> Result<()> {
+    let config = config::load(args.config.as_deref())?;
+    match args.command {
+        Manage::Token { account } => token(&settings(&config, account.as_deref())?),
+        Manage::Status { account } => status(&config, account.as_deref()),
+        Manage::Check { account } => check(&settings(&config, account.as_deref())?),
+        Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
+        Manage::Login(_) => Err(Error::usage("login is not available in this version yet")),
+        Manage::Queue { .. } => Err(Error::usage("there is no queue in this version yet")),
+    }
+}
+
+/// The named account (or the default one) with its provider's defaults.
+fn settings(config: &Config, name: Option<&str>) -> Result<AccountSettings> {
+    let name = match name {
+        Some(n) => n,
+        None => config.default_account_name()?,
+    };
+    provider::resolve(name, config.account(name)?)
+}
+
+fn print(text: &str) -> Result<()> {
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+}
+
+/// Prints a valid access token: for mbsync `PassCmd`, msmtp `passwordeval`, scripts.
+fn token(account: &AccountSettings) -> Result<()> {
+    let token = runtime()?
+        .block_on(oauth::access_token(account, None))
+        .map_err(|e| e.for_account(&account.name))?;
+    print(&format!("{}\n", token.secret))
+}
+
+/// Connects, authenticates and quits, sending nothing.
+fn check(account: &AccountSettings) -> Result<()> {
+    let session = runtime()?.block_on(async {
+        let session = deliver::open(account, false).await?;
+        session.quit().await;
+        Ok::<_, Error>(())
+    });
+    session?;
+    print(&format!(
+        "account {}: {} accepted XOAUTH2 for {}\n",
+        account.name,
+        account.smtp.address(),
+        account.email
+    ))
+}
+
+fn logout(account: &AccountSettings) -> Result<()> {
+    let removed = TokenStore::new(account)?.remove()?;
+    print(&format!(
+        "account {}: {}\n",
+        account.name,
+        if removed { "tokens deleted" } else { "no tokens were stored" }
+    ))
+}
+
+/// Accounts, their provider and server, and the state of their tokens: never a secret.
+fn status(config: &Config, only: Option<&str>) -> Result<()> {
+    if let Some(name) = only {
+        config.account(name)?;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut out = String::new();
+    for name in config.accounts.keys().filter(|n| only.is_none_or(|o| o == *n)) {
+        let account = provider::resolve(name, &config.accounts[name])?;
+        let default = config.default_account_name().ok() == Some(name.as_str());
+        out.push_str(&format!(
+            "{name}{}\n  provider: {:?}\n  email: {}\n  server: {}\n  flow: {:?}\n",
+            if default { " (default)" } else { "" },
+            account.provider,
+            account.email,
+            account.smtp.address(),
+            account.oauth.flow,
+        ));
+        let state = match TokenStore::new(&account).and_then(|s| s.load()) {
+            Ok(Some(t)) => {
+                let access = if t.expires_at > now {
+                    format!("valid until {} ({} min left)", t.expires_at, (t.expires_at - now) / 60)
+                } else {
+                    format!("expired at {}", t.expires_at)
+                };
+                let refresh = if t.refresh_token.is_some() { "present" } else { "none" };
+                let last = t
+                    .obtained_at
+                    .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+                format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n")
+            }
+            Ok(None) => format!("  token: none (needs login: oauth2-sendmail login {name})\n"),
+            Err(e) => format!("  token: unreadable: {e}\n"),
+        };
+        out.push_str(&state);
+    }
+    print(&out)
+}

@@ -1,0 +1,327 @@
+//! Provider presets: what `provider = "microsoft"` (and friends) means in hosts, ports,
+//! endpoints, scopes and client ids, with every value overridable from the account.
+//! Pure: no I/O; secrets stay as commands until a grant needs them.
+
+use std::path::PathBuf;
+
+use crate::config::{Account, CommandSpec, Flow, ProviderKind, TlsMode};
+use crate::error::{Error, Result};
+
+/// Thunderbird's public client (no secret; organisations and personal accounts). See
+/// `../shared/design/facts-oauth-microsoft.md` §4: the de-facto shared client for IMAP/SMTP.
+pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
+
+/// Where to submit mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Extra trusted root certificates (PEM), added to the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Server {
+    /// `host:port`, as errors show it.
+    #[must_use]
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Everything a grant needs to talk to the identity platform.
+#[derive(Debug, Clone)]
+pub struct OAuthSettings {
+    pub flow: Flow,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_cmd: Option<CommandSpec>,
+    pub password_cmd: Option<CommandSpec>,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub device_code_url: String,
+    /// Sent as `scope` (v2); empty when `resource` is used.
+    pub scopes: Vec<String>,
+    /// Sent as `resource` (v1 endpoints, e.g. 21Vianet's password grant).
+    pub resource: Option<String>,
+    pub redirect_uri: String,
+    /// The extra trusted roots also apply to the token endpoint (tests, private clouds).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One account with its provider's defaults filled in.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub name: String,
+    pub provider: ProviderKind,
+    /// The mailbox: the XOAUTH2 user and the default envelope sender.
+    pub email: String,
+    pub smtp: Server,
+    pub oauth: OAuthSettings,
+    /// The account as configured (rewrite_from, queue, from patterns, commands).
+    pub config: Account,
+}
+
+impl OAuthSettings {
+    /// The client id, or a config error that says how to get one.
+    pub fn client_id(&self, account: &str, provider: ProviderKind) -> Result<&str> {
+        self.client_id.as_deref().ok_or_else(|| {
+            Error::config(match provider {
+                ProviderKind::MicrosoftChina => format!(
+                    "account {account}: `client_id` is required for microsoft-china: register an app at \
+                     https://portal.azure.cn (Microsoft Entra ID → App registrations), add the delegated \
+                     permission SMTP.Send, allow public client flows, and put its Application (client) ID \
+                     in the config"
+                ),
+                ProviderKind::Gmail => format!(
+                    "account {account}: `client_id` (and `client_secret` or `client_secret_cmd`) are required \
+                     for gmail: create an OAuth client of type Desktop app in the Google Cloud console"
+                ),
+                _ => format!("account {account}: `client_id` is required"),
+            })
+        })
+    }
+
+    /// The client secret from the config or its command, if any.
+    pub fn client_secret(&self) -> Result<Option<String>> {
+        if let Some(s) = &self.client_secret {
+            return Ok(Some(s.clone()));
+        }
+        self.client_secret_cmd
+            .as_ref()
+            .map(|c| c.secret("client_secret_cmd"))
+            .transpose()
+    }
+}
+
+/// Fills in the provider's defaults for account `name`.
+pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
+    let preset = Preset::of(account);
+    let flow = account.flow.unwrap_or(Flow::Authcode);
+    let missing = |key: &str| {
+        Error::config(format!(
+            "account {name}: `{key}` is required for provider = \"custom\""
+        ))
+    };
+    let tls = account.tls.unwrap_or(TlsMode::Starttls);
+    let smtp = Server {
+        host: account
+            .smtp_host
+            .clone()
+            .or(preset.smtp_host.map(str::to_owned))
+            .ok_or_else(|| missing("smtp_host"))?,
+        port: account.smtp_port.unwrap_or(match tls {
+            TlsMode::Starttls => 587,
+            TlsMode::Implicit => 465,
+        }),
+        tls,
+        ca_file: account.tls_ca_file.clone(),
+    };
+    let endpoint = |configured: &Option<String>, path: &str| -> Option<String> {
+        configured
+            .clone()
+            .or_else(|| preset.authority.map(|a| format!("{a}{path}")))
+    };
+    let (authorize, token, device) = if account.resource.is_some() {
+        ("/oauth2/authorize", "/oauth2/token", "/oauth2/devicecode")
+    } else {
+        (preset.authorize_path, preset.token_path, preset.device_path)
+    };
+    let scopes = match (&account.scopes, &account.resource) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) if flow == Flow::ClientCredentials => {
+            preset.app_scopes.iter().map(|s| (*s).to_owned()).collect()
+        }
+        (None, None) => preset.scopes.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let oauth = OAuthSettings {
+        flow,
+        client_id: account
+            .client_id
+            .clone()
+            .or(preset.client_id.map(str::to_owned)),
+        client_secret: account.client_secret.clone(),
+        client_secret_cmd: account.client_secret_cmd.clone(),
+        password_cmd: account.password_cmd.clone(),
+        authorize_url: endpoint(&account.authorize_url, authorize).unwrap_or_default(),
+        token_url: endpoint(&account.token_url, token).ok_or_else(|| missing("token_url"))?,
+        device_code_url: endpoint(&account.device_code_url, device).unwrap_or_default(),
+        scopes,
+        resource: account.resource.clone(),
+        redirect_uri: account
+            .redirect_uri
+            .clone()
+            .unwrap_or_else(|| "http://localhost".to_owned()),
+        ca_file: account.tls_ca_file.clone(),
+    };
+    let tenant = account.tenant.as_deref().unwrap_or("common");
+    let oauth = OAuthSettings {
+        authorize_url: oauth.authorize_url.replace("{tenant}", tenant),
+        token_url: oauth.token_url.replace("{tenant}", tenant),
+        device_code_url: oauth.device_code_url.replace("{tenant}", tenant),
+        ..oauth
+    };
+    Ok(AccountSettings {
+        name: name.to_owned(),
+        provider: account.provider,
+        email: account.email.clone(),
+        smtp,
+        oauth,
+        config: account.clone(),
+    })
+}
+
+/// A provider's built-in values. `authority` may hold `{tenant}`.
+struct Preset {
+    smtp_host: Option<&'static str>,
+    authority: Option<&'static str>,
+    authorize_path: &'static str,
+    token_path: &'static str,
+    device_path: &'static str,
+    scopes: &'static [&'static str],
+    app_scopes: &'static [&'static str],
+    client_id: Option<&'static str>,
+}
+
+impl Preset {
+    fn of(account: &Account) -> Preset {
+        const V2: (&str, &str, &str) = (
+            "/oauth2/v2.0/authorize",
+            "/oauth2/v2.0/token",
+            "/oauth2/v2.0/devicecode",
+        );
+        match account.provider {
+            // One token serves SMTP, IMAP and POP (mbsync's PassCmd); offline_access
+            // is what makes Microsoft return a refresh token at all.
+            ProviderKind::Microsoft => Preset {
+                smtp_host: Some("smtp.office365.com"),
+                authority: Some("https://login.microsoftonline.com/{tenant}"),
+                authorize_path: V2.0,
+                token_path: V2.1,
+                device_path: V2.2,
+                scopes: &[
+                    "https://outlook.office.com/SMTP.Send",
+                    "https://outlook.office.com/IMAP.AccessAsUser.All",
+                    "https://outlook.office.com/POP.AccessAsUser.All",
+                    "offline_access",
+                ],
+                app_scopes: &["https://outlook.office365.com/.default"],
+                client_id: Some(THUNDERBIRD_CLIENT_ID),
+            },
+            // 21Vianet: a separate cloud with its own app registrations.
+            ProviderKind::MicrosoftChina => Preset {
+                smtp_host: Some("smtp.partner.outlook.cn"),
+                authority: Some("https://login.partner.microsoftonline.cn/{tenant}"),
+                authorize_path: V2.0,
+                token_path: V2.1,
+                device_path: V2.2,
+                scopes: &[
+                    "https://partner.outlook.cn/SMTP.Send",
+                    "https://partner.outlook.cn/IMAP.AccessAsUser.All",
+                    "https://partner.outlook.cn/POP.AccessAsUser.All",
+                    "offline_access",
+                ],
+                app_scopes: &["https://partner.outlook.cn/.default"],
+                client_id: None,
+            },
+            ProviderKind::Gmail => Preset {
+                smtp_host: Some("smtp.gmail.com"),
+                authority: None,
+                authorize_path: "",
+                token_path: "",
+                device_path: "",
+                scopes: &["https://mail.google.com/"],
+                app_scopes: &["https://mail.google.com/"],
+                client_id: None,
+            },
+            ProviderKind::Custom => Preset {
+                smtp_host: None,
+                authority: None,
+                authorize_path: "",
+                token_path: "",
+                device_path: "",
+                scopes: &[],
+                app_scopes: &[],
+                client_id: None,
+            },
+        }
+        .with_gmail_endpoints(account.provider)
+    }
+
+    fn with_gmail_endpoints(self, kind: ProviderKind) -> Preset {
+        if kind != ProviderKind::Gmail {
+            return self;
+        }
+        // Google's endpoints are not below one authority; spell them out whole.
+        Preset {
+            authority: Some(""),
+            authorize_path: "https://accounts.google.com/o/oauth2/v2/auth",
+            token_path: "https://oauth2.googleapis.com/token",
+            device_path: "https://oauth2.googleapis.com/device/code",
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(provider: ProviderKind) -> Account {
+        Account {
+            provider,
+            email: "a@contoso.com".into(),
+            ..Account::default()
+        }
+    }
+
+    #[test]
+    fn microsoft_defaults() {
+        let s = resolve("w", &account(ProviderKind::Microsoft)).unwrap();
+        assert_eq!(s.smtp.address(), "smtp.office365.com:587");
+        assert_eq!(
+            s.oauth.token_url,
+            "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+        );
+        assert_eq!(s.oauth.client_id.as_deref(), Some(THUNDERBIRD_CLIENT_ID));
+        assert!(s.oauth.scopes.contains(&"offline_access".to_owned()));
+    }
+
+    #[test]
+    fn china_v1_with_resource_and_tenant() {
+        let mut a = account(ProviderKind::MicrosoftChina);
+        a.resource = Some("https://partner.outlook.cn".into());
+        a.tenant = Some("contoso.partner.onmschina.cn".into());
+        let s = resolve("cn", &a).unwrap();
+        assert_eq!(s.smtp.host, "smtp.partner.outlook.cn");
+        assert_eq!(
+            s.oauth.token_url,
+            "https://login.partner.microsoftonline.cn/contoso.partner.onmschina.cn/oauth2/token"
+        );
+        assert!(s.oauth.scopes.is_empty());
+        let e = s.oauth.client_id("cn", s.provider).unwrap_err();
+        assert!(e.to_string().contains("portal.azure.cn"));
+    }
+
+    #[test]
+    fn app_only_scope_and_custom_requirements() {
+        let mut a = account(ProviderKind::Microsoft);
+        a.flow = Some(Flow::ClientCredentials);
+        let s = resolve("app", &a).unwrap();
+        assert_eq!(s.oauth.scopes, ["https://outlook.office365.com/.default"]);
+        let e = resolve("c", &account(ProviderKind::Custom)).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        let g = resolve("g", &account(ProviderKind::Gmail)).unwrap();
+        assert_eq!(g.oauth.token_url, "https://oauth2.googleapis.com/token");
+    }
+
+    #[test]
+    fn implicit_tls_defaults_to_465() {
+        let mut a = account(ProviderKind::Custom);
+        a.smtp_host = Some("mail.example".into());
+        a.token_url = Some("https://idp.example/token".into());
+        a.tls = Some(TlsMode::Implicit);
+        assert_eq!(resolve("c", &a).unwrap().smtp.port, 465);
+    }
+}

@@ -1,0 +1,43 @@
+//! The SMTP submission client: our own ESMTP session on tokio + tokio-rustls (see
+//! `../shared/design/architecture.md` for why not lettre's connection).
+//!
+//! - `reply`: a server reply and its enhanced status code;
+//! - `wire`: commands as exact bytes, reply parsing, the DATA codec (CRLF, dot-stuffing);
+//! - `tls`: the rustls client config (system roots plus `tls_ca_file`);
+//! - `session`: connect, STARTTLS, AUTH XOAUTH2, the pipelined transaction, QUIT.
+
+pub mod reply;
+pub mod session;
+pub mod tls;
+pub mod wire;
+
+use serde::{Deserialize, Serialize};
+
+pub use reply::Reply;
+pub use session::Session;
+
+/// What goes in MAIL FROM and RCPT TO, resolved by `plan`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `None` is the null sender, `MAIL FROM:<>`.
+    pub from: Option<String>,
+    /// Validated addresses, de-duplicated, in order.
+    pub recipients: Vec<String>,
+    pub dsn: Dsn,
+    /// The message holds 8-bit bytes: `BODY=8BITMIME` when the server offers it.
+    pub eight_bit: bool,
+    /// An envelope address is not ASCII: `SMTPUTF8` is required.
+    pub smtputf8: bool,
+}
+
+/// Delivery status notification parameters (RFC 3461), from `-N`, `-R`, `-V`; sent only
+/// when the server offers DSN.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dsn {
+    /// `NEVER`, or a comma list of `SUCCESS`, `FAILURE`, `DELAY` (upper case).
+    pub notify: Option<String>,
+    /// `FULL` or `HDRS`.
+    pub ret: Option<String>,
+    /// The envelope id, as given (xtext-encoded on the wire).
+    pub envid: Option<String>,
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real binary, with `HOME`/`XDG_*` in a temporary directory,
+//! against in-process servers on 127.0.0.1 that speak the real protocols over TCP and TLS.
+//! One test binary (this one) keeps link time low.
+
+#![allow(dead_code)]
+
+mod support;
