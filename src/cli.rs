@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// The words that select a management command when they come first.
 pub const MANAGEMENT_WORDS: &[&str] = &["login", "token", "status", "check", "logout", "queue"];
@@ -277,14 +277,6 @@ fn starts_with_management_word(args: &[OsString]) -> bool {
     first.is_some_and(|w| MANAGEMENT_WORDS.contains(&w.as_ref()))
 }
 
-/// The whole interface as one clap command (sendmail flags plus the management words),
-/// for the man page and shell completions.
-#[must_use]
-pub fn documented_command() -> clap::Command {
-    let manage = ManageArgs::command();
-    SendArgs::command().subcommands(manage.get_subcommands().cloned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +376,64 @@ mod tests {
             parse(argv(&["/usr/sbin/sendmail", "status"])).unwrap(),
             Invocation::Send(_)
         ));
+    }
+}
+
+/// The man page and shell completions are generated from the clap definitions above and
+/// committed; this test fails when they are out of date. `UPDATE_GENERATED=1 cargo test`
+/// rewrites them.
+#[cfg(test)]
+mod generated_docs {
+    use std::path::Path;
+
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+
+    use super::{ManageArgs, SendArgs};
+
+    /// The whole interface as one command: sendmail flags plus the management words.
+    fn documented_command() -> clap::Command {
+        let manage = ManageArgs::command();
+        SendArgs::command().subcommands(manage.get_subcommands().cloned())
+    }
+
+    fn man_page() -> Vec<u8> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(documented_command())
+            .render(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn completion(shell: Shell) -> Vec<u8> {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut documented_command(), "oauth2-sendmail", &mut out);
+        out
+    }
+
+    #[test]
+    fn committed_man_page_and_completions_are_current() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let files = [
+            ("man/oauth2-sendmail.1", man_page()),
+            ("completions/oauth2-sendmail.bash", completion(Shell::Bash)),
+            ("completions/_oauth2-sendmail", completion(Shell::Zsh)),
+            ("completions/oauth2-sendmail.fish", completion(Shell::Fish)),
+        ];
+        let update = std::env::var_os("UPDATE_GENERATED").is_some();
+        for (path, fresh) in files {
+            let path = root.join(path);
+            if update {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &fresh).unwrap();
+                continue;
+            }
+            let committed = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                committed == fresh,
+                "{} is out of date: run `UPDATE_GENERATED=1 cargo test generated_docs`",
+                path.display()
+            );
+        }
     }
 }
