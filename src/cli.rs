@@ -254,6 +254,15 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
         .and_then(|p| std::path::Path::new(p).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if program == "mailq" {
+        // Like Postfix's and sendmail's `mailq`: list the queue, whatever the arguments.
+        return Ok(Invocation::Manage(ManageArgs {
+            config: None,
+            command: Manage::Queue {
+                action: QueueAction::List,
+            },
+        }));
+    }
     if program == "sendmail" || !starts_with_management_word(&argv[1.min(argv.len())..]) {
         return SendArgs::try_parse_from(argv).map(Invocation::Send);
     }

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result, TokenClass};
 use crate::oauth;
 use crate::provider::AccountSettings;
-use crate::smtp::{Envelope, Reply, Session};
+use crate::smtp::Session;
 
 /// An authenticated session for `account`.
 pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Session> {
@@ -42,20 +42,4 @@ pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Session> {
         Err(e) => return Err(with_context(e.at_server(&server))),
     }
     Ok(session)
-}
-
-/// Sends one message over a fresh session and closes it.
-pub async fn deliver(
-    account: &AccountSettings,
-    envelope: &Envelope,
-    message: &[&[u8]],
-    verbose: bool,
-) -> Result<Reply> {
-    let mut session = open(account, verbose).await?;
-    let reply = session
-        .send(envelope, message)
-        .await
-        .map_err(|e| e.for_account(&account.name).at_server(&account.smtp.address()))?;
-    session.quit().await;
-    Ok(reply)
 }

@@ -78,6 +78,8 @@ pub enum Kind {
     RecipientsRefused(Vec<(String, Reply)>),
     /// Getting a token failed.
     Token { class: TokenClass, detail: String },
+    /// Already told the user (e.g. a flush's per-message lines): only the exit code is left.
+    Reported(u8),
 }
 
 #[derive(Debug)]
@@ -192,6 +194,7 @@ impl Error {
                 TokenClass::Config => EX_CONFIG,
             },
             Kind::Reply { phase, reply } => reply_exit_code(*phase, reply),
+            Kind::Reported(code) => *code,
         }
     }
 }
@@ -277,6 +280,7 @@ impl fmt::Display for Error {
                 write!(f, "{at}; fix or remove them and send again")
             }
             Kind::Token { detail, .. } => f.write_str(detail),
+            Kind::Reported(code) => write!(f, "exit status {code}"),
         }
     }
 }

@@ -22,6 +22,8 @@
 //! | `oauth` | the token cache (`store`) and the HTTP grants (`grants`) |
 //! | `smtp` | our ESMTP client: wire bytes, TLS, the session |
 //! | `deliver` | one account's session: token and connection at once, auth with retry |
+//! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
+//! | `flush` | sending the queue: one session per account, oldest first, backoff |
 //! | `sendmail` | sendmail mode from argv to exit status; the log line |
 //! | `manage` | the management words: token, status, check, logout |
 //! | `error` | one error type → the stderr line and the exit code |
@@ -34,12 +36,14 @@ mod cli;
 mod config;
 mod deliver;
 mod error;
+mod flush;
 mod manage;
 mod message;
 mod oauth;
 mod paths;
 mod plan;
 mod provider;
+mod queue;
 mod sendmail;
 mod smtp;
 
@@ -71,7 +75,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("oauth2-sendmail: {e}");
+            if !matches!(e.kind, error::Kind::Reported(_)) {
+                eprintln!("oauth2-sendmail: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -3,12 +3,13 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::{Manage, ManageArgs};
+use crate::cli::{Manage, ManageArgs, QueueAction};
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
-use crate::{deliver, runtime};
+use crate::queue::Queue;
+use crate::{deliver, flush, runtime, sendmail};
 
 pub fn run(args: ManageArgs) -> Result<()> {
     let config = config::load(args.config.as_deref())?;
@@ -18,7 +19,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
         Manage::Check { account } => check(&settings(&config, account.as_deref())?),
         Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
         Manage::Login(_) => Err(Error::usage("login is not available in this version yet")),
-        Manage::Queue { .. } => Err(Error::usage("there is no queue in this version yet")),
+        Manage::Queue { action } => queue(&config, &action),
     }
 }
 
@@ -109,5 +110,37 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         };
         out.push_str(&state);
     }
+    let queue = Queue::open()?;
+    let count = |(entries, bad): (Vec<_>, Vec<_>)| entries.len() + bad.len();
+    out.push_str(&format!(
+        "queue: {} queued, {} failed\n",
+        count(queue.list()?),
+        count(queue.list_failed()?)
+    ));
     print(&out)
+}
+
+fn queue(config: &Config, action: &QueueAction) -> Result<()> {
+    match action {
+        QueueAction::List => sendmail::list_queue(),
+        QueueAction::Flush => {
+            let report = flush::flush(config, None, false)?;
+            let mut text = report.lines.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            print(&text)?;
+            match report.exit_code() {
+                0 => Ok(()),
+                code => Err(Error::from(crate::error::Kind::Reported(code))),
+            }
+        }
+        QueueAction::Remove { id } => {
+            if Queue::open()?.remove(id)? {
+                print(&format!("{id}: removed\n"))
+            } else {
+                Err(Error::usage(format!("no queued message with id {id} (see `oauth2-sendmail queue list`)")))
+            }
+        }
+    }
 }

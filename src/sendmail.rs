@@ -5,17 +5,20 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::SendArgs;
-use crate::config::{self, Config};
+use crate::config::{self, Config, QueuePolicy};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::plan::{self, SendPlan};
 use crate::provider;
-use crate::{deliver, runtime};
+use crate::provider::AccountSettings;
+use crate::queue::{self, Queue};
+use crate::smtp::Reply;
+use crate::{deliver, flush};
 
 pub fn run(args: &SendArgs) -> Result<()> {
     match args.mode.as_deref() {
         None | Some("m") => {}
-        Some("p") => return Err(Error::usage("-bp: there is no queue in this version yet")),
+        Some("p") => return list_queue(),
         Some(m @ ("s" | "d" | "i")) => {
             return Err(Error::usage(format!(
                 "-b{m} is not supported: oauth2-sendmail submits one message from stdin"
@@ -23,10 +26,10 @@ pub fn run(args: &SendArgs) -> Result<()> {
         }
         Some(m) => return Err(Error::usage(format!("unsupported mode -b{m}"))),
     }
-    if args.queue_run.is_some() {
-        return Err(Error::usage("-q: there is no queue in this version yet"));
-    }
     let config = config::load(args.config.as_deref())?;
+    if args.queue_run.is_some() {
+        return flush_queue(&config, args.verbose > 0);
+    }
     let message = Message::read(std::io::stdin().lock())?;
     let plan = plan::resolve(args, &config, &message, context())?;
     let account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
@@ -36,14 +39,72 @@ pub fn run(args: &SendArgs) -> Result<()> {
         return print_plan(&plan, &account, &parts);
     }
     let size: usize = parts.iter().map(|p| p.len()).sum();
-    let outcome = runtime()?.block_on(deliver::deliver(
-        &account,
-        &plan.envelope,
-        &parts,
-        args.verbose > 0,
-    ));
-    log(&config, &plan, size, outcome.as_ref().map(ToString::to_string));
-    outcome.map(drop)
+    let policy = account.config.queue;
+    if args.queue_only() || policy == QueuePolicy::Always {
+        let id = enqueue(&plan, &parts)?;
+        log(&config, &plan, size, Ok(format!("queued as {id}")));
+        return Ok(());
+    }
+    let outcome = crate::runtime()?.block_on(send_now(&account, &plan, &parts, args.verbose > 0));
+    match outcome {
+        Err(e) if e.is_temporary() && policy == QueuePolicy::OnFailure => {
+            let id = enqueue(&plan, &parts)?;
+            log(&config, &plan, size, Ok(format!("queued as {id} after: {e}")));
+            Ok(())
+        }
+        outcome => {
+            log(&config, &plan, size, outcome.as_ref().map(ToString::to_string));
+            outcome.map(drop)
+        }
+    }
+}
+
+/// Sends over a fresh session; with `flush_on_send`, the account's queue follows over the
+/// same connection.
+async fn send_now(account: &AccountSettings, plan: &SendPlan, parts: &[&[u8]], verbose: bool) -> Result<Reply> {
+    let mut session = deliver::open(account, verbose).await?;
+    let reply = session
+        .send(&plan.envelope, parts)
+        .await
+        .map_err(|e| e.for_account(&account.name).at_server(&account.smtp.address()))?;
+    if account.config.flush_on_send {
+        flush::flush_after_send(account, session, verbose).await;
+    } else {
+        session.quit().await;
+    }
+    Ok(reply)
+}
+
+fn enqueue(plan: &SendPlan, parts: &[&[u8]]) -> Result<String> {
+    let meta = queue::Meta {
+        account: plan.account.clone(),
+        envelope: plan.envelope.clone(),
+        created_at: queue::now(),
+    };
+    Queue::open()?
+        .enqueue(&meta, parts)
+        .map_err(|e| e.for_account(&plan.account))
+}
+
+/// `-bp` (and `mailq`): the queue listing.
+pub fn list_queue() -> Result<()> {
+    let text = flush::listing(&Queue::open()?)?;
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+}
+
+/// `-q`: flush quietly (cron runs it); problems go to stderr, one line per message.
+fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
+    let report = flush::flush(config, None, verbose)?;
+    for line in report.lines.iter().filter(|l| !l.contains(": sent: ")) {
+        eprintln!("oauth2-sendmail: {line}");
+    }
+    match report.exit_code() {
+        0 => Ok(()),
+        code => Err(Error::from(crate::error::Kind::Reported(code))),
+    }
 }
 
 /// The clock, the local UTC offset and a random seed for the plan.

@@ -1,0 +1,428 @@
+//! The durable queue: messages that could not be sent now wait here, exactly as they
+//! would have been sent, until a flush delivers them.
+//!
+//! Layout, under `$XDG_STATE_HOME/oauth2-sendmail/queue/` (folder `0700`, files `0600`):
+//!
+//! - `ID.mail`: one JSON line (`Meta`: account, envelope, creation time), then the message
+//!   bytes. Written to a temp file, fsynced, renamed, and the folder fsynced before the
+//!   command reports success: the rename is the commit. Never changed afterwards.
+//! - `ID.state`: JSON (`State`: attempts, next attempt, last error), replaced atomically
+//!   after each failed attempt. Missing means "never tried".
+//! - `failed/ID.mail` + `failed/ID.state`: permanently refused messages, with the server's
+//!   reply; kept for the user, never retried.
+//! - `.flush.lock`: held by a flush, so two flushes never send the same message.
+//!
+//! Delivery is at least once: a crash after the server's final 250 and before the entry
+//! is removed sends that message again at the next flush. IDs start with the creation
+//! time, so sorting them gives the oldest first.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::smtp::Envelope;
+
+/// The first attempt after a temporary failure waits this long; each further failure
+/// doubles it. A minute is long enough for a network blip, short enough for a laptop
+/// that just came back online.
+const FIRST_BACKOFF_SECS: u64 = 60;
+/// The longest wait between attempts: an hour, so a day-long outage costs ~30 attempts.
+const MAX_BACKOFF_SECS: u64 = 3600;
+/// After five days of temporary failures a message is treated as failed, as sendmail's
+/// default queue timeout does.
+pub const MAX_AGE_SECS: u64 = 5 * 24 * 3600;
+
+/// Test hook: `OAUTH2_SENDMAIL_TEST_CRASH=<point>` aborts the process at that named point,
+/// as `kill -9` would, so tests can prove that no crash loses or corrupts a message.
+const CRASH_ENV: &str = "OAUTH2_SENDMAIL_TEST_CRASH";
+
+/// Aborts here when the crash test hook names this point.
+pub fn crash_point(point: &str) {
+    if std::env::var(CRASH_ENV).is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
+}
+
+/// What an entry is: written once, with the message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub account: String,
+    pub envelope: Envelope,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// How delivery has gone so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub attempts: u32,
+    /// Unix seconds; 0 = as soon as possible.
+    pub next_attempt: u64,
+    /// The last error, as the one line a user reads.
+    pub last_error: Option<String>,
+}
+
+/// One queued (or failed) message.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub meta: Meta,
+    pub state: State,
+    pub size: u64,
+}
+
+/// An entry that could not be read: reported and skipped, never deleted.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub id: String,
+    pub reason: String,
+}
+
+pub struct Queue {
+    dir: PathBuf,
+}
+
+#[must_use]
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Queue {
+    /// The queue in its usual place.
+    pub fn open() -> Result<Queue> {
+        let dir = crate::paths::queue_dir()
+            .ok_or_else(|| Error::io("cannot find a home directory for the queue"))?;
+        Ok(Queue { dir })
+    }
+
+    #[must_use]
+    pub fn at(dir: PathBuf) -> Queue {
+        Queue { dir }
+    }
+
+    fn failed_dir(&self) -> PathBuf {
+        self.dir.join("failed")
+    }
+
+    /// Stores a message durably and returns its id. When this returns, the message is on
+    /// disk (file and folder fsynced).
+    pub fn enqueue(&self, meta: &Meta, message: &[&[u8]]) -> Result<String> {
+        create_private_dir(&self.dir)?;
+        let id = new_id(meta.created_at);
+        let mut body = serde_json::to_vec(meta).map_err(|e| Error::internal(e.to_string()))?;
+        body.push(b'\n');
+        let path = self.dir.join(format!("{id}.mail"));
+        let mut parts: Vec<&[u8]> = vec![&body];
+        parts.extend_from_slice(message);
+        write_atomically(&path, &parts, || {
+            crash_point("enqueue-before-rename");
+        })
+        .map_err(|e| Error::io(format!("cannot write to the queue {}: {e}", self.dir.display())))?;
+        crash_point("enqueue-after-rename");
+        Ok(id)
+    }
+
+    /// Queued entries, oldest first, and the ones that could not be read.
+    pub fn list(&self) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
+        list_dir(&self.dir)
+    }
+
+    /// Permanently failed entries.
+    pub fn list_failed(&self) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
+        list_dir(&self.failed_dir())
+    }
+
+    /// The message bytes of a queued entry (after its metadata line).
+    pub fn message(&self, id: &str) -> Result<Vec<u8>> {
+        let path = self.dir.join(format!("{id}.mail"));
+        let mut reader = BufReader::new(
+            File::open(&path).map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?,
+        );
+        let mut meta = Vec::new();
+        reader
+            .read_until(b'\n', &mut meta)
+            .and_then(|_| {
+                let mut rest = Vec::new();
+                reader.read_to_end(&mut rest).map(|_| rest)
+            })
+            .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))
+    }
+
+    /// Records a temporary failure: one more attempt, the next one later.
+    pub fn defer(&self, entry: &Entry, error: &str, now: u64) -> Result<()> {
+        let attempts = entry.state.attempts + 1;
+        let backoff = FIRST_BACKOFF_SECS
+            .saturating_mul(1 << (attempts - 1).min(16))
+            .min(MAX_BACKOFF_SECS);
+        let state = State {
+            attempts,
+            next_attempt: now + backoff,
+            last_error: Some(error.to_owned()),
+        };
+        self.write_state(&self.dir, &entry.id, &state)
+    }
+
+    /// Moves a permanently refused entry to `failed/`, keeping the reason.
+    pub fn fail(&self, entry: &Entry, error: &str) -> Result<()> {
+        let failed = self.failed_dir();
+        create_private_dir(&failed)?;
+        let state = State {
+            attempts: entry.state.attempts + 1,
+            next_attempt: 0,
+            last_error: Some(error.to_owned()),
+        };
+        self.write_state(&failed, &entry.id, &state)?;
+        let io = |e: std::io::Error| Error::io(format!("cannot move {} to failed/: {e}", entry.id));
+        fs::rename(
+            self.dir.join(format!("{}.mail", entry.id)),
+            failed.join(format!("{}.mail", entry.id)),
+        )
+        .map_err(io)?;
+        sync_dir(&failed).map_err(io)?;
+        let _ = fs::remove_file(self.dir.join(format!("{}.state", entry.id)));
+        sync_dir(&self.dir).map_err(io)
+    }
+
+    /// Removes a delivered entry.
+    pub fn remove_delivered(&self, id: &str) -> Result<()> {
+        remove_entry(&self.dir, id).map(drop)
+    }
+
+    /// Removes an entry by id, queued or failed; false when there is none.
+    pub fn remove(&self, id: &str) -> Result<bool> {
+        if id.is_empty() || id.contains(['/', '.']) {
+            return Err(Error::usage(format!("`{id}` is not a queue id")));
+        }
+        Ok(remove_entry(&self.dir, id)? | remove_entry(&self.failed_dir(), id)?)
+    }
+
+    /// Takes the flush lock, waiting for a flush already running to finish.
+    pub fn lock_flush(&self) -> Result<File> {
+        create_private_dir(&self.dir)?;
+        let path = self.dir.join(".flush.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        file.lock()
+            .map_err(|e| Error::io(format!("cannot lock {}: {e}", path.display())))?;
+        Ok(file)
+    }
+
+    /// Takes the flush lock only if no flush is running.
+    pub fn try_lock_flush(&self) -> Result<Option<File>> {
+        create_private_dir(&self.dir)?;
+        let path = self.dir.join(".flush.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(Error::io(format!("cannot lock {}: {e}", path.display())))
+            }
+        }
+    }
+
+    fn write_state(&self, dir: &Path, id: &str, state: &State) -> Result<()> {
+        let json = serde_json::to_vec(state).map_err(|e| Error::internal(e.to_string()))?;
+        write_atomically(&dir.join(format!("{id}.state")), &[&json], || {})
+            .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
+    }
+}
+
+fn remove_entry(dir: &Path, id: &str) -> Result<bool> {
+    let mail = dir.join(format!("{id}.mail"));
+    let existed = match fs::remove_file(&mail) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(format!("cannot remove {}: {e}", mail.display()))),
+    };
+    let _ = fs::remove_file(dir.join(format!("{id}.state")));
+    if existed {
+        sync_dir(dir).map_err(|e| Error::io(format!("cannot sync {}: {e}", dir.display())))?;
+    }
+    Ok(existed)
+}
+
+fn list_dir(dir: &Path) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
+    let read = match fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(Error::io(format!("cannot read the queue {}: {e}", dir.display()))),
+    };
+    let mut ids: Vec<String> = read
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".mail").map(str::to_owned))
+        .collect();
+    ids.sort();
+    let mut entries = Vec::new();
+    let mut unreadable = Vec::new();
+    for id in ids {
+        match read_entry(dir, &id) {
+            Ok(e) => entries.push(e),
+            Err(reason) => unreadable.push(Unreadable { id, reason }),
+        }
+    }
+    Ok((entries, unreadable))
+}
+
+fn read_entry(dir: &Path, id: &str) -> std::result::Result<Entry, String> {
+    let path = dir.join(format!("{id}.mail"));
+    let file = File::open(&path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut line = Vec::new();
+    BufReader::new(file)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| e.to_string())?;
+    let meta: Meta =
+        serde_json::from_slice(&line).map_err(|e| format!("bad metadata line: {e}"))?;
+    let state = match fs::read(dir.join(format!("{id}.state"))) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("bad state file: {e}"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(Entry {
+        id: id.to_owned(),
+        meta,
+        state,
+        size: size - line.len() as u64,
+    })
+}
+
+/// `CREATED-PID-RANDOM`: sorts by creation time; unique across processes.
+fn new_id(created_at: u64) -> String {
+    let mut random = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    format!(
+        "{created_at:011}-{}-{:08x}",
+        std::process::id(),
+        u32::from_le_bytes(random)
+    )
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// Writes `parts` to a `0600` temp file beside `path`, fsyncs it, renames it over `path`
+/// and fsyncs the folder. `before_rename` is the crash test hook's place.
+fn write_atomically(path: &Path, parts: &[&[u8]], before_rename: impl FnOnce()) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let written = parts
+        .iter()
+        .try_for_each(|p| file.write_all(p))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    before_rename();
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(account: &str, created_at: u64) -> Meta {
+        Meta {
+            account: account.into(),
+            envelope: Envelope {
+                from: Some("a@contoso.com".into()),
+                recipients: vec!["b@fabrikam.example".into()],
+                ..Envelope::default()
+            },
+            created_at,
+        }
+    }
+
+    #[test]
+    fn enqueue_list_message_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().join("queue"));
+        let second = q.enqueue(&meta("w", 200), &[b"Subject: 2\n\nbody\n"]).unwrap();
+        let first = q.enqueue(&meta("w", 100), &[b"Subject: 1\n", b"\nbody\r\n"]).unwrap();
+        let (entries, bad) = q.list().unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [&first, &second]);
+        assert_eq!(q.message(&first).unwrap(), b"Subject: 1\n\nbody\r\n");
+        assert_eq!(entries[0].size, 18);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("queue")), 0o700);
+        assert_eq!(mode(&dir.path().join(format!("queue/{first}.mail"))), 0o600);
+        assert!(q.remove(&first).unwrap());
+        assert!(!q.remove(&first).unwrap());
+        assert_eq!(q.list().unwrap().0.len(), 1);
+    }
+
+    #[test]
+    fn defer_backs_off_and_fail_moves_with_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().to_owned());
+        q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
+        let entry = q.list().unwrap().0.remove(0);
+        q.defer(&entry, "451 4.7.0 later", 1000).unwrap();
+        let entry = q.list().unwrap().0.remove(0);
+        assert_eq!((entry.state.attempts, entry.state.next_attempt), (1, 1060));
+        q.defer(&entry, "451 again", 2000).unwrap();
+        let entry = q.list().unwrap().0.remove(0);
+        assert_eq!(entry.state.next_attempt, 2120);
+        q.fail(&entry, "550 5.1.1 no such user").unwrap();
+        assert!(q.list().unwrap().0.is_empty());
+        let failed = q.list_failed().unwrap().0;
+        assert_eq!(failed[0].state.last_error.as_deref(), Some("550 5.1.1 no such user"));
+    }
+
+    #[test]
+    fn corrupt_entry_is_reported_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().to_owned());
+        fs::write(dir.path().join("00000000001-1-deadbeef.mail"), b"not json\nbody").unwrap();
+        let (entries, bad) = q.list().unwrap();
+        assert!(entries.is_empty());
+        assert_eq!(bad[0].id, "00000000001-1-deadbeef");
+        assert!(dir.path().join("00000000001-1-deadbeef.mail").exists());
+    }
+
+    #[test]
+    fn flush_lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().to_owned());
+        let held = q.lock_flush().unwrap();
+        assert!(q.try_lock_flush().unwrap().is_none());
+        drop(held);
+        assert!(q.try_lock_flush().unwrap().is_some());
+    }
+}
