@@ -1,6 +1,7 @@
 //! OAuth2 tokens: the cache on disk (`store`), the HTTP grants against the identity
 //! platform (`grants`), and the one question the send path asks: a valid access token.
 
+pub mod authcode;
 pub mod grants;
 pub mod store;
 
