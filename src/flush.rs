@@ -142,7 +142,10 @@ async fn flush_account(
             Some(s) => s,
             None => match deliver::open(settings, verbose).await {
                 Ok(s) => s,
-                Err(e) => return defer_all(queue, &entries[i..], &e, queue::now(), report),
+                Err(e) => {
+                    crate::notify::login_needed(settings, &e);
+                    return defer_all(queue, &entries[i..], &e, queue::now(), report);
+                }
             },
         };
         let message = queue.message(&entry.id)?;

@@ -25,7 +25,8 @@
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff |
 //! | `sendmail` | sendmail mode from argv to exit status; the log line |
-//! | `manage` | the management words: token, status, check, logout |
+//! | `manage` | the management words: token, status, check, logout, queue |
+//! | `notify` | `notify_cmd` when an account needs a new login |
 //! | `error` | one error type → the stderr line and the exit code |
 //!
 //! Rules that hold everywhere: nothing is printed on success in sendmail mode; a token is
@@ -39,6 +40,7 @@ mod error;
 mod flush;
 mod manage;
 mod message;
+mod notify;
 mod oauth;
 mod paths;
 mod plan;

@@ -13,7 +13,7 @@ use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
 use crate::smtp::Reply;
-use crate::{deliver, flush};
+use crate::{deliver, flush, notify};
 
 pub fn run(args: &SendArgs) -> Result<()> {
     match args.mode.as_deref() {
@@ -46,6 +46,9 @@ pub fn run(args: &SendArgs) -> Result<()> {
         return Ok(());
     }
     let outcome = crate::runtime()?.block_on(send_now(&account, &plan, &parts, args.verbose > 0));
+    if let Err(e) = &outcome {
+        notify::login_needed(&account, e);
+    }
     match outcome {
         Err(e) if e.is_temporary() && policy == QueuePolicy::OnFailure => {
             let id = enqueue(&plan, &parts)?;
