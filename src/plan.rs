@@ -1,10 +1,15 @@
-//! Placeholder: replaced by the plan work. The interface:
+//! What to do with one message, decided from what was typed, the config and the message:
+//! the account, the envelope (sender, recipients after `[aliases]`, DSN) and the header
+//! edits. Pure: no I/O and no clock (the time and a random seed come in `Context`), so
+//! every caller's flag set is a unit test.
+
+use std::fmt;
 
 use crate::cli::SendArgs;
-use crate::config::Config;
-use crate::error::Result;
-use crate::message::{HeaderEdits, Message};
-use crate::smtp::Envelope;
+use crate::config::{Account, Config, RewriteFrom};
+use crate::error::{Error, Result};
+use crate::message::{self, HeaderEdits, Mailbox, Message};
+use crate::smtp::{Dsn, Envelope};
 
 /// What to do with one message: which account, which envelope, which header edits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +17,10 @@ pub struct SendPlan {
     pub account: String,
     pub envelope: Envelope,
     pub edits: HeaderEdits,
+    /// The fields left out of the message (Bcc, Resent-Bcc), one per occurrence.
+    pub removed: Vec<String>,
+    /// `edits.from` replaces an existing From field (rather than adding one).
+    pub replaces_from: bool,
 }
 
 /// Inputs that are not pure: the clock and a random seed (for Message-ID).
@@ -22,16 +31,423 @@ pub struct Context {
     pub random: u64,
 }
 
-/// Pure: account choice, envelope, aliases, header edits.
-pub fn resolve(args: &SendArgs, config: &Config, message: &Message, ctx: Context) -> Result<SendPlan> {
-    let _ = (args, config, message, ctx);
-    unimplemented!()
+/// Aliases may point at other local names; this bounds a loop in the config.
+const MAX_ALIAS_DEPTH: usize = 8;
+
+/// The envelope sender as asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sender {
+    /// Neither `-f` nor `--read-envelope-from`: the account's address.
+    Unset,
+    /// `-f '<>'`: the null sender, `MAIL FROM:<>`.
+    Null,
+    /// A bare local name (cronie's `-f root`): it picks no account, and the account's own
+    /// address is sent instead.
+    Local,
+    Address(String),
 }
 
-impl std::fmt::Display for SendPlan {
+/// Pure: account choice, envelope, aliases, header edits.
+pub fn resolve(args: &SendArgs, config: &Config, message: &Message, ctx: Context) -> Result<SendPlan> {
+    let dsn = dsn(args)?;
+    let sender = sender(args, message)?;
+    // For choosing the account and keeping the display name, an unreadable From counts as none.
+    let header_from = message.from().ok().flatten();
+    let account_name = choose_account(args, config, &sender, header_from.as_ref())?;
+    let account = config.account(&account_name)?;
+    message::check_address(&account.email, "email")
+        .ok()
+        .filter(|()| account.email.contains('@'))
+        .ok_or_else(|| {
+            Error::config(format!(
+                "{}: key `accounts.{account_name}.email`: `{}` is not an address",
+                config.path.display(),
+                account.email
+            ))
+        })?;
+    let from = match sender {
+        Sender::Null => None,
+        Sender::Address(a) => Some(a),
+        Sender::Unset | Sender::Local => Some(account.email.clone()),
+    };
+    let recipients = recipients(args, config, message)?;
+    let smtputf8 = from.iter().chain(&recipients).any(|a| !a.is_ascii());
+    let (edits, replaces_from) = header_edits(args, account, message, header_from.as_ref(), ctx);
+    Ok(SendPlan {
+        account: account_name,
+        envelope: Envelope {
+            from,
+            recipients,
+            dsn,
+            eight_bit: message.eight_bit(),
+            smtputf8,
+        },
+        edits,
+        removed: message.removed_fields(),
+        replaces_from,
+    })
+}
+
+/// `-f`/`-r` first, then `--read-envelope-from` (so both together work: `-f` wins).
+fn sender(args: &SendArgs, message: &Message) -> Result<Sender> {
+    if let Some(f) = &args.from {
+        return parse_sender(f);
+    }
+    if !args.read_envelope_from {
+        return Ok(Sender::Unset);
+    }
+    match message.from()? {
+        Some(m) if m.is_local() => Ok(Sender::Local),
+        Some(m) => Ok(Sender::Address(m.address)),
+        None => Err(Error::data(
+            "--read-envelope-from: the message has no From address; add one or use -f",
+        )),
+    }
+}
+
+/// `-f` as callers write it: `a@b`, `<a@b>`, `Name <a@b>`, `<>` or empty (null sender),
+/// `MAILER-DAEMON` (null, as sendmail and msmtp read it), or a local name.
+fn parse_sender(text: &str) -> Result<Sender> {
+    if text.contains(['\r', '\n']) {
+        return Err(Error::data(
+            "-f: the sender address holds a line break; nothing was sent",
+        ));
+    }
+    let text = text.trim();
+    if text.is_empty() || text == "<>" || text.eq_ignore_ascii_case("MAILER-DAEMON") {
+        return Ok(Sender::Null);
+    }
+    match message::parse_addresses(text.as_bytes(), "-f")?.as_slice() {
+        [] => Ok(Sender::Null),
+        [one] if one.is_local() => Ok(Sender::Local),
+        [one] => Ok(Sender::Address(one.address.clone())),
+        _ => Err(Error::data(format!("-f takes one address, not `{text}`"))),
+    }
+}
+
+/// `-a`; else the first account (file order) owning the envelope sender; else the one
+/// owning the From address; else the default account.
+fn choose_account(
+    args: &SendArgs,
+    config: &Config,
+    sender: &Sender,
+    header_from: Option<&Mailbox>,
+) -> Result<String> {
+    if let Some(name) = &args.account {
+        config.account(name)?;
+        return Ok(name.clone());
+    }
+    let from_header = header_from.filter(|m| !m.is_local()).map(|m| m.address.as_str());
+    let sender = match sender {
+        Sender::Address(a) => Some(a.as_str()),
+        _ => None,
+    };
+    for address in [sender, from_header].into_iter().flatten() {
+        if let Some((name, _)) = config.accounts.iter().find(|(_, a)| owns(a, address)) {
+            return Ok(name.clone());
+        }
+    }
+    config.default_account_name().map(str::to_owned)
+}
+
+/// The account's `email` or one of its `from` patterns matches the address, ignoring
+/// case; `user+tag@x` counts as `user@x`.
+fn owns(account: &Account, address: &str) -> bool {
+    let untagged = without_tag(address);
+    [address, untagged.as_str()].iter().any(|a| {
+        a.eq_ignore_ascii_case(&account.email) || account.from.iter().any(|p| glob_match(p, a))
+    })
+}
+
+/// `user+tag@x` → `user@x`; other addresses unchanged.
+fn without_tag(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => address.to_owned(),
+        },
+        None => address.to_owned(),
+    }
+}
+
+/// A shell-style pattern with `*` and `?`, case-insensitive (msmtp's is case-sensitive,
+/// so `X@Fabrikam.Example` missed `*@fabrikam.example`).
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was, and how much of the text it has swallowed so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            star = Some((sp, st + 1));
+            pi = sp + 1;
+            ti = st + 1;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Command-line recipients (lists and `Name <addr>` allowed), plus the message's with
+/// `-t`; local names through `[aliases]`; each address once, first spelling kept.
+fn recipients(args: &SendArgs, config: &Config, message: &Message) -> Result<Vec<String>> {
+    let mut wanted = Vec::new();
+    for arg in &args.recipients {
+        if arg.contains(['\r', '\n']) {
+            return Err(Error::data("a recipient on the command line holds a line break"));
+        }
+        wanted.extend(message::parse_addresses(arg.as_bytes(), "the command line")?);
+    }
+    if args.read_recipients {
+        wanted.extend(message.recipients()?);
+    }
+    let mut addresses = Vec::new();
+    for mailbox in wanted {
+        expand(&mailbox.address, config, 0, &mut addresses)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    addresses.retain(|a| seen.insert(dedup_key(a)));
+    if addresses.is_empty() {
+        return Err(Error::data(
+            "no recipients: give them on the command line, or use -t to read To, Cc and Bcc",
+        ));
+    }
+    Ok(addresses)
+}
+
+/// Addresses compare with the domain in lower case; local parts may be case-sensitive.
+fn dedup_key(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
+        None => address.to_owned(),
+    }
+}
+
+/// An address as is; a local name through `[aliases]` (`"*"` for any other name), whose
+/// values may be lists and may name other local names.
+fn expand(address: &str, config: &Config, depth: usize, out: &mut Vec<String>) -> Result<()> {
+    if !address.contains('@') {
+        if depth >= MAX_ALIAS_DEPTH {
+            return Err(Error::config(format!(
+                "{}: [aliases]: `{address}` is part of a loop",
+                config.path.display()
+            )));
+        }
+        let value = alias(config, address).ok_or_else(|| {
+            Error::data(format!(
+                "recipient `{address}` is a local name and [aliases] in {} has no entry for it; \
+                 add e.g. {address} = \"you@example.com\" (or \"*\" = \"you@example.com\")",
+                config.path.display()
+            ))
+        })?;
+        let what = format!("[aliases] {address}");
+        let targets = message::parse_addresses(value.as_bytes(), &what)
+            .map_err(|e| Error::config(format!("{}: {e}", config.path.display())))?;
+        for target in targets {
+            expand(&target.address, config, depth + 1, out)?;
+        }
+        return Ok(());
+    }
+    out.push(address.to_owned());
+    Ok(())
+}
+
+/// The alias for a local name: exact, then ignoring case, then `"*"`.
+fn alias<'c>(config: &'c Config, name: &str) -> Option<&'c String> {
+    config
+        .aliases
+        .get(name)
+        .or_else(|| {
+            config
+                .aliases
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .or_else(|| config.aliases.get("*"))
+}
+
+/// `-N`, `-R`, `-V` checked and normalised (a bad value is a usage error, exit 64).
+fn dsn(args: &SendArgs) -> Result<Dsn> {
+    let notify = args.dsn_notify.as_deref().map(dsn_notify).transpose()?;
+    let ret = match args.dsn_return.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("full") => Some("FULL".to_owned()),
+        Some("hdrs") => Some("HDRS".to_owned()),
+        Some(other) => return Err(Error::usage(format!("-R {other}: use full or hdrs"))),
+    };
+    let envid = args.dsn_envid.clone();
+    if let Some(id) = &envid {
+        // RFC 3461: at most 100 characters, printable ASCII (xtext-encoded on the wire).
+        if id.is_empty() || id.len() > 100 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::usage(
+                "-V: the envelope id must be 1 to 100 printable ASCII characters without spaces",
+            ));
+        }
+    }
+    Ok(Dsn { notify, ret, envid })
+}
+
+/// `never`, or a list of `success`, `failure`, `delay`: upper case, each once.
+fn dsn_notify(text: &str) -> Result<String> {
+    let bad = || Error::usage(format!("-N {text}: use never, or a list of success,failure,delay"));
+    let mut words: Vec<String> = Vec::new();
+    for word in text.split(',').map(|w| w.trim().to_ascii_uppercase()) {
+        if !["NEVER", "SUCCESS", "FAILURE", "DELAY"].contains(&word.as_str()) {
+            return Err(bad());
+        }
+        if !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    if words.contains(&"NEVER".to_owned()) && words.len() > 1 {
+        return Err(bad());
+    }
+    Ok(words.join(","))
+}
+
+/// Date and Message-ID when missing; From by `rewrite_from`. Returns the edits and
+/// whether the From edit replaces an existing field.
+fn header_edits(
+    args: &SendArgs,
+    account: &Account,
+    message: &Message,
+    old_from: Option<&Mailbox>,
+    ctx: Context,
+) -> (HeaderEdits, bool) {
+    let mut edits = HeaderEdits::default();
+    let has_from = message.has("From");
+    if sets_from(account, has_from, old_from) {
+        let name = args
+            .full_name
+            .as_deref()
+            .or_else(|| old_from.and_then(|m| m.name.as_deref()));
+        edits.from = Some(message::format_mailbox(name, &account.email));
+    }
+    if !message.has("Date") {
+        edits.add.push(("Date".to_owned(), rfc5322_date(ctx.now)));
+    }
+    if !message.has("Message-ID") {
+        edits.add.push(("Message-ID".to_owned(), message_id(ctx, &account.email)));
+    }
+    let replaces = has_from && edits.from.is_some();
+    (edits, replaces)
+}
+
+/// Whether From gets the account's address. A missing From is always added (a message
+/// without one is refused by most servers), even with `never`, which only means that an
+/// existing From is never touched.
+fn sets_from(account: &Account, has_from: bool, old: Option<&Mailbox>) -> bool {
+    // A From with an address that has a domain; `root (Cron Daemon)`, an empty or an
+    // unreadable From have none.
+    let usable = old.filter(|m| !m.is_local());
+    match account.rewrite_from {
+        _ if !has_from => true,
+        RewriteFrom::Never => false,
+        RewriteFrom::IfMissing => usable.is_none(),
+        RewriteFrom::IfForeign => !usable.is_some_and(|m| owns(account, &m.address)),
+        RewriteFrom::Always => true,
+    }
+}
+
+/// RFC 5322 date in UTC, e.g. `Sun, 22 Nov 2026 21:59:36 +0000`.
+fn rfc5322_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let weekday = DAYS[((days + 4) % 7) as usize];
+    format!(
+        "{weekday}, {day} {} {year} {:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month 1-12, day 1-31), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `<time.random@domain-of-the-account>`: unique per (second, seed), and in a domain the
+/// sender owns.
+fn message_id(ctx: Context, email: &str) -> String {
+    let domain = email.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    format!("<{}.{}@{domain}>", base36(ctx.now), base36(ctx.random))
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl fmt::Display for SendPlan {
     /// The dry-run report: envelope and header edits, one item per line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let _ = f;
-        unimplemented!()
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env = &self.envelope;
+        writeln!(f, "envelope-from: <{}>", env.from.as_deref().unwrap_or(""))?;
+        let rcpts: Vec<String> = env.recipients.iter().map(|r| format!("<{r}>")).collect();
+        writeln!(f, "recipients: {}", rcpts.join(", "))?;
+        let dsn: Vec<String> = [
+            ("notify", &env.dsn.notify),
+            ("ret", &env.dsn.ret),
+            ("envid", &env.dsn.envid),
+        ]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+        if !dsn.is_empty() {
+            writeln!(f, "dsn: {}", dsn.join(" "))?;
+        }
+        if env.eight_bit {
+            writeln!(f, "body: 8BITMIME")?;
+        }
+        if env.smtputf8 {
+            writeln!(f, "smtputf8: required")?;
+        }
+        for name in &self.removed {
+            writeln!(f, "remove header: {name}")?;
+        }
+        if let Some(from) = &self.edits.from {
+            let verb = if self.replaces_from { "set" } else { "add" };
+            writeln!(f, "{verb} header: From: {from}")?;
+        }
+        for (name, value) in &self.edits.add {
+            writeln!(f, "add header: {name}: {value}")?;
+        }
+        Ok(())
     }
 }
