@@ -125,12 +125,18 @@ impl Message {
     /// True when a field of this name (case-insensitive) is present.
     #[must_use]
     pub fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| f.name.eq_ignore_ascii_case(name))
+        self.fields
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case(name))
     }
 
     /// The first mailbox of the first From field, if any.
     pub fn from(&self) -> Result<Option<Mailbox>> {
-        let Some(field) = self.fields.iter().find(|f| f.name.eq_ignore_ascii_case("From")) else {
+        let Some(field) = self
+            .fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case("From"))
+        else {
             return Ok(None);
         };
         Ok(self.addresses(field)?.into_iter().next())
@@ -191,7 +197,7 @@ impl Message {
     #[must_use]
     pub fn render<'a>(&'a self, edits: &'a HeaderEdits) -> Vec<Cow<'a, [u8]>> {
         let mut parts: Vec<Cow<'a, [u8]>> = Vec::new();
-        let mut push = |parts: &mut Vec<Cow<'a, [u8]>>, slice: &'a [u8]| {
+        let push = |parts: &mut Vec<Cow<'a, [u8]>>, slice: &'a [u8]| {
             if !slice.is_empty() {
                 parts.push(Cow::Borrowed(slice));
             }
@@ -241,7 +247,9 @@ fn mbox_line_end(raw: &[u8]) -> usize {
     if !(raw.starts_with(b"From ") || raw.starts_with(b">From ")) {
         return 0;
     }
-    raw.iter().position(|&b| b == b'\n').map_or(raw.len(), |i| i + 1)
+    raw.iter()
+        .position(|&b| b == b'\n')
+        .map_or(raw.len(), |i| i + 1)
 }
 
 /// The line ending of the first line: CRLF or LF (LF when there is no line end at all).
@@ -333,13 +341,25 @@ pub fn parse_addresses(value: &[u8], what: &str) -> Result<Vec<Mailbox>> {
             )));
         }
     };
-    addrs.into_iter().filter_map(|a| mailbox(a, what).transpose()).collect()
+    addrs
+        .into_iter()
+        .filter_map(|a| mailbox(a, what).transpose())
+        .collect()
 }
 
 /// One parsed address as a checked mailbox; `None` when it holds nothing at all.
 fn mailbox(addr: &mail_parser::Addr, what: &str) -> Result<Option<Mailbox>> {
-    let name = addr.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
-    match addr.address.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+    let name = addr
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    match addr
+        .address
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
         Some(address) => {
             let address = strip_source_route(address);
             check_address(address, what)?;
@@ -377,10 +397,12 @@ pub fn check_address(address: &str, what: &str) -> Result<()> {
     if !address.contains('@') {
         return check_local_name(address, what);
     }
-    address
-        .parse::<lettre::Address>()
-        .map(drop)
-        .map_err(|e| Error::data(format!("invalid address `{}` in {what}: {e}", shown(address.as_bytes()))))
+    address.parse::<lettre::Address>().map(drop).map_err(|e| {
+        Error::data(format!(
+            "invalid address `{}` in {what}: {e}",
+            shown(address.as_bytes())
+        ))
+    })
 }
 
 /// A bare local name must be a valid local part (so `Some Name` alone is refused).
@@ -431,7 +453,9 @@ pub fn format_mailbox(name: Option<&str>, address: &str) -> String {
 }
 
 /// RFC 5322 `specials`: a name holding one of them must be quoted.
-const SPECIALS: &[char] = &['(', ')', '<', '>', '[', ']', ':', ';', '@', '\\', ',', '.', '"'];
+const SPECIALS: &[char] = &[
+    '(', ')', '<', '>', '[', ']', ':', ';', '@', '\\', ',', '.', '"',
+];
 
 fn encode_phrase(name: &str) -> String {
     if !name.is_ascii() {
@@ -467,4 +491,366 @@ fn encoded_words(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> Message {
+        Message::from_bytes(text.as_bytes().to_vec()).unwrap()
+    }
+
+    fn rendered(m: &Message, edits: &HeaderEdits) -> String {
+        let bytes: Vec<u8> = m.render(edits).concat();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn plain(m: &Message) -> String {
+        rendered(m, &HeaderEdits::default())
+    }
+
+    fn addrs(list: &[Mailbox]) -> Vec<&str> {
+        list.iter().map(|m| m.address.as_str()).collect()
+    }
+
+    #[test]
+    fn empty_input_is_refused_with_65() {
+        let e = Message::read(&b""[..]).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(e.to_string().contains("empty"));
+    }
+
+    #[test]
+    fn only_an_mbox_line_is_empty() {
+        assert_eq!(
+            Message::from_bytes(b"From x Sat Jan  1 00:00:00 2000\n".to_vec())
+                .unwrap_err()
+                .exit_code(),
+            65
+        );
+    }
+
+    #[test]
+    fn nul_byte_anywhere_is_refused_with_65() {
+        for input in [
+            &b"To: a@b.example\n\nbo\0dy\n"[..],
+            b"\0",
+            b"Subject: x\0\n\nbody",
+        ] {
+            let e = Message::from_bytes(input.to_vec()).unwrap_err();
+            assert_eq!(e.exit_code(), 65, "{input:?}");
+            assert!(e.to_string().contains("NUL"));
+        }
+    }
+
+    #[test]
+    fn read_error_is_io() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("boom"))
+            }
+        }
+        assert_eq!(Message::read(Broken).unwrap_err().exit_code(), 74);
+    }
+
+    #[test]
+    fn lone_dot_line_does_not_end_input() {
+        let m = msg("Subject: x\n\nline\n.\nafter the dot\n");
+        assert_eq!(plain(&m), "Subject: x\n\nline\n.\nafter the dot\n");
+    }
+
+    #[test]
+    fn mbox_from_line_is_dropped() {
+        let m =
+            msg("From alice@x.example Sat Jan  1 00:00:00 2000\nFrom: alice@x.example\n\nbody\n");
+        assert_eq!(plain(&m), "From: alice@x.example\n\nbody\n");
+        let m = msg(">From alice Sat Jan  1\r\nSubject: s\r\n\r\nbody\r\n");
+        assert_eq!(plain(&m), "Subject: s\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn from_header_is_not_an_mbox_line() {
+        let m = msg("From: a@x.example\n\nbody\n");
+        assert_eq!(m.from().unwrap().unwrap().address, "a@x.example");
+        assert_eq!(plain(&m), "From: a@x.example\n\nbody\n");
+    }
+
+    #[test]
+    fn body_mbox_like_lines_are_kept() {
+        let m = msg("Subject: s\n\nFrom here on\n>From there\n");
+        assert_eq!(plain(&m), "Subject: s\n\nFrom here on\n>From there\n");
+    }
+
+    #[test]
+    fn bcc_and_resent_bcc_removed_byte_exact_rest_untouched() {
+        let input = "Received: x\r\nTo: a@x.example\r\nBcc: hidden1@example.com,\r\n\t=?ISO-8859-1?Q?Andr=E9?= <andre@example.net>\r\nSubject:  spaced   \r\nRESENT-BCC: h2@example.com\r\nbcc:\r\nX-Long: one\r\n two\r\n\r\nBody\r\nBcc: not a header\r\n";
+        let m = msg(input);
+        assert_eq!(
+            plain(&m),
+            "Received: x\r\nTo: a@x.example\r\nSubject:  spaced   \r\nX-Long: one\r\n two\r\n\r\nBody\r\nBcc: not a header\r\n"
+        );
+        assert_eq!(m.removed_fields(), ["Bcc", "Resent-Bcc", "Bcc"]);
+    }
+
+    #[test]
+    fn bcc_as_last_field_before_body_removed() {
+        let m = msg("To: a@x.example\nBcc: b@x.example\n  c@x.example\n\nbody");
+        assert_eq!(plain(&m), "To: a@x.example\n\nbody");
+    }
+
+    #[test]
+    fn header_ends_at_first_non_header_line_and_a_blank_line_is_inserted() {
+        let m = msg("Subject: s\nthis is body text\nmore\n");
+        assert_eq!(plain(&m), "Subject: s\n\nthis is body text\nmore\n");
+        let m = msg("Subject: s\r\nnot: a header because of the space? no: it is\r\n");
+        assert!(m.has("not"));
+        let m = msg("Subject: s\r\nHello world.\r\n");
+        assert_eq!(plain(&m), "Subject: s\r\n\r\nHello world.\r\n");
+    }
+
+    #[test]
+    fn input_without_header_is_all_body() {
+        let m = msg("body\n");
+        assert!(!m.has("From") && m.fields.is_empty());
+        assert_eq!(plain(&m), "body\n");
+        let edits = HeaderEdits {
+            add: vec![("Date".into(), "D".into())],
+            from: Some("a@x.example".into()),
+        };
+        assert_eq!(rendered(&m, &edits), "From: a@x.example\nDate: D\n\nbody\n");
+        let m = msg(" indented first line\nx: y\n");
+        assert_eq!(
+            rendered(&m, &edits),
+            "From: a@x.example\nDate: D\n\n indented first line\nx: y\n"
+        );
+    }
+
+    #[test]
+    fn headers_without_blank_line_or_body_get_one() {
+        let m = msg("Subject: s\n");
+        assert_eq!(plain(&m), "Subject: s\n\n");
+        let m = msg("Subject: s");
+        let edits = HeaderEdits {
+            add: vec![("Date".into(), "D".into())],
+            from: None,
+        };
+        assert_eq!(rendered(&m, &edits), "Subject: s\nDate: D\n\n");
+    }
+
+    #[test]
+    fn added_fields_use_the_message_line_endings() {
+        let m = msg("Subject: s\r\n\r\nbody\r\n");
+        let edits = HeaderEdits {
+            add: vec![
+                ("Date".into(), "D".into()),
+                ("Message-ID".into(), "<m@x>".into()),
+            ],
+            from: Some("A <a@x.example>".into()),
+        };
+        assert_eq!(
+            rendered(&m, &edits),
+            "Subject: s\r\nFrom: A <a@x.example>\r\nDate: D\r\nMessage-ID: <m@x>\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn first_from_replaced_in_place_with_its_folding() {
+        let m = msg(
+            "To: t@x.example\nFrom: root\n (Cron Daemon)\nSubject: s\nFrom: second@x.example\n\nbody\n",
+        );
+        let edits = HeaderEdits {
+            add: vec![],
+            from: Some("Cron <a@x.example>".into()),
+        };
+        assert_eq!(
+            rendered(&m, &edits),
+            "To: t@x.example\nFrom: Cron <a@x.example>\nSubject: s\nFrom: second@x.example\n\nbody\n"
+        );
+    }
+
+    #[test]
+    fn written_values_cannot_inject_fields() {
+        let m = msg("Subject: s\n\nbody\n");
+        let edits = HeaderEdits {
+            add: vec![],
+            from: Some("x\r\nBcc: evil@x.example".into()),
+        };
+        assert_eq!(
+            rendered(&m, &edits),
+            "Subject: s\nFrom: x  Bcc: evil@x.example\n\nbody\n"
+        );
+        assert_eq!(
+            format_mailbox(Some("A\r\nBcc: e@x"), "a@x.example"),
+            "\"A  Bcc: e@x\" <a@x.example>"
+        );
+    }
+
+    #[test]
+    fn body_is_borrowed_not_copied() {
+        let body = "x".repeat(1 << 20);
+        let m = msg(&format!("Subject: s\n\n{body}"));
+        let edits = HeaderEdits::default();
+        let parts = m.render(&edits);
+        assert!(parts.iter().all(|p| matches!(p, Cow::Borrowed(_))));
+        assert_eq!(parts.last().unwrap().len(), body.len() + 1);
+    }
+
+    #[test]
+    fn eight_bit_detected_anywhere() {
+        assert!(!msg("Subject: s\n\nascii\n").eight_bit());
+        assert!(msg("Subject: s\n\nGr\u{fc}\u{df}e\n").eight_bit());
+        assert!(msg("Subject: \u{e9}\n\nx\n").eight_bit());
+    }
+
+    #[test]
+    fn recipients_from_to_cc_bcc_all_occurrences() {
+        let m = msg(
+            "To: a@x.example, \"B\" <b@x.example>\nCc: c@x.example\nBcc: d@x.example\nTo: e@x.example\nReply-To: r@x.example\n\nbody\n",
+        );
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            [
+                "a@x.example",
+                "b@x.example",
+                "c@x.example",
+                "d@x.example",
+                "e@x.example"
+            ]
+        );
+    }
+
+    #[test]
+    fn resent_rule_uses_only_the_first_block() {
+        let m = msg(
+            "Resent-From: me@x.example\nResent-To: new1@x.example\nResent-Cc: new2@x.example\nResent-Bcc: new3@x.example\n\
+             Resent-From: older@x.example\nResent-To: old@x.example\n\
+             From: orig@x.example\nTo: orig-to@x.example\nBcc: orig-bcc@x.example\n\nbody\n",
+        );
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            ["new1@x.example", "new2@x.example", "new3@x.example"]
+        );
+    }
+
+    #[test]
+    fn resent_block_ends_at_a_non_resent_field() {
+        let m = msg(
+            "Received: x\nResent-To: a@x.example\nResent-Date: d\nReceived: y\nResent-To: b@x.example\nTo: t@x.example\n\n",
+        );
+        assert_eq!(addrs(&m.recipients().unwrap()), ["a@x.example"]);
+    }
+
+    #[test]
+    fn address_lists_flatten_groups_decode_names_and_strip_routes() {
+        let list = parse_addresses(
+            b" undisclosed-recipients:;, team: a@x.example, <@r.example:b@x.example>;, =?UTF-8?B?SsO8cmdlbg==?= <j@x.de>\n",
+            "To",
+        )
+        .unwrap();
+        assert_eq!(addrs(&list), ["a@x.example", "b@x.example", "j@x.de"]);
+        assert_eq!(list[2].name.as_deref(), Some("J\u{fc}rgen"));
+        assert!(
+            parse_addresses(b" undisclosed-recipients:;\n", "To")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            addrs(&parse_addresses(b"a@x.example; b@x.example", "To").unwrap()),
+            ["a@x.example", "b@x.example"]
+        );
+    }
+
+    #[test]
+    fn bare_local_name_is_kept_for_aliases() {
+        let m = msg("From: root (Cron Daemon)\nTo: root\n\nbody\n");
+        let from = m.from().unwrap().unwrap();
+        assert_eq!(
+            (from.name.as_deref(), from.address.as_str()),
+            (Some("Cron Daemon"), "root")
+        );
+        assert!(from.is_local());
+        let to = m.recipients().unwrap();
+        assert_eq!(addrs(&to), ["root"]);
+        assert!(to[0].is_local());
+    }
+
+    #[test]
+    fn invalid_addresses_are_refused_with_65_naming_them() {
+        for (value, shows) in [
+            (&b" \"quoted local\"@example.com"[..], "@example.com"),
+            (b" a@b (x) <c@d>", "a@bc@d"),
+            (b" Some Name", "Some Name"),
+            (b" a@b.", "a@b."),
+        ] {
+            let e = parse_addresses(value, "To").unwrap_err();
+            assert_eq!(e.exit_code(), 65);
+            assert!(e.to_string().contains(shows), "{e}");
+            assert!(e.to_string().contains("To"), "{e}");
+        }
+    }
+
+    #[test]
+    fn address_literals_and_utf8_addresses_pass() {
+        let list =
+            parse_addresses(b" user@[192.0.2.1], j\xc3\xbcrgen@b\xc3\xbccher.de", "To").unwrap();
+        assert_eq!(
+            addrs(&list),
+            ["user@[192.0.2.1]", "j\u{fc}rgen@b\u{fc}cher.de"]
+        );
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive() {
+        let m = msg("TO: a@x.example\ncc: b@x.example\nDATE: x\nmessage-id: <x@y>\n\n");
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            ["a@x.example", "b@x.example"]
+        );
+        assert!(m.has("Date") && m.has("Message-ID"));
+    }
+
+    #[test]
+    fn mailbox_formatting_quotes_and_encodes() {
+        assert_eq!(format_mailbox(None, "a@x.example"), "a@x.example");
+        assert_eq!(format_mailbox(Some("  "), "a@x.example"), "a@x.example");
+        assert_eq!(
+            format_mailbox(Some("CronDaemon"), "a@x.example"),
+            "CronDaemon <a@x.example>"
+        );
+        assert_eq!(
+            format_mailbox(Some("Smith, John"), "a@x.example"),
+            "\"Smith, John\" <a@x.example>"
+        );
+        assert_eq!(
+            format_mailbox(Some("say \"hi\""), "a@x.example"),
+            "\"say \\\"hi\\\"\" <a@x.example>"
+        );
+        assert_eq!(
+            format_mailbox(Some("J\u{fc}rgen"), "j@x.de"),
+            "=?UTF-8?B?SsO8cmdlbg==?= <j@x.de>"
+        );
+    }
+
+    #[test]
+    fn long_non_ascii_names_split_into_short_encoded_words() {
+        let name = "\u{4f60}\u{597d}".repeat(30);
+        let formatted = format_mailbox(Some(&name), "a@x.example");
+        let words: Vec<&str> = formatted
+            .split(' ')
+            .filter(|w| w.starts_with("=?"))
+            .collect();
+        assert!(words.len() > 1);
+        assert!(words.iter().all(|w| w.len() <= 75));
+        // Decoding the words gives the name back.
+        let back = parse_addresses(formatted.as_bytes(), "From").unwrap();
+        assert_eq!(back[0].name.as_deref(), Some(name.as_str()));
+    }
+
+    #[test]
+    fn obsolete_space_before_colon_is_a_field() {
+        let m = msg("Subject : s\nTo : a@x.example\n\nbody\n");
+        assert_eq!(addrs(&m.recipients().unwrap()), ["a@x.example"]);
+    }
 }

@@ -48,7 +48,12 @@ enum Sender {
 }
 
 /// Pure: account choice, envelope, aliases, header edits.
-pub fn resolve(args: &SendArgs, config: &Config, message: &Message, ctx: Context) -> Result<SendPlan> {
+pub fn resolve(
+    args: &SendArgs,
+    config: &Config,
+    message: &Message,
+    ctx: Context,
+) -> Result<SendPlan> {
     let dsn = dsn(args)?;
     let sender = sender(args, message)?;
     // For choosing the account and keeping the display name, an unreadable From counts as none.
@@ -137,7 +142,9 @@ fn choose_account(
         config.account(name)?;
         return Ok(name.clone());
     }
-    let from_header = header_from.filter(|m| !m.is_local()).map(|m| m.address.as_str());
+    let from_header = header_from
+        .filter(|m| !m.is_local())
+        .map(|m| m.address.as_str());
     let sender = match sender {
         Sender::Address(a) => Some(a.as_str()),
         _ => None,
@@ -202,9 +209,14 @@ fn recipients(args: &SendArgs, config: &Config, message: &Message) -> Result<Vec
     let mut wanted = Vec::new();
     for arg in &args.recipients {
         if arg.contains(['\r', '\n']) {
-            return Err(Error::data("a recipient on the command line holds a line break"));
+            return Err(Error::data(
+                "a recipient on the command line holds a line break",
+            ));
         }
-        wanted.extend(message::parse_addresses(arg.as_bytes(), "the command line")?);
+        wanted.extend(message::parse_addresses(
+            arg.as_bytes(),
+            "the command line",
+        )?);
     }
     if args.read_recipients {
         wanted.extend(message.recipients()?);
@@ -278,7 +290,12 @@ fn alias<'c>(config: &'c Config, name: &str) -> Option<&'c String> {
 /// `-N`, `-R`, `-V` checked and normalised (a bad value is a usage error, exit 64).
 fn dsn(args: &SendArgs) -> Result<Dsn> {
     let notify = args.dsn_notify.as_deref().map(dsn_notify).transpose()?;
-    let ret = match args.dsn_return.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let ret = match args
+        .dsn_return
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None => None,
         Some("full") => Some("FULL".to_owned()),
         Some("hdrs") => Some("HDRS".to_owned()),
@@ -298,7 +315,11 @@ fn dsn(args: &SendArgs) -> Result<Dsn> {
 
 /// `never`, or a list of `success`, `failure`, `delay`: upper case, each once.
 fn dsn_notify(text: &str) -> Result<String> {
-    let bad = || Error::usage(format!("-N {text}: use never, or a list of success,failure,delay"));
+    let bad = || {
+        Error::usage(format!(
+            "-N {text}: use never, or a list of success,failure,delay"
+        ))
+    };
     let mut words: Vec<String> = Vec::new();
     for word in text.split(',').map(|w| w.trim().to_ascii_uppercase()) {
         if !["NEVER", "SUCCESS", "FAILURE", "DELAY"].contains(&word.as_str()) {
@@ -336,7 +357,9 @@ fn header_edits(
         edits.add.push(("Date".to_owned(), rfc5322_date(ctx.now)));
     }
     if !message.has("Message-ID") {
-        edits.add.push(("Message-ID".to_owned(), message_id(ctx, &account.email)));
+        edits
+            .add
+            .push(("Message-ID".to_owned(), message_id(ctx, &account.email)));
     }
     let replaces = has_from && edits.from.is_some();
     (edits, replaces)
