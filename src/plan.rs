@@ -474,3 +474,632 @@ impl fmt::Display for SendPlan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+default_account = "work"
+[aliases]
+root = "ops@contoso.com"
+admins = "a1@contoso.com, root"
+[accounts.work]
+email = "alice@contoso.com"
+from = ["*@contoso.com"]
+[accounts.home]
+provider = "gmail"
+email = "alice@gmail.com"
+from = ["alice.*@example.org"]
+"#;
+
+    const CTX: Context = Context {
+        now: 1_795_384_776,
+        random: 42,
+    };
+
+    fn config(text: &str) -> Config {
+        crate::config::parse(text, Path::new("/c.toml")).unwrap()
+    }
+
+    fn args(a: &[&str]) -> SendArgs {
+        SendArgs::try_parse_from(std::iter::once("oauth2-sendmail").chain(a.iter().copied()))
+            .unwrap()
+    }
+
+    fn try_plan_with(cfg: &str, a: &[&str], msg: &str) -> Result<SendPlan> {
+        let message = Message::from_bytes(msg.as_bytes().to_vec())?;
+        resolve(&args(a), &config(cfg), &message, CTX)
+    }
+
+    fn try_plan(a: &[&str], msg: &str) -> Result<SendPlan> {
+        try_plan_with(CONFIG, a, msg)
+    }
+
+    fn plan(a: &[&str], msg: &str) -> SendPlan {
+        try_plan(a, msg).unwrap()
+    }
+
+    fn exit(a: &[&str], msg: &str) -> (u8, String) {
+        let e = try_plan(a, msg).unwrap_err();
+        (e.exit_code(), e.to_string())
+    }
+
+    const SIMPLE: &str = "From: Alice <alice@contoso.com>\nTo: bob@fabrikam.example\nDate: x\nMessage-ID: <m@x>\nSubject: s\n\nbody\n";
+
+    #[test]
+    fn mutt_recipients_after_double_dash() {
+        let p = plan(
+            &[
+                "-oi",
+                "--",
+                "bob@fabrikam.example",
+                "Carol <carol@fabrikam.example>",
+            ],
+            SIMPLE,
+        );
+        assert_eq!(p.account, "work");
+        assert_eq!(p.envelope.from.as_deref(), Some("alice@contoso.com"));
+        assert_eq!(
+            p.envelope.recipients,
+            ["bob@fabrikam.example", "carol@fabrikam.example"]
+        );
+        assert_eq!(p.edits, HeaderEdits::default());
+    }
+
+    #[test]
+    fn mutt_envelope_from_picks_the_account() {
+        let p = plan(
+            &[
+                "-oem",
+                "-oi",
+                "-f",
+                "alice@gmail.com",
+                "--",
+                "bob@fabrikam.example",
+            ],
+            SIMPLE,
+        );
+        assert_eq!(p.account, "home");
+        assert_eq!(p.envelope.from.as_deref(), Some("alice@gmail.com"));
+    }
+
+    #[test]
+    fn emacs_t_reads_recipients_and_from_header_picks_the_account() {
+        let msg = "From: Alice <Alice@GMail.com>\nTo: bob@fabrikam.example\nCc: carol@fabrikam.example\n\nbody\n";
+        let p = plan(&["-oi", "-t"], msg);
+        assert_eq!(p.account, "home");
+        assert_eq!(p.envelope.from.as_deref(), Some("alice@gmail.com"));
+        assert_eq!(
+            p.envelope.recipients,
+            ["bob@fabrikam.example", "carol@fabrikam.example"]
+        );
+    }
+
+    #[test]
+    fn emacs_read_envelope_from() {
+        let msg = "From: Alice <alice.lists@example.org>\nTo: bob@fabrikam.example\n\nbody\n";
+        let p = plan(&["-oi", "--read-envelope-from", "-t"], msg);
+        assert_eq!(p.account, "home");
+        assert_eq!(p.envelope.from.as_deref(), Some("alice.lists@example.org"));
+    }
+
+    #[test]
+    fn f_wins_over_read_envelope_from() {
+        let msg = "From: alice@gmail.com\nTo: bob@fabrikam.example\n\nbody\n";
+        let p = plan(
+            &["-oi", "-f", "ops@contoso.com", "--read-envelope-from", "-t"],
+            msg,
+        );
+        assert_eq!(
+            (p.account.as_str(), p.envelope.from.as_deref()),
+            ("work", Some("ops@contoso.com"))
+        );
+    }
+
+    #[test]
+    fn read_envelope_from_without_from_is_65() {
+        assert_eq!(
+            exit(&["--read-envelope-from", "-t"], "To: b@x.example\n\n").0,
+            65
+        );
+    }
+
+    #[test]
+    fn git_send_email_recipients() {
+        let p = plan(&["-i", "a@x.example", "b@x.example"], SIMPLE);
+        assert_eq!(p.envelope.recipients, ["a@x.example", "b@x.example"]);
+    }
+
+    #[test]
+    fn debian_cron_root_through_aliases_and_from_rewritten() {
+        let msg = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> job\n\noutput\n";
+        let p = plan(&["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"], msg);
+        assert_eq!(p.account, "work");
+        assert_eq!(p.envelope.from.as_deref(), Some("alice@contoso.com"));
+        assert_eq!(p.envelope.recipients, ["ops@contoso.com"]);
+        assert_eq!(
+            p.edits.from.as_deref(),
+            Some("CronDaemon <alice@contoso.com>")
+        );
+        assert!(p.replaces_from);
+    }
+
+    #[test]
+    fn cronie_f_root_selects_nothing_and_t_reads_root() {
+        let msg = "From: root (Cron Daemon)\nTo: root\nSubject: s\nAuto-Submitted: auto-generated\n\noutput\n";
+        let p = plan(
+            &[
+                "-FCronDaemon",
+                "-i",
+                "-odi",
+                "-oem",
+                "-oi",
+                "-t",
+                "-f",
+                "root",
+            ],
+            msg,
+        );
+        assert_eq!(p.account, "work");
+        assert_eq!(p.envelope.from.as_deref(), Some("alice@contoso.com"));
+        assert_eq!(p.envelope.recipients, ["ops@contoso.com"]);
+        assert_eq!(
+            p.edits.from.as_deref(),
+            Some("CronDaemon <alice@contoso.com>")
+        );
+    }
+
+    #[test]
+    fn busybox_ti_and_systemd_cron() {
+        let p = plan(&["-ti"], "To: root\n\nout\n");
+        assert_eq!(p.envelope.recipients, ["ops@contoso.com"]);
+        let p = plan(&["-i", "-B", "8BITMIME", "root"], "Subject: s\n\nout\n");
+        assert_eq!(p.envelope.recipients, ["ops@contoso.com"]);
+    }
+
+    #[test]
+    fn mailx_and_echo_body_without_headers() {
+        let p = plan(&["-i", "user@x.example"], "just a body\n");
+        assert_eq!(p.envelope.recipients, ["user@x.example"]);
+        assert_eq!(p.edits.from.as_deref(), Some("alice@contoso.com"));
+        assert!(!p.replaces_from);
+        let names: Vec<&str> = p.edits.add.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Date", "Message-ID"]);
+    }
+
+    #[test]
+    fn t_adds_to_command_line_recipients_and_dedups() {
+        let msg = "To: b@x.example, B@X.EXAMPLE\nCc: c@x.example\nBcc: hidden@x.example\n\nbody\n";
+        let p = plan(&["-t", "c@X.example", "a@x.example"], msg);
+        // c@x.example is c@X.example again; B@X.EXAMPLE differs in its local part, so it stays.
+        assert_eq!(
+            p.envelope.recipients,
+            [
+                "c@X.example",
+                "a@x.example",
+                "b@x.example",
+                "B@X.EXAMPLE",
+                "hidden@x.example"
+            ]
+        );
+        assert_eq!(p.removed, ["Bcc"]);
+    }
+
+    #[test]
+    fn dedup_compares_domains_without_case_keeps_first_spelling() {
+        let p = plan(&["b@X.Example", "b@x.example", "B@x.example"], SIMPLE);
+        assert_eq!(p.envelope.recipients, ["b@X.Example", "B@x.example"]);
+    }
+
+    #[test]
+    fn command_line_lists_with_commas_and_names() {
+        let p = plan(
+            &["a@x.example, \"Smith, Bob\" <b@x.example>", "admins"],
+            SIMPLE,
+        );
+        assert_eq!(
+            p.envelope.recipients,
+            [
+                "a@x.example",
+                "b@x.example",
+                "a1@contoso.com",
+                "ops@contoso.com"
+            ]
+        );
+    }
+
+    #[test]
+    fn t_with_resent_uses_first_block_only() {
+        let msg = "Resent-From: alice@contoso.com\nResent-To: new@x.example\nResent-Bcc: secret@x.example\n\
+                   Resent-From: x@y.example\nResent-To: older@x.example\nTo: orig@x.example\n\nbody\n";
+        let p = plan(&["-t"], msg);
+        assert_eq!(p.envelope.recipients, ["new@x.example", "secret@x.example"]);
+        assert_eq!(p.removed, ["Resent-Bcc"]);
+    }
+
+    #[test]
+    fn null_sender_spellings() {
+        for f in ["<>", "", " <> ", "MAILER-DAEMON"] {
+            let p = plan(&["-f", f, "b@x.example"], SIMPLE);
+            assert_eq!(p.envelope.from, None, "-f {f:?}");
+            assert_eq!(p.account, "work", "the From header still picks the account");
+        }
+    }
+
+    #[test]
+    fn f_with_name_and_brackets_is_parsed() {
+        for f in [
+            "Alice <alice@gmail.com>",
+            "<alice@gmail.com>",
+            "alice@gmail.com",
+            "-falice@gmail.com",
+        ] {
+            let argv = if f.starts_with('-') {
+                vec![f, "b@x.example"]
+            } else {
+                vec!["-f", f, "b@x.example"]
+            };
+            let p = plan(&argv, SIMPLE);
+            assert_eq!(
+                (p.account.as_str(), p.envelope.from.as_deref()),
+                ("home", Some("alice@gmail.com")),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_with_65() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (
+                &["-f", "a@x.example\r\nRCPT TO:<e@x>", "b@x.example"],
+                SIMPLE,
+                "line break",
+            ),
+            (
+                &["-f", "a@x.example\n", "b@x.example"],
+                SIMPLE,
+                "line break",
+            ),
+            (
+                &["-f", "not an address", "b@x.example"],
+                SIMPLE,
+                "not an address",
+            ),
+            (
+                &["-f", "a@x.example, b@x.example", "b@x.example"],
+                SIMPLE,
+                "one address",
+            ),
+            (&[], SIMPLE, "no recipients"),
+            (&["-t"], "Subject: s\n\nbody\n", "no recipients"),
+            (
+                &["-t"],
+                "To: undisclosed-recipients:;\n\nbody\n",
+                "no recipients",
+            ),
+            (&["bad@address."], SIMPLE, "bad@address."),
+            (
+                &["-t"],
+                "To: \"quoted local\"@example.com\n\nbody\n",
+                "@example.com",
+            ),
+            (&["b@x.example\nX: y"], SIMPLE, "line break"),
+        ];
+        for (a, msg, says) in cases {
+            let (code, text) = exit(a, msg);
+            assert_eq!(code, 65, "{a:?}: {text}");
+            assert!(text.contains(says), "{a:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn unresolvable_local_name_is_65_with_a_hint() {
+        let cfg = "[accounts.w]\nemail = \"a@x.example\"\n";
+        let e = try_plan_with(cfg, &["root"], SIMPLE).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(e.to_string().contains("[aliases]"), "{e}");
+    }
+
+    #[test]
+    fn star_alias_catches_other_names_and_loops_are_config_errors() {
+        let cfg = "[aliases]\n\"*\" = \"catch@x.example\"\n[accounts.w]\nemail = \"a@x.example\"\n";
+        let p = try_plan_with(cfg, &["www-data", "root"], SIMPLE).unwrap();
+        assert_eq!(p.envelope.recipients, ["catch@x.example"]);
+        let cfg = "[aliases]\na = \"b\"\nb = \"a\"\n[accounts.w]\nemail = \"a@x.example\"\n";
+        assert_eq!(
+            try_plan_with(cfg, &["a"], SIMPLE).unwrap_err().exit_code(),
+            78
+        );
+        let cfg = "[aliases]\nroot = \"not valid@\"\n[accounts.w]\nemail = \"a@x.example\"\n";
+        assert_eq!(
+            try_plan_with(cfg, &["root"], SIMPLE)
+                .unwrap_err()
+                .exit_code(),
+            78
+        );
+    }
+
+    #[test]
+    fn unknown_account_is_78() {
+        assert_eq!(exit(&["-a", "nope", "b@x.example"], SIMPLE).0, 78);
+        let p = plan(
+            &["-a", "home", "-f", "ops@contoso.com", "b@x.example"],
+            SIMPLE,
+        );
+        assert_eq!(p.account, "home");
+    }
+
+    #[test]
+    fn account_choice_by_sender_then_from_header_then_default() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (
+                &["-f", "alice+lists@gmail.com"],
+                "home",
+                "+tag matches the email",
+            ),
+            (&["-f", "ALICE@GMAIL.COM"], "home", "case-insensitive email"),
+            (
+                &["-f", "Alice.Work@Example.ORG"],
+                "home",
+                "case-insensitive glob",
+            ),
+            (&["-f", "anyone@CONTOSO.com"], "work", "glob *@contoso.com"),
+            (
+                &["-f", "stranger@elsewhere.example"],
+                "home",
+                "no match: From header (alice@gmail.com)",
+            ),
+            (
+                &["-f", "root"],
+                "home",
+                "bare local sender selects nothing: From header",
+            ),
+            (&[], "home", "no -f: From header"),
+        ];
+        let msg = "From: alice@gmail.com\nTo: b@x.example\n\nbody\n";
+        for (a, account, why) in cases {
+            let mut argv = a.to_vec();
+            argv.push("b@x.example");
+            assert_eq!(plan(&argv, msg).account, *account, "{why}");
+        }
+        let p = plan(
+            &["-f", "stranger@elsewhere.example", "b@x.example"],
+            "Subject: s\n\nbody\n",
+        );
+        assert_eq!(p.account, "work", "default_account");
+        assert_eq!(
+            p.envelope.from.as_deref(),
+            Some("stranger@elsewhere.example")
+        );
+    }
+
+    #[test]
+    fn first_account_in_file_order_wins() {
+        let cfg = "[accounts.b]\nemail = \"x@b.example\"\nfrom = [\"*\"]\n[accounts.a]\nemail = \"y@a.example\"\n";
+        let p = try_plan_with(
+            cfg,
+            &["-f", "y@a.example", "t@x.example"],
+            "Subject: s\n\nbody\n",
+        )
+        .unwrap();
+        assert_eq!(p.account, "b");
+    }
+
+    #[test]
+    fn several_accounts_without_default_need_a_match() {
+        let cfg = "[accounts.a]\nemail = \"x@a.example\"\n[accounts.b]\nemail = \"y@b.example\"\n";
+        let e = try_plan_with(cfg, &["t@x.example"], "Subject: s\n\nbody\n").unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        let p = try_plan_with(cfg, &["t@x.example"], "From: y@b.example\n\nbody\n").unwrap();
+        assert_eq!(p.account, "b");
+    }
+
+    fn rewrite(mode: &str, from: &str, extra: &[&str]) -> (Option<String>, bool) {
+        let cfg = format!(
+            "[accounts.w]\nemail = \"alice@contoso.com\"\nfrom = [\"*@contoso.com\"]\nrewrite_from = \"{mode}\"\n"
+        );
+        let msg = format!("{from}To: b@x.example\n\nbody\n");
+        let mut argv = extra.to_vec();
+        argv.push("b@x.example");
+        let p = try_plan_with(&cfg, &argv, &msg).unwrap();
+        (p.edits.from, p.replaces_from)
+    }
+
+    #[test]
+    fn rewrite_from_modes() {
+        let a = "alice@contoso.com";
+        let set = |v: &str| (Some(v.to_owned()), true);
+        let add = |v: &str| (Some(v.to_owned()), false);
+        let keep = (None, false);
+        let cases: Vec<(&str, &str, (Option<String>, bool))> = vec![
+            ("never", "", add(a)),
+            ("never", "From: root (Cron Daemon)\n", keep.clone()),
+            ("never", "From: Eve <eve@elsewhere.example>\n", keep.clone()),
+            ("if-missing", "", add(a)),
+            (
+                "if-missing",
+                "From: root (Cron Daemon)\n",
+                set("Cron Daemon <alice@contoso.com>"),
+            ),
+            ("if-missing", "From:\n", set(a)),
+            (
+                "if-missing",
+                "From: Eve <eve@elsewhere.example>\n",
+                keep.clone(),
+            ),
+            (
+                "if-foreign",
+                "From: Eve <eve@elsewhere.example>\n",
+                set("Eve <alice@contoso.com>"),
+            ),
+            ("if-foreign", "From: Bob <bob@contoso.com>\n", keep.clone()),
+            (
+                "if-foreign",
+                "From: Al <alice+x@contoso.com>\n",
+                keep.clone(),
+            ),
+            (
+                "always",
+                "From: Bob <bob@contoso.com>\n",
+                set("Bob <alice@contoso.com>"),
+            ),
+            ("always", "", add(a)),
+        ];
+        for (mode, from, want) in cases {
+            assert_eq!(rewrite(mode, from, &[]), want, "{mode} {from:?}");
+        }
+    }
+
+    #[test]
+    fn f_name_wins_for_added_or_rewritten_from() {
+        assert_eq!(
+            rewrite("always", "From: Bob <bob@contoso.com>\n", &["-F", "Robert"])
+                .0
+                .unwrap(),
+            "Robert <alice@contoso.com>"
+        );
+        assert_eq!(
+            rewrite("if-missing", "", &["-F", "J\u{fc}rgen"]).0.unwrap(),
+            "=?UTF-8?B?SsO8cmdlbg==?= <alice@contoso.com>"
+        );
+        assert_eq!(
+            rewrite("if-missing", "", &["-F", "Smith, J."]).0.unwrap(),
+            "\"Smith, J.\" <alice@contoso.com>"
+        );
+        assert_eq!(
+            rewrite("if-missing", "From: Eve <eve@x.example>\n", &["-F", "X"]).0,
+            None
+        );
+    }
+
+    #[test]
+    fn date_and_message_id_added_only_when_missing() {
+        let p = plan(&["b@x.example"], SIMPLE);
+        assert!(p.edits.add.is_empty());
+        let p = plan(&["b@x.example"], "From: alice@contoso.com\n\nbody\n");
+        assert_eq!(
+            p.edits.add,
+            [
+                (
+                    "Date".to_owned(),
+                    "Sun, 22 Nov 2026 21:59:36 +0000".to_owned()
+                ),
+                (
+                    "Message-ID".to_owned(),
+                    "<toxbrc.16@contoso.com>".to_owned()
+                )
+            ]
+        );
+        let other = resolve(
+            &args(&["b@x.example"]),
+            &config(CONFIG),
+            &Message::from_bytes(b"Subject: s\n\nbody\n".to_vec()).unwrap(),
+            Context { random: 43, ..CTX },
+        )
+        .unwrap();
+        assert_ne!(other.edits.add[1], p.edits.add[1]);
+    }
+
+    #[test]
+    fn rfc5322_dates() {
+        for (unix, want) in [
+            (0, "Thu, 1 Jan 1970 00:00:00 +0000"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000"),
+            (1_735_689_599, "Tue, 31 Dec 2024 23:59:59 +0000"),
+            (1_795_384_776, "Sun, 22 Nov 2026 21:59:36 +0000"),
+        ] {
+            assert_eq!(rfc5322_date(unix), want);
+        }
+    }
+
+    #[test]
+    fn dsn_flags() {
+        let p = plan(
+            &[
+                "-N",
+                "success,failure,Delay",
+                "-R",
+                "hdrs",
+                "-V",
+                "id-1",
+                "b@x.example",
+            ],
+            SIMPLE,
+        );
+        assert_eq!(
+            p.envelope.dsn.notify.as_deref(),
+            Some("SUCCESS,FAILURE,DELAY")
+        );
+        assert_eq!(p.envelope.dsn.ret.as_deref(), Some("HDRS"));
+        assert_eq!(p.envelope.dsn.envid.as_deref(), Some("id-1"));
+        assert_eq!(
+            plan(&["-N", "never", "-R", "FULL", "b@x.example"], SIMPLE)
+                .envelope
+                .dsn
+                .ret
+                .as_deref(),
+            Some("FULL")
+        );
+        for bad in [
+            &["-N", "never,success"][..],
+            &["-N", "sometimes"],
+            &["-N", ""],
+            &["-R", "body"],
+            &["-V", "has space"],
+        ] {
+            let mut argv = bad.to_vec();
+            argv.push("b@x.example");
+            assert_eq!(exit(&argv, SIMPLE).0, 64, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn eight_bit_and_smtputf8() {
+        let p = plan(&["b@x.example"], "Subject: s\n\nGr\u{fc}\u{df}e\n");
+        assert!(p.envelope.eight_bit && !p.envelope.smtputf8);
+        let p = plan(&["j\u{fc}rgen@b\u{fc}cher.example"], SIMPLE);
+        assert!(p.envelope.smtputf8 && !p.envelope.eight_bit);
+    }
+
+    #[test]
+    fn dry_run_report_format() {
+        let msg = "From: root (Cron Daemon)\nTo: root\nBcc: x@y.example\n\nout\n";
+        let p = plan(&["-FCronDaemon", "-N", "failure", "-t", "a@x.example"], msg);
+        assert_eq!(
+            p.to_string(),
+            "envelope-from: <alice@contoso.com>\n\
+             recipients: <a@x.example>, <ops@contoso.com>, <x@y.example>\n\
+             dsn: notify=FAILURE\n\
+             remove header: Bcc\n\
+             set header: From: CronDaemon <alice@contoso.com>\n\
+             add header: Date: Sun, 22 Nov 2026 21:59:36 +0000\n\
+             add header: Message-ID: <toxbrc.16@contoso.com>\n"
+        );
+        let p = plan(&["-f", "<>", "b@x.example"], SIMPLE);
+        assert_eq!(
+            p.to_string(),
+            "envelope-from: <>\nrecipients: <b@x.example>\n"
+        );
+    }
+
+    #[test]
+    fn glob_patterns() {
+        for (p, t, m) in [
+            ("*@contoso.com", "a@contoso.com", true),
+            ("*@contoso.com", "a@contoso.com.evil", false),
+            ("a?c@x", "abc@x", true),
+            ("a?c@x", "ac@x", false),
+            ("*", "", true),
+            ("a*b*c", "aXbYbZc", true),
+            ("exact@x", "EXACT@X", true),
+        ] {
+            assert_eq!(glob_match(p, t), m, "{p} {t}");
+        }
+    }
+}
