@@ -900,7 +900,10 @@ from = ["alice.*@example.org"]
         assert_eq!(p.account, "b");
     }
 
-    fn rewrite(mode: &str, from: &str, extra: &[&str]) -> (Option<String>, bool) {
+    /// The From edit and whether it replaces an existing field.
+    type FromEdit = (Option<String>, bool);
+
+    fn rewrite(mode: &str, from: &str, extra: &[&str]) -> FromEdit {
         let cfg = format!(
             "[accounts.w]\nemail = \"alice@contoso.com\"\nfrom = [\"*@contoso.com\"]\nrewrite_from = \"{mode}\"\n"
         );
@@ -917,7 +920,7 @@ from = ["alice.*@example.org"]
         let set = |v: &str| (Some(v.to_owned()), true);
         let add = |v: &str| (Some(v.to_owned()), false);
         let keep = (None, false);
-        let cases: Vec<(&str, &str, (Option<String>, bool))> = vec![
+        let cases: Vec<(&str, &str, FromEdit)> = vec![
             ("never", "", add(a)),
             ("never", "From: root (Cron Daemon)\n", keep.clone()),
             ("never", "From: Eve <eve@elsewhere.example>\n", keep.clone()),
