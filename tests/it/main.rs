@@ -4,4 +4,5 @@
 
 #![allow(dead_code)]
 
+mod dry_run;
 mod support;
