@@ -60,16 +60,7 @@ pub fn resolve(
     let header_from = message.from().ok().flatten();
     let account_name = choose_account(args, config, &sender, header_from.as_ref())?;
     let account = config.account(&account_name)?;
-    message::check_address(&account.email, "email")
-        .ok()
-        .filter(|()| account.email.contains('@'))
-        .ok_or_else(|| {
-            Error::config(format!(
-                "{}: key `accounts.{account_name}.email`: `{}` is not an address",
-                config.path.display(),
-                account.email
-            ))
-        })?;
+    check_account_email(config, &account_name, account)?;
     let from = match sender {
         Sender::Null => None,
         Sender::Address(a) => Some(a),
@@ -91,6 +82,19 @@ pub fn resolve(
         removed: message.removed_fields(),
         replaces_from,
     })
+}
+
+/// The account's `email` is the envelope sender and the From we write: it must be a
+/// whole address (a config error otherwise, exit 78).
+fn check_account_email(config: &Config, name: &str, account: &Account) -> Result<()> {
+    if account.email.contains('@') && message::check_address(&account.email, "email").is_ok() {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "{}: key `accounts.{name}.email`: `{}` is not an address",
+        config.path.display(),
+        account.email.escape_debug()
+    )))
 }
 
 /// `-f`/`-r` first, then `--read-envelope-from` (so both together work: `-f` wins).
@@ -823,6 +827,16 @@ from = ["alice.*@example.org"]
                 .exit_code(),
             78
         );
+    }
+
+    #[test]
+    fn account_email_must_be_an_address() {
+        for email in ["alice", "alice@", "a@x.example\\r\\nBcc: e@x"] {
+            let cfg = format!("[accounts.w]\nemail = \"{email}\"\n");
+            let e = try_plan_with(&cfg, &["b@x.example"], SIMPLE).unwrap_err();
+            assert_eq!(e.exit_code(), 78, "{email}");
+            assert!(e.to_string().contains("accounts.w.email"), "{e}");
+        }
     }
 
     #[test]

@@ -47,9 +47,13 @@ fn sandbox() -> Sandbox {
 }
 
 fn dry_run(args: &[&str], stdin: &str) -> Run {
-    let mut argv = vec!["--dry-run"];
-    argv.extend_from_slice(args);
-    sandbox().run(&argv, stdin.as_bytes())
+    dry_run_bytes(args, stdin.as_bytes())
+}
+
+fn dry_run_bytes(flags: &[&str], stdin: &[u8]) -> Run {
+    let mut command_line = vec!["--dry-run"];
+    command_line.extend_from_slice(flags);
+    sandbox().run(&command_line, stdin)
 }
 
 /// Asserts success with an empty stderr; returns the report lines.
@@ -334,9 +338,7 @@ fn refused_messages_exit_65_with_one_line() {
         (&["www-data"], FULL.as_bytes(), "[aliases]"),
     ];
     for (args, stdin, says) in cases {
-        let mut argv = vec!["--dry-run"];
-        argv.extend_from_slice(args);
-        let run = sandbox().run(&argv, stdin);
+        let run = dry_run_bytes(args, stdin);
         let line = run.assert_failure(65);
         assert!(line.contains(says), "{args:?}: {line}");
     }
