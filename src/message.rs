@@ -1,19 +1,60 @@
-//! Placeholder: replaced by the message work. The interface:
+//! The message as read on stdin: the bytes, where its header block ends (decided here, as
+//! sendmail does, not by mail-parser), the byte range of every header field, and views of
+//! the fields `plan` needs. `render` gives the bytes to send as slices of the input, so the
+//! body (possibly 20 MB) is never copied. mail-parser stays behind this module: it only
+//! decodes address lists, one field at a time.
 
+use std::borrow::Cow;
 use std::io::Read;
 
-use crate::error::Result;
+use mail_parser::{Address, HeaderValue, MessageParser};
+
+use crate::error::{Error, Result};
 
 /// A message as read on stdin (a leading mbox `From ` line dropped), with a view of its
-/// header block. mail-parser stays behind this module.
+/// header block.
 #[derive(Debug)]
-pub struct Message {}
+pub struct Message {
+    raw: Vec<u8>,
+    /// Where the message starts: after a dropped mbox `From ` line.
+    start: usize,
+    /// Header fields in order, byte ranges of `raw`.
+    fields: Vec<Field>,
+    /// End of the last header field (`start` when there is none).
+    header_end: usize,
+    /// The input had a blank line between header and body.
+    has_separator: bool,
+    /// The message's own line ending, for the fields we write.
+    eol: &'static [u8],
+    /// A byte above 0x7f anywhere (`BODY=8BITMIME`).
+    eight_bit: bool,
+}
 
-/// A mailbox from a header: display name and address.
+/// One header field: `raw[start..end]` is the whole field, name through folded lines and
+/// the line terminator.
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    start: usize,
+    /// Where the value starts (after the colon).
+    value: usize,
+    end: usize,
+}
+
+/// A mailbox from a header or the command line: display name and address. An address
+/// without `@` is a bare local name (cron's `root`), resolved through `[aliases]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailbox {
     pub name: Option<String>,
     pub address: String,
+}
+
+impl Mailbox {
+    /// A bare local name such as `root`, not an address.
+    #[must_use]
+    pub fn is_local(&self) -> bool {
+        !self.address.contains('@')
+    }
 }
 
 /// Header changes decided by `plan`: fields to add at the end of the header block, and a
@@ -26,18 +67,790 @@ pub struct HeaderEdits {
     pub from: Option<String>,
 }
 
+/// Fields that are never transmitted: they would show hidden recipients to the others.
+const HIDDEN: [&str; 2] = ["Bcc", "Resent-Bcc"];
+
 impl Message {
     /// Reads all of the input. Empty input or a NUL byte is `Error::data` (exit 65).
-    pub fn read(input: impl Read) -> Result<Message> {
-        let _ = input;
-        unimplemented!()
+    pub fn read(mut input: impl Read) -> Result<Message> {
+        let mut raw = Vec::new();
+        input
+            .read_to_end(&mut raw)
+            .map_err(|e| Error::io(format!("cannot read the message on stdin: {e}")))?;
+        Message::from_bytes(raw)
+    }
+
+    /// The same checks and header scan as `read`, on bytes already in memory.
+    pub fn from_bytes(mut raw: Vec<u8>) -> Result<Message> {
+        if let Some(pos) = raw.iter().position(|&b| b == 0) {
+            return Err(Error::data(format!(
+                "the message holds a NUL byte (at byte {pos}); nothing was sent"
+            )));
+        }
+        let start = mbox_line_end(&raw);
+        if start == raw.len() {
+            return Err(Error::data("empty message on stdin; nothing was sent"));
+        }
+        let eol = line_ending(&raw[start..]);
+        let (mut fields, mut header_end, mut body_start) = scan_header(&raw, start);
+        if let Some(last) = fields.last_mut()
+            && header_end == raw.len()
+            && !raw.ends_with(b"\n")
+        {
+            // The input ends inside the last field: terminate it so fields can follow.
+            raw.extend_from_slice(eol);
+            last.end = raw.len();
+            header_end = raw.len();
+            body_start = raw.len();
+        }
+        let has_separator = body_start > header_end;
+        let eight_bit = raw.iter().any(|&b| b > 0x7f);
+        Ok(Message {
+            raw,
+            start,
+            fields,
+            header_end,
+            has_separator,
+            eol,
+            eight_bit,
+        })
+    }
+
+    /// The message holds 8-bit bytes (header or body).
+    #[must_use]
+    pub fn eight_bit(&self) -> bool {
+        self.eight_bit
+    }
+
+    /// True when a field of this name (case-insensitive) is present.
+    #[must_use]
+    pub fn has(&self, name: &str) -> bool {
+        self.fields
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The first mailbox of the first From field, if any.
+    pub fn from(&self) -> Result<Option<Mailbox>> {
+        let Some(field) = self
+            .fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case("From"))
+        else {
+            return Ok(None);
+        };
+        Ok(self.addresses(field)?.into_iter().next())
+    }
+
+    /// The recipients `-t` reads: To, Cc and Bcc; or, when any `Resent-*` field is present,
+    /// Resent-To, Resent-Cc and Resent-Bcc of the first (newest) Resent block only.
+    pub fn recipients(&self) -> Result<Vec<Mailbox>> {
+        let (fields, names): (&[Field], [&str; 3]) = match self.resent_block() {
+            Some(block) => (block, ["Resent-To", "Resent-Cc", "Resent-Bcc"]),
+            None => (&self.fields, ["To", "Cc", "Bcc"]),
+        };
+        let mut out = Vec::new();
+        for field in fields {
+            if names.iter().any(|n| field.name.eq_ignore_ascii_case(n)) {
+                out.extend(self.addresses(field)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the fields `render` leaves out, one per occurrence.
+    #[must_use]
+    pub fn removed_fields(&self) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter_map(|f| HIDDEN.iter().find(|h| f.name.eq_ignore_ascii_case(h)))
+            .map(|h| (*h).to_owned())
+            .collect()
+    }
+
+    /// The first Resent block: a run of adjacent `Resent-*` fields starting at the first
+    /// one; a second Resent-Date or Resent-From starts an older block and ends this one.
+    fn resent_block(&self) -> Option<&[Field]> {
+        let is_resent = |f: &Field| starts_with_ignore_case(&f.name, "Resent-");
+        let first = self.fields.iter().position(is_resent)?;
+        let mut seen: Vec<String> = Vec::new();
+        let mut end = first;
+        for field in &self.fields[first..] {
+            let lower = field.name.to_ascii_lowercase();
+            let opens_block = lower == "resent-date" || lower == "resent-from";
+            if !is_resent(field) || (opens_block && seen.contains(&lower)) {
+                break;
+            }
+            seen.push(lower);
+            end += 1;
+        }
+        Some(&self.fields[first..end])
+    }
+
+    fn addresses(&self, field: &Field) -> Result<Vec<Mailbox>> {
+        let value = &self.raw[field.value..field.end];
+        parse_addresses(value, &field.name)
     }
 
     /// The message as parts to send one after another: header fields kept as they are
     /// (byte ranges of the input), Bcc/Resent-Bcc removed, edits applied, the body untouched.
     #[must_use]
-    pub fn render<'a>(&'a self, edits: &'a HeaderEdits) -> Vec<std::borrow::Cow<'a, [u8]>> {
-        let _ = edits;
-        unimplemented!()
+    pub fn render<'a>(&'a self, edits: &'a HeaderEdits) -> Vec<Cow<'a, [u8]>> {
+        let mut parts: Vec<Cow<'a, [u8]>> = Vec::new();
+        let push = |parts: &mut Vec<Cow<'a, [u8]>>, slice: &'a [u8]| {
+            if !slice.is_empty() {
+                parts.push(Cow::Borrowed(slice));
+            }
+        };
+        let mut pos = self.start;
+        let mut from_pending = edits.from.as_deref();
+        let mut kept_any = false;
+        for field in &self.fields {
+            let hidden = HIDDEN.iter().any(|h| field.name.eq_ignore_ascii_case(h));
+            let replace = from_pending.is_some() && field.name.eq_ignore_ascii_case("From");
+            if !hidden && !replace {
+                kept_any = true;
+                continue;
+            }
+            push(&mut parts, &self.raw[pos..field.start]);
+            if let Some(from) = from_pending.filter(|_| replace) {
+                let eol = line_ending(&self.raw[field.start..field.end]);
+                parts.push(Cow::Owned(field_line("From", from, eol)));
+                from_pending = None;
+                kept_any = true;
+            }
+            pos = field.end;
+        }
+        push(&mut parts, &self.raw[pos..self.header_end]);
+        let mut added = Vec::new();
+        if let Some(from) = from_pending {
+            added.extend(field_line("From", from, self.eol));
+        }
+        for (name, value) in &edits.add {
+            added.extend(field_line(name, value, self.eol));
+        }
+        if !added.is_empty() {
+            parts.push(Cow::Owned(added));
+            kept_any = true;
+        }
+        if !self.has_separator && kept_any {
+            parts.push(Cow::Borrowed(self.eol));
+        }
+        push(&mut parts, &self.raw[self.header_end..]);
+        parts
+    }
+}
+
+/// Where the message starts: after a leading mbox `From ` (or `>From `) line, if any.
+/// `From:` is a header; `From ` with a space is the mbox separator.
+fn mbox_line_end(raw: &[u8]) -> usize {
+    if !(raw.starts_with(b"From ") || raw.starts_with(b">From ")) {
+        return 0;
+    }
+    raw.iter()
+        .position(|&b| b == b'\n')
+        .map_or(raw.len(), |i| i + 1)
+}
+
+/// The line ending of the first line: CRLF or LF (LF when there is no line end at all).
+fn line_ending(text: &[u8]) -> &'static [u8] {
+    match text.iter().position(|&b| b == b'\n') {
+        Some(i) if i > 0 && text[i - 1] == b'\r' => b"\r\n",
+        _ => b"\n",
+    }
+}
+
+/// Scans the header block from `start` as sendmail does: it ends at the first blank line,
+/// or at the first line that is neither a field nor a continuation (that line is the first
+/// of the body). Returns the fields, the end of the last field and the start of the body.
+fn scan_header(raw: &[u8], start: usize) -> (Vec<Field>, usize, usize) {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut pos = start;
+    while pos < raw.len() {
+        let end = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            return (fields, pos, end);
+        }
+        if matches!(line[0], b' ' | b'\t') && !fields.is_empty() {
+            if let Some(last) = fields.last_mut() {
+                last.end = end;
+            }
+        } else if let Some((name, colon)) = field_name(line) {
+            fields.push(Field {
+                name,
+                start: pos,
+                value: pos + colon + 1,
+                end,
+            });
+        } else {
+            return (fields, pos, pos);
+        }
+        pos = end;
+    }
+    (fields, pos, pos)
+}
+
+/// `Name:` at the start of a line: printable non-space ASCII other than `:`, optionally
+/// followed by blanks (an obsolete form), then a colon. Returns the name and the colon's index.
+fn field_name(line: &[u8]) -> Option<(String, usize)> {
+    let len = line
+        .iter()
+        .position(|&b| !(b.is_ascii_graphic() && b != b':'))
+        .unwrap_or(line.len());
+    if len == 0 {
+        return None;
+    }
+    let colon = len + line[len..].iter().position(|&b| b != b' ' && b != b'\t')?;
+    (line[colon] == b':').then(|| (String::from_utf8_lossy(&line[..len]).into_owned(), colon))
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Parses an address list (a header value, a command-line argument, an alias value):
+/// groups flattened, encoded-word names decoded, source routes stripped, every address
+/// checked with `lettre::Address`. A bare word without `@` is a local name. `what` names
+/// the source in errors.
+pub fn parse_addresses(value: &[u8], what: &str) -> Result<Vec<Mailbox>> {
+    // mail-parser reads a whole header block; give it one To field and its end.
+    let mut block = b"To:".to_vec();
+    block.extend_from_slice(value);
+    if !value.ends_with(b"\n") {
+        block.push(b'\n');
+    }
+    block.push(b'\n');
+    let parsed = MessageParser::default().parse_headers(&block);
+    let Some(header) = parsed.as_ref().and_then(|m| m.headers().first()) else {
+        return Ok(Vec::new());
+    };
+    let addrs: Vec<&mail_parser::Addr> = match &header.value {
+        HeaderValue::Address(Address::List(list)) => list.iter().collect(),
+        HeaderValue::Address(Address::Group(groups)) => {
+            groups.iter().flat_map(|g| g.addresses.iter()).collect()
+        }
+        HeaderValue::Empty => Vec::new(),
+        _ => {
+            return Err(Error::data(format!(
+                "cannot read the addresses in {what}: `{}`",
+                shown(value)
+            )));
+        }
+    };
+    addrs
+        .into_iter()
+        .filter_map(|a| mailbox(a, what).transpose())
+        .collect()
+}
+
+/// One parsed address as a checked mailbox; `None` when it holds nothing at all.
+fn mailbox(addr: &mail_parser::Addr, what: &str) -> Result<Option<Mailbox>> {
+    let name = addr
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    match addr
+        .address
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        Some(address) => {
+            let address = strip_source_route(address);
+            check_address(address, what)?;
+            Ok(Some(Mailbox {
+                name: name.map(str::to_owned),
+                address: address.to_owned(),
+            }))
+        }
+        // mail-parser reads a bare word (`root`) as a display name without an address.
+        None => match name {
+            Some(local) => {
+                check_local_name(local, what)?;
+                Ok(Some(Mailbox {
+                    name: None,
+                    address: local.to_owned(),
+                }))
+            }
+            None => Ok(None),
+        },
+    }
+}
+
+/// `@route.example:user@example.com` → `user@example.com` (RFC 5322 obs-route).
+fn strip_source_route(address: &str) -> &str {
+    match address.split_once(':') {
+        Some((route, rest)) if route.starts_with('@') => rest,
+        _ => address,
+    }
+}
+
+/// An address with `@` must be one `lettre::Address` accepts (which also refuses what
+/// mail-parser mis-parses, such as `@example.com` from a bare quoted local part); one
+/// without is a local name.
+pub fn check_address(address: &str, what: &str) -> Result<()> {
+    if !address.contains('@') {
+        return check_local_name(address, what);
+    }
+    address.parse::<lettre::Address>().map(drop).map_err(|e| {
+        Error::data(format!(
+            "invalid address `{}` in {what}: {e}",
+            shown(address.as_bytes())
+        ))
+    })
+}
+
+/// A bare local name must be a valid local part (so `Some Name` alone is refused).
+fn check_local_name(local: &str, what: &str) -> Result<()> {
+    format!("{local}@localhost")
+        .parse::<lettre::Address>()
+        .map(drop)
+        .map_err(|_| {
+            Error::data(format!(
+                "`{}` in {what} is neither an address nor a local name",
+                shown(local.as_bytes())
+            ))
+        })
+}
+
+/// Input quoted in an error line: one line, control characters escaped.
+fn shown(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim()
+        .chars()
+        .flat_map(char::escape_debug)
+        .collect()
+}
+
+/// `Name: value` with the given line ending; a CR or LF in the value becomes a space, so
+/// nothing from `-F` or the config can start a field of its own.
+fn field_line(name: &str, value: &str, eol: &[u8]) -> Vec<u8> {
+    let mut line = format!("{name}: {}", value.replace(['\r', '\n'], " ")).into_bytes();
+    line.extend_from_slice(eol);
+    line
+}
+
+/// `Name <address>` (or the bare address) as a header value: a non-ASCII name becomes
+/// RFC 2047 encoded words, a name with specials a quoted string; control characters in the
+/// name become spaces.
+#[must_use]
+pub fn format_mailbox(name: Option<&str>, address: &str) -> String {
+    let name: String = name
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let name = name.trim();
+    if name.is_empty() {
+        return address.to_owned();
+    }
+    format!("{} <{address}>", encode_phrase(name))
+}
+
+/// RFC 5322 `specials`: a name holding one of them must be quoted.
+const SPECIALS: &[char] = &[
+    '(', ')', '<', '>', '[', ']', ':', ';', '@', '\\', ',', '.', '"',
+];
+
+fn encode_phrase(name: &str) -> String {
+    if !name.is_ascii() {
+        return encoded_words(name);
+    }
+    if name.contains(SPECIALS) {
+        return format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""));
+    }
+    name.to_owned()
+}
+
+/// RFC 2047 `=?UTF-8?B?…?=` words of at most 75 characters, split on character boundaries.
+fn encoded_words(text: &str) -> String {
+    use base64::Engine as _;
+    /// 45 bytes make 60 base64 characters: with `=?UTF-8?B?` and `?=`, 72 ≤ 75.
+    const MAX_BYTES: usize = 45;
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        if chunk.len() + c.len_utf8() > MAX_BYTES {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    words.push(chunk);
+    words
+        .iter()
+        .map(|w| {
+            format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w.as_bytes())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> Message {
+        Message::from_bytes(text.as_bytes().to_vec()).unwrap()
+    }
+
+    fn rendered(m: &Message, edits: &HeaderEdits) -> String {
+        let bytes: Vec<u8> = m.render(edits).concat();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn plain(m: &Message) -> String {
+        rendered(m, &HeaderEdits::default())
+    }
+
+    fn addrs(list: &[Mailbox]) -> Vec<&str> {
+        list.iter().map(|m| m.address.as_str()).collect()
+    }
+
+    #[test]
+    fn empty_input_is_refused_with_65() {
+        let e = Message::read(&b""[..]).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(e.to_string().contains("empty"));
+    }
+
+    #[test]
+    fn only_an_mbox_line_is_empty() {
+        assert_eq!(
+            Message::from_bytes(b"From x Sat Jan  1 00:00:00 2000\n".to_vec())
+                .unwrap_err()
+                .exit_code(),
+            65
+        );
+    }
+
+    #[test]
+    fn nul_byte_anywhere_is_refused_with_65() {
+        for input in [
+            &b"To: a@b.example\n\nbo\0dy\n"[..],
+            b"\0",
+            b"Subject: x\0\n\nbody",
+        ] {
+            let e = Message::from_bytes(input.to_vec()).unwrap_err();
+            assert_eq!(e.exit_code(), 65, "{input:?}");
+            assert!(e.to_string().contains("NUL"));
+        }
+    }
+
+    #[test]
+    fn read_error_is_io() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("boom"))
+            }
+        }
+        assert_eq!(Message::read(Broken).unwrap_err().exit_code(), 74);
+    }
+
+    #[test]
+    fn lone_dot_line_does_not_end_input() {
+        let m = msg("Subject: x\n\nline\n.\nafter the dot\n");
+        assert_eq!(plain(&m), "Subject: x\n\nline\n.\nafter the dot\n");
+    }
+
+    #[test]
+    fn mbox_from_line_is_dropped() {
+        let m =
+            msg("From alice@x.example Sat Jan  1 00:00:00 2000\nFrom: alice@x.example\n\nbody\n");
+        assert_eq!(plain(&m), "From: alice@x.example\n\nbody\n");
+        let m = msg(">From alice Sat Jan  1\r\nSubject: s\r\n\r\nbody\r\n");
+        assert_eq!(plain(&m), "Subject: s\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn from_header_is_not_an_mbox_line() {
+        let m = msg("From: a@x.example\n\nbody\n");
+        assert_eq!(m.from().unwrap().unwrap().address, "a@x.example");
+        assert_eq!(plain(&m), "From: a@x.example\n\nbody\n");
+    }
+
+    #[test]
+    fn body_mbox_like_lines_are_kept() {
+        let m = msg("Subject: s\n\nFrom here on\n>From there\n");
+        assert_eq!(plain(&m), "Subject: s\n\nFrom here on\n>From there\n");
+    }
+
+    #[test]
+    fn bcc_and_resent_bcc_removed_byte_exact_rest_untouched() {
+        let input = "Received: x\r\nTo: a@x.example\r\nBcc: hidden1@example.com,\r\n\t=?ISO-8859-1?Q?Andr=E9?= <andre@example.net>\r\nSubject:  spaced   \r\nRESENT-BCC: h2@example.com\r\nbcc:\r\nX-Long: one\r\n two\r\n\r\nBody\r\nBcc: not a header\r\n";
+        let m = msg(input);
+        assert_eq!(
+            plain(&m),
+            "Received: x\r\nTo: a@x.example\r\nSubject:  spaced   \r\nX-Long: one\r\n two\r\n\r\nBody\r\nBcc: not a header\r\n"
+        );
+        assert_eq!(m.removed_fields(), ["Bcc", "Resent-Bcc", "Bcc"]);
+    }
+
+    #[test]
+    fn bcc_as_last_field_before_body_removed() {
+        let m = msg("To: a@x.example\nBcc: b@x.example\n  c@x.example\n\nbody");
+        assert_eq!(plain(&m), "To: a@x.example\n\nbody");
+    }
+
+    #[test]
+    fn header_ends_at_first_non_header_line_and_a_blank_line_is_inserted() {
+        let m = msg("Subject: s\nthis is body text\nmore\n");
+        assert_eq!(plain(&m), "Subject: s\n\nthis is body text\nmore\n");
+        let m = msg("Subject: s\r\nnot: a header because of the space? no: it is\r\n");
+        assert!(m.has("not"));
+        let m = msg("Subject: s\r\nHello world.\r\n");
+        assert_eq!(plain(&m), "Subject: s\r\n\r\nHello world.\r\n");
+    }
+
+    #[test]
+    fn input_without_header_is_all_body() {
+        let m = msg("body\n");
+        assert!(!m.has("From") && m.fields.is_empty());
+        assert_eq!(plain(&m), "body\n");
+        let edits = HeaderEdits {
+            add: vec![("Date".into(), "D".into())],
+            from: Some("a@x.example".into()),
+        };
+        assert_eq!(rendered(&m, &edits), "From: a@x.example\nDate: D\n\nbody\n");
+        let m = msg(" indented first line\nx: y\n");
+        assert_eq!(
+            rendered(&m, &edits),
+            "From: a@x.example\nDate: D\n\n indented first line\nx: y\n"
+        );
+    }
+
+    #[test]
+    fn headers_without_blank_line_or_body_get_one() {
+        let m = msg("Subject: s\n");
+        assert_eq!(plain(&m), "Subject: s\n\n");
+        let m = msg("Subject: s");
+        let edits = HeaderEdits {
+            add: vec![("Date".into(), "D".into())],
+            from: None,
+        };
+        assert_eq!(rendered(&m, &edits), "Subject: s\nDate: D\n\n");
+    }
+
+    #[test]
+    fn added_fields_use_the_message_line_endings() {
+        let m = msg("Subject: s\r\n\r\nbody\r\n");
+        let edits = HeaderEdits {
+            add: vec![
+                ("Date".into(), "D".into()),
+                ("Message-ID".into(), "<m@x>".into()),
+            ],
+            from: Some("A <a@x.example>".into()),
+        };
+        assert_eq!(
+            rendered(&m, &edits),
+            "Subject: s\r\nFrom: A <a@x.example>\r\nDate: D\r\nMessage-ID: <m@x>\r\n\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn first_from_replaced_in_place_with_its_folding() {
+        let m = msg(
+            "To: t@x.example\nFrom: root\n (Cron Daemon)\nSubject: s\nFrom: second@x.example\n\nbody\n",
+        );
+        let edits = HeaderEdits {
+            add: vec![],
+            from: Some("Cron <a@x.example>".into()),
+        };
+        assert_eq!(
+            rendered(&m, &edits),
+            "To: t@x.example\nFrom: Cron <a@x.example>\nSubject: s\nFrom: second@x.example\n\nbody\n"
+        );
+    }
+
+    #[test]
+    fn written_values_cannot_inject_fields() {
+        let m = msg("Subject: s\n\nbody\n");
+        let edits = HeaderEdits {
+            add: vec![],
+            from: Some("x\r\nBcc: evil@x.example".into()),
+        };
+        assert_eq!(
+            rendered(&m, &edits),
+            "Subject: s\nFrom: x  Bcc: evil@x.example\n\nbody\n"
+        );
+        assert_eq!(
+            format_mailbox(Some("A\r\nBcc: e@x"), "a@x.example"),
+            "\"A  Bcc: e@x\" <a@x.example>"
+        );
+    }
+
+    #[test]
+    fn body_is_borrowed_not_copied() {
+        let body = "x".repeat(1 << 20);
+        let m = msg(&format!("Subject: s\n\n{body}"));
+        let edits = HeaderEdits::default();
+        let parts = m.render(&edits);
+        assert!(parts.iter().all(|p| matches!(p, Cow::Borrowed(_))));
+        assert_eq!(parts.last().unwrap().len(), body.len() + 1);
+    }
+
+    #[test]
+    fn eight_bit_detected_anywhere() {
+        assert!(!msg("Subject: s\n\nascii\n").eight_bit());
+        assert!(msg("Subject: s\n\nGr\u{fc}\u{df}e\n").eight_bit());
+        assert!(msg("Subject: \u{e9}\n\nx\n").eight_bit());
+    }
+
+    #[test]
+    fn recipients_from_to_cc_bcc_all_occurrences() {
+        let m = msg(
+            "To: a@x.example, \"B\" <b@x.example>\nCc: c@x.example\nBcc: d@x.example\nTo: e@x.example\nReply-To: r@x.example\n\nbody\n",
+        );
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            [
+                "a@x.example",
+                "b@x.example",
+                "c@x.example",
+                "d@x.example",
+                "e@x.example"
+            ]
+        );
+    }
+
+    #[test]
+    fn resent_rule_uses_only_the_first_block() {
+        let m = msg(
+            "Resent-From: me@x.example\nResent-To: new1@x.example\nResent-Cc: new2@x.example\nResent-Bcc: new3@x.example\n\
+             Resent-From: older@x.example\nResent-To: old@x.example\n\
+             From: orig@x.example\nTo: orig-to@x.example\nBcc: orig-bcc@x.example\n\nbody\n",
+        );
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            ["new1@x.example", "new2@x.example", "new3@x.example"]
+        );
+    }
+
+    #[test]
+    fn resent_block_ends_at_a_non_resent_field() {
+        let m = msg(
+            "Received: x\nResent-To: a@x.example\nResent-Date: d\nReceived: y\nResent-To: b@x.example\nTo: t@x.example\n\n",
+        );
+        assert_eq!(addrs(&m.recipients().unwrap()), ["a@x.example"]);
+    }
+
+    #[test]
+    fn address_lists_flatten_groups_decode_names_and_strip_routes() {
+        let list = parse_addresses(
+            b" undisclosed-recipients:;, team: a@x.example, <@r.example:b@x.example>;, =?UTF-8?B?SsO8cmdlbg==?= <j@x.de>\n",
+            "To",
+        )
+        .unwrap();
+        assert_eq!(addrs(&list), ["a@x.example", "b@x.example", "j@x.de"]);
+        assert_eq!(list[2].name.as_deref(), Some("J\u{fc}rgen"));
+        assert!(
+            parse_addresses(b" undisclosed-recipients:;\n", "To")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            addrs(&parse_addresses(b"a@x.example; b@x.example", "To").unwrap()),
+            ["a@x.example", "b@x.example"]
+        );
+    }
+
+    #[test]
+    fn bare_local_name_is_kept_for_aliases() {
+        let m = msg("From: root (Cron Daemon)\nTo: root\n\nbody\n");
+        let from = m.from().unwrap().unwrap();
+        assert_eq!(
+            (from.name.as_deref(), from.address.as_str()),
+            (Some("Cron Daemon"), "root")
+        );
+        assert!(from.is_local());
+        let to = m.recipients().unwrap();
+        assert_eq!(addrs(&to), ["root"]);
+        assert!(to[0].is_local());
+    }
+
+    #[test]
+    fn invalid_addresses_are_refused_with_65_naming_them() {
+        for (value, shows) in [
+            (&b" \"quoted local\"@example.com"[..], "@example.com"),
+            (b" a@b (x) <c@d>", "a@bc@d"),
+            (b" Some Name", "Some Name"),
+            (b" a@b.", "a@b."),
+        ] {
+            let e = parse_addresses(value, "To").unwrap_err();
+            assert_eq!(e.exit_code(), 65);
+            assert!(e.to_string().contains(shows), "{e}");
+            assert!(e.to_string().contains("To"), "{e}");
+        }
+    }
+
+    #[test]
+    fn address_literals_and_utf8_addresses_pass() {
+        let list =
+            parse_addresses(b" user@[192.0.2.1], j\xc3\xbcrgen@b\xc3\xbccher.de", "To").unwrap();
+        assert_eq!(
+            addrs(&list),
+            ["user@[192.0.2.1]", "j\u{fc}rgen@b\u{fc}cher.de"]
+        );
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive() {
+        let m = msg("TO: a@x.example\ncc: b@x.example\nDATE: x\nmessage-id: <x@y>\n\n");
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            ["a@x.example", "b@x.example"]
+        );
+        assert!(m.has("Date") && m.has("Message-ID"));
+    }
+
+    #[test]
+    fn mailbox_formatting_quotes_and_encodes() {
+        assert_eq!(format_mailbox(None, "a@x.example"), "a@x.example");
+        assert_eq!(format_mailbox(Some("  "), "a@x.example"), "a@x.example");
+        assert_eq!(
+            format_mailbox(Some("CronDaemon"), "a@x.example"),
+            "CronDaemon <a@x.example>"
+        );
+        assert_eq!(
+            format_mailbox(Some("Smith, John"), "a@x.example"),
+            "\"Smith, John\" <a@x.example>"
+        );
+        assert_eq!(
+            format_mailbox(Some("say \"hi\""), "a@x.example"),
+            "\"say \\\"hi\\\"\" <a@x.example>"
+        );
+        assert_eq!(
+            format_mailbox(Some("J\u{fc}rgen"), "j@x.de"),
+            "=?UTF-8?B?SsO8cmdlbg==?= <j@x.de>"
+        );
+    }
+
+    #[test]
+    fn long_non_ascii_names_split_into_short_encoded_words() {
+        let name = "\u{4f60}\u{597d}".repeat(30);
+        let formatted = format_mailbox(Some(&name), "a@x.example");
+        let words: Vec<&str> = formatted
+            .split(' ')
+            .filter(|w| w.starts_with("=?"))
+            .collect();
+        assert!(words.len() > 1);
+        assert!(words.iter().all(|w| w.len() <= 75));
+        // Decoding the words gives the name back.
+        let back = parse_addresses(formatted.as_bytes(), "From").unwrap();
+        assert_eq!(back[0].name.as_deref(), Some(name.as_str()));
+    }
+
+    #[test]
+    fn obsolete_space_before_colon_is_a_field() {
+        let m = msg("Subject : s\nTo : a@x.example\n\nbody\n");
+        assert_eq!(addrs(&m.recipients().unwrap()), ["a@x.example"]);
     }
 }

@@ -4,5 +4,6 @@
 
 #![allow(dead_code)]
 
+mod dry_run;
 mod support;
 mod scheduling;
