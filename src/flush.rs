@@ -46,14 +46,16 @@ pub fn flush(config: &Config, only: Option<&str>, verbose: bool) -> Result<Repor
     let mut report = Report::default();
     for bad in &unreadable {
         report.unreadable += 1;
-        report
-            .lines
-            .push(format!("{}: unreadable, skipped (left in place): {}", bad.id, bad.reason));
+        report.lines.push(format!(
+            "{}: unreadable, skipped (left in place): {}",
+            bad.id, bad.reason
+        ));
     }
     let now = queue::now();
     let mut accounts: Vec<&str> = Vec::new();
     for e in &entries {
-        if !accounts.contains(&e.meta.account.as_str()) && only.is_none_or(|o| o == e.meta.account) {
+        if !accounts.contains(&e.meta.account.as_str()) && only.is_none_or(|o| o == e.meta.account)
+        {
             accounts.push(&e.meta.account);
         }
     }
@@ -68,7 +70,14 @@ pub fn flush(config: &Config, only: Option<&str>, verbose: bool) -> Result<Repor
             .account(name)
             .and_then(|a| provider::resolve(name, a));
         match settings {
-            Ok(settings) => runtime.block_on(flush_account(&queue, &settings, &due, None, verbose, &mut report))?,
+            Ok(settings) => runtime.block_on(flush_account(
+                &queue,
+                &settings,
+                &due,
+                None,
+                verbose,
+                &mut report,
+            ))?,
             Err(e) => defer_all(&queue, &due, &e, now, &mut report)?,
         }
     }
@@ -97,7 +106,12 @@ pub async fn flush_after_send(settings: &AccountSettings, session: Session, verb
 }
 
 /// Moves entries older than the maximum age to `failed/`; returns the ones due now.
-fn expire_old<'a>(queue: &Queue, entries: &[&'a Entry], now: u64, report: &mut Report) -> Result<Vec<&'a Entry>> {
+fn expire_old<'a>(
+    queue: &Queue,
+    entries: &[&'a Entry],
+    now: u64,
+    report: &mut Report,
+) -> Result<Vec<&'a Entry>> {
     let mut due = Vec::new();
     for &e in entries {
         if now.saturating_sub(e.meta.created_at) > queue::MAX_AGE_SECS {
@@ -116,7 +130,13 @@ fn expire_old<'a>(queue: &Queue, entries: &[&'a Entry], now: u64, report: &mut R
     Ok(due)
 }
 
-fn defer_all(queue: &Queue, entries: &[&Entry], error: &Error, now: u64, report: &mut Report) -> Result<()> {
+fn defer_all(
+    queue: &Queue,
+    entries: &[&Entry],
+    error: &Error,
+    now: u64,
+    report: &mut Report,
+) -> Result<()> {
     let why = error.to_string();
     for e in entries {
         queue.defer(e, &why, now)?;
@@ -204,7 +224,13 @@ pub fn listing(queue: &Queue) -> Result<String> {
                 }
             );
             let from = e.meta.envelope.from.as_deref().unwrap_or("");
-            let rcpts: Vec<String> = e.meta.envelope.recipients.iter().map(|r| format!("<{r}>")).collect();
+            let rcpts: Vec<String> = e
+                .meta
+                .envelope
+                .recipients
+                .iter()
+                .map(|r| format!("<{r}>"))
+                .collect();
             let _ = writeln!(out, "  <{from}> -> {}", rcpts.join(", "));
             if let Some(err) = &e.state.last_error {
                 let _ = writeln!(out, "  last error: {err}");

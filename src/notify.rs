@@ -23,7 +23,9 @@ pub fn login_needed(account: &AccountSettings, error: &Error) {
     if !needs_login(error) {
         return;
     }
-    let Some(cmd) = &account.config.notify_cmd else { return };
+    let Some(cmd) = &account.config.notify_cmd else {
+        return;
+    };
     let reason = error.to_string();
     let env = [
         ("OAUTH2_SENDMAIL_ACCOUNT", account.name.as_str()),

@@ -123,7 +123,12 @@ impl Queue {
         write_atomically(&path, &parts, || {
             crash_point("enqueue-before-rename");
         })
-        .map_err(|e| Error::io(format!("cannot write to the queue {}: {e}", self.dir.display())))?;
+        .map_err(|e| {
+            Error::io(format!(
+                "cannot write to the queue {}: {e}",
+                self.dir.display()
+            ))
+        })?;
         crash_point("enqueue-after-rename");
         Ok(id)
     }
@@ -142,7 +147,8 @@ impl Queue {
     pub fn message(&self, id: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(format!("{id}.mail"));
         let mut reader = BufReader::new(
-            File::open(&path).map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?,
+            File::open(&path)
+                .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?,
         );
         let mut meta = Vec::new();
         reader
@@ -261,7 +267,12 @@ fn list_dir(dir: &Path) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
     let read = match fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(Error::io(format!("cannot read the queue {}: {e}", dir.display()))),
+        Err(e) => {
+            return Err(Error::io(format!(
+                "cannot read the queue {}: {e}",
+                dir.display()
+            )));
+        }
     };
     let mut ids: Vec<String> = read
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -324,10 +335,17 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Writes `parts` to a `0600` temp file beside `path`, fsyncs it, renames it over `path`
 /// and fsyncs the folder. `before_rename` is the crash test hook's place.
-fn write_atomically(path: &Path, parts: &[&[u8]], before_rename: impl FnOnce()) -> std::io::Result<()> {
+fn write_atomically(
+    path: &Path,
+    parts: &[&[u8]],
+    before_rename: impl FnOnce(),
+) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = OpenOptions::new()
         .write(true)
@@ -371,11 +389,18 @@ mod tests {
     fn enqueue_list_message_remove() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().join("queue"));
-        let second = q.enqueue(&meta("w", 200), &[b"Subject: 2\n\nbody\n"]).unwrap();
-        let first = q.enqueue(&meta("w", 100), &[b"Subject: 1\n", b"\nbody\r\n"]).unwrap();
+        let second = q
+            .enqueue(&meta("w", 200), &[b"Subject: 2\n\nbody\n"])
+            .unwrap();
+        let first = q
+            .enqueue(&meta("w", 100), &[b"Subject: 1\n", b"\nbody\r\n"])
+            .unwrap();
         let (entries, bad) = q.list().unwrap();
         assert!(bad.is_empty());
-        assert_eq!(entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), [&first, &second]);
+        assert_eq!(
+            entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            [&first, &second]
+        );
         assert_eq!(q.message(&first).unwrap(), b"Subject: 1\n\nbody\r\n");
         assert_eq!(entries[0].size, 18);
         use std::os::unix::fs::PermissionsExt;
@@ -402,14 +427,21 @@ mod tests {
         q.fail(&entry, "550 5.1.1 no such user").unwrap();
         assert!(q.list().unwrap().0.is_empty());
         let failed = q.list_failed().unwrap().0;
-        assert_eq!(failed[0].state.last_error.as_deref(), Some("550 5.1.1 no such user"));
+        assert_eq!(
+            failed[0].state.last_error.as_deref(),
+            Some("550 5.1.1 no such user")
+        );
     }
 
     #[test]
     fn corrupt_entry_is_reported_not_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
-        fs::write(dir.path().join("00000000001-1-deadbeef.mail"), b"not json\nbody").unwrap();
+        fs::write(
+            dir.path().join("00000000001-1-deadbeef.mail"),
+            b"not json\nbody",
+        )
+        .unwrap();
         let (entries, bad) = q.list().unwrap();
         assert!(entries.is_empty());
         assert_eq!(bad[0].id, "00000000001-1-deadbeef");

@@ -52,11 +52,21 @@ pub fn run(args: &SendArgs) -> Result<()> {
     match outcome {
         Err(e) if e.is_temporary() && policy == QueuePolicy::OnFailure => {
             let id = enqueue(&plan, &parts)?;
-            log(&config, &plan, size, Ok(format!("queued as {id} after: {e}")));
+            log(
+                &config,
+                &plan,
+                size,
+                Ok(format!("queued as {id} after: {e}")),
+            );
             Ok(())
         }
         outcome => {
-            log(&config, &plan, size, outcome.as_ref().map(ToString::to_string));
+            log(
+                &config,
+                &plan,
+                size,
+                outcome.as_ref().map(ToString::to_string),
+            );
             outcome.map(drop)
         }
     }
@@ -64,12 +74,17 @@ pub fn run(args: &SendArgs) -> Result<()> {
 
 /// Sends over a fresh session; with `flush_on_send`, the account's queue follows over the
 /// same connection.
-async fn send_now(account: &AccountSettings, plan: &SendPlan, parts: &[&[u8]], verbose: bool) -> Result<Reply> {
+async fn send_now(
+    account: &AccountSettings,
+    plan: &SendPlan,
+    parts: &[&[u8]],
+    verbose: bool,
+) -> Result<Reply> {
     let mut session = deliver::open(account, verbose).await?;
-    let reply = session
-        .send(&plan.envelope, parts)
-        .await
-        .map_err(|e| e.for_account(&account.name).at_server(&account.smtp.address()))?;
+    let reply = session.send(&plan.envelope, parts).await.map_err(|e| {
+        e.for_account(&account.name)
+            .at_server(&account.smtp.address())
+    })?;
     if account.config.flush_on_send {
         flush::flush_after_send(account, session, verbose).await;
     } else {
@@ -151,7 +166,11 @@ fn log(config: &Config, plan: &SendPlan, size: usize, outcome: Result<String, &E
         .map_or(0, |d| d.as_secs());
     let result = match outcome {
         Ok(reply) => format!("result=sent reply={reply:?}"),
-        Err(e) => format!("result=failed exit={} error={:?}", e.exit_code(), e.to_string()),
+        Err(e) => format!(
+            "result=failed exit={} error={:?}",
+            e.exit_code(),
+            e.to_string()
+        ),
     };
     let line = format!(
         "{now} account={} from=<{from}> recipients={rcpts} size={size} {result}\n",

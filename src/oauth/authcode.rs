@@ -51,7 +51,10 @@ impl Pkce {
 }
 
 fn challenge_of(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()))
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ))
 }
 
 /// A fresh random `state`, checked when the browser comes back.
@@ -86,7 +89,12 @@ pub fn authorize_url(
     }
     reqwest::Url::parse_with_params(&oauth.authorize_url, &params)
         .map(String::from)
-        .map_err(|e| Error::config(format!("authorize_url `{}` is not a URL: {e}", oauth.authorize_url)))
+        .map_err(|e| {
+            Error::config(format!(
+                "authorize_url `{}` is not a URL: {e}",
+                oauth.authorize_url
+            ))
+        })
 }
 
 /// Where the browser will be sent back to, and the listener waiting there (none for an
@@ -118,7 +126,11 @@ impl Redirect {
         }
         let listener = TcpListener::bind(("127.0.0.1", url.port().unwrap_or(0)))
             .await
-            .map_err(|e| Error::io(format!("cannot listen on 127.0.0.1 for the login redirect: {e}")))?;
+            .map_err(|e| {
+                Error::io(format!(
+                    "cannot listen on 127.0.0.1 for the login redirect: {e}"
+                ))
+            })?;
         let port = listener
             .local_addr()
             .map_err(|e| Error::io(format!("cannot read the listener's port: {e}")))?
@@ -143,7 +155,10 @@ impl Redirect {
         tokio::time::timeout(timeout, wait).await.map_err(|_| {
             Error::token(
                 TokenClass::NeedsLogin,
-                format!("no sign-in came back within {} s; run the login again", timeout.as_secs()),
+                format!(
+                    "no sign-in came back within {} s; run the login again",
+                    timeout.as_secs()
+                ),
             )
         })?
     }
@@ -214,14 +229,20 @@ async fn read_request_target(stream: &mut tokio::net::TcpStream) -> std::io::Res
     let mut words = line.split_whitespace();
     match (words.next(), words.next()) {
         (Some("GET"), Some(target)) => Ok(target.to_owned()),
-        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a GET request")),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a GET request",
+        )),
     }
 }
 
-async fn respond(stream: &mut tokio::net::TcpStream, status: &str, text: &str) -> std::io::Result<()> {
-    let body = format!(
-        "<!doctype html><meta charset=utf-8><title>oauth2-sendmail</title><p>{text}</p>\n"
-    );
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    text: &str,
+) -> std::io::Result<()> {
+    let body =
+        format!("<!doctype html><meta charset=utf-8><title>oauth2-sendmail</title><p>{text}</p>\n");
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -235,7 +256,12 @@ pub fn code_from_query(query: &str, expected_state: &str) -> Result<String> {
     let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://localhost/?{query}"))
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
-    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(error) = get("error") {
         let description = get("error_description")
             .map(|d| d.lines().next().unwrap_or("").trim().to_owned())
@@ -247,7 +273,10 @@ pub fn code_from_query(query: &str, expected_state: &str) -> Result<String> {
         };
         return Err(Error::token(
             TokenClass::NeedsLogin,
-            format!("{hint}: {error}{}{description}", if description.is_empty() { "" } else { ": " }),
+            format!(
+                "{hint}: {error}{}{description}",
+                if description.is_empty() { "" } else { ": " }
+            ),
         ));
     }
     if get("state") != Some(expected_state) {
@@ -259,7 +288,12 @@ pub fn code_from_query(query: &str, expected_state: &str) -> Result<String> {
     get("code")
         .filter(|c| !c.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| Error::token(TokenClass::NeedsLogin, "the redirect carries no authorization code"))
+        .ok_or_else(|| {
+            Error::token(
+                TokenClass::NeedsLogin,
+                "the redirect carries no authorization code",
+            )
+        })
 }
 
 /// Opens `url` in a browser: the command in `$BROWSER` (as `gh` and Python's webbrowser
@@ -269,7 +303,9 @@ pub fn open_browser(url: &str) -> Result<()> {
         let browser = browser.to_string_lossy().into_owned();
         // Python's convention: several commands separated by ':'; the first that starts wins.
         for candidate in browser.split(':') {
-            let Ok(mut words) = shell_words::split(candidate) else { continue };
+            let Ok(mut words) = shell_words::split(candidate) else {
+                continue;
+            };
             if words.is_empty() {
                 continue;
             }
@@ -287,7 +323,9 @@ pub fn open_browser(url: &str) -> Result<()> {
                 return Ok(());
             }
         }
-        return Err(Error::config(format!("cannot start the browser from $BROWSER (`{browser}`)")));
+        return Err(Error::config(format!(
+            "cannot start the browser from $BROWSER (`{browser}`)"
+        )));
     }
     open::that_detached(url).map_err(|e| Error::io(format!("cannot open a browser: {e}")))
 }
@@ -313,8 +351,11 @@ mod tests {
         assert_eq!(code_from_query("code=abc&state=s1", "s1").unwrap(), "abc");
         let e = code_from_query("code=abc&state=evil", "s1").unwrap_err();
         assert!(e.to_string().contains("state"));
-        let e = code_from_query("error=access_denied&error_description=AADSTS65004%3A+User+declined&state=s1", "s1")
-            .unwrap_err();
+        let e = code_from_query(
+            "error=access_denied&error_description=AADSTS65004%3A+User+declined&state=s1",
+            "s1",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("access_denied"), "{e}");
         assert_eq!(e.exit_code(), 77);
     }
@@ -322,14 +363,33 @@ mod tests {
     #[tokio::test]
     async fn listener_takes_the_redirect_and_answers_a_page() {
         let redirect = Redirect::bind("http://localhost").await.unwrap();
-        assert!(redirect.uri.starts_with("http://localhost:"), "{}", redirect.uri);
-        let port: u16 = redirect.uri.trim_end_matches('/').rsplit(':').next().unwrap().parse().unwrap();
+        assert!(
+            redirect.uri.starts_with("http://localhost:"),
+            "{}",
+            redirect.uri
+        );
+        let port: u16 = redirect
+            .uri
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let browser = tokio::spawn(async move {
             // A pre-connect that says nothing, a favicon request, then the redirect.
-            let _idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            s.write_all(b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let _idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.write_all(b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
             s.write_all(b"GET /?code=the-code&state=st HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 .await
                 .unwrap();
@@ -355,8 +415,18 @@ mod tests {
         .unwrap()
         .oauth;
         let pkce = Pkce::new().unwrap();
-        let url = authorize_url(&oauth, "cid", "http://localhost:1234/", "st", &pkce, "a@contoso.com").unwrap();
-        assert!(url.starts_with("https://login.microsoftonline.com/common/oauth2/v2.0/authorize?client_id=cid"));
+        let url = authorize_url(
+            &oauth,
+            "cid",
+            "http://localhost:1234/",
+            "st",
+            &pkce,
+            "a@contoso.com",
+        )
+        .unwrap();
+        assert!(url.starts_with(
+            "https://login.microsoftonline.com/common/oauth2/v2.0/authorize?client_id=cid"
+        ));
         assert!(url.contains("code_challenge_method=S256"));
         assert!(url.contains(&format!("code_challenge={}", pkce.challenge)));
         assert!(url.contains("redirect_uri=http%3A%2F%2Flocalhost%3A1234%2F"));

@@ -5,5 +5,5 @@
 #![allow(dead_code)]
 
 mod dry_run;
-mod support;
 mod scheduling;
+mod support;

@@ -7,14 +7,24 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// `systemd-analyze verify` accepts the units (with ExecStart pointing at this build).
 #[test]
 fn systemd_units_verify() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("systemd-analyze not installed; skipping the unit check");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for unit in ["oauth2-sendmail-flush.service", "oauth2-sendmail-flush.timer"] {
+    for unit in [
+        "oauth2-sendmail-flush.service",
+        "oauth2-sendmail-flush.timer",
+    ] {
         let text = std::fs::read_to_string(format!("{ROOT}/contrib/systemd/{unit}")).unwrap();
-        let text = text.replace("%h/.cargo/bin/oauth2-sendmail", env!("CARGO_BIN_EXE_oauth2-sendmail"));
+        let text = text.replace(
+            "%h/.cargo/bin/oauth2-sendmail",
+            env!("CARGO_BIN_EXE_oauth2-sendmail"),
+        );
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
     let out = Command::new("systemd-analyze")
@@ -24,7 +34,10 @@ fn systemd_units_verify() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze: {stderr}");
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze: {stderr}"
+    );
 }
 
 /// The crontab line has five valid time fields and runs a flush.
