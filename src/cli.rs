@@ -14,6 +14,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 pub const MANAGEMENT_WORDS: &[&str] = &["login", "token", "status", "check", "logout", "queue"];
 
 /// Sendmail mode: read a message on stdin and submit it.
+// Sendmail's flags are many independent switches; a bool each is what was typed.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Default, Clone, Parser)]
 #[command(
     name = "oauth2-sendmail",
@@ -157,7 +159,7 @@ impl SendArgs {
             .filter_map(|o| o.strip_prefix('d'))
             .filter_map(|m| m.chars().next())
             .map(|c| c.to_ascii_lowercase())
-            .last()
+            .next_back()
     }
 }
 
@@ -177,7 +179,7 @@ pub struct ManageArgs {
 pub enum Manage {
     /// Authorise an account and store its tokens
     Login(LoginArgs),
-    /// Print a valid access token (refreshed if needed), e.g. for mbsync PassCmd
+    /// Print a valid access token (refreshed if needed), e.g. for mbsync `PassCmd`
     Token {
         /// Account (default: the default account)
         account: Option<String>,
@@ -243,7 +245,7 @@ pub enum QueueAction {
 /// What the command line asks for, decided by the program name and the first word.
 #[derive(Debug)]
 pub enum Invocation {
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     Manage(ManageArgs),
 }
 
@@ -264,7 +266,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
         }));
     }
     if program == "sendmail" || !starts_with_management_word(&argv[1.min(argv.len())..]) {
-        return SendArgs::try_parse_from(argv).map(Invocation::Send);
+        return SendArgs::try_parse_from(argv).map(|a| Invocation::Send(Box::new(a)));
     }
     ManageArgs::try_parse_from(argv).map(Invocation::Manage)
 }
@@ -291,12 +293,12 @@ mod tests {
     use super::*;
 
     fn send(args: &[&str]) -> SendArgs {
-        let argv = std::iter::once("oauth2-sendmail")
+        let full = std::iter::once("oauth2-sendmail")
             .chain(args.iter().copied())
             .map(OsString::from)
             .collect();
-        match parse(argv).expect("parses") {
-            Invocation::Send(s) => s,
+        match parse(full).expect("parses") {
+            Invocation::Send(s) => *s,
             Invocation::Manage(m) => panic!("parsed as management: {m:?}"),
         }
     }

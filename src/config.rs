@@ -224,7 +224,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let key = e.path().to_string();
         located(path, text, Some(&key), e.inner())
     })?;
-    config.path = path.to_owned();
+    config.path = path.to_path_buf();
     config.logfile = config.logfile.map(|p| expand_tilde(&p));
     for (name, account) in &mut config.accounts {
         if account.email.trim().is_empty() {
@@ -250,16 +250,13 @@ fn located(path: &Path, text: &str, key: Option<&str>, e: &toml::de::Error) -> E
     let line = e
         .span()
         .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    let mut msg = path.display().to_string();
-    if let Some(line) = line {
-        msg.push_str(&format!(":{line}"));
-    }
-    if let Some(key) = key.filter(|k| !k.is_empty() && *k != ".") {
-        msg.push_str(&format!(": key `{key}`"));
-    }
+    let line = line.map(|l| format!(":{l}")).unwrap_or_default();
+    let key = key
+        .filter(|k| !k.is_empty() && *k != ".")
+        .map(|k| format!(": key `{k}`"))
+        .unwrap_or_default();
     let detail = e.message().trim().replace('\n', " ");
-    msg.push_str(&format!(": {detail}"));
-    Error::config(msg)
+    Error::config(format!("{}{line}{key}: {detail}", path.display()))
 }
 
 /// `~/x` → `$HOME/x`, as users write paths in config files.

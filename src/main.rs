@@ -1,5 +1,5 @@
-//! oauth2-sendmail: a drop-in `sendmail` that submits over STARTTLS with SASL XOAUTH2,
-//! using a cached OAuth2 token that is refreshed when needed.
+//! `oauth2-sendmail`: a drop-in `sendmail` that submits over STARTTLS with SASL XOAUTH2,
+//! using a cached `OAuth2` token that is refreshed when needed.
 //!
 //! The one path that matters (sendmail mode):
 //!

@@ -1,5 +1,6 @@
 //! The management words that need no login flow: `token`, `status`, `check`, `logout`.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -92,14 +93,15 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
     {
         let account = provider::resolve(name, &config.accounts[name])?;
         let default = config.default_account_name().ok() == Some(name.as_str());
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "{name}{}\n  provider: {:?}\n  email: {}\n  server: {}\n  flow: {:?}\n",
             if default { " (default)" } else { "" },
             account.provider,
             account.email,
             account.smtp.address(),
             account.oauth.flow,
-        ));
+        );
         let state = match TokenStore::new(&account).and_then(|s| s.load()) {
             Ok(Some(t)) => {
                 let access = if t.expires_at > now {
@@ -130,11 +132,12 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
     }
     let queue = Queue::open()?;
     let count = |(entries, bad): (Vec<_>, Vec<_>)| entries.len() + bad.len();
-    out.push_str(&format!(
-        "queue: {} queued, {} failed\n",
+    let _ = writeln!(
+        out,
+        "queue: {} queued, {} failed",
         count(queue.list()?),
         count(queue.list_failed()?)
-    ));
+    );
     print(&out)
 }
 

@@ -58,7 +58,7 @@ pub struct AccountSettings {
     pub email: String,
     pub smtp: Server,
     pub oauth: OAuthSettings,
-    /// The account as configured (rewrite_from, queue, from patterns, commands).
+    /// The account as configured (`rewrite_from`, `queue`, `from` patterns, commands).
     pub config: Account,
 }
 

@@ -171,7 +171,7 @@ impl Queue {
             next_attempt: now + backoff,
             last_error: Some(error.to_owned()),
         };
-        self.write_state(&self.dir, &entry.id, &state)
+        write_state(&self.dir, &entry.id, &state)
     }
 
     /// Moves a permanently refused entry to `failed/`, keeping the reason.
@@ -183,7 +183,7 @@ impl Queue {
             next_attempt: 0,
             last_error: Some(error.to_owned()),
         };
-        self.write_state(&failed, &entry.id, &state)?;
+        write_state(&failed, &entry.id, &state)?;
         let io = |e: std::io::Error| Error::io(format!("cannot move {} to failed/: {e}", entry.id));
         fs::rename(
             self.dir.join(format!("{}.mail", entry.id)),
@@ -241,14 +241,13 @@ impl Queue {
             }
         }
     }
-
-    fn write_state(&self, dir: &Path, id: &str, state: &State) -> Result<()> {
-        let json = serde_json::to_vec(state).map_err(|e| Error::internal(e.to_string()))?;
-        write_atomically(&dir.join(format!("{id}.state")), &[&json], || {})
-            .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
-    }
 }
 
+fn write_state(dir: &Path, id: &str, state: &State) -> Result<()> {
+    let json = serde_json::to_vec(state).map_err(|e| Error::internal(e.to_string()))?;
+    write_atomically(&dir.join(format!("{id}.state")), &[&json], || {})
+        .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
+}
 fn remove_entry(dir: &Path, id: &str) -> Result<bool> {
     let mail = dir.join(format!("{id}.mail"));
     let existed = match fs::remove_file(&mail) {
@@ -372,6 +371,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn meta(account: &str, created_at: u64) -> Meta {
         Meta {
@@ -403,7 +403,6 @@ mod tests {
         );
         assert_eq!(q.message(&first).unwrap(), b"Subject: 1\n\nbody\r\n");
         assert_eq!(entries[0].size, 18);
-        use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("queue")), 0o700);
         assert_eq!(mode(&dir.path().join(format!("queue/{first}.mail"))), 0o600);

@@ -16,7 +16,7 @@ use crate::provider::OAuthSettings;
 
 /// How long a login waits for the browser to come back: long enough to type a password
 /// and pass MFA, short enough that a forgotten terminal does not hold the port forever.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+pub const LOGIN_TIMEOUT: Duration = Duration::from_mins(5);
 /// A redirect request is one short GET line plus headers; anything larger is not a browser
 /// coming back from the identity platform (pizauth uses the same bound).
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -148,7 +148,7 @@ impl Redirect {
     pub async fn code(&self, state: &str, timeout: Duration) -> Result<String> {
         let wait = async {
             tokio::select! {
-                result = self.from_listener(state), if self.listener.is_some() => result,
+                result = self.wait_on_listener(state), if self.listener.is_some() => result,
                 result = from_pasted_url(state) => result,
             }
         };
@@ -163,7 +163,7 @@ impl Redirect {
         })?
     }
 
-    async fn from_listener(&self, state: &str) -> Result<String> {
+    async fn wait_on_listener(&self, state: &str) -> Result<String> {
         let Some(listener) = &self.listener else {
             return std::future::pending().await;
         };

@@ -4,7 +4,7 @@ use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// `systemd-analyze verify` accepts the units (with ExecStart pointing at this build).
+/// `systemd-analyze verify` accepts the units (with `ExecStart` pointing at this build).
 #[test]
 fn systemd_units_verify() {
     if Command::new("systemd-analyze")
