@@ -1,4 +1,4 @@
-//! The HTTP side of OAuth2: form POSTs to the token endpoint (RFC 6749 §4–6, RFC 8628) and
+//! The HTTP side of OAuth 2.0: form POSTs to the token endpoint (RFC 6749 §4–6, RFC 8628) and
 //! the identity platform's error JSON turned into a [`TokenClass`].
 //!
 //! Microsoft's error JSON (`facts-oauth-microsoft.md` §3.5) is classified on `error` and
@@ -6,7 +6,11 @@
 //! first sentence of the description only go into the one-line message. No token, refresh
 //! token, client secret or password ever reaches a message or a `Debug` output.
 
-use std::fmt;
+// AADSTS codes are identifiers, written as Microsoft prints them (`AADSTS700082`) so that
+// a search for one finds it here.
+#![allow(clippy::unreadable_literal)]
+
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -125,9 +129,7 @@ pub fn parse_success(body: &[u8]) -> Option<TokenResponse> {
     let raw: RawSuccess = serde_json::from_slice(body).ok()?;
     let access_token = raw.access_token.filter(|t| !t.is_empty())?;
     let expires_in = match raw.expires_in {
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     }
@@ -161,37 +163,100 @@ const RELOGIN_CODES: &[u64] = &[
 
 /// AADSTS codes that only a change of app registration, config or tenant policy resolves.
 const CONFIG_CODES: &[(u64, &str)] = &[
-    (7000215, "the client secret is wrong: check client_secret / client_secret_cmd"),
-    (7000222, "the client secret has expired: create a new one in the app registration"),
-    (7000218, "the app needs a client secret, or \"Allow public client flows\" turned on"),
-    (700025, "this is a public client: remove client_secret / client_secret_cmd"),
-    (700016, "no app with this client_id in the tenant: check client_id and tenant"),
+    (
+        7000215,
+        "the client secret is wrong: check client_secret / client_secret_cmd",
+    ),
+    (
+        7000222,
+        "the client secret has expired: create a new one in the app registration",
+    ),
+    (
+        7000218,
+        "the app needs a client secret, or \"Allow public client flows\" turned on",
+    ),
+    (
+        700025,
+        "this is a public client: remove client_secret / client_secret_cmd",
+    ),
+    (
+        700016,
+        "no app with this client_id in the tenant: check client_id and tenant",
+    ),
     (7000112, "the app is disabled"),
     (70001, "the app is disabled or unknown in this tenant"),
-    (50011, "the redirect URI is not registered for this app: check redirect_uri"),
+    (
+        50011,
+        "the redirect URI is not registered for this app: check redirect_uri",
+    ),
     (50020, "this user is not in the tenant: check tenant"),
     (16000, "this user is not in the tenant: check tenant"),
-    (50194, "the app is single-tenant: set tenant to its tenant id"),
-    (9002331, "the app only accepts personal accounts: use tenant = \"consumers\""),
-    (9002332, "the app does not accept personal accounts: do not use tenant = \"consumers\""),
+    (
+        50194,
+        "the app is single-tenant: set tenant to its tenant id",
+    ),
+    (
+        9002331,
+        "the app only accepts personal accounts: use tenant = \"consumers\"",
+    ),
+    (
+        9002332,
+        "the app does not accept personal accounts: do not use tenant = \"consumers\"",
+    ),
     (70011, "a scope is invalid: check scopes"),
-    (700022, "the scopes name more than one resource: check scopes"),
+    (
+        700022,
+        "the scopes name more than one resource: check scopes",
+    ),
     (28002, "a scope is invalid: check scopes"),
-    (500011, "the resource of a scope does not exist in the tenant: check scopes"),
+    (
+        500011,
+        "the resource of a scope does not exist in the tenant: check scopes",
+    ),
     (90002, "the tenant does not exist: check tenant"),
-    (90038, "the tenant is in another national cloud: check provider"),
-    (9001023, "this grant is not allowed on common/consumers: set tenant to your tenant"),
+    (
+        90038,
+        "the tenant is in another national cloud: check provider",
+    ),
+    (
+        9001023,
+        "this grant is not allowed on common/consumers: set tenant to your tenant",
+    ),
     (90027, "v1 endpoints do not serve personal accounts"),
-    (901002, "v2 endpoints do not accept `resource`: remove resource or use a v1 token_url"),
-    (700084, "the redirect URI is registered as a single-page app: register it as mobile/desktop"),
+    (
+        901002,
+        "v2 endpoints do not accept `resource`: remove resource or use a v1 token_url",
+    ),
+    (
+        700084,
+        "the redirect URI is registered as a single-page app: register it as mobile/desktop",
+    ),
     (90094, "an administrator must consent to this app"),
     (90095, "an administrator must consent to this app"),
-    (53003, "blocked by Conditional Access: ask your administrator"),
-    (53000, "the device is not compliant with the tenant's policy: ask your administrator"),
-    (53001, "the device is not joined as the tenant's policy requires: ask your administrator"),
-    (530032, "blocked by the tenant's security policy: ask your administrator"),
-    (530035, "blocked by security defaults: ask your administrator"),
-    (50126, "bad user name or password: check email and password_cmd"),
+    (
+        53003,
+        "blocked by Conditional Access: ask your administrator",
+    ),
+    (
+        53000,
+        "the device is not compliant with the tenant's policy: ask your administrator",
+    ),
+    (
+        53001,
+        "the device is not joined as the tenant's policy requires: ask your administrator",
+    ),
+    (
+        530032,
+        "blocked by the tenant's security policy: ask your administrator",
+    ),
+    (
+        530035,
+        "blocked by security defaults: ask your administrator",
+    ),
+    (
+        50126,
+        "bad user name or password: check email and password_cmd",
+    ),
 ];
 
 /// AADSTS codes that mean "back off and try later".
@@ -207,7 +272,10 @@ pub fn classify(status: u16, body: &ErrorBody) -> TokenClass {
     if codes.iter().any(|c| RELOGIN_CODES.contains(c)) {
         return TokenClass::NeedsLogin;
     }
-    if codes.iter().any(|c| CONFIG_CODES.iter().any(|(k, _)| k == c)) {
+    if codes
+        .iter()
+        .any(|c| CONFIG_CODES.iter().any(|(k, _)| k == c))
+    {
         return TokenClass::Config;
     }
     if codes.iter().any(|c| TRANSIENT_CODES.contains(c)) {
@@ -215,10 +283,18 @@ pub fn classify(status: u16, body: &ErrorBody) -> TokenClass {
     }
     match body.error.as_str() {
         "temporarily_unavailable" | "server_error" | "slow_down" => TokenClass::Transient,
-        "invalid_grant" | "interaction_required" | "login_required" | "consent_required"
-        | "expired_token" | "access_denied" => TokenClass::NeedsLogin,
-        "invalid_client" | "unauthorized_client" | "invalid_scope" | "invalid_request"
-        | "unsupported_grant_type" | "invalid_resource" => TokenClass::Config,
+        "invalid_grant"
+        | "interaction_required"
+        | "login_required"
+        | "consent_required"
+        | "expired_token"
+        | "access_denied" => TokenClass::NeedsLogin,
+        "invalid_client"
+        | "unauthorized_client"
+        | "invalid_scope"
+        | "invalid_request"
+        | "unsupported_grant_type"
+        | "invalid_resource" => TokenClass::Config,
         _ if status == 408 || status == 429 || status >= 500 => TokenClass::Transient,
         _ => TokenClass::Config,
     }
@@ -251,7 +327,7 @@ pub fn first_sentence(description: &str) -> String {
 
 /// The one-line error for a refused request.
 #[must_use]
-pub fn refusal(account: &str, status: u16, body: &ErrorBody) -> Error {
+pub fn refusal(account: &str, url: &str, status: u16, body: &ErrorBody) -> Error {
     let class = classify(status, body);
     let mut said = if body.error.is_empty() {
         format!("HTTP {status}")
@@ -259,16 +335,16 @@ pub fn refusal(account: &str, status: u16, body: &ErrorBody) -> Error {
         format!("HTTP {status} {}", body.error.escape_debug())
     };
     if let Some(code) = body.error_codes.first() {
-        said.push_str(&format!(", AADSTS{code}"));
+        let _ = write!(said, ", AADSTS{code}");
     }
     if let Some(text) = body.error_description.as_deref().map(first_sentence)
         && !text.is_empty()
     {
-        said.push_str(&format!(": {text}"));
+        let _ = write!(said, ": {text}");
     }
     let detail = match class {
         TokenClass::Transient => {
-            format!("token service unreachable ({said}); try again later")
+            format!("token service unreachable ({url}: {said}); try again later")
         }
         TokenClass::NeedsLogin => format!(
             "the token service wants a new sign-in ({said}): run `oauth2-sendmail login {account}`"
@@ -281,7 +357,9 @@ pub fn refusal(account: &str, status: u16, body: &ErrorBody) -> Error {
                 .map_or_else(
                     || match body.error.as_str() {
                         "invalid_client" => "check client_id and client_secret",
-                        "unauthorized_client" => "the app may not use this grant: check the app registration and flow",
+                        "unauthorized_client" => {
+                            "the app may not use this grant: check the app registration and flow"
+                        }
                         "invalid_scope" => "check scopes",
                         _ => "check the account's token_url, client_id, tenant and scopes",
                     },
@@ -386,13 +464,13 @@ impl Form {
 
     async fn post(&self) -> Result<TokenResponse> {
         let client = client(&self.url, self.ca_file.as_deref())?;
-        let transient = |what: &str, e: &reqwest::Error| {
+        let transient = |what: &str, e: reqwest::Error| {
             Error::token(
                 TokenClass::Transient,
                 format!(
                     "token service unreachable ({}): {what}: {}; try again later",
                     self.url,
-                    one_line(e)
+                    one_line(&e.without_url())
                 ),
             )
         };
@@ -402,13 +480,13 @@ impl Form {
             .form(&self.fields)
             .send()
             .await
-            .map_err(|e| transient("request failed", &e))?;
+            .map_err(|e| transient("request failed", e))?;
         let status = response.status().as_u16();
         // The body first: error_for_status() would throw Microsoft's error JSON away.
         let body = response
             .bytes()
             .await
-            .map_err(|e| transient("reading the answer failed", &e))?;
+            .map_err(|e| transient("reading the answer failed", e))?;
         if (200..300).contains(&status) {
             return parse_success(&body).ok_or_else(|| {
                 Error::token(
@@ -421,7 +499,7 @@ impl Form {
             });
         }
         let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        Err(refusal(&self.account, status, &parsed))
+        Err(refusal(&self.account, &self.url, status, &parsed))
     }
 
     /// Replaces any secret a server might have echoed, and keeps the message on one line.
@@ -467,6 +545,10 @@ pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<reqwest::C
             format!("token_url `{url}` is not https://: tokens are only sent over TLS"),
         ));
     }
+    // main() installs ring for the whole process; this keeps any other caller from panicking.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let mut builder = reqwest::Client::builder()
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -507,4 +589,170 @@ fn one_line(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_bodies_with_number_string_or_missing_expires_in() {
+        let t = parse_success(br#"{"token_type":"Bearer","scope":"s","expires_in":3599,"ext_expires_in":3599,"access_token":"at","refresh_token":"rt"}"#).unwrap();
+        assert_eq!((t.access_token.as_str(), t.expires_in), ("at", 3599));
+        assert_eq!(t.refresh_token.as_deref(), Some("rt"));
+        assert_eq!(t.token_type.as_deref(), Some("Bearer"));
+        let t = parse_success(br#"{"access_token":"at","expires_in":"1800","expires_on":"1767225600","resource":"r"}"#).unwrap();
+        assert_eq!(t.expires_in, 1800);
+        assert_eq!(t.refresh_token, None);
+        assert_eq!(
+            parse_success(br#"{"access_token":"at"}"#)
+                .unwrap()
+                .expires_in,
+            DEFAULT_EXPIRES_IN
+        );
+        assert_eq!(
+            parse_success(br#"{"access_token":"at","expires_in":"soon"}"#)
+                .unwrap()
+                .expires_in,
+            DEFAULT_EXPIRES_IN
+        );
+        assert_eq!(
+            parse_success(br#"{"access_token":"at","expires_in":-5}"#)
+                .unwrap()
+                .expires_in,
+            DEFAULT_EXPIRES_IN
+        );
+        assert!(parse_success(br#"{"token_type":"Bearer"}"#).is_none());
+        assert!(parse_success(br#"{"access_token":""}"#).is_none());
+        assert!(parse_success(b"<html>").is_none());
+    }
+
+    fn body(error: &str, codes: &[u64]) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            error_description: None,
+            error_codes: codes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_classification_table() {
+        use TokenClass::{Config, NeedsLogin, Transient};
+        let table: &[(u16, &str, &[u64], TokenClass)] = &[
+            (400, "invalid_grant", &[700082], NeedsLogin),
+            (400, "invalid_grant", &[70008], NeedsLogin),
+            (400, "invalid_grant", &[70043], NeedsLogin),
+            (400, "invalid_grant", &[50173], NeedsLogin),
+            (400, "interaction_required", &[50076], NeedsLogin),
+            (400, "interaction_required", &[50079], NeedsLogin),
+            (400, "invalid_grant", &[65001], NeedsLogin),
+            (400, "invalid_grant", &[], NeedsLogin),
+            (401, "invalid_client", &[7000215], Config),
+            (401, "invalid_client", &[7000222], Config),
+            (400, "invalid_client", &[7000218], Config),
+            (400, "unauthorized_client", &[700016], Config),
+            (400, "unauthorized_client", &[7000112], Config),
+            (400, "invalid_request", &[50011], Config),
+            (400, "invalid_request", &[9002331], Config),
+            (400, "invalid_request", &[90002], Config),
+            (400, "invalid_request", &[901002], Config),
+            // A code beats the generic error: a bad ROPC password is not fixed by `login`.
+            (400, "invalid_grant", &[50126], Config),
+            (400, "invalid_grant", &[700084], Config),
+            (400, "invalid_client", &[], Config),
+            (400, "unauthorized_client", &[], Config),
+            (400, "invalid_scope", &[70011], Config),
+            (400, "", &[], Config),
+            (503, "temporarily_unavailable", &[], Transient),
+            (400, "temporarily_unavailable", &[], Transient),
+            (500, "server_error", &[], Transient),
+            (429, "", &[], Transient),
+            (408, "", &[], Transient),
+            (502, "", &[], Transient),
+            (503, "", &[], Transient),
+            (400, "invalid_request", &[90055], Transient),
+        ];
+        for (status, error, codes, class) in table {
+            assert_eq!(
+                classify(*status, &body(error, codes)),
+                *class,
+                "{status} {error} {codes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_message_is_one_line_with_the_code_and_the_first_sentence() {
+        let mut b = body("invalid_grant", &[700082]);
+        b.error_description = Some(
+            "AADSTS700082: The refresh token has expired due to inactivity. The token was issued on \
+             2026-01-01.\r\nTrace ID: abc\r\nCorrelation ID: def\r\nTimestamp: 2026"
+                .into(),
+        );
+        let e = refusal("work", "https://idp/token", 400, &b);
+        assert_eq!(e.exit_code(), 77);
+        assert_eq!(
+            e.to_string(),
+            "the token service wants a new sign-in (HTTP 400 invalid_grant, AADSTS700082: The refresh \
+             token has expired due to inactivity.): run `oauth2-sendmail login work`"
+        );
+        let mut b = body("invalid_client", &[7000215]);
+        b.error_description =
+            Some("AADSTS7000215: Invalid client secret provided. Ensure…\r\nTrace ID: x".into());
+        let line = refusal("w", "https://idp/token", 401, &b).to_string();
+        assert!(
+            line.contains("AADSTS7000215: Invalid client secret provided.")
+                && line.contains("client_secret"),
+            "{line}"
+        );
+        assert!(!line.contains("Trace") && !line.contains('\n'));
+        let line = refusal("w", "https://idp/token", 503, &ErrorBody::default()).to_string();
+        assert_eq!(
+            line,
+            "token service unreachable (https://idp/token: HTTP 503); try again later"
+        );
+    }
+
+    #[test]
+    fn first_sentence_cuts_prefix_lines_and_length() {
+        assert_eq!(
+            first_sentence("AADSTS50011: The redirect URI 'x' does not match. More."),
+            "The redirect URI 'x' does not match."
+        );
+        assert_eq!(
+            first_sentence("plain text without period"),
+            "plain text without period"
+        );
+        assert_eq!(first_sentence("\r\nTrace ID: x"), "");
+        assert!(first_sentence(&"a".repeat(500)).chars().count() <= MAX_DESCRIPTION + 1);
+        assert_eq!(first_sentence("tab\there"), "tab here");
+    }
+
+    #[test]
+    fn plain_http_is_refused_before_any_connection() {
+        let e = client("http://login.example/token", None).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        assert!(client("HTTPS://login.example/token", None).is_ok());
+    }
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let g = Grant::RefreshToken("rt-secret".into());
+        assert!(!format!("{g:?}").contains("rt-secret"));
+        let f = Form {
+            url: "https://x".into(),
+            ca_file: None,
+            account: "w".into(),
+            fields: vec![("client_secret", "cs-secret".into())],
+            secrets: vec!["cs-secret".into()],
+        };
+        let d = format!("{f:?}");
+        assert!(
+            d.contains("client_secret") && !d.contains("cs-secret"),
+            "{d}"
+        );
+        // A server that echoes a secret does not get it into our message.
+        let e = f.scrub(Error::token(TokenClass::Config, "bad: cs-secret\r\nmore"));
+        assert_eq!(e.to_string(), "bad: <redacted>  more");
+    }
 }

@@ -1,4 +1,4 @@
-//! OAuth2 tokens: the cache on disk (`store`), the HTTP grants against the identity
+//! OAuth tokens: the cache on disk (`store`), the HTTP grants against the identity
 //! platform (`grants`), and the one question the send path asks: a valid access token.
 //!
 //! ```text
@@ -60,13 +60,19 @@ pub fn now() -> u64 {
 /// `reject` is a token the server has just refused: the result will not be that one.
 pub async fn access_token(account: &AccountSettings, reject: Option<&str>) -> Result<AccessToken> {
     let name = account.name.clone();
-    obtain(account, reject)
-        .await
-        .map_err(|e| e.for_account(&name))
+    let result = match TokenStore::new(account) {
+        Ok(store) => access_token_in(store, account, reject).await,
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| e.for_account(&name))
 }
 
-async fn obtain(account: &AccountSettings, reject: Option<&str>) -> Result<AccessToken> {
-    let store = TokenStore::new(account)?;
+/// [`access_token`] with the cache in `store`.
+pub async fn access_token_in(
+    store: TokenStore,
+    account: &AccountSettings,
+    reject: Option<&str>,
+) -> Result<AccessToken> {
     // Reading may run token_decrypt_cmd: keep it off the thread that sets up SMTP.
     let (store, seen) = blocking(move || {
         let seen = store.load()?;
@@ -193,8 +199,156 @@ where
 }
 
 #[cfg(test)]
+#[path = "../../tests/it/fake_idp.rs"]
+#[allow(
+    dead_code,
+    reason = "the integration-test fake; unit tests use a part of it"
+)]
+mod fake_idp;
+#[cfg(test)]
+#[path = "../../tests/it/support.rs"]
+#[allow(
+    dead_code,
+    reason = "the integration-test harness; unit tests use a part of it"
+)]
+mod support;
+
+#[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::fake_idp::{Failure, FakeIdp};
+    use super::support::TestCa;
     use super::*;
+    use crate::config;
+    use crate::provider;
+
+    struct Env {
+        idp: FakeIdp,
+        dir: tempfile::TempDir,
+        account: AccountSettings,
+    }
+
+    /// A Microsoft account whose token endpoint is a fake identity platform over real HTTPS.
+    fn env() -> Env {
+        let ca = TestCa::new();
+        let idp = FakeIdp::start(&ca);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+        let text = format!(
+            "[accounts.w]\nemail = \"a@contoso.com\"\ntoken_url = \"{}\"\ntls_ca_file = \"{}\"\n",
+            idp.token_url_v2("contoso"),
+            ca_file.display()
+        );
+        let config = config::parse(&text, Path::new("/t.toml")).unwrap();
+        let account = provider::resolve("w", config.account("w").unwrap()).unwrap();
+        Env { idp, dir, account }
+    }
+
+    impl Env {
+        fn store(&self) -> TokenStore {
+            TokenStore::in_dir(&self.dir.path().join("tokens"), "w", None, None).unwrap()
+        }
+
+        fn seed(&self, access: &str, expires_at: u64) -> String {
+            let rt = self.idp.issue_refresh_token();
+            self.store()
+                .save(&StoredToken {
+                    access_token: access.into(),
+                    expires_at,
+                    refresh_token: Some(rt.clone()),
+                    token_type: None,
+                    scope: None,
+                    obtained_at: None,
+                })
+                .unwrap();
+            rt
+        }
+
+        async fn token(&self, reject: Option<&str>) -> Result<AccessToken> {
+            access_token_in(self.store(), &self.account, reject).await
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_refreshed_and_rejected_tokens() {
+        let e = env();
+        e.seed("at-cached", now() + 3000);
+        let t = e.token(None).await.unwrap();
+        assert_eq!((t.secret.as_str(), t.fresh), ("at-cached", false));
+        assert!(e.idp.requests().is_empty());
+
+        // The server refused the cached token: a new one, though the old one looks valid.
+        let t = e.token(Some("at-cached")).await.unwrap();
+        assert!(t.fresh && t.secret != "at-cached");
+        assert!(e.idp.is_valid_access_token(&t.secret));
+        assert_eq!(e.store().load().unwrap().unwrap().access_token, t.secret);
+        assert_eq!(e.idp.refresh_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_runs_to_its_save_when_the_caller_gives_up() {
+        let e = env();
+        let old_rt = e.seed("at-old", 0);
+        e.idp.set_rotation_revokes_old(true);
+        e.idp.set_delay(Duration::from_millis(400));
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), e.token(None)).await;
+        assert!(
+            gave_up.is_err(),
+            "the caller's future was dropped mid-refresh"
+        );
+        // The spawned renewal still owns the lock and finishes on this runtime.
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if e.store().load().unwrap().unwrap().access_token != "at-old" {
+                break;
+            }
+        }
+        let saved = e.store().load().unwrap().unwrap();
+        assert!(e.idp.is_valid_access_token(&saved.access_token), "saved");
+        let rt = saved.refresh_token.unwrap();
+        assert!(
+            rt != old_rt && e.idp.refresh_token_valid(&rt),
+            "rotated and saved"
+        );
+        assert!(!e.idp.refresh_token_valid(&old_rt));
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_in_one_process_share_one_refresh() {
+        let e = std::sync::Arc::new(env());
+        e.seed("at-old", 0);
+        e.idp.set_delay(Duration::from_millis(300));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let e = e.clone();
+                tokio::spawn(async move { e.token(None).await.unwrap().secret })
+            })
+            .collect();
+        let mut tokens = std::collections::HashSet::new();
+        for t in tasks {
+            tokens.insert(t.await.unwrap());
+        }
+        assert_eq!(e.idp.refresh_count(), 1);
+        assert_eq!(tokens.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_account_and_leave_the_cache() {
+        let e = env();
+        e.seed("at-old", 0);
+        e.idp.push_failure(Failure::invalid_grant(70008));
+        let err = e.token(None).await.unwrap_err();
+        assert_eq!(err.exit_code(), 77);
+        assert!(err.to_string().contains("oauth2-sendmail login w"), "{err}");
+        assert_eq!(e.store().load().unwrap().unwrap().access_token, "at-old");
+        e.idp.push_failure(Failure::Status(502));
+        assert_eq!(e.token(None).await.unwrap_err().exit_code(), 75);
+        // And it recovers once the service does.
+        assert!(e.token(None).await.unwrap().fresh);
+    }
 
     fn response(rt: Option<&str>) -> TokenResponse {
         TokenResponse {

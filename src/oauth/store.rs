@@ -144,9 +144,8 @@ impl TokenStore {
         encrypt: Option<CommandSpec>,
         decrypt: Option<CommandSpec>,
     ) -> Result<TokenStore> {
-        let unsafe_name = account.is_empty()
-            || account.starts_with('.')
-            || account.contains(['/', '\\', '\0']);
+        let unsafe_name =
+            account.is_empty() || account.starts_with('.') || account.contains(['/', '\\', '\0']);
         if unsafe_name {
             return Err(Error::config(format!(
                 "account name `{}` cannot name a token file: use letters, digits, `-` or `_`",
@@ -217,11 +216,9 @@ impl TokenStore {
         if self.encrypt.is_none() {
             data.push(b'\n');
         }
-        let tmp = self.dir.join(format!(
-            ".{}.json.{}.tmp",
-            self.account,
-            std::process::id()
-        ));
+        let tmp = self
+            .dir
+            .join(format!(".{}.json.{}.tmp", self.account, std::process::id()));
         let io_error = |what: &str, e: io::Error| {
             Error::io(format!(
                 "cannot save the token cache: {what} {}: {e}",
@@ -256,12 +253,8 @@ impl TokenStore {
     pub fn lock(&self) -> Result<TokenLock> {
         self.ensure_dir()?;
         let file = self.open_lock_file()?;
-        file.lock().map_err(|e| {
-            Error::io(format!(
-                "cannot lock {}: {e}",
-                self.lock_file.display()
-            ))
-        })?;
+        file.lock()
+            .map_err(|e| Error::io(format!("cannot lock {}: {e}", self.lock_file.display())))?;
         Ok(TokenLock { _file: file })
     }
 
@@ -405,7 +398,14 @@ mod tests {
         assert_eq!(t.obtained_at, None);
         // Written in the documented order, for people who read the file.
         let text = String::from_utf8(serde_json::to_vec(&token("x", Some("y"))).unwrap()).unwrap();
-        let fields = ["access_token", "expires_at", "refresh_token", "token_type", "scope", "obtained_at"];
+        let fields = [
+            "access_token",
+            "expires_at",
+            "refresh_token",
+            "token_type",
+            "scope",
+            "obtained_at",
+        ];
         let at: Vec<usize> = fields
             .iter()
             .map(|f| text.find(&format!("\"{f}\":")).unwrap())
@@ -417,7 +417,11 @@ mod tests {
     fn a_corrupt_file_is_an_error_that_does_not_quote_it() {
         let tmp = tempfile::tempdir().unwrap();
         let store = TokenStore::in_dir(tmp.path(), "w", None, None).unwrap();
-        fs::write(store.path(), r#"{"access_token":"sekrit-token","expires_at":"soon"}"#).unwrap();
+        fs::write(
+            store.path(),
+            r#"{"access_token":"sekrit-token","expires_at":"soon"}"#,
+        )
+        .unwrap();
         let e = store.load().unwrap_err().to_string();
         assert!(!e.contains("sekrit"), "{e}");
         assert!(e.contains("oauth2-sendmail login w"), "{e}");
@@ -434,9 +438,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let enc = CommandSpec::Line("openssl enc -aes-256-cbc -pbkdf2 -pass pass:x".into());
         let dec = CommandSpec::Args(
-            ["openssl", "enc", "-d", "-aes-256-cbc", "-pbkdf2", "-pass", "pass:x"]
-                .map(str::to_owned)
-                .to_vec(),
+            [
+                "openssl",
+                "enc",
+                "-d",
+                "-aes-256-cbc",
+                "-pbkdf2",
+                "-pass",
+                "pass:x",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         );
         let store = TokenStore::in_dir(tmp.path(), "w", Some(enc), Some(dec)).unwrap();
         let t = token("at-plain", Some("rt-plain"));
@@ -472,7 +484,12 @@ mod tests {
     fn only_one_of_the_commands_or_a_path_like_name_is_refused() {
         let d = Path::new("/nonexistent");
         let cat = || Some(CommandSpec::Line("cat".into()));
-        assert_eq!(TokenStore::in_dir(d, "w", cat(), None).unwrap_err().exit_code(), 78);
+        assert_eq!(
+            TokenStore::in_dir(d, "w", cat(), None)
+                .unwrap_err()
+                .exit_code(),
+            78
+        );
         for name in ["", "../x", "a/b", ".hidden"] {
             assert!(TokenStore::in_dir(d, name, None, None).is_err(), "{name:?}");
         }
@@ -493,7 +510,11 @@ mod tests {
             let _l = b.lock().unwrap();
             tx.send(()).unwrap();
         });
-        assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err(), "waits");
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "waits"
+        );
         drop(held);
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         waiter.join().unwrap();

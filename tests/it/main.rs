@@ -4,4 +4,6 @@
 
 #![allow(dead_code)]
 
+mod fake_idp;
 mod support;
+mod token;
