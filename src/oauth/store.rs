@@ -4,7 +4,8 @@
 //!
 //! `$XDG_DATA_HOME/oauth2-sendmail/tokens/ACCOUNT.json` (usually
 //! `~/.local/share/oauth2-sendmail/tokens/`). The folder is created `0700` (and put back to
-//! `0700` when it is found wider); token files are created `0600`. Next to each token file
+//! `0700` when it is found wider); token files are created `0600` (and put back to `0600`
+//! when read with a wider mode). Next to each token file
 //! sits `ACCOUNT.lock`, an empty file that only serves as the account's lock
 //! (`File::lock`, i.e. `flock(2)`); it may be deleted when no process runs.
 //!
@@ -186,6 +187,7 @@ impl TokenStore {
                 )));
             }
         };
+        self.narrow_file();
         let json = match &self.decrypt {
             Some(cmd) => cmd.run("token_decrypt_cmd", Some(&raw), &[])?,
             None => raw,
@@ -307,6 +309,16 @@ impl TokenStore {
         Ok(true)
     }
 
+    /// Puts a token file that others may read (restored from a backup, copied by hand) back
+    /// to `0600`. Best effort: reading it is still the owner's choice.
+    fn narrow_file(&self) {
+        if let Ok(meta) = fs::metadata(&self.file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = fs::set_permissions(&self.file, fs::Permissions::from_mode(FILE_MODE));
+        }
+    }
+
     /// Creates the token folder `0700`, or narrows it to `0700` when it is wider.
     fn ensure_dir(&self) -> Result<()> {
         let error = |e: io::Error| {
@@ -381,6 +393,13 @@ mod tests {
         let store = TokenStore::in_dir(&dir, "w", None, None).unwrap();
         store.save(&token("a", None)).unwrap();
         assert_eq!(mode(&dir), 0o700);
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(store.load().unwrap().is_some());
+        assert_eq!(
+            mode(store.path()),
+            0o600,
+            "a readable file is narrowed on read"
+        );
     }
 
     #[test]

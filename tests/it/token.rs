@@ -126,6 +126,11 @@ fn an_expired_token_is_refreshed_once_and_the_rotated_refresh_token_saved() {
         "a public client sends no secret"
     );
     assert_eq!(req.field("resource"), None);
+    assert_eq!(
+        req.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(req.method, "POST");
 
     let stored = s.stored();
     assert_eq!(stored["access_token"], token.as_str());
