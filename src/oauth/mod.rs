@@ -126,28 +126,23 @@ async fn renew(
             fresh: false,
         });
     }
-    let refresh_token = current.as_ref().and_then(|t| t.refresh_token.clone());
-    let response = match refresh_token {
-        Some(rt) => match grants::request(&account, Grant::RefreshToken(rt)).await {
-            // A dead refresh token is no dead end for a flow that can sign in unattended.
-            Err(e) if is_needs_login(&e) => match grants::unattended_grant(&account) {
-                Some(grant) => grants::request(&account, grant).await?,
-                None => return Err(e),
-            },
-            other => other?,
-        },
-        None => match grants::unattended_grant(&account) {
-            Some(grant) => grants::request(&account, grant).await?,
-            None => {
-                return Err(Error::token(
-                    TokenClass::NeedsLogin,
-                    format!(
-                        "no token stored: run `oauth2-sendmail login {}`",
-                        account.name
-                    ),
-                ));
+    let response = match fetch(&account, current.as_ref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            // An outage during an early renewal: the cached token still works for a while.
+            if let Some(t) = &current
+                && is_class(&e, TokenClass::Transient)
+                && t.valid_for(now(), MIN_VALIDITY)
+                && Some(&t.access_token) != reject.as_ref()
+            {
+                return Ok(AccessToken {
+                    secret: t.access_token.clone(),
+                    expires_at: t.expires_at,
+                    fresh: false,
+                });
             }
-        },
+            return Err(e);
+        }
     };
     let stored = merge(current, response, now());
     // The save runs on a blocking thread: it completes even if this task is cancelled,
@@ -164,6 +159,37 @@ async fn renew(
     .await
 }
 
+/// New tokens: with the refresh token, else by a grant the flow can do unattended.
+async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Result<TokenResponse> {
+    match current.and_then(|t| t.refresh_token.clone()) {
+        Some(rt) => match grants::request(account, Grant::RefreshToken(rt)).await {
+            // A dead refresh token is no dead end for a flow that can sign in unattended.
+            Err(e) if is_class(&e, TokenClass::NeedsLogin) => {
+                match grants::unattended_grant(account) {
+                    Some(grant) => grants::request(account, grant).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        },
+        None => match grants::unattended_grant(account) {
+            Some(grant) => grants::request(account, grant).await,
+            None => Err(Error::token(
+                TokenClass::NeedsLogin,
+                format!(
+                    "{}: run `oauth2-sendmail login {}`",
+                    if current.is_some() {
+                        "the access token has expired and no refresh token is stored"
+                    } else {
+                        "no token stored"
+                    },
+                    account.name
+                ),
+            )),
+        },
+    }
+}
+
 /// The new cache contents: a refresh token the server did not rotate is kept.
 fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken {
     let old_refresh = old.and_then(|t| t.refresh_token);
@@ -177,14 +203,8 @@ fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken 
     }
 }
 
-fn is_needs_login(e: &Error) -> bool {
-    matches!(
-        e.kind,
-        Kind::Token {
-            class: TokenClass::NeedsLogin,
-            ..
-        }
-    )
+fn is_class(e: &Error, class: TokenClass) -> bool {
+    matches!(&e.kind, Kind::Token { class: c, .. } if *c == class)
 }
 
 /// Runs blocking file and command work off the async thread.
@@ -333,6 +353,21 @@ mod tests {
         }
         assert_eq!(e.idp.refresh_count(), 1);
         assert_eq!(tokens.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_outage_during_an_early_renewal_keeps_the_cached_token() {
+        let e = env();
+        e.seed("at-dying", now() + REFRESH_MARGIN - 100);
+        e.idp.push_failure(Failure::Status(503));
+        let t = e.token(None).await.unwrap();
+        assert_eq!((t.secret.as_str(), t.fresh), ("at-dying", false));
+        assert_eq!(e.idp.refresh_count(), 1, "a renewal was tried");
+        // Not when the server has just refused that token, and not for a login problem.
+        e.idp.push_failure(Failure::Status(503));
+        assert_eq!(e.token(Some("at-dying")).await.unwrap_err().exit_code(), 75);
+        e.idp.push_failure(Failure::invalid_grant(70043));
+        assert_eq!(e.token(None).await.unwrap_err().exit_code(), 77);
     }
 
     #[tokio::test]
