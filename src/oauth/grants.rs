@@ -1,1 +1,758 @@
-//! Placeholder: replaced by the oauth work.
+//! The HTTP side of OAuth 2.0: form POSTs to the token endpoint (RFC 6749 §4–6, RFC 8628) and
+//! the identity platform's error JSON turned into a [`TokenClass`].
+//!
+//! Microsoft's error JSON (`facts-oauth-microsoft.md` §3.5) is classified on `error` and
+//! `error_codes`, never on the wording of `error_description`; the AADSTS number and the
+//! first sentence of the description only go into the one-line message. No token, refresh
+//! token, client secret or password ever reaches a message or a `Debug` output.
+
+// AADSTS codes are identifiers, written as Microsoft prints them (`AADSTS700082`) so that
+// a search for one finds it here.
+#![allow(clippy::unreadable_literal)]
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Flow;
+use crate::error::{Error, Result, TokenClass};
+use crate::provider::AccountSettings;
+
+/// Time to set up TCP and TLS with the token endpoint. A healthy endpoint answers in well
+/// under a second; an unreachable one should turn into a "try again later" (exit 75) soon
+/// enough that a mail client waiting on us does not look hung.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence while waiting for the endpoint's answer (each read).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound on the whole exchange, connect to last byte: the send path waits for the slower of
+/// this and the SMTP set-up, and a tempfail lets the caller's queue retry later.
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime assumed when a response has no usable `expires_in` (some providers omit it;
+/// Microsoft's access tokens live 60–90 minutes).
+pub const DEFAULT_EXPIRES_IN: u64 = 3600;
+/// Longest error description kept in a message: one readable line, not a page.
+const MAX_DESCRIPTION: usize = 200;
+
+/// What to trade for tokens.
+#[allow(
+    dead_code,
+    reason = "AuthorizationCode and DeviceCode are redeemed by `login`, which comes next"
+)]
+pub enum Grant {
+    /// Renew with a refresh token (`grant_type=refresh_token`).
+    RefreshToken(String),
+    /// App-only, with the client secret (`grant_type=client_credentials`).
+    ClientCredentials,
+    /// ROPC: the account's email and the output of `password_cmd` (`grant_type=password`).
+    Password,
+    /// Redeem an authorization code (PKCE).
+    AuthorizationCode {
+        code: String,
+        redirect_uri: String,
+        code_verifier: String,
+    },
+    /// Poll a device code (RFC 8628).
+    DeviceCode(String),
+}
+
+impl Grant {
+    fn grant_type(&self) -> &'static str {
+        match self {
+            Grant::RefreshToken(_) => "refresh_token",
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+            Grant::AuthorizationCode { .. } => "authorization_code",
+            Grant::DeviceCode(_) => "urn:ietf:params:oauth:grant-type:device_code",
+        }
+    }
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Grant({}, <redacted>)", self.grant_type())
+    }
+}
+
+/// A successful token response.
+#[derive(Clone)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Seconds from now; [`DEFAULT_EXPIRES_IN`] when the response had none.
+    pub expires_in: u64,
+    /// `None` when the server did not send one (keep the old one).
+    pub refresh_token: Option<String>,
+    pub token_type: Option<String>,
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("token_type", &self.token_type)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// The success body as sent; numbers may come as strings (v1 endpoints).
+#[derive(Deserialize)]
+struct RawSuccess {
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    refresh_token: Option<String>,
+    token_type: Option<String>,
+    scope: Option<String>,
+}
+
+/// The error body (RFC 6749 §5.2 plus Microsoft's `error_codes`).
+#[derive(Debug, Default, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+}
+
+/// Parses a 2xx body. `None` when it holds no access token.
+#[must_use]
+pub fn parse_success(body: &[u8]) -> Option<TokenResponse> {
+    let raw: RawSuccess = serde_json::from_slice(body).ok()?;
+    let access_token = raw.access_token.filter(|t| !t.is_empty())?;
+    let expires_in = match raw.expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .unwrap_or(DEFAULT_EXPIRES_IN);
+    Some(TokenResponse {
+        access_token,
+        expires_in,
+        refresh_token: raw.refresh_token.filter(|t| !t.is_empty()),
+        token_type: raw.token_type,
+        scope: raw.scope,
+    })
+}
+
+/// AADSTS codes that a new interactive sign-in resolves.
+const RELOGIN_CODES: &[u64] = &[
+    70008,  // refresh token or code expired or revoked
+    700082, // refresh token expired after 90 days of inactivity
+    70043,  // refresh token invalid under a Conditional Access sign-in frequency
+    50173,  // grant revoked (password change)
+    50132,  // session invalid after a password change
+    50133,  // session invalid after a password change
+    50076,  // MFA required
+    50079,  // MFA enrollment required
+    50072,  // MFA enrollment required
+    50074,  // strong authentication required
+    65001,  // consent not yet given
+    65004,  // the user declined consent
+    54005,  // authorization code already redeemed
+    70019,  // device code expired
+];
+
+/// AADSTS codes that only a change of app registration, config or tenant policy resolves.
+const CONFIG_CODES: &[(u64, &str)] = &[
+    (
+        7000215,
+        "the client secret is wrong: check client_secret / client_secret_cmd",
+    ),
+    (
+        7000222,
+        "the client secret has expired: create a new one in the app registration",
+    ),
+    (
+        7000218,
+        "the app needs a client secret, or \"Allow public client flows\" turned on",
+    ),
+    (
+        700025,
+        "this is a public client: remove client_secret / client_secret_cmd",
+    ),
+    (
+        700016,
+        "no app with this client_id in the tenant: check client_id and tenant",
+    ),
+    (7000112, "the app is disabled"),
+    (70001, "the app is disabled or unknown in this tenant"),
+    (
+        50011,
+        "the redirect URI is not registered for this app: check redirect_uri",
+    ),
+    (50020, "this user is not in the tenant: check tenant"),
+    (16000, "this user is not in the tenant: check tenant"),
+    (
+        50194,
+        "the app is single-tenant: set tenant to its tenant id",
+    ),
+    (
+        9002331,
+        "the app only accepts personal accounts: use tenant = \"consumers\"",
+    ),
+    (
+        9002332,
+        "the app does not accept personal accounts: do not use tenant = \"consumers\"",
+    ),
+    (70011, "a scope is invalid: check scopes"),
+    (
+        700022,
+        "the scopes name more than one resource: check scopes",
+    ),
+    (28002, "a scope is invalid: check scopes"),
+    (
+        500011,
+        "the resource of a scope does not exist in the tenant: check scopes",
+    ),
+    (90002, "the tenant does not exist: check tenant"),
+    (
+        90038,
+        "the tenant is in another national cloud: check provider",
+    ),
+    (
+        9001023,
+        "this grant is not allowed on common/consumers: set tenant to your tenant",
+    ),
+    (90027, "v1 endpoints do not serve personal accounts"),
+    (
+        901002,
+        "v2 endpoints do not accept `resource`: remove resource or use a v1 token_url",
+    ),
+    (
+        700084,
+        "the redirect URI is registered as a single-page app: register it as mobile/desktop",
+    ),
+    (90094, "an administrator must consent to this app"),
+    (90095, "an administrator must consent to this app"),
+    (
+        53003,
+        "blocked by Conditional Access: ask your administrator",
+    ),
+    (
+        53000,
+        "the device is not compliant with the tenant's policy: ask your administrator",
+    ),
+    (
+        53001,
+        "the device is not joined as the tenant's policy requires: ask your administrator",
+    ),
+    (
+        530032,
+        "blocked by the tenant's security policy: ask your administrator",
+    ),
+    (
+        530035,
+        "blocked by security defaults: ask your administrator",
+    ),
+    (
+        50126,
+        "bad user name or password: check email and password_cmd",
+    ),
+];
+
+/// AADSTS codes that mean "back off and try later".
+const TRANSIENT_CODES: &[u64] = &[
+    50196, // loop detected: too many requests in a short time
+    90055, // the tenant is throttled
+];
+
+/// Which kind of failure a token-endpoint answer is. `status` is the HTTP status.
+#[must_use]
+pub fn classify(status: u16, body: &ErrorBody) -> TokenClass {
+    let codes = &body.error_codes;
+    if codes.iter().any(|c| RELOGIN_CODES.contains(c)) {
+        return TokenClass::NeedsLogin;
+    }
+    if codes
+        .iter()
+        .any(|c| CONFIG_CODES.iter().any(|(k, _)| k == c))
+    {
+        return TokenClass::Config;
+    }
+    if codes.iter().any(|c| TRANSIENT_CODES.contains(c)) {
+        return TokenClass::Transient;
+    }
+    match body.error.as_str() {
+        "temporarily_unavailable" | "server_error" | "slow_down" => TokenClass::Transient,
+        "invalid_grant"
+        | "interaction_required"
+        | "login_required"
+        | "consent_required"
+        | "expired_token"
+        | "access_denied" => TokenClass::NeedsLogin,
+        "invalid_client"
+        | "unauthorized_client"
+        | "invalid_scope"
+        | "invalid_request"
+        | "unsupported_grant_type"
+        | "invalid_resource" => TokenClass::Config,
+        _ if status == 408 || status == 429 || status >= 500 => TokenClass::Transient,
+        _ => TokenClass::Config,
+    }
+}
+
+/// The first sentence of a description, on one line, without the `AADSTSnnn: ` prefix and
+/// the Trace/Correlation ID lines.
+#[must_use]
+pub fn first_sentence(description: &str) -> String {
+    let line = description.split(['\r', '\n']).next().unwrap_or("").trim();
+    let line = match line.strip_prefix("AADSTS") {
+        Some(rest) => rest
+            .split_once(':')
+            .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+            .map_or(line, |(_, text)| text.trim_start()),
+        None => line,
+    };
+    let end = line.find(". ").map_or(line.len(), |i| i + 1);
+    let sentence: String = line[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if sentence.chars().count() > MAX_DESCRIPTION {
+        let cut: String = sentence.chars().take(MAX_DESCRIPTION).collect();
+        format!("{cut}…")
+    } else {
+        sentence
+    }
+}
+
+/// The one-line error for a refused request.
+#[must_use]
+pub fn refusal(account: &str, url: &str, status: u16, body: &ErrorBody) -> Error {
+    let class = classify(status, body);
+    let mut said = if body.error.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status} {}", body.error.escape_debug())
+    };
+    if let Some(code) = body.error_codes.first() {
+        let _ = write!(said, ", AADSTS{code}");
+    }
+    if let Some(text) = body.error_description.as_deref().map(first_sentence)
+        && !text.is_empty()
+    {
+        let _ = write!(said, ": {text}");
+    }
+    let detail = match class {
+        TokenClass::Transient => {
+            format!("token service unreachable ({url}: {said}); try again later")
+        }
+        TokenClass::NeedsLogin => format!(
+            "the token service wants a new sign-in ({said}): run `oauth2-sendmail login {account}`"
+        ),
+        TokenClass::Config => {
+            let why = body
+                .error_codes
+                .iter()
+                .find_map(|c| CONFIG_CODES.iter().find(|(k, _)| k == c))
+                .map_or_else(
+                    || match body.error.as_str() {
+                        "invalid_client" => "check client_id and client_secret",
+                        "unauthorized_client" => {
+                            "the app may not use this grant: check the app registration and flow"
+                        }
+                        "invalid_scope" => "check scopes",
+                        _ => "check the account's token_url, client_id, tenant and scopes",
+                    },
+                    |(_, why)| why,
+                );
+            format!("the token service refused the request ({said}): {why}")
+        }
+    };
+    Error::token(class, detail)
+}
+
+/// The form to POST, built from the account (secrets fetched by their commands here).
+/// Blocking: runs `client_secret_cmd` / `password_cmd`.
+pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
+    let oauth = &account.oauth;
+    let client_id = oauth.client_id(&account.name, account.provider)?;
+    let mut fields: Vec<(&'static str, String)> = vec![
+        ("grant_type", grant.grant_type().to_owned()),
+        ("client_id", client_id.to_owned()),
+    ];
+    let mut secrets = Vec::new();
+    let client_secret = oauth.client_secret()?;
+    match grant {
+        Grant::RefreshToken(rt) => {
+            fields.push(("refresh_token", rt.clone()));
+            secrets.push(rt.clone());
+        }
+        Grant::ClientCredentials => {
+            if client_secret.is_none() {
+                return Err(Error::token(
+                    TokenClass::Config,
+                    "flow = \"client-credentials\" needs client_secret or client_secret_cmd",
+                ));
+            }
+        }
+        Grant::Password => {
+            let cmd = oauth.password_cmd.as_ref().ok_or_else(|| {
+                Error::token(TokenClass::Config, "flow = \"password\" needs password_cmd")
+            })?;
+            let password = cmd.secret("password_cmd")?;
+            fields.push(("username", account.email.clone()));
+            fields.push(("password", password.clone()));
+            secrets.push(password);
+        }
+        Grant::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => {
+            fields.push(("code", code.clone()));
+            fields.push(("redirect_uri", redirect_uri.clone()));
+            fields.push(("code_verifier", code_verifier.clone()));
+            secrets.push(code.clone());
+            secrets.push(code_verifier.clone());
+        }
+        Grant::DeviceCode(code) => {
+            fields.push(("device_code", code.clone()));
+            secrets.push(code.clone());
+        }
+    }
+    if !oauth.scopes.is_empty() {
+        fields.push(("scope", oauth.scopes.join(" ")));
+    }
+    if let Some(resource) = &oauth.resource {
+        fields.push(("resource", resource.clone()));
+    }
+    if let Some(secret) = client_secret {
+        fields.push(("client_secret", secret.clone()));
+        secrets.push(secret);
+    }
+    Ok(Form {
+        url: oauth.token_url.clone(),
+        ca_file: oauth.ca_file.clone(),
+        account: account.name.clone(),
+        fields,
+        secrets,
+    })
+}
+
+/// A ready request: where to, and the fields (some of them secret).
+pub struct Form {
+    url: String,
+    ca_file: Option<std::path::PathBuf>,
+    account: String,
+    fields: Vec<(&'static str, String)>,
+    /// Values that must never appear in a message, even if a server echoes them.
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for Form {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.fields.iter().map(|(k, _)| *k).collect();
+        write!(f, "Form({}, fields {names:?}, values <redacted>)", self.url)
+    }
+}
+
+impl Form {
+    /// POSTs the form and parses the answer.
+    pub async fn send(&self) -> Result<TokenResponse> {
+        self.post().await.map_err(|e| self.scrub(e))
+    }
+
+    async fn post(&self) -> Result<TokenResponse> {
+        let client = client(&self.url, self.ca_file.as_deref())?;
+        let transient = |what: &str, e: reqwest::Error| {
+            Error::token(
+                TokenClass::Transient,
+                format!(
+                    "token service unreachable ({}): {what}: {}; try again later",
+                    self.url,
+                    one_line(&e.without_url())
+                ),
+            )
+        };
+        let response = client
+            .post(&self.url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&self.fields)
+            .send()
+            .await
+            .map_err(|e| transient("request failed", e))?;
+        let status = response.status().as_u16();
+        // The body first: error_for_status() would throw Microsoft's error JSON away.
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transient("reading the answer failed", e))?;
+        if (200..300).contains(&status) {
+            return parse_success(&body).ok_or_else(|| {
+                Error::token(
+                    TokenClass::Transient,
+                    format!(
+                        "token service unreachable ({}): HTTP {status} without an access token; try again later",
+                        self.url
+                    ),
+                )
+            });
+        }
+        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        Err(refusal(&self.account, &self.url, status, &parsed))
+    }
+
+    /// Replaces any secret a server might have echoed, and keeps the message on one line.
+    fn scrub(&self, mut e: Error) -> Error {
+        if let crate::error::Kind::Token { detail, .. } = &mut e.kind {
+            for secret in self.secrets.iter().filter(|s| s.len() >= 4) {
+                *detail = detail.replace(secret.as_str(), "<redacted>");
+            }
+            *detail = detail.replace(['\r', '\n'], " ");
+        }
+        e
+    }
+}
+
+/// Requests `grant` for `account` (runs secret commands off the async thread).
+pub async fn request(account: &AccountSettings, grant: Grant) -> Result<TokenResponse> {
+    let account = account.clone();
+    let form = tokio::task::spawn_blocking(move || form(&account, &grant))
+        .await
+        .map_err(|e| Error::internal(format!("the secret command task failed: {e}")))??;
+    form.send().await
+}
+
+/// The renewal a flow can do without a person, if any.
+#[must_use]
+pub fn unattended_grant(account: &AccountSettings) -> Option<Grant> {
+    match account.oauth.flow {
+        Flow::ClientCredentials => Some(Grant::ClientCredentials),
+        Flow::Password if account.oauth.password_cmd.is_some() => Some(Grant::Password),
+        _ => None,
+    }
+}
+
+/// An HTTPS client with timeouts and the account's extra trusted roots. Refuses any URL that
+/// is not `https://`: tokens never cross an unencrypted connection.
+pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
+    let scheme_ok = url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    if !scheme_ok {
+        return Err(Error::token(
+            TokenClass::Config,
+            format!("token_url `{url}` is not https://: tokens are only sent over TLS"),
+        ));
+    }
+    // main() installs ring for the whole process; this keeps any other caller from panicking.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let mut builder = reqwest::Client::builder()
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .timeout(TOTAL_TIMEOUT)
+        .user_agent(concat!("oauth2-sendmail/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::config(format!("cannot read tls_ca_file {}: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "tls_ca_file {} holds no PEM certificate",
+                    path.display()
+                ))
+            })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::internal(format!("cannot build the HTTPS client: {}", one_line(&e))))
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_bodies_with_number_string_or_missing_expires_in() {
+        let t = parse_success(br#"{"token_type":"Bearer","scope":"s","expires_in":3599,"ext_expires_in":3599,"access_token":"at","refresh_token":"rt"}"#).unwrap();
+        assert_eq!((t.access_token.as_str(), t.expires_in), ("at", 3599));
+        assert_eq!(t.refresh_token.as_deref(), Some("rt"));
+        assert_eq!(t.token_type.as_deref(), Some("Bearer"));
+        let t = parse_success(br#"{"access_token":"at","expires_in":"1800","expires_on":"1767225600","resource":"r"}"#).unwrap();
+        assert_eq!(t.expires_in, 1800);
+        assert_eq!(t.refresh_token, None);
+        assert_eq!(
+            parse_success(br#"{"access_token":"at"}"#)
+                .unwrap()
+                .expires_in,
+            DEFAULT_EXPIRES_IN
+        );
+        assert_eq!(
+            parse_success(br#"{"access_token":"at","expires_in":"soon"}"#)
+                .unwrap()
+                .expires_in,
+            DEFAULT_EXPIRES_IN
+        );
+        assert_eq!(
+            parse_success(br#"{"access_token":"at","expires_in":-5}"#)
+                .unwrap()
+                .expires_in,
+            DEFAULT_EXPIRES_IN
+        );
+        assert!(parse_success(br#"{"token_type":"Bearer"}"#).is_none());
+        assert!(parse_success(br#"{"access_token":""}"#).is_none());
+        assert!(parse_success(b"<html>").is_none());
+    }
+
+    fn body(error: &str, codes: &[u64]) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            error_description: None,
+            error_codes: codes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_classification_table() {
+        use TokenClass::{Config, NeedsLogin, Transient};
+        let table: &[(u16, &str, &[u64], TokenClass)] = &[
+            (400, "invalid_grant", &[700082], NeedsLogin),
+            (400, "invalid_grant", &[70008], NeedsLogin),
+            (400, "invalid_grant", &[70043], NeedsLogin),
+            (400, "invalid_grant", &[50173], NeedsLogin),
+            (400, "interaction_required", &[50076], NeedsLogin),
+            (400, "interaction_required", &[50079], NeedsLogin),
+            (400, "invalid_grant", &[65001], NeedsLogin),
+            (400, "invalid_grant", &[], NeedsLogin),
+            (401, "invalid_client", &[7000215], Config),
+            (401, "invalid_client", &[7000222], Config),
+            (400, "invalid_client", &[7000218], Config),
+            (400, "unauthorized_client", &[700016], Config),
+            (400, "unauthorized_client", &[7000112], Config),
+            (400, "invalid_request", &[50011], Config),
+            (400, "invalid_request", &[9002331], Config),
+            (400, "invalid_request", &[90002], Config),
+            (400, "invalid_request", &[901002], Config),
+            // A code beats the generic error: a bad ROPC password is not fixed by `login`.
+            (400, "invalid_grant", &[50126], Config),
+            (400, "invalid_grant", &[700084], Config),
+            (400, "invalid_client", &[], Config),
+            (400, "unauthorized_client", &[], Config),
+            (400, "invalid_scope", &[70011], Config),
+            (400, "", &[], Config),
+            (503, "temporarily_unavailable", &[], Transient),
+            (400, "temporarily_unavailable", &[], Transient),
+            (500, "server_error", &[], Transient),
+            (429, "", &[], Transient),
+            (408, "", &[], Transient),
+            (502, "", &[], Transient),
+            (503, "", &[], Transient),
+            (400, "invalid_request", &[90055], Transient),
+        ];
+        for (status, error, codes, class) in table {
+            assert_eq!(
+                classify(*status, &body(error, codes)),
+                *class,
+                "{status} {error} {codes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_message_is_one_line_with_the_code_and_the_first_sentence() {
+        let mut b = body("invalid_grant", &[700082]);
+        b.error_description = Some(
+            "AADSTS700082: The refresh token has expired due to inactivity. The token was issued on \
+             2026-01-01.\r\nTrace ID: abc\r\nCorrelation ID: def\r\nTimestamp: 2026"
+                .into(),
+        );
+        let e = refusal("work", "https://idp/token", 400, &b);
+        assert_eq!(e.exit_code(), 77);
+        assert_eq!(
+            e.to_string(),
+            "the token service wants a new sign-in (HTTP 400 invalid_grant, AADSTS700082: The refresh \
+             token has expired due to inactivity.): run `oauth2-sendmail login work`"
+        );
+        let mut b = body("invalid_client", &[7000215]);
+        b.error_description =
+            Some("AADSTS7000215: Invalid client secret provided. Ensure…\r\nTrace ID: x".into());
+        let line = refusal("w", "https://idp/token", 401, &b).to_string();
+        assert!(
+            line.contains("AADSTS7000215: Invalid client secret provided.")
+                && line.contains("client_secret"),
+            "{line}"
+        );
+        assert!(!line.contains("Trace") && !line.contains('\n'));
+        let line = refusal("w", "https://idp/token", 503, &ErrorBody::default()).to_string();
+        assert_eq!(
+            line,
+            "token service unreachable (https://idp/token: HTTP 503); try again later"
+        );
+    }
+
+    #[test]
+    fn first_sentence_cuts_prefix_lines_and_length() {
+        assert_eq!(
+            first_sentence("AADSTS50011: The redirect URI 'x' does not match. More."),
+            "The redirect URI 'x' does not match."
+        );
+        assert_eq!(
+            first_sentence("plain text without period"),
+            "plain text without period"
+        );
+        assert_eq!(first_sentence("\r\nTrace ID: x"), "");
+        assert!(first_sentence(&"a".repeat(500)).chars().count() <= MAX_DESCRIPTION + 1);
+        assert_eq!(first_sentence("tab\there"), "tab here");
+    }
+
+    #[test]
+    fn plain_http_is_refused_before_any_connection() {
+        let e = client("http://login.example/token", None).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        assert!(client("HTTPS://login.example/token", None).is_ok());
+    }
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let g = Grant::RefreshToken("rt-secret".into());
+        assert!(!format!("{g:?}").contains("rt-secret"));
+        let f = Form {
+            url: "https://x".into(),
+            ca_file: None,
+            account: "w".into(),
+            fields: vec![("client_secret", "cs-secret".into())],
+            secrets: vec!["cs-secret".into()],
+        };
+        let d = format!("{f:?}");
+        assert!(
+            d.contains("client_secret") && !d.contains("cs-secret"),
+            "{d}"
+        );
+        // A server that echoes a secret does not get it into our message.
+        let e = f.scrub(Error::token(TokenClass::Config, "bad: cs-secret\r\nmore"));
+        assert_eq!(e.to_string(), "bad: <redacted>  more");
+    }
+}

@@ -1,12 +1,35 @@
-//! OAuth2 tokens: the cache on disk (`store`), the HTTP grants against the identity
+//! OAuth tokens: the cache on disk (`store`), the HTTP grants against the identity
 //! platform (`grants`), and the one question the send path asks: a valid access token.
+//!
+//! ```text
+//! access_token(account, reject)
+//!   read the cache (no lock) ── valid > REFRESH_MARGIN and ≠ reject ──► cached token
+//!   └─ spawned task (runs to its save even if the caller gives up):
+//!        lock the account (off the async thread)
+//!        re-read ── another process refreshed meanwhile ──► its token
+//!        refresh_token grant │ client_credentials │ password │ else "run login"
+//!        save atomically (rotated refresh token) ─► unlock ──► fresh token
+//! ```
 
 pub mod authcode;
 pub mod grants;
 pub mod store;
 
-use crate::error::Result;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Kind, Result, TokenClass};
 use crate::provider::AccountSettings;
+
+use grants::{Grant, TokenResponse};
+use store::{StoredToken, TokenStore};
+
+/// A cached token is used only while it stays valid this much longer (seconds). Microsoft
+/// issues tokens for 60–90 minutes; renewing in the last five leaves room for a slow SMTP
+/// set-up and clock skew, and a message queued for a retry never starts with a dying token.
+pub const REFRESH_MARGIN: u64 = 300;
+/// A token another process saved while we waited for the lock is taken when it is still
+/// valid this much longer (seconds): enough to authenticate with it.
+pub const MIN_VALIDITY: u64 = 60;
 
 /// An access token ready for XOAUTH2.
 #[derive(Clone)]
@@ -25,10 +48,383 @@ impl std::fmt::Debug for AccessToken {
     }
 }
 
+/// Unix seconds now.
+#[must_use]
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A valid access token for the account: from the cache when it is valid for a while yet,
 /// else refreshed under the account's lock (the rotated refresh token saved atomically).
 /// `reject` is a token the server has just refused: the result will not be that one.
 pub async fn access_token(account: &AccountSettings, reject: Option<&str>) -> Result<AccessToken> {
-    let _ = (account, reject);
-    unimplemented!()
+    let name = account.name.clone();
+    let result = match TokenStore::new(account) {
+        Ok(store) => access_token_in(store, account, reject).await,
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| e.for_account(&name))
+}
+
+/// [`access_token`] with the cache in `store`.
+pub async fn access_token_in(
+    store: TokenStore,
+    account: &AccountSettings,
+    reject: Option<&str>,
+) -> Result<AccessToken> {
+    // Reading may run token_decrypt_cmd: keep it off the thread that sets up SMTP.
+    let (store, seen) = blocking(move || {
+        let seen = store.load()?;
+        Ok((store, seen))
+    })
+    .await?;
+    if let Some(t) = &seen
+        && t.valid_for(now(), REFRESH_MARGIN)
+        && Some(t.access_token.as_str()) != reject
+    {
+        return Ok(AccessToken {
+            secret: t.access_token.clone(),
+            expires_at: t.expires_at,
+            fresh: false,
+        });
+    }
+    // Once started, a renewal runs to its save even if our caller is dropped: the server
+    // may have rotated the refresh token, and the new one must not be lost.
+    let renewal = renew(
+        account.clone(),
+        store,
+        seen.map(|t| t.access_token),
+        reject.map(str::to_owned),
+    );
+    tokio::spawn(renewal)
+        .await
+        .map_err(|e| Error::internal(format!("the token renewal task failed: {e}")))?
+}
+
+/// Under the account's lock: re-read, then renew and save unless another process just did.
+async fn renew(
+    account: AccountSettings,
+    store: TokenStore,
+    seen: Option<String>,
+    reject: Option<String>,
+) -> Result<AccessToken> {
+    let (store, lock, current) = blocking(move || {
+        let lock = store.lock()?;
+        let current = store.load()?;
+        Ok((store, lock, current))
+    })
+    .await?;
+    if let Some(t) = &current
+        && Some(&t.access_token) != seen.as_ref()
+        && Some(&t.access_token) != reject.as_ref()
+        && t.valid_for(now(), MIN_VALIDITY)
+    {
+        return Ok(AccessToken {
+            secret: t.access_token.clone(),
+            expires_at: t.expires_at,
+            fresh: false,
+        });
+    }
+    let response = match fetch(&account, current.as_ref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            // An outage during an early renewal: the cached token still works for a while.
+            if let Some(t) = &current
+                && is_class(&e, TokenClass::Transient)
+                && t.valid_for(now(), MIN_VALIDITY)
+                && Some(&t.access_token) != reject.as_ref()
+            {
+                return Ok(AccessToken {
+                    secret: t.access_token.clone(),
+                    expires_at: t.expires_at,
+                    fresh: false,
+                });
+            }
+            return Err(e);
+        }
+    };
+    let stored = merge(current, response, now());
+    // The save runs on a blocking thread: it completes even if this task is cancelled,
+    // and the lock is released only after it.
+    blocking(move || {
+        store.save(&stored)?;
+        drop(lock);
+        Ok(AccessToken {
+            secret: stored.access_token,
+            expires_at: stored.expires_at,
+            fresh: true,
+        })
+    })
+    .await
+}
+
+/// New tokens: with the refresh token, else by a grant the flow can do unattended.
+async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Result<TokenResponse> {
+    match current.and_then(|t| t.refresh_token.clone()) {
+        Some(rt) => match grants::request(account, Grant::RefreshToken(rt)).await {
+            // A dead refresh token is no dead end for a flow that can sign in unattended.
+            Err(e) if is_class(&e, TokenClass::NeedsLogin) => {
+                match grants::unattended_grant(account) {
+                    Some(grant) => grants::request(account, grant).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        },
+        None => match grants::unattended_grant(account) {
+            Some(grant) => grants::request(account, grant).await,
+            None => Err(Error::token(
+                TokenClass::NeedsLogin,
+                format!(
+                    "{}: run `oauth2-sendmail login {}`",
+                    if current.is_some() {
+                        "the access token has expired and no refresh token is stored"
+                    } else {
+                        "no token stored"
+                    },
+                    account.name
+                ),
+            )),
+        },
+    }
+}
+
+/// The new cache contents: a refresh token the server did not rotate is kept.
+fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken {
+    let old_refresh = old.and_then(|t| t.refresh_token);
+    StoredToken {
+        access_token: new.access_token,
+        expires_at: now.saturating_add(new.expires_in),
+        refresh_token: new.refresh_token.or(old_refresh),
+        token_type: new.token_type,
+        scope: new.scope,
+        obtained_at: Some(now),
+    }
+}
+
+fn is_class(e: &Error, class: TokenClass) -> bool {
+    matches!(&e.kind, Kind::Token { class: c, .. } if *c == class)
+}
+
+/// Runs blocking file and command work off the async thread.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("a token cache task failed: {e}")))?
+}
+
+#[cfg(test)]
+#[path = "../../tests/it/fake_idp.rs"]
+#[allow(
+    dead_code,
+    reason = "the integration-test fake; unit tests use a part of it"
+)]
+mod fake_idp;
+#[cfg(test)]
+#[path = "../../tests/it/support.rs"]
+#[allow(
+    dead_code,
+    reason = "the integration-test harness; unit tests use a part of it"
+)]
+mod support;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::fake_idp::{Failure, FakeIdp};
+    use super::support::TestCa;
+    use super::*;
+    use crate::config;
+    use crate::provider;
+
+    struct Env {
+        idp: FakeIdp,
+        dir: tempfile::TempDir,
+        account: AccountSettings,
+    }
+
+    /// A Microsoft account whose token endpoint is a fake identity platform over real HTTPS.
+    fn env() -> Env {
+        let ca = TestCa::new();
+        let idp = FakeIdp::start(&ca);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+        let text = format!(
+            "[accounts.w]\nemail = \"a@contoso.com\"\ntoken_url = \"{}\"\ntls_ca_file = \"{}\"\n",
+            idp.token_url_v2("contoso"),
+            ca_file.display()
+        );
+        let config = config::parse(&text, Path::new("/t.toml")).unwrap();
+        let account = provider::resolve("w", config.account("w").unwrap()).unwrap();
+        Env { idp, dir, account }
+    }
+
+    impl Env {
+        fn store(&self) -> TokenStore {
+            TokenStore::in_dir(&self.dir.path().join("tokens"), "w", None, None).unwrap()
+        }
+
+        fn seed(&self, access: &str, expires_at: u64) -> String {
+            let rt = self.idp.issue_refresh_token();
+            self.store()
+                .save(&StoredToken {
+                    access_token: access.into(),
+                    expires_at,
+                    refresh_token: Some(rt.clone()),
+                    token_type: None,
+                    scope: None,
+                    obtained_at: None,
+                })
+                .unwrap();
+            rt
+        }
+
+        async fn token(&self, reject: Option<&str>) -> Result<AccessToken> {
+            access_token_in(self.store(), &self.account, reject).await
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_refreshed_and_rejected_tokens() {
+        let e = env();
+        e.seed("at-cached", now() + 3000);
+        let t = e.token(None).await.unwrap();
+        assert_eq!((t.secret.as_str(), t.fresh), ("at-cached", false));
+        assert!(e.idp.requests().is_empty());
+
+        // The server refused the cached token: a new one, though the old one looks valid.
+        let t = e.token(Some("at-cached")).await.unwrap();
+        assert!(t.fresh && t.secret != "at-cached");
+        assert!(e.idp.is_valid_access_token(&t.secret));
+        assert_eq!(e.store().load().unwrap().unwrap().access_token, t.secret);
+        assert_eq!(e.idp.refresh_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_runs_to_its_save_when_the_caller_gives_up() {
+        let e = env();
+        let old_rt = e.seed("at-old", 0);
+        e.idp.set_rotation_revokes_old(true);
+        e.idp.set_delay(Duration::from_millis(400));
+        let gave_up = tokio::time::timeout(Duration::from_millis(100), e.token(None)).await;
+        assert!(
+            gave_up.is_err(),
+            "the caller's future was dropped mid-refresh"
+        );
+        // The spawned renewal still owns the lock and finishes on this runtime.
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if e.store().load().unwrap().unwrap().access_token != "at-old" {
+                break;
+            }
+        }
+        let saved = e.store().load().unwrap().unwrap();
+        assert!(e.idp.is_valid_access_token(&saved.access_token), "saved");
+        let rt = saved.refresh_token.unwrap();
+        assert!(
+            rt != old_rt && e.idp.refresh_token_valid(&rt),
+            "rotated and saved"
+        );
+        assert!(!e.idp.refresh_token_valid(&old_rt));
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_in_one_process_share_one_refresh() {
+        let e = std::sync::Arc::new(env());
+        e.seed("at-old", 0);
+        e.idp.set_delay(Duration::from_millis(300));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let e = e.clone();
+                tokio::spawn(async move { e.token(None).await.unwrap().secret })
+            })
+            .collect();
+        let mut tokens = std::collections::HashSet::new();
+        for t in tasks {
+            tokens.insert(t.await.unwrap());
+        }
+        assert_eq!(e.idp.refresh_count(), 1);
+        assert_eq!(tokens.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_outage_during_an_early_renewal_keeps_the_cached_token() {
+        let e = env();
+        e.seed("at-dying", now() + REFRESH_MARGIN - 100);
+        e.idp.push_failure(Failure::Status(503));
+        let t = e.token(None).await.unwrap();
+        assert_eq!((t.secret.as_str(), t.fresh), ("at-dying", false));
+        assert_eq!(e.idp.refresh_count(), 1, "a renewal was tried");
+        // Not when the server has just refused that token, and not for a login problem.
+        e.idp.push_failure(Failure::Status(503));
+        assert_eq!(e.token(Some("at-dying")).await.unwrap_err().exit_code(), 75);
+        e.idp.push_failure(Failure::invalid_grant(70043));
+        assert_eq!(e.token(None).await.unwrap_err().exit_code(), 77);
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_account_and_leave_the_cache() {
+        let e = env();
+        e.seed("at-old", 0);
+        e.idp.push_failure(Failure::invalid_grant(70008));
+        let err = e.token(None).await.unwrap_err();
+        assert_eq!(err.exit_code(), 77);
+        assert!(err.to_string().contains("oauth2-sendmail login w"), "{err}");
+        assert_eq!(e.store().load().unwrap().unwrap().access_token, "at-old");
+        e.idp.push_failure(Failure::Status(502));
+        assert_eq!(e.token(None).await.unwrap_err().exit_code(), 75);
+        // And it recovers once the service does.
+        assert!(e.token(None).await.unwrap().fresh);
+    }
+
+    fn response(rt: Option<&str>) -> TokenResponse {
+        TokenResponse {
+            access_token: "at-new".into(),
+            expires_in: 3599,
+            refresh_token: rt.map(str::to_owned),
+            token_type: Some("Bearer".into()),
+            scope: None,
+        }
+    }
+
+    fn old() -> StoredToken {
+        StoredToken {
+            access_token: "at-old".into(),
+            expires_at: 1,
+            refresh_token: Some("rt-old".into()),
+            token_type: None,
+            scope: None,
+            obtained_at: None,
+        }
+    }
+
+    #[test]
+    fn rotated_refresh_tokens_replace_and_missing_ones_are_kept() {
+        let t = merge(Some(old()), response(Some("rt-new")), 1000);
+        assert_eq!(t.refresh_token.as_deref(), Some("rt-new"));
+        assert_eq!((t.expires_at, t.obtained_at), (4599, Some(1000)));
+        let t = merge(Some(old()), response(None), 1000);
+        assert_eq!(t.refresh_token.as_deref(), Some("rt-old"));
+        assert_eq!(merge(None, response(None), 0).refresh_token, None);
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let t = AccessToken {
+            secret: "at-secret".into(),
+            expires_at: 5,
+            fresh: true,
+        };
+        assert!(!format!("{t:?}").contains("at-secret"));
+        assert!(!format!("{:?}", response(Some("rt-secret"))).contains("secret"));
+    }
 }

@@ -5,5 +5,7 @@
 #![allow(dead_code)]
 
 mod dry_run;
+mod fake_idp;
 mod scheduling;
 mod support;
+mod token;

@@ -166,7 +166,11 @@ impl Sandbox {
     /// The command, with a clean environment pointing into the sandbox.
     #[must_use]
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oauth2-sendmail"));
+        // option_env!: this file is also included by unit tests, which have no binary path.
+        let Some(exe) = option_env!("CARGO_BIN_EXE_oauth2-sendmail") else {
+            panic!("the binary's path is only known to integration tests")
+        };
+        let mut cmd = Command::new(exe);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

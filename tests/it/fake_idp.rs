@@ -1,0 +1,668 @@
+//! A fake Microsoft identity platform: a real HTTPS server on `127.0.0.1:0` (tokio-rustls
+//! with [`TestCa`]) that answers token requests in Microsoft's shapes, records them, and can
+//! be scripted to fail.
+//!
+//! ```ignore
+//! let ca = TestCa::new();
+//! let idp = FakeIdp::start(&ca);
+//! let rt = idp.issue_refresh_token();              // seed a cache with it
+//! let url = idp.token_url_v2("contoso");           // or token_url_v1 (21Vianet shape)
+//! idp.set_delay(Duration::from_millis(500));       // make concurrent refreshes overlap
+//! idp.push_failure(Failure::invalid_grant(700082)); // the next request fails once
+//! idp.set_failure(Some(Failure::Status(503)));      // every request fails until cleared
+//! // … run the binary …
+//! assert_eq!(idp.refresh_count(), 1);
+//! let sent = idp.requests();                       // every request, form fields decoded
+//! assert_eq!(sent[0].field("scope"), Some("https://outlook.office.com/SMTP.Send offline_access"));
+//! let valid = idp.valid_access_tokens();            // share with a fake SMTP server
+//! ```
+//!
+//! Endpoints: `POST /{tenant}/oauth2/v2.0/token` (v2: `scope`, numbers as numbers; a
+//! `resource` field is refused with AADSTS901002 as Microsoft does) and
+//! `POST /{tenant}/oauth2/token` (v1: `resource`, numbers as strings, `expires_on`).
+//! Grants: `refresh_token` (the refresh token must be one this fake issued and not revoked;
+//! a new one is issued on every use and the old one stays valid unless
+//! [`FakeIdp::set_rotation_revokes_old`]), `client_credentials` (needs the client's
+//! registered secret, see [`FakeIdp::register_client_secret`]), `password` (checks the
+//! pair registered with [`FakeIdp::add_user`]), `authorization_code` (codes from
+//! [`FakeIdp::issue_auth_code`], single use) and the device-code grant (codes from
+//! [`FakeIdp::issue_device_code`]: `authorization_pending` until approved).
+//! Every connection gets one answer and is closed (`Connection: close`).
+
+// AADSTS codes are identifiers, written as Microsoft prints them.
+#![allow(clippy::unreadable_literal)]
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::support::{TestCa, now, spawn_server};
+
+/// The longest request head the fake reads (a token request is a few hundred bytes).
+const MAX_HEAD: usize = 64 * 1024;
+/// Default access-token lifetime, as Microsoft usually reports it.
+pub const DEFAULT_EXPIRES_IN: u64 = 3599;
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path, e.g. `/contoso/oauth2/v2.0/token`.
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The form fields, decoded; a repeated field keeps its last value.
+    pub form: BTreeMap<String, String>,
+}
+
+impl Request {
+    /// The `grant_type` field, or "".
+    #[must_use]
+    pub fn grant_type(&self) -> &str {
+        self.field("grant_type").unwrap_or("")
+    }
+
+    #[must_use]
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.form.get(name).map(String::as_str)
+    }
+
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True for a `/{tenant}/oauth2/token` (v1) request.
+    #[must_use]
+    pub fn is_v1(&self) -> bool {
+        !self.path.contains("/v2.0/")
+    }
+}
+
+/// A scripted failure.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// HTTP `status` with Microsoft's error JSON: `error`, an `AADSTS<code>:` description with
+    /// CRLF Trace/Correlation ID lines, `error_codes: [code]`, trace ids, `error_uri`.
+    Aad {
+        status: u16,
+        error: &'static str,
+        code: u64,
+    },
+    /// This status with a non-JSON body (a proxy or load balancer answering).
+    Status(u16),
+    /// This status and JSON body, as given.
+    Json { status: u16, body: Value },
+}
+
+impl Failure {
+    /// 400 `invalid_grant` with `code` (700082: expired by inactivity; 70008: expired or revoked).
+    #[must_use]
+    pub fn invalid_grant(code: u64) -> Failure {
+        Failure::Aad {
+            status: 400,
+            error: "invalid_grant",
+            code,
+        }
+    }
+
+    /// 401 `invalid_client` with `code` (7000215: invalid client secret).
+    #[must_use]
+    pub fn invalid_client(code: u64) -> Failure {
+        Failure::Aad {
+            status: 401,
+            error: "invalid_client",
+            code,
+        }
+    }
+
+    /// 503 `temporarily_unavailable` (JSON).
+    #[must_use]
+    pub fn temporarily_unavailable() -> Failure {
+        Failure::Aad {
+            status: 503,
+            error: "temporarily_unavailable",
+            code: 50196,
+        }
+    }
+}
+
+/// How `expires_in` is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiresIn {
+    /// The endpoint's usual form: a number on v2, a string on v1.
+    Usual(u64),
+    Number(u64),
+    String(u64),
+    Missing,
+}
+
+struct State {
+    counter: u64,
+    random: RandomState,
+    refresh_tokens: HashSet<String>,
+    rotation_revokes_old: bool,
+    omit_refresh_token_on_refresh: bool,
+    expires_in: ExpiresIn,
+    delay: Duration,
+    failures: VecDeque<Failure>,
+    always: Option<Failure>,
+    requests: Vec<Request>,
+    refreshes: usize,
+    users: HashMap<String, String>,
+    client_secrets: HashMap<String, String>,
+    auth_codes: HashSet<String>,
+    device_codes: HashMap<String, bool>,
+}
+
+impl State {
+    fn unique(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        let r = self.random.hash_one(self.counter);
+        format!("{prefix}-{}-{r:016x}", self.counter)
+    }
+}
+
+/// The fake identity platform. Cheap to clone: clones share the server.
+#[derive(Clone)]
+pub struct FakeIdp {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    issued: Arc<Mutex<HashSet<String>>>,
+}
+
+impl FakeIdp {
+    /// Starts the server on its own thread; it lives until the test process ends.
+    #[must_use]
+    pub fn start(ca: &TestCa) -> FakeIdp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let idp = FakeIdp {
+            addr,
+            state: Arc::new(Mutex::new(State {
+                counter: 0,
+                random: RandomState::new(),
+                refresh_tokens: HashSet::new(),
+                rotation_revokes_old: false,
+                omit_refresh_token_on_refresh: false,
+                expires_in: ExpiresIn::Usual(DEFAULT_EXPIRES_IN),
+                delay: Duration::ZERO,
+                failures: VecDeque::new(),
+                always: None,
+                requests: Vec::new(),
+                refreshes: 0,
+                users: HashMap::new(),
+                client_secrets: HashMap::new(),
+                auth_codes: HashSet::new(),
+                device_codes: HashMap::new(),
+            })),
+            issued: Arc::new(Mutex::new(HashSet::new())),
+        };
+        let acceptor = ca.acceptor();
+        let server = idp.clone();
+        spawn_server(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let idp = server.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        idp.serve(tls).await;
+                    }
+                });
+            }
+        });
+        idp
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// `https://127.0.0.1:PORT/{tenant}/oauth2/v2.0/token`.
+    #[must_use]
+    pub fn token_url_v2(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.base_url())
+    }
+
+    /// `https://127.0.0.1:PORT/{tenant}/oauth2/token` (v1, `resource`, 21Vianet's shape).
+    #[must_use]
+    pub fn token_url_v1(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/token", self.base_url())
+    }
+
+    /// A new valid refresh token (as a login would have stored).
+    #[must_use]
+    pub fn issue_refresh_token(&self) -> String {
+        let mut s = self.state();
+        let rt = s.unique("rt");
+        s.refresh_tokens.insert(rt.clone());
+        rt
+    }
+
+    /// A new valid access token (as a login would have stored).
+    #[must_use]
+    pub fn issue_access_token(&self) -> String {
+        let at = self.state().unique("at");
+        self.issued.lock().unwrap().insert(at.clone());
+        at
+    }
+
+    /// A single-use authorization code.
+    #[must_use]
+    pub fn issue_auth_code(&self) -> String {
+        let mut s = self.state();
+        let code = s.unique("code");
+        s.auth_codes.insert(code.clone());
+        code
+    }
+
+    /// A device code, pending until [`FakeIdp::approve_device_code`].
+    #[must_use]
+    pub fn issue_device_code(&self) -> String {
+        let mut s = self.state();
+        let code = s.unique("dc");
+        s.device_codes.insert(code.clone(), false);
+        code
+    }
+
+    pub fn approve_device_code(&self, code: &str) {
+        self.state().device_codes.insert(code.to_owned(), true);
+    }
+
+    /// Makes every refresh token issued so far invalid (a password change, an admin revoke).
+    pub fn revoke_refresh_tokens(&self) {
+        self.state().refresh_tokens.clear();
+    }
+
+    /// Whether a refresh token is still accepted.
+    #[must_use]
+    pub fn refresh_token_valid(&self, rt: &str) -> bool {
+        self.state().refresh_tokens.contains(rt)
+    }
+
+    /// When true, a used refresh token stops working (default: it stays valid, as on Microsoft).
+    pub fn set_rotation_revokes_old(&self, revoke: bool) {
+        self.state().rotation_revokes_old = revoke;
+    }
+
+    /// When true, a refresh answers without a `refresh_token` (the client keeps the old one).
+    pub fn set_omit_refresh_token_on_refresh(&self, omit: bool) {
+        self.state().omit_refresh_token_on_refresh = omit;
+    }
+
+    pub fn set_expires_in(&self, expires_in: ExpiresIn) {
+        self.state().expires_in = expires_in;
+    }
+
+    /// Waits this long before answering each request.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state().delay = delay;
+    }
+
+    /// The next request fails this way (queued: one failure per request).
+    pub fn push_failure(&self, failure: Failure) {
+        self.state().failures.push_back(failure);
+    }
+
+    /// Every request fails this way until `None`.
+    pub fn set_failure(&self, failure: Option<Failure>) {
+        self.state().always = failure;
+    }
+
+    /// A user for the password grant.
+    pub fn add_user(&self, username: &str, password: &str) {
+        self.state()
+            .users
+            .insert(username.to_owned(), password.to_owned());
+    }
+
+    /// A confidential client: its requests must carry this `client_secret`.
+    pub fn register_client_secret(&self, client_id: &str, secret: &str) {
+        self.state()
+            .client_secrets
+            .insert(client_id.to_owned(), secret.to_owned());
+    }
+
+    /// Every request received so far, in order.
+    #[must_use]
+    pub fn requests(&self) -> Vec<Request> {
+        self.state().requests.clone()
+    }
+
+    /// How many `refresh_token` grant requests arrived (whatever the answer).
+    #[must_use]
+    pub fn refresh_count(&self) -> usize {
+        self.state().refreshes
+    }
+
+    /// The access tokens this fake issued (and that a fake SMTP server should accept).
+    #[must_use]
+    pub fn valid_access_tokens(&self) -> Arc<Mutex<HashSet<String>>> {
+        self.issued.clone()
+    }
+
+    /// Whether `token` is an access token this fake issued.
+    #[must_use]
+    pub fn is_valid_access_token(&self, token: &str) -> bool {
+        self.issued.lock().unwrap().contains(token)
+    }
+
+    async fn serve<S>(&self, mut stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let Some(request) = read_request(&mut stream).await else {
+            return;
+        };
+        let delay = {
+            let mut s = self.state();
+            if request.grant_type() == "refresh_token" {
+                s.refreshes += 1;
+            }
+            s.requests.push(request.clone());
+            s.delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let (status, body) = self.answer(&request);
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            404 => "Not Found",
+            429 => "Too Many Requests",
+            503 => "Service Unavailable",
+            _ => "Status",
+        };
+        let head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n\
+             Cache-Control: no-store, no-cache\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(body.as_bytes()).await;
+        let _ = stream.flush().await;
+        let _ = stream.shutdown().await;
+    }
+
+    fn answer(&self, req: &Request) -> (u16, String) {
+        let mut s = self.state();
+        let failure = s.failures.pop_front().or_else(|| s.always.clone());
+        if let Some(f) = failure {
+            return match f {
+                Failure::Aad {
+                    status,
+                    error,
+                    code,
+                } => aad_error(status, error, code),
+                Failure::Status(status) => (
+                    status,
+                    format!("<html><body>{status} Service Unavailable</body></html>"),
+                ),
+                Failure::Json { status, body } => (status, body.to_string()),
+            };
+        }
+        let path_ok = req.method == "POST"
+            && (req.path.ends_with("/oauth2/v2.0/token") || req.path.ends_with("/oauth2/token"));
+        if !path_ok {
+            return (404, json!({"error": "not_found"}).to_string());
+        }
+        if !req.is_v1() && req.field("resource").is_some() {
+            return aad_error(400, "invalid_request", 901002);
+        }
+        let Some(client_id) = req.field("client_id") else {
+            return aad_error(400, "invalid_request", 900144);
+        };
+        if let Some(secret) = s.client_secrets.get(client_id) {
+            let needs =
+                req.grant_type() == "client_credentials" || req.field("client_secret").is_some();
+            if needs && req.field("client_secret") != Some(secret.as_str()) {
+                return aad_error(401, "invalid_client", 7000215);
+            }
+        } else if req.field("client_secret").is_some() {
+            return aad_error(401, "invalid_client", 700025);
+        }
+        match check_grant(&mut s, req, client_id) {
+            Ok(refresh) => self.tokens(&mut s, req, refresh),
+            Err(refused) => refused,
+        }
+    }
+
+    /// The success body: a new access token, and a new refresh token when `refresh`.
+    fn tokens(&self, s: &mut State, req: &Request, refresh: bool) -> (u16, String) {
+        let v1 = req.is_v1();
+        let access = s.unique("at");
+        self.issued.lock().unwrap().insert(access.clone());
+        let scope = req
+            .field("scope")
+            .unwrap_or("https://outlook.office.com/SMTP.Send")
+            .to_owned();
+        let expires = match s.expires_in {
+            ExpiresIn::Usual(n) if v1 => Some(json!(n.to_string())),
+            ExpiresIn::Usual(n) | ExpiresIn::Number(n) => Some(json!(n)),
+            ExpiresIn::String(n) => Some(json!(n.to_string())),
+            ExpiresIn::Missing => None,
+        };
+        let mut body = json!({
+            "token_type": "Bearer",
+            "scope": scope,
+            "access_token": access,
+        });
+        if let Some(e) = expires {
+            body["expires_in"] = e.clone();
+            body["ext_expires_in"] = e;
+        }
+        if v1 {
+            let n = match s.expires_in {
+                ExpiresIn::Usual(n) | ExpiresIn::Number(n) | ExpiresIn::String(n) => n,
+                ExpiresIn::Missing => DEFAULT_EXPIRES_IN,
+            };
+            body["expires_on"] = json!((now() + n).to_string());
+            body["not_before"] = json!(now().to_string());
+            if let Some(r) = req.field("resource") {
+                body["resource"] = json!(r);
+            }
+        }
+        if refresh {
+            let rt = s.unique("rt");
+            s.refresh_tokens.insert(rt.clone());
+            body["refresh_token"] = json!(rt);
+        }
+        (200, body.to_string())
+    }
+}
+
+/// Checks the grant itself; `Ok(true)` when the answer is to carry a new refresh token.
+fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u16, String)> {
+    match req.grant_type() {
+        "refresh_token" => {
+            let rt = req.field("refresh_token").unwrap_or("");
+            if !s.refresh_tokens.contains(rt) {
+                return Err(aad_error(400, "invalid_grant", 70008));
+            }
+            if s.rotation_revokes_old {
+                s.refresh_tokens.remove(rt);
+            }
+            Ok(!s.omit_refresh_token_on_refresh)
+        }
+        "client_credentials" => {
+            if !s.client_secrets.contains_key(client_id) {
+                return Err(aad_error(400, "invalid_client", 7000218));
+            }
+            Ok(false)
+        }
+        "password" => {
+            let user = req.field("username").unwrap_or("");
+            let ok = s.users.get(user).map(String::as_str) == req.field("password");
+            if !ok || user.is_empty() {
+                return Err(aad_error(400, "invalid_grant", 50126));
+            }
+            Ok(true)
+        }
+        "authorization_code" => {
+            if !s.auth_codes.remove(req.field("code").unwrap_or("")) {
+                return Err(aad_error(400, "invalid_grant", 54005));
+            }
+            Ok(true)
+        }
+        "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
+            let code = req.field("device_code").or(req.field("code")).unwrap_or("");
+            match s.device_codes.get(code) {
+                Some(true) => {
+                    s.device_codes.remove(code);
+                    Ok(true)
+                }
+                Some(false) => Err(aad_error(400, "authorization_pending", 70016)),
+                None => Err(aad_error(400, "expired_token", 70019)),
+            }
+        }
+        _ => Err(aad_error(400, "unsupported_grant_type", 70003)),
+    }
+}
+
+/// Microsoft's error JSON for `code`.
+fn aad_error(status: u16, error: &str, code: u64) -> (u16, String) {
+    let text = match code {
+        700082 => {
+            "The refresh token has expired due to inactivity. The token was issued on 2026-01-01T00:00:00.0000000Z and was inactive for 90.00:00:00."
+        }
+        70008 => {
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource."
+        }
+        7000215 => {
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app 'x'."
+        }
+        7000218 => {
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
+        }
+        700025 => {
+            "Client is public so neither 'client_assertion' nor 'client_secret' should be presented."
+        }
+        50126 => "Error validating credentials due to invalid username or password.",
+        54005 => {
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token."
+        }
+        901002 => "The 'resource' request parameter is not supported.",
+        70016 => "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+        70019 => "Verification code expired.",
+        50196 => "The server terminated an operation because it encountered a client request loop.",
+        _ => "The request failed.",
+    };
+    let trace = "0c8ed7a1-5f3b-4a5e-9d4e-2f1b3c4d5e6f";
+    let body = json!({
+        "error": error,
+        "error_description": format!(
+            "AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: 7e1c2d3b-aaaa-bbbb-cccc-000000000000\r\nTimestamp: 2026-11-22 10:00:00Z"
+        ),
+        "error_codes": [code],
+        "timestamp": "2026-11-22 10:00:00Z",
+        "trace_id": trace,
+        "correlation_id": "7e1c2d3b-aaaa-bbbb-cccc-000000000000",
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    });
+    (status, body.to_string())
+}
+
+/// Reads one HTTP/1.1 request: request line, headers, `Content-Length` body.
+async fn read_request<S>(stream: &mut S) -> Option<Request>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let method = first.next()?.to_owned();
+    let path = first.next()?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(length);
+    let form = String::from_utf8_lossy(&body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    Some(Request {
+        method,
+        path,
+        headers,
+        form,
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
