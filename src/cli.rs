@@ -341,7 +341,15 @@ mod tests {
 
     #[test]
     fn mutt_and_emacs_flags() {
-        let a = send(&["-oi", "-oem", "-f", "me@x.example", "--", "a@x.example", "-b@x"]);
+        let a = send(&[
+            "-oi",
+            "-oem",
+            "-f",
+            "me@x.example",
+            "--",
+            "a@x.example",
+            "-b@x",
+        ]);
         assert_eq!(a.recipients, ["a@x.example", "-b@x"]);
         let a = send(&["-oi", "--read-envelope-from", "-t"]);
         assert!(a.read_envelope_from && a.read_recipients);
@@ -349,7 +357,16 @@ mod tests {
 
     #[test]
     fn queue_and_dsn_flags() {
-        let a = send(&["-odq", "-N", "success,failure", "-R", "hdrs", "-V", "id1", "x@y.example"]);
+        let a = send(&[
+            "-odq",
+            "-N",
+            "success,failure",
+            "-R",
+            "hdrs",
+            "-V",
+            "id1",
+            "x@y.example",
+        ]);
         assert!(a.queue_only());
         assert_eq!(a.dsn_notify.as_deref(), Some("success,failure"));
         assert_eq!(a.dsn_return.as_deref(), Some("hdrs"));
@@ -360,7 +377,19 @@ mod tests {
 
     #[test]
     fn compatibility_flags_are_accepted() {
-        let a = send(&["-L", "tag", "-h", "3", "-n", "-U", "-G", "-X", "/dev/null", "-oQ/x", "a@b.example"]);
+        let a = send(&[
+            "-L",
+            "tag",
+            "-h",
+            "3",
+            "-n",
+            "-U",
+            "-G",
+            "-X",
+            "/dev/null",
+            "-oQ/x",
+            "a@b.example",
+        ]);
         assert_eq!(a.recipients, ["a@b.example"]);
     }
 

@@ -125,8 +125,9 @@ impl CommandSpec {
     pub fn argv(&self) -> Result<Vec<String>> {
         let argv = match self {
             CommandSpec::Args(v) => v.clone(),
-            CommandSpec::Line(s) => shell_words::split(s)
-                .map_err(|e| Error::config(format!("command `{s}` cannot be split into words: {e}")))?,
+            CommandSpec::Line(s) => shell_words::split(s).map_err(|e| {
+                Error::config(format!("command `{s}` cannot be split into words: {e}"))
+            })?,
         };
         if argv.is_empty() || argv[0].is_empty() {
             return Err(Error::config("a *_cmd value is empty"));
@@ -141,7 +142,11 @@ impl CommandSpec {
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .envs(env.iter().copied())
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -174,7 +179,9 @@ impl CommandSpec {
             .map_err(|_| Error::config(format!("{what}: the command's output is not UTF-8")))?;
         let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
         if line.is_empty() {
-            return Err(Error::config(format!("{what}: the command printed nothing")));
+            return Err(Error::config(format!(
+                "{what}: the command printed nothing"
+            )));
         }
         Ok(line.to_owned())
     }
@@ -194,7 +201,8 @@ pub fn locate(cli: Option<&Path>) -> Option<PathBuf> {
 
 /// Reads and checks the config.
 pub fn load(cli: Option<&Path>) -> Result<Config> {
-    let path = locate(cli).ok_or_else(|| Error::config("cannot find a home directory for the config"))?;
+    let path =
+        locate(cli).ok_or_else(|| Error::config("cannot find a home directory for the config"))?;
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::config(format!(
             "cannot read config {}: {e}{}",
@@ -270,8 +278,16 @@ impl Config {
             return Ok(name);
         }
         match self.accounts.len() {
-            1 => Ok(self.accounts.keys().next().map(String::as_str).unwrap_or_default()),
-            0 => Err(Error::config(format!("{}: no [accounts.NAME] defined", self.path.display()))),
+            1 => Ok(self
+                .accounts
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or_default()),
+            0 => Err(Error::config(format!(
+                "{}: no [accounts.NAME] defined",
+                self.path.display()
+            ))),
             _ => Err(Error::config(format!(
                 "{}: several accounts and no default_account; set default_account or use -a NAME",
                 self.path.display()
@@ -286,7 +302,11 @@ impl Config {
             Error::config(format!(
                 "{}: no account named `{name}` (known: {})",
                 self.path.display(),
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ))
         })
     }
@@ -347,13 +367,21 @@ resource = "https://partner.outlook.cn"
 
     #[test]
     fn wrong_type_and_missing_value() {
-        let s = p("[accounts.w]\nemail = \"a@b.c\"\nsmtp_port = \"x\"\n").unwrap_err().to_string();
+        let s = p("[accounts.w]\nemail = \"a@b.c\"\nsmtp_port = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(s.contains(":3: key `accounts.w.smtp_port`"), "{s}");
-        let s = p("[accounts.w]\nprovider = \"gmail\"\n").unwrap_err().to_string();
+        let s = p("[accounts.w]\nprovider = \"gmail\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("email"), "{s}");
-        let s = p("default_account = \"x\"\n[accounts.w]\nemail = \"a@b.c\"\n").unwrap_err().to_string();
+        let s = p("default_account = \"x\"\n[accounts.w]\nemail = \"a@b.c\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("default_account"), "{s}");
-        let s = p("[accounts.w]\nemail = \"a@b.c\"\nflow = \"magic\"\n").unwrap_err().to_string();
+        let s = p("[accounts.w]\nemail = \"a@b.c\"\nflow = \"magic\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(s.contains(":3: key `accounts.w.flow`"), "{s}");
     }
 

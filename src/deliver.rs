@@ -20,7 +20,15 @@ pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Session> {
     // a network error; otherwise the connection's error comes first.
     let (token, mut session) = match (token, session) {
         (Ok(t), Ok(s)) => (t, s),
-        (Err(t), _) if !matches!(t.kind, crate::error::Kind::Token { class: TokenClass::Transient, .. }) => {
+        (Err(t), _)
+            if !matches!(
+                t.kind,
+                crate::error::Kind::Token {
+                    class: TokenClass::Transient,
+                    ..
+                }
+            ) =>
+        {
             return Err(with_context(t));
         }
         (_, Err(e)) => return Err(with_context(e.at_server(&server))),
@@ -52,10 +60,10 @@ pub async fn deliver(
     verbose: bool,
 ) -> Result<Reply> {
     let mut session = open(account, verbose).await?;
-    let reply = session
-        .send(envelope, message)
-        .await
-        .map_err(|e| e.for_account(&account.name).at_server(&account.smtp.address()))?;
+    let reply = session.send(envelope, message).await.map_err(|e| {
+        e.for_account(&account.name)
+            .at_server(&account.smtp.address())
+    })?;
     session.quit().await;
     Ok(reply)
 }

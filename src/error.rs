@@ -328,24 +328,47 @@ mod tests {
         let r = |c, t| Reply::new(c, t);
         assert_eq!(Error::reply(Phase::Auth, r(535, "5.7.3 x")).exit_code(), 77);
         assert_eq!(Error::reply(Phase::Auth, r(454, "4.7.0 x")).exit_code(), 75);
-        assert_eq!(Error::reply(Phase::Mail, r(550, "5.7.60 x")).exit_code(), 69);
-        assert_eq!(Error::reply(Phase::Message, r(552, "5.3.4 big")).exit_code(), 65);
-        assert_eq!(Error::reply(Phase::Message, r(554, "5.2.252 SendAsDenied")).exit_code(), 69);
-        assert_eq!(Error::reply(Phase::Greeting, r(421, "4.3.2 busy")).exit_code(), 75);
-        assert_eq!(Error::reply(Phase::Greeting, r(554, "go away")).exit_code(), 69);
+        assert_eq!(
+            Error::reply(Phase::Mail, r(550, "5.7.60 x")).exit_code(),
+            69
+        );
+        assert_eq!(
+            Error::reply(Phase::Message, r(552, "5.3.4 big")).exit_code(),
+            65
+        );
+        assert_eq!(
+            Error::reply(Phase::Message, r(554, "5.2.252 SendAsDenied")).exit_code(),
+            69
+        );
+        assert_eq!(
+            Error::reply(Phase::Greeting, r(421, "4.3.2 busy")).exit_code(),
+            75
+        );
+        assert_eq!(
+            Error::reply(Phase::Greeting, r(554, "go away")).exit_code(),
+            69
+        );
         assert_eq!(Error::reply(Phase::Data, r(250, "odd")).exit_code(), 76);
     }
 
     #[test]
     fn lines_name_account_server_reply_and_next_step() {
-        let e = Error::reply(Phase::Auth, Reply::new(535, "5.7.3 Authentication unsuccessful"))
-            .for_account("work")
-            .at_server("smtp.office365.com:587");
+        let e = Error::reply(
+            Phase::Auth,
+            Reply::new(535, "5.7.3 Authentication unsuccessful"),
+        )
+        .for_account("work")
+        .at_server("smtp.office365.com:587");
         let line = e.to_string();
-        assert!(line.starts_with("account work: authentication refused (smtp.office365.com:587): 535 5.7.3"));
+        assert!(line.starts_with(
+            "account work: authentication refused (smtp.office365.com:587): 535 5.7.3"
+        ));
         assert!(line.contains("oauth2-sendmail login work"));
         assert!(!line.contains('\n'));
-        let e = Error::reply(Phase::Message, Reply::new(554, "5.2.252 SendAsDenied; a not allowed to send as b"));
+        let e = Error::reply(
+            Phase::Message,
+            Reply::new(554, "5.2.252 SendAsDenied; a not allowed to send as b"),
+        );
         assert!(e.to_string().contains("rewrite_from"));
     }
 }

@@ -67,7 +67,11 @@ fn logout(account: &AccountSettings) -> Result<()> {
     print(&format!(
         "account {}: {}\n",
         account.name,
-        if removed { "tokens deleted" } else { "no tokens were stored" }
+        if removed {
+            "tokens deleted"
+        } else {
+            "no tokens were stored"
+        }
     ))
 }
 
@@ -80,7 +84,11 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut out = String::new();
-    for name in config.accounts.keys().filter(|n| only.is_none_or(|o| o == *n)) {
+    for name in config
+        .accounts
+        .keys()
+        .filter(|n| only.is_none_or(|o| o == *n))
+    {
         let account = provider::resolve(name, &config.accounts[name])?;
         let default = config.default_account_name().ok() == Some(name.as_str());
         out.push_str(&format!(
@@ -94,15 +102,25 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         let state = match TokenStore::new(&account).and_then(|s| s.load()) {
             Ok(Some(t)) => {
                 let access = if t.expires_at > now {
-                    format!("valid until {} ({} min left)", t.expires_at, (t.expires_at - now) / 60)
+                    format!(
+                        "valid until {} ({} min left)",
+                        t.expires_at,
+                        (t.expires_at - now) / 60
+                    )
                 } else {
                     format!("expired at {}", t.expires_at)
                 };
-                let refresh = if t.refresh_token.is_some() { "present" } else { "none" };
+                let refresh = if t.refresh_token.is_some() {
+                    "present"
+                } else {
+                    "none"
+                };
                 let last = t
                     .obtained_at
                     .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
-                format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n")
+                format!(
+                    "  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n"
+                )
             }
             Ok(None) => format!("  token: none (needs login: oauth2-sendmail login {name})\n"),
             Err(e) => format!("  token: unreadable: {e}\n"),

@@ -23,7 +23,12 @@ pub struct Context {
 }
 
 /// Pure: account choice, envelope, aliases, header edits.
-pub fn resolve(args: &SendArgs, config: &Config, message: &Message, ctx: Context) -> Result<SendPlan> {
+pub fn resolve(
+    args: &SendArgs,
+    config: &Config,
+    message: &Message,
+    ctx: Context,
+) -> Result<SendPlan> {
     let _ = (args, config, message, ctx);
     unimplemented!()
 }

@@ -42,7 +42,12 @@ pub fn run(args: &SendArgs) -> Result<()> {
         &parts,
         args.verbose > 0,
     ));
-    log(&config, &plan, size, outcome.as_ref().map(ToString::to_string));
+    log(
+        &config,
+        &plan,
+        size,
+        outcome.as_ref().map(ToString::to_string),
+    );
     outcome.map(drop)
 }
 
@@ -87,7 +92,11 @@ fn log(config: &Config, plan: &SendPlan, size: usize, outcome: Result<String, &E
         .map_or(0, |d| d.as_secs());
     let result = match outcome {
         Ok(reply) => format!("result=sent reply={reply:?}"),
-        Err(e) => format!("result=failed exit={} error={:?}", e.exit_code(), e.to_string()),
+        Err(e) => format!(
+            "result=failed exit={} error={:?}",
+            e.exit_code(),
+            e.to_string()
+        ),
     };
     let line = format!(
         "{now} account={} from=<{from}> recipients={rcpts} size={size} {result}\n",

@@ -45,7 +45,8 @@ impl Reply {
         let class = parts.next()?;
         let ok = matches!(class, "2" | "4" | "5")
             && parts.clone().count() == 2
-            && parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+            && parts
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
         ok.then_some(first)
     }
 
@@ -71,8 +72,14 @@ mod tests {
         let r = Reply::new(535, "5.7.3 Authentication unsuccessful [X.PROD]");
         assert_eq!(r.enhanced(), Some("5.7.3"));
         assert_eq!(Reply::new(250, "OK").enhanced(), None);
-        assert_eq!(Reply::new(554, "5.2.252 SendAsDenied").enhanced(), Some("5.2.252"));
+        assert_eq!(
+            Reply::new(554, "5.2.252 SendAsDenied").enhanced(),
+            Some("5.2.252")
+        );
         assert!(r.is_permanent() && !r.is_transient());
-        assert_eq!(r.to_string(), "535 5.7.3 Authentication unsuccessful [X.PROD]");
+        assert_eq!(
+            r.to_string(),
+            "535 5.7.3 Authentication unsuccessful [X.PROD]"
+        );
     }
 }

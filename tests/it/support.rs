@@ -96,7 +96,11 @@ impl Run {
         assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
         assert_eq!(self.stdout, "", "stdout must stay empty on failure");
         let line = self.stderr.trim_end_matches('\n');
-        assert!(!line.is_empty() && !line.contains('\n'), "one stderr line: {:?}", self.stderr);
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "one stderr line: {:?}",
+            self.stderr
+        );
         line
     }
 
