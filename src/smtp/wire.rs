@@ -2,7 +2,7 @@
 //! exact bytes (CRLF included), reply parsing, EHLO capabilities, and the DATA codec
 //! (CRLF normalisation and dot-stuffing, RFC 5321 §4.5.2).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use super::Reply;
@@ -211,7 +211,7 @@ pub fn xtext(s: &str) -> String {
         if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("+{b:02X}"));
+            let _ = write!(out, "+{b:02X}");
         }
     }
     out
@@ -286,6 +286,8 @@ fn parse_code(line: &[u8]) -> Option<u16> {
 }
 
 /// What the server offers in its EHLO reply (only what we use or report).
+// One flag per EHLO keyword: they are independent, an enum set would say no more.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
     pub starttls: bool,

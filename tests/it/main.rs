@@ -4,4 +4,5 @@
 
 #![allow(dead_code)]
 
+mod fake_smtp;
 mod support;

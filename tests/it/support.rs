@@ -166,7 +166,12 @@ impl Sandbox {
     /// The command, with a clean environment pointing into the sandbox.
     #[must_use]
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_oauth2-sendmail"));
+        // option_env!: this file is also compiled into the unit tests (src/smtp/session.rs
+        // reuses the fakes), where Cargo does not set the variable and no binary is run.
+        let Some(binary) = option_env!("CARGO_BIN_EXE_oauth2-sendmail") else {
+            panic!("the binary is only there in the integration tests");
+        };
+        let mut cmd = Command::new(binary);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
