@@ -316,8 +316,10 @@ impl Session {
     /// All or nothing: when a recipient is refused, DATA usually fails too (no valid
     /// recipient) or the server answers 354 because others were accepted. In that case
     /// the data phase has begun and any `.` would deliver to the accepted ones, so the
-    /// connection is closed instead: a server never delivers a message whose final `.`
-    /// did not arrive (RFC 5321 §4.1.1.4). Either way nothing is delivered.
+    /// connection is closed instead: the final `.` is what confirms the transaction
+    /// (RFC 5321 §4.1.1.4), and without it a server discards the data. Either way nothing
+    /// is delivered. (The alternative, DATA only after every RCPT reply, costs a round
+    /// trip on every message to save one on the rare refusal.)
     async fn envelope_pipelined(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<()> {
         let mut batch: Vec<&dyn Command> = vec![mail];
         batch.extend(rcpts.iter().map(|r| r as &dyn Command));
