@@ -25,6 +25,12 @@ impl Reply {
         (200..400).contains(&self.code)
     }
 
+    /// 2xx: done (a 3xx is an intermediate step, not a success).
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
     /// 4xx: try again later.
     #[must_use]
     pub fn is_transient(&self) -> bool {

@@ -1,33 +1,1412 @@
-//! Placeholder: replaced by the smtp work. The interface the rest of the program uses:
+//! The ESMTP submission session: TCP (`TCP_NODELAY`), greeting, EHLO, STARTTLS (or
+//! implicit TLS), EHLO again, AUTH XOAUTH2, one pipelined transaction, QUIT.
+//!
+//! Rules it keeps:
+//! - every wait is bounded (`Timeouts`); a timeout or a broken connection is a network
+//!   error (exit 75);
+//! - no credentials before TLS is up and verified; a server without STARTTLS gets none;
+//! - recipients are all or nothing: when any RCPT is refused, the message is not sent
+//!   (see `Session::envelope_pipelined` for how a pipelined DATA is abandoned);
+//! - `-v` shows the dialogue with AUTH payloads redacted and the message summarised.
 
-use super::{Envelope, Reply};
-use crate::error::Result;
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::wire::{
+    AuthResponse, AuthXoauth2, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
+    MAX_REPLY_LINE, Mail, MailParam, Rcpt, RcptParam, ReplyParser, Simple,
+};
+use super::{Envelope, Reply, tls};
+use crate::config::TlsMode;
+use crate::error::{Error, Kind, Phase, Result};
 use crate::provider::Server;
 
-pub struct Session {}
+/// Test hook: when set to a number of milliseconds, every wait below is capped at that
+/// (so a "silent server" test ends in about a second). Not meant for users.
+pub const TEST_TIMEOUT_ENV: &str = "OAUTH2_SENDMAIL_TEST_TIMEOUT_MS";
 
-impl Session {
-    /// TCP (TCP_NODELAY), greeting, EHLO, STARTTLS (or implicit TLS), EHLO again.
-    /// `verbose` prints the dialogue to stderr.
-    pub async fn connect(server: &Server, verbose: bool) -> Result<Session> {
-        let _ = (server, verbose);
-        unimplemented!()
+/// The message is encoded and written in pieces of this size: big TLS records and few
+/// writes, without a second copy of a large message in memory.
+const CHUNK: usize = 64 * 1024;
+
+/// How long each wait may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub greeting: Duration,
+    pub tls: Duration,
+    pub reply: Duration,
+    pub write: Duration,
+    pub data_end: Duration,
+    pub quit: Duration,
+}
+
+/// TCP connect: a submission server that has not answered a SYN in 30 s is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The 220 greeting. RFC 5321 §4.5.3.2.1 allows 5 min for MTAs that tarpit; submission
+/// servers greet at once, and a cron job should not hang for minutes before queueing.
+const GREETING_TIMEOUT: Duration = Duration::from_mins(1);
+/// The TLS handshake: a few round trips.
+const TLS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Replies to EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, RSET. RFC 5321 §4.5.3.2 suggests
+/// 5 min for MAIL/RCPT; submission servers answer in well under a second, so 60 s leaves
+/// room for a slow token check and still fails a hung server in reasonable time.
+const REPLY_TIMEOUT: Duration = Duration::from_mins(1);
+/// Each write (a command batch or one 64 KiB chunk of data): RFC 5321 §4.5.3.2.5 gives
+/// 3 min per data block.
+const WRITE_TIMEOUT: Duration = Duration::from_mins(3);
+/// The reply after the final `.`: RFC 5321 §4.5.3.2.6 says 10 min, as the server may scan
+/// the message before accepting it; a timeout here risks a duplicate, so be patient.
+const DATA_END_TIMEOUT: Duration = Duration::from_mins(10);
+/// Writing QUIT and closing: best effort, the message is already accepted.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: CONNECT_TIMEOUT,
+            greeting: GREETING_TIMEOUT,
+            tls: TLS_TIMEOUT,
+            reply: REPLY_TIMEOUT,
+            write: WRITE_TIMEOUT,
+            data_end: DATA_END_TIMEOUT,
+            quit: QUIT_TIMEOUT,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The standard values, capped by `OAUTH2_SENDMAIL_TEST_TIMEOUT_MS` when set.
+    #[must_use]
+    pub fn from_env() -> Timeouts {
+        let cap = std::env::var(TEST_TIMEOUT_ENV)
+            .ok()
+            .and_then(|ms| ms.trim().parse().ok())
+            .map(Duration::from_millis);
+        match cap {
+            Some(cap) => Timeouts::default().capped(cap),
+            None => Timeouts::default(),
+        }
     }
 
-    /// AUTH XOAUTH2. A refusal is `Error::reply(Phase::Auth, ..)` (`is_auth_refused()`).
+    /// Every wait at most `cap`.
+    #[must_use]
+    pub fn capped(self, cap: Duration) -> Timeouts {
+        Timeouts {
+            connect: self.connect.min(cap),
+            greeting: self.greeting.min(cap),
+            tls: self.tls.min(cap),
+            reply: self.reply.min(cap),
+            write: self.write.min(cap),
+            data_end: self.data_end.min(cap),
+            quit: self.quit.min(cap),
+        }
+    }
+}
+
+/// An authenticated-or-not SMTP session over verified TLS.
+pub struct Session {
+    conn: Conn<TlsStream<TcpStream>>,
+    /// From the EHLO after TLS: what was offered before TLS is not trusted.
+    caps: Capabilities,
+    /// False once the connection is closed, broken or out of step with the server.
+    usable: bool,
+}
+
+impl Session {
+    /// TCP (`TCP_NODELAY`), greeting, EHLO, STARTTLS (or implicit TLS), EHLO again.
+    /// `verbose` prints the dialogue to stderr.
+    pub async fn connect(server: &Server, verbose: bool) -> Result<Session> {
+        Session::connect_with(server, verbose, Timeouts::from_env()).await
+    }
+
+    /// `connect` with explicit timeouts.
+    pub async fn connect_with(
+        server: &Server,
+        verbose: bool,
+        timeouts: Timeouts,
+    ) -> Result<Session> {
+        // Config problems (CA file, host name) show before any network use.
+        let config = tls::client_config(server.ca_file.as_deref())?;
+        let name = tls::server_name(&server.host)?;
+        let tcp = open_tcp(server, timeouts.connect).await?;
+        let local = tcp
+            .local_addr()
+            .map_err(|e| Error::network(Phase::Connect, e.to_string()))?;
+        let ehlo = Ehlo::from_ip(local.ip());
+        let tcp = match server.tls {
+            TlsMode::Implicit => tcp,
+            TlsMode::Starttls => {
+                let mut plain = Conn::new(tcp, timeouts, verbose);
+                plain.greeting().await?;
+                let caps = plain.ehlo(&ehlo).await?;
+                plain.starttls(&caps).await?;
+                plain.into_inner()?
+            }
+        };
+        let tls_stream = handshake(tcp, config, name, timeouts.tls, verbose).await?;
+        let mut conn = Conn::new(tls_stream, timeouts, verbose);
+        if server.tls == TlsMode::Implicit {
+            conn.greeting().await?;
+        }
+        let caps = conn.ehlo(&ehlo).await?;
+        Ok(Session {
+            conn,
+            caps,
+            usable: true,
+        })
+    }
+
+    /// AUTH XOAUTH2. A refusal is `Error::reply(Phase::Auth, ..)` (`is_auth_refused()`);
+    /// the connection stays usable for another attempt with a fresh token.
     pub async fn authenticate(&mut self, user: &str, access_token: &str) -> Result<()> {
-        let _ = (user, access_token);
-        unimplemented!()
+        self.check_usable(Phase::Auth)?;
+        if !self.caps.offers_auth("XOAUTH2") {
+            let offered = if self.caps.auth.is_empty() {
+                "none".to_owned()
+            } else {
+                self.caps.auth.join(" ")
+            };
+            return Err(Error::protocol(
+                Phase::Auth,
+                format!("server does not offer AUTH XOAUTH2 (it offers: {offered})"),
+            ));
+        }
+        let result = self.xoauth2(user, access_token).await;
+        self.note_failure(&result);
+        result
+    }
+
+    async fn xoauth2(&mut self, user: &str, access_token: &str) -> Result<()> {
+        let payload = super::wire::xoauth2_payload(user, access_token);
+        let inline = AuthXoauth2 {
+            initial_response: Some(payload),
+        };
+        // RFC 4954 §4: no initial response that makes the line longer than 512 octets.
+        let mut reply = if inline.to_string().len() <= MAX_COMMAND_LINE {
+            self.conn.command(&inline, Phase::Auth).await?
+        } else {
+            let start = AuthXoauth2 {
+                initial_response: None,
+            };
+            let go_ahead = self.conn.command(&start, Phase::Auth).await?;
+            if go_ahead.code != 334 {
+                return Err(Error::reply(Phase::Auth, go_ahead));
+            }
+            let payload = inline.initial_response.unwrap_or_default();
+            self.conn
+                .command(&AuthResponse(payload), Phase::Auth)
+                .await?
+        };
+        if reply.code == 334 {
+            // Google's way of refusing: a base64 JSON error; an empty line gets the 5xx.
+            reply = self
+                .conn
+                .command(&AuthResponse(String::new()), Phase::Auth)
+                .await?;
+        }
+        if reply.code == 235 {
+            Ok(())
+        } else {
+            Err(Error::reply(Phase::Auth, reply))
+        }
     }
 
     /// MAIL, RCPT..., DATA (pipelined when offered), the message, and the final reply.
     /// `message` is the message as parts to be sent one after another, with LF or CRLF
     /// line endings; the session normalises to CRLF and dot-stuffs.
     pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Reply> {
-        let _ = (envelope, message);
-        unimplemented!()
+        self.check_usable(Phase::Mail)?;
+        let (mail, rcpts) = self.envelope_commands(envelope, message)?;
+        let result = self.transaction(&mail, &rcpts, message).await;
+        self.note_failure(&result);
+        result
     }
 
-    /// Sends QUIT and closes without waiting for the reply.
-    pub async fn quit(self) {}
+    async fn transaction(
+        &mut self,
+        mail: &Mail,
+        rcpts: &[Rcpt],
+        message: &[&[u8]],
+    ) -> Result<Reply> {
+        if self.caps.pipelining {
+            self.envelope_pipelined(mail, rcpts).await?;
+        } else {
+            self.envelope_stepwise(mail, rcpts).await?;
+        }
+        self.write_message(message).await?;
+        let reply = self
+            .conn
+            .read_reply(Phase::Message, self.conn.timeouts.data_end)
+            .await?;
+        if reply.is_success() {
+            Ok(reply)
+        } else {
+            Err(Error::reply(Phase::Message, reply))
+        }
+    }
+
+    /// MAIL and RCPT with the parameters this server understands; refuses what cannot be
+    /// sent before any byte goes out.
+    fn envelope_commands(
+        &self,
+        envelope: &Envelope,
+        message: &[&[u8]],
+    ) -> Result<(Mail, Vec<Rcpt>)> {
+        check_envelope(envelope)?;
+        let caps = &self.caps;
+        let needs_utf8 = envelope.smtputf8
+            || envelope
+                .from
+                .iter()
+                .chain(&envelope.recipients)
+                .any(|a| !a.is_ascii());
+        if needs_utf8 && !caps.smtputf8 {
+            return Err(Error::data(
+                "an envelope address is not ASCII, but the server does not offer SMTPUTF8",
+            ));
+        }
+        let mut params = Vec::new();
+        if let Some(limit) = caps.size {
+            let size = super::wire::message_size(message);
+            if limit > 0 && size > limit {
+                return Err(Kind::TooLarge { size, limit }.into());
+            }
+            params.push(MailParam::Size(size));
+        }
+        if envelope.eight_bit && caps.eight_bit_mime {
+            params.push(MailParam::Body8BitMime);
+        }
+        if needs_utf8 {
+            params.push(MailParam::SmtpUtf8);
+        }
+        let dsn = &envelope.dsn;
+        let use_dsn =
+            caps.dsn && (dsn.notify.is_some() || dsn.ret.is_some() || dsn.envid.is_some());
+        if use_dsn {
+            params.extend(dsn.ret.clone().map(MailParam::Ret));
+            params.extend(dsn.envid.clone().map(MailParam::EnvId));
+        }
+        let rcpts = envelope
+            .recipients
+            .iter()
+            .map(|to| Rcpt {
+                to: to.clone(),
+                params: if use_dsn {
+                    dsn_rcpt_params(envelope, to)
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let mail = Mail {
+            from: envelope.from.clone().filter(|f| !f.is_empty()),
+            params,
+        };
+        Ok((mail, rcpts))
+    }
+
+    /// MAIL, every RCPT and DATA in one write, then the replies in order (RFC 2920).
+    ///
+    /// All or nothing: when a recipient is refused, DATA usually fails too (no valid
+    /// recipient) or the server answers 354 because others were accepted. In that case
+    /// the data phase has begun and any `.` would deliver to the accepted ones, so the
+    /// connection is closed instead: the final `.` is what confirms the transaction
+    /// (RFC 5321 §4.1.1.4), and without it a server discards the data. Either way nothing
+    /// is delivered. (The alternative, DATA only after every RCPT reply, costs a round
+    /// trip on every message to save one on the rare refusal.)
+    async fn envelope_pipelined(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<()> {
+        let mut batch: Vec<&dyn Command> = vec![mail];
+        batch.extend(rcpts.iter().map(|r| r as &dyn Command));
+        batch.push(&Simple::Data);
+        self.conn.write_commands(&batch, Phase::Mail).await?;
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut broken = None;
+        for i in 0..batch.len() {
+            let phase = match i {
+                0 => Phase::Mail,
+                i if i == batch.len() - 1 => Phase::Data,
+                _ => Phase::Rcpt,
+            };
+            match self.conn.read_reply(phase, self.conn.timeouts.reply).await {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        let data = replies.get(batch.len() - 1).cloned();
+        // A refusal explains a connection the server then closed better than the I/O error.
+        let verdict = judge_envelope(rcpts, &replies);
+        match (verdict, broken, data) {
+            (Err(e), None, Some(data)) if data.code == 354 => {
+                self.abandon().await;
+                Err(e)
+            }
+            (Err(e), None, _) => {
+                self.reset().await;
+                Err(e)
+            }
+            (Err(e), Some(_), _) | (Ok(()), Some(e), _) => {
+                self.usable = false;
+                Err(e)
+            }
+            (Ok(()), None, Some(data)) if data.code == 354 => Ok(()),
+            (Ok(()), None, Some(data)) => {
+                self.reset().await;
+                Err(Error::reply(Phase::Data, data))
+            }
+            (Ok(()), None, None) => Err(Error::internal("a pipelined reply went missing")),
+        }
+    }
+
+    /// One command at a time, for servers without PIPELINING.
+    async fn envelope_stepwise(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<()> {
+        let mut replies = vec![self.conn.command(mail, Phase::Mail).await?];
+        judge_envelope(&[], &replies)?;
+        for rcpt in rcpts {
+            replies.push(self.conn.command(rcpt, Phase::Rcpt).await?);
+        }
+        if let Err(e) = judge_envelope(rcpts, &replies) {
+            self.reset().await;
+            return Err(e);
+        }
+        let data = self.conn.command(&Simple::Data, Phase::Data).await?;
+        if data.code == 354 {
+            Ok(())
+        } else {
+            self.reset().await;
+            Err(Error::reply(Phase::Data, data))
+        }
+    }
+
+    /// The message, encoded chunk by chunk into one reused buffer, then `.` CRLF.
+    async fn write_message(&mut self, message: &[&[u8]]) -> Result<()> {
+        let mut encoder = DataEncoder::default();
+        // Room for a chunk whose every byte doubles (LF → CRLF, `.` → `..`).
+        let mut buf = Vec::with_capacity(2 * CHUNK + 8);
+        let mut sent = 0usize;
+        for part in message {
+            for piece in part.chunks(CHUNK) {
+                encoder.encode(piece, &mut buf);
+                if buf.len() >= CHUNK {
+                    self.conn.write_bytes(&buf, Phase::Data).await?;
+                    sent += buf.len();
+                    buf.clear();
+                }
+            }
+        }
+        encoder.finish(&mut buf);
+        sent += buf.len() - 3;
+        self.conn
+            .log_client(&format!("<message data, {sent} bytes>"));
+        self.conn.log_client(".");
+        self.conn.write_bytes(&buf, Phase::Data).await
+    }
+
+    /// RSET after a failed envelope, so the connection can be used again; best effort.
+    async fn reset(&mut self) {
+        if self.conn.command(&Simple::Rset, Phase::Mail).await.is_err() {
+            self.usable = false;
+        }
+    }
+
+    /// Ends the connection in the middle of the data phase so the server discards the
+    /// transaction. Only a close can do that: any byte we send would be message data.
+    async fn abandon(&mut self) {
+        self.usable = false;
+        self.conn
+            .log_note("closing the connection: the message must not be delivered");
+        let stream = self.conn.io.get_mut();
+        let _ = tokio::time::timeout(self.conn.timeouts.quit, stream.shutdown()).await;
+    }
+
+    fn check_usable(&self, phase: Phase) -> Result<()> {
+        if self.usable {
+            Ok(())
+        } else {
+            Err(Error::internal(format!(
+                "the SMTP session is closed; cannot continue {phase:?}"
+            )))
+        }
+    }
+
+    /// After a network or protocol failure the dialogue is out of step: stop using it.
+    fn note_failure<T>(&mut self, result: &Result<T>) {
+        if let Err(e) = result
+            && matches!(e.kind, Kind::Network { .. } | Kind::Protocol { .. })
+        {
+            self.usable = false;
+        }
+    }
+
+    /// Sends QUIT and closes without waiting for the reply (the message is accepted; the
+    /// 221 would only cost a round trip).
+    pub async fn quit(mut self) {
+        if !self.usable {
+            return;
+        }
+        let quit = Simple::Quit;
+        self.conn.log_client(&quit.log_line());
+        let bytes = quit.to_string();
+        let stream = self.conn.io.get_mut();
+        let _ = tokio::time::timeout(self.conn.timeouts.quit, async {
+            stream.write_all(bytes.as_bytes()).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// MAIL's reply, then each RCPT's. A refused MAIL wins; then every permanently refused
+/// recipient (exit 67); then the first temporary refusal (exit 75). `replies` may be
+/// short (a broken connection); extra replies (DATA's) are ignored.
+fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<()> {
+    let Some((mail, rest)) = replies.split_first() else {
+        return Ok(());
+    };
+    if !mail.is_success() {
+        return Err(Error::reply(Phase::Mail, mail.clone()));
+    }
+    let answered: Vec<(&Rcpt, &Reply)> = rcpts.iter().zip(rest).collect();
+    let refused: Vec<(String, Reply)> = answered
+        .iter()
+        .filter(|(_, r)| r.is_permanent())
+        .map(|(rcpt, r)| (rcpt.to.clone(), (*r).clone()))
+        .collect();
+    if !refused.is_empty() {
+        return Err(Kind::RecipientsRefused(refused).into());
+    }
+    match answered.iter().find(|(_, r)| !r.is_success()) {
+        Some((_, r)) => Err(Error::reply(Phase::Rcpt, (*r).clone())),
+        None => Ok(()),
+    }
+}
+
+/// Addresses and DSN values go on command lines: nothing in them may end or extend one.
+fn check_envelope(envelope: &Envelope) -> Result<()> {
+    if envelope.recipients.is_empty() {
+        return Err(Error::data("no recipient"));
+    }
+    let bad = |a: &str| {
+        a.chars()
+            .any(|c| c.is_control() || c == '<' || c == '>' || c == ' ')
+    };
+    let from = envelope.from.as_deref().unwrap_or("");
+    let recipients = envelope.recipients.iter().map(String::as_str);
+    for address in std::iter::once(from).chain(recipients) {
+        if bad(address) {
+            return Err(Error::data(format!("invalid envelope address {address:?}")));
+        }
+    }
+    if envelope.recipients.iter().any(String::is_empty) {
+        return Err(Error::data("an empty recipient address"));
+    }
+    let keyword = |v: &Option<String>| {
+        v.as_deref().is_some_and(|v| {
+            v.is_empty() || !v.bytes().all(|b| b.is_ascii_uppercase() || b == b',')
+        })
+    };
+    if keyword(&envelope.dsn.notify) || keyword(&envelope.dsn.ret) {
+        return Err(Error::data("invalid DSN NOTIFY or RET value"));
+    }
+    Ok(())
+}
+
+/// NOTIFY as asked, and ORCPT (the address as given) so the DSN names it.
+fn dsn_rcpt_params(envelope: &Envelope, to: &str) -> Vec<RcptParam> {
+    let mut params: Vec<RcptParam> = envelope
+        .dsn
+        .notify
+        .clone()
+        .map(RcptParam::Notify)
+        .into_iter()
+        .collect();
+    // `rfc822;` is for ASCII addresses only (RFC 6533 has another type for UTF-8).
+    if to.is_ascii() {
+        params.push(RcptParam::Orcpt(to.to_owned()));
+    }
+    params
+}
+
+async fn open_tcp(server: &Server, wait: Duration) -> Result<TcpStream> {
+    let address = server.address();
+    let tcp = match tokio::time::timeout(
+        wait,
+        TcpStream::connect((server.host.as_str(), server.port)),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return Err(Error::network(
+                Phase::Connect,
+                format!("cannot connect to {address}: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(Error::network(
+                Phase::Connect,
+                format!("no connection to {address} within {}", human(wait)),
+            ));
+        }
+    };
+    // Each flight is one write; Nagle would hold the last one back for a delayed ACK.
+    tcp.set_nodelay(true)
+        .map_err(|e| Error::network(Phase::Connect, e.to_string()))?;
+    Ok(tcp)
+}
+
+async fn handshake(
+    tcp: TcpStream,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    name: rustls_pki_types::ServerName<'static>,
+    wait: Duration,
+    verbose: bool,
+) -> Result<TlsStream<TcpStream>> {
+    let connecting = TlsConnector::from(config).connect(name, tcp);
+    let stream = match tokio::time::timeout(wait, connecting).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(tls::handshake_error(&e)),
+        Err(_) => {
+            return Err(Error::network(
+                Phase::Tls,
+                format!("no TLS handshake within {}", human(wait)),
+            ));
+        }
+    };
+    if verbose {
+        let (_, state) = stream.get_ref();
+        let version = state
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        let suite = state
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
+        eprintln!("-- TLS established, certificate verified: {version} {suite}");
+    }
+    Ok(stream)
+}
+
+/// `30 s`, `250 ms`.
+fn human(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// A connection (plain or TLS) with the reply reader, the timeouts and the `-v` log.
+struct Conn<S> {
+    io: BufReader<S>,
+    timeouts: Timeouts,
+    verbose: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S, timeouts: Timeouts, verbose: bool) -> Conn<S> {
+        Conn {
+            io: BufReader::new(stream),
+            timeouts,
+            verbose,
+        }
+    }
+
+    /// The stream back, for the TLS handshake. Anything the server sent after its
+    /// STARTTLS reply would be plain text smuggled into the TLS session: refused.
+    fn into_inner(self) -> Result<S> {
+        if !self.io.buffer().is_empty() {
+            return Err(Error::protocol(
+                Phase::StartTls,
+                "the server sent data before the TLS handshake; refusing to continue",
+            ));
+        }
+        Ok(self.io.into_inner())
+    }
+
+    async fn greeting(&mut self) -> Result<()> {
+        let reply = self
+            .read_reply(Phase::Greeting, self.timeouts.greeting)
+            .await?;
+        if reply.code == 220 {
+            Ok(())
+        } else {
+            Err(Error::reply(Phase::Greeting, reply))
+        }
+    }
+
+    async fn ehlo(&mut self, ehlo: &Ehlo) -> Result<Capabilities> {
+        let reply = self.command(ehlo, Phase::Ehlo).await?;
+        if reply.code == 250 {
+            Ok(Capabilities::from_ehlo(&reply))
+        } else {
+            Err(Error::reply(Phase::Ehlo, reply))
+        }
+    }
+
+    async fn starttls(&mut self, caps: &Capabilities) -> Result<()> {
+        const NO_TLS: &str = "refusing to send credentials without TLS";
+        if !caps.starttls {
+            return Err(Error::protocol(
+                Phase::StartTls,
+                format!("server does not offer STARTTLS; {NO_TLS}"),
+            ));
+        }
+        let reply = self.command(&Simple::StartTls, Phase::StartTls).await?;
+        if reply.code == 220 {
+            Ok(())
+        } else {
+            Err(Error::protocol(
+                Phase::StartTls,
+                format!("server refused STARTTLS ({reply}); {NO_TLS}"),
+            ))
+        }
+    }
+
+    /// Writes one command and reads its reply.
+    async fn command(&mut self, cmd: &dyn Command, phase: Phase) -> Result<Reply> {
+        self.write_commands(&[cmd], phase).await?;
+        self.read_reply(phase, self.timeouts.reply).await
+    }
+
+    /// Writes commands in one write (one TCP segment, one TLS record).
+    async fn write_commands(&mut self, cmds: &[&dyn Command], phase: Phase) -> Result<()> {
+        let mut bytes = String::new();
+        for cmd in cmds {
+            self.log_client(&cmd.log_line());
+            bytes.push_str(&cmd.to_string());
+        }
+        self.write_bytes(bytes.as_bytes(), phase).await
+    }
+
+    async fn write_bytes(&mut self, bytes: &[u8], phase: Phase) -> Result<()> {
+        let stream = self.io.get_mut();
+        let writing = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.timeouts.write, writing).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io_error(phase, &e)),
+            Err(_) => Err(Error::network(
+                phase,
+                format!("the server took no data for {}", human(self.timeouts.write)),
+            )),
+        }
+    }
+
+    async fn read_reply(&mut self, phase: Phase, wait: Duration) -> Result<Reply> {
+        match tokio::time::timeout(wait, self.read_reply_now(phase)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::network(
+                phase,
+                format!("no reply from the server within {}", human(wait)),
+            )),
+        }
+    }
+
+    async fn read_reply_now(&mut self, phase: Phase) -> Result<Reply> {
+        let mut parser = ReplyParser::default();
+        let mut line = Vec::new();
+        // One more than the longest line with its CRLF tells "too long" from "complete".
+        let limit = (MAX_REPLY_LINE + 3) as u64;
+        loop {
+            line.clear();
+            let n = (&mut self.io)
+                .take(limit)
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|e| io_error(phase, &e))?;
+            if !line.ends_with(b"\n") {
+                return Err(if n as u64 == limit {
+                    Error::protocol(
+                        phase,
+                        format!("a reply line longer than {MAX_REPLY_LINE} bytes"),
+                    )
+                } else {
+                    Error::network(phase, "the server closed the connection")
+                });
+            }
+            self.log_server(&line);
+            let parsed = parser
+                .push(&line)
+                .map_err(|e| Error::protocol(phase, format!("malformed reply: {e}")))?;
+            if let Some(reply) = parsed {
+                return Ok(reply);
+            }
+        }
+    }
+
+    fn log_client(&self, line: &str) {
+        if self.verbose {
+            eprintln!("C: {line}");
+        }
+    }
+
+    fn log_server(&self, line: &[u8]) {
+        if self.verbose {
+            let text = String::from_utf8_lossy(line);
+            eprintln!("S: {}", text.trim_end_matches(['\r', '\n']));
+        }
+    }
+
+    fn log_note(&self, note: &str) {
+        if self.verbose {
+            eprintln!("-- {note}");
+        }
+    }
+}
+
+fn io_error(phase: Phase, e: &io::Error) -> Error {
+    let detail = match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => {
+            "the server closed the connection".to_owned()
+        }
+        io::ErrorKind::ConnectionReset => "the connection was reset".to_owned(),
+        _ => e.to_string(),
+    };
+    Error::network(phase, detail)
+}
+
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/it/support.rs"]
+mod support;
+
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/it/fake_smtp.rs"]
+mod fake_smtp;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::fake_smtp::{Behaviour, FakeSmtp};
+    use super::support::TestCa;
+    use super::*;
+    use crate::error::{
+        EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE,
+    };
+    use crate::smtp::Dsn;
+
+    struct Fixture {
+        fake: FakeSmtp,
+        server: Server,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A fake over TLS with its own CA, and a `Server` that trusts that CA.
+    fn fixture(behaviour: Behaviour) -> Fixture {
+        let ca = TestCa::new();
+        fixture_with(&ca, &ca, behaviour)
+    }
+
+    /// The fake presents `serving_ca`'s certificate; the client trusts `trusted_ca`.
+    fn fixture_with(serving_ca: &TestCa, trusted_ca: &TestCa, behaviour: Behaviour) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &trusted_ca.ca_pem).unwrap();
+        let tls = if behaviour.implicit_tls {
+            TlsMode::Implicit
+        } else {
+            TlsMode::Starttls
+        };
+        let fake = FakeSmtp::start(serving_ca, behaviour);
+        let server = Server {
+            host: "127.0.0.1".into(),
+            port: fake.port(),
+            tls,
+            ca_file: Some(ca_file),
+        };
+        Fixture {
+            fake,
+            server,
+            _dir: dir,
+        }
+    }
+
+    fn quick() -> Timeouts {
+        Timeouts::default().capped(Duration::from_secs(5))
+    }
+
+    async fn connect(f: &Fixture) -> Result<Session> {
+        Session::connect_with(&f.server, false, quick()).await
+    }
+
+    async fn ready(f: &Fixture) -> Session {
+        let mut s = connect(f).await.unwrap();
+        s.authenticate("me@example.org", "tok").await.unwrap();
+        s
+    }
+
+    fn envelope(rcpts: &[&str]) -> Envelope {
+        Envelope {
+            from: Some("me@example.org".into()),
+            recipients: rcpts.iter().map(|r| (*r).to_owned()).collect(),
+            ..Envelope::default()
+        }
+    }
+
+    const MSG: &[u8] = b"Subject: hi\n\nhello\n";
+
+    #[tokio::test]
+    async fn happy_path_pipelines_the_envelope_in_one_flight() {
+        let f = fixture(Behaviour::default());
+        let mut s = ready(&f).await;
+        let mut env = envelope(&["a@example.org", "b@example.org"]);
+        env.eight_bit = true;
+        let reply = s.send(&env, &[MSG]).await.unwrap();
+        assert_eq!(reply.code, 250);
+        s.quit().await;
+
+        let d = &f.fake.deliveries()[0];
+        assert_eq!(d.from, "me@example.org");
+        assert_eq!(d.rcpts, ["a@example.org", "b@example.org"]);
+        assert_eq!(d.mail_params, ["SIZE=22", "BODY=8BITMIME"]);
+        assert_eq!(d.data, b"Subject: hi\r\n\r\nhello\r\n");
+        let flights = f.fake.flights_of(&["MAIL", "RCPT", "DATA"]);
+        assert_eq!(flights.len(), 4);
+        assert!(flights.iter().all(|&x| x == flights[0]), "{flights:?}");
+        let auth = f.fake.auth_attempts();
+        assert_eq!(auth.len(), 1);
+        assert_eq!(
+            (auth[0].user.as_str(), auth[0].token.as_str()),
+            ("me@example.org", "tok")
+        );
+        assert!(auth[0].inline, "a short token goes on the AUTH line");
+        assert!(
+            f.fake
+                .wait_for(Duration::from_secs(5), FakeSmtp::quit_received)
+        );
+        assert_eq!(f.fake.connections(), 1);
+        let t = f.fake.transcript();
+        assert!(t.contains(&"C: EHLO [127.0.0.1]".to_owned()), "{t:?}");
+        assert_eq!(t.iter().filter(|l| l.starts_with("C: EHLO")).count(), 2);
+    }
+
+    #[tokio::test]
+    async fn without_pipelining_one_command_at_a_time() {
+        let f = fixture(Behaviour {
+            pipelining: false,
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        assert!(!s.caps.pipelining);
+        s.send(&envelope(&["a@example.org", "b@example.org"]), &[MSG])
+            .await
+            .unwrap();
+        assert_eq!(f.fake.deliveries().len(), 1);
+        let flights = f.fake.flights_of(&["MAIL", "RCPT", "DATA"]);
+        let mut distinct = flights.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "{flights:?}");
+    }
+
+    #[tokio::test]
+    async fn body_arrives_byte_for_byte() {
+        let f = fixture(Behaviour::default());
+        let mut s = ready(&f).await;
+        let parts: &[&[u8]] = &[
+            b"Subject: dots\r\n\r\n.\n..two\r\n.",
+            b"\r\nbare\nlone\rcr 8bit \xe9\xff\r",
+            b"\nno trailing newline",
+        ];
+        s.send(&envelope(&["a@example.org"]), parts).await.unwrap();
+        let expected = b"Subject: dots\r\n\r\n.\r\n..two\r\n.\r\nbare\r\nlone\rcr 8bit \xe9\xff\r\nno trailing newline\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&f.fake.deliveries()[0].data),
+            String::from_utf8_lossy(expected)
+        );
+        // Several chunks, with dots and line ends at every offset, in a 2.5 MB message.
+        let line = b".a dotted line\nplain line\r\n";
+        let big = line.repeat(100_000);
+        s.send(&envelope(&["a@example.org"]), &[&big[..1000], &big[1000..]])
+            .await
+            .unwrap();
+        let expected = b".a dotted line\r\nplain line\r\n".repeat(100_000);
+        let got = &f.fake.deliveries()[1].data;
+        assert_eq!(got.len(), expected.len());
+        assert!(*got == expected);
+        assert_eq!(
+            f.fake.deliveries()[1].mail_params[0],
+            format!("SIZE={}", expected.len())
+        );
+    }
+
+    #[tokio::test]
+    async fn no_starttls_means_no_credentials() {
+        let f = fixture(Behaviour {
+            offer_starttls: false,
+            auth_before_tls: true,
+            ..Behaviour::default()
+        });
+        let e = connect(&f).await.err().unwrap();
+        assert_eq!(e.exit_code(), EX_PROTOCOL);
+        assert!(
+            e.to_string().contains(
+                "server does not offer STARTTLS; refusing to send credentials without TLS"
+            ),
+            "{e}"
+        );
+        assert!(f.fake.auth_attempts().is_empty());
+        assert!(!f.fake.transcript().iter().any(|l| l.starts_with("C: AUTH")));
+    }
+
+    #[tokio::test]
+    async fn refused_starttls_means_no_credentials() {
+        let f = fixture(Behaviour {
+            starttls_reply: Some("454 4.7.0 TLS not available".into()),
+            auth_before_tls: true,
+            ..Behaviour::default()
+        });
+        let e = connect(&f).await.err().unwrap();
+        assert_eq!(e.exit_code(), EX_PROTOCOL);
+        assert!(e.to_string().contains("454 4.7.0 TLS not available"), "{e}");
+        assert!(f.fake.auth_attempts().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_another_ca_is_refused() {
+        let f = fixture_with(&TestCa::new(), &TestCa::new(), Behaviour::default());
+        let e = connect(&f).await.err().unwrap();
+        assert_eq!(e.exit_code(), EX_PROTOCOL);
+        assert!(
+            matches!(
+                e.kind,
+                Kind::Protocol {
+                    phase: Phase::Tls,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("certificate does not verify"), "{e}");
+        assert!(!f.fake.transcript().iter().any(|l| l.starts_with("C: AUTH")));
+    }
+
+    #[tokio::test]
+    async fn a_certificate_for_another_name_is_refused() {
+        let ca = TestCa::with_names(&["other.example"]);
+        let f = fixture_with(&ca, &ca, Behaviour::default());
+        let e = connect(&f).await.err().unwrap();
+        assert!(
+            matches!(
+                e.kind,
+                Kind::Protocol {
+                    phase: Phase::Tls,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("not valid for name \"127.0.0.1\""),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn implicit_tls() {
+        let f = fixture(Behaviour {
+            implicit_tls: true,
+            offer_starttls: false,
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        assert_eq!(f.fake.deliveries().len(), 1);
+        assert!(!f.fake.transcript().iter().any(|l| l == "C: STARTTLS"));
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_as_a_network_error() {
+        let f = fixture(Behaviour {
+            silent: true,
+            ..Behaviour::default()
+        });
+        let start = Instant::now();
+        let e = Session::connect_with(
+            &f.server,
+            false,
+            Timeouts::default().capped(Duration::from_millis(300)),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(3));
+        assert_eq!(e.exit_code(), EX_TEMPFAIL);
+        assert!(
+            matches!(
+                e.kind,
+                Kind::Network {
+                    phase: Phase::Greeting,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("300 ms"), "{e}");
+    }
+
+    #[test]
+    fn the_test_hook_caps_every_wait() {
+        let t = Timeouts::default().capped(Duration::from_millis(700));
+        assert_eq!(t.data_end, Duration::from_millis(700));
+        assert_eq!(t.connect, Duration::from_millis(700));
+        assert_eq!(Timeouts::default().data_end, Duration::from_mins(10));
+    }
+
+    #[tokio::test]
+    async fn a_second_authenticate_after_535_succeeds_on_the_same_connection() {
+        let f = fixture(Behaviour::default().accept_only("me@example.org", "fresh"));
+        let mut s = connect(&f).await.unwrap();
+        let e = s.authenticate("me@example.org", "stale").await.unwrap_err();
+        assert!(e.is_auth_refused());
+        assert_eq!(e.exit_code(), EX_NOPERM);
+        assert!(!e.to_string().contains("stale"));
+        s.authenticate("me@example.org", "fresh").await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        assert_eq!(f.fake.connections(), 1);
+        let tokens: Vec<String> = f
+            .fake
+            .auth_attempts()
+            .into_iter()
+            .map(|a| a.token)
+            .collect();
+        assert_eq!(tokens, ["stale", "fresh"]);
+    }
+
+    #[tokio::test]
+    async fn gmail_challenge_is_answered_with_an_empty_line() {
+        let f = fixture(Behaviour {
+            challenge_on_failure: true,
+            ..Behaviour::default().accept_only("me@example.org", "good")
+        });
+        let mut s = connect(&f).await.unwrap();
+        let e = s.authenticate("me@example.org", "bad").await.unwrap_err();
+        match &e.kind {
+            Kind::Reply {
+                phase: Phase::Auth,
+                reply,
+            } => {
+                assert_eq!(reply.code, 535);
+                assert_eq!(reply.enhanced(), Some("5.7.8"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = f.fake.transcript();
+        let challenge = t.iter().position(|l| l.starts_with("S: 334 ")).unwrap();
+        assert_eq!(t[challenge + 1], "C: ");
+        // Still in step: the right token works on the same connection.
+        s.authenticate("me@example.org", "good").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_long_token_uses_the_two_step_form() {
+        for bare_334 in [false, true] {
+            let f = fixture(Behaviour {
+                bare_334,
+                ..Behaviour::default()
+            });
+            let token = "t".repeat(5000);
+            let mut s = connect(&f).await.unwrap();
+            s.authenticate("me@example.org", &token).await.unwrap();
+            let attempts = f.fake.auth_attempts();
+            assert_eq!(attempts.len(), 1);
+            assert!(!attempts[0].inline);
+            assert_eq!(attempts[0].token, token);
+            assert!(f.fake.transcript().contains(&"C: AUTH XOAUTH2".to_owned()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_longest_inline_auth_line_is_512_octets() {
+        // "AUTH XOAUTH2 " + base64 + CRLF: a 330-byte token makes a 364-byte payload, 488
+        // base64 chars, a 503-octet line; 360 bytes make 532 octets.
+        let f = fixture(Behaviour::default());
+        let mut s = connect(&f).await.unwrap();
+        s.authenticate("me@example.org", &"t".repeat(330))
+            .await
+            .unwrap();
+        s.authenticate("me@example.org", &"t".repeat(360))
+            .await
+            .unwrap();
+        let inline: Vec<bool> = f.fake.auth_attempts().iter().map(|a| a.inline).collect();
+        assert_eq!(inline, [true, false]);
+    }
+
+    #[tokio::test]
+    async fn no_xoauth2_offered_is_a_clear_protocol_error() {
+        let f = fixture(Behaviour {
+            auth_mechanisms: vec!["LOGIN".into(), "PLAIN".into()],
+            ..Behaviour::default()
+        });
+        let mut s = connect(&f).await.unwrap();
+        let e = s.authenticate("me@example.org", "tok").await.unwrap_err();
+        assert_eq!(e.exit_code(), EX_PROTOCOL);
+        assert!(e.to_string().contains("it offers: LOGIN PLAIN"), "{e}");
+        assert!(f.fake.auth_attempts().is_empty());
+    }
+
+    #[tokio::test]
+    async fn too_large_for_size_is_refused_before_upload() {
+        let f = fixture(Behaviour {
+            size: Some(100),
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["a@example.org"]), &[&[b'x'; 1000]])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.kind,
+                Kind::TooLarge {
+                    size: 1002,
+                    limit: 100
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), EX_DATAERR);
+        assert!(f.fake.flights_of(&["MAIL"]).is_empty());
+        // Nothing was sent, so the session is still good.
+        s.send(&envelope(&["a@example.org"]), &[b"small"])
+            .await
+            .unwrap();
+    }
+
+    fn refused_names(e: &Error) -> Vec<String> {
+        match &e.kind {
+            Kind::RecipientsRefused(list) => list.iter().map(|(a, _)| a.clone()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_refused_recipient_of_two_delivers_nothing() {
+        for pipelining in [true, false] {
+            let f = fixture(Behaviour {
+                pipelining,
+                ..Behaviour::default().refuse_rcpt("nobody@example.org", "550 5.1.1 no such user")
+            });
+            let mut s = ready(&f).await;
+            let env = envelope(&["a@example.org", "nobody@example.org"]);
+            let e = s.send(&env, &[MSG]).await.unwrap_err();
+            assert_eq!(refused_names(&e), ["nobody@example.org"]);
+            assert_eq!(e.exit_code(), EX_NOUSER);
+            assert!(
+                e.to_string()
+                    .contains("<nobody@example.org>: 550 5.1.1 no such user"),
+                "{e}"
+            );
+            s.quit().await;
+            // Give the fake time to see the close (pipelined) or the RSET (stepwise).
+            let t = Duration::from_secs(5);
+            assert!(f.fake.wait_for(t, |f| {
+                f.transcript()
+                    .iter()
+                    .any(|l| l.contains("closed during data") || l == "C: RSET")
+            }));
+            assert!(f.fake.deliveries().is_empty(), "pipelining {pipelining}");
+        }
+    }
+
+    #[tokio::test]
+    async fn all_recipients_refused_keeps_the_session_usable() {
+        let f = fixture(
+            Behaviour::default()
+                .refuse_rcpt("x@example.org", "550 5.1.1 no such user")
+                .refuse_rcpt("y@example.org", "550 5.1.1 no such user"),
+        );
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["x@example.org", "y@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert_eq!(refused_names(&e), ["x@example.org", "y@example.org"]);
+        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        assert_eq!(f.fake.deliveries().len(), 1);
+        assert_eq!(f.fake.deliveries()[0].rcpts, ["a@example.org"]);
+    }
+
+    #[tokio::test]
+    async fn a_temporary_recipient_refusal_is_a_tempfail_and_delivers_nothing() {
+        let f =
+            fixture(Behaviour::default().refuse_rcpt("later@example.org", "451 4.4.0 try later"));
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["a@example.org", "later@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.kind,
+                Kind::Reply {
+                    phase: Phase::Rcpt,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), EX_TEMPFAIL);
+        drop(s);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(f.fake.deliveries().is_empty());
+    }
+
+    async fn refusal_phase(behaviour: Behaviour) -> Error {
+        let f = fixture(behaviour);
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["a@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert!(f.fake.deliveries().is_empty());
+        e
+    }
+
+    fn phase_and_code(e: &Error) -> (Phase, u16) {
+        match &e.kind {
+            Kind::Reply { phase, reply } => (*phase, reply.code),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_carry_their_phase() {
+        let mail = refusal_phase(Behaviour {
+            mail_reply: Some("451 4.3.0 try later".into()),
+            ..Behaviour::default()
+        })
+        .await;
+        assert_eq!(phase_and_code(&mail), (Phase::Mail, 451));
+        assert_eq!(mail.exit_code(), EX_TEMPFAIL);
+        let data = refusal_phase(Behaviour {
+            data_reply: Some("451 4.3.0 not now".into()),
+            ..Behaviour::default()
+        })
+        .await;
+        assert_eq!(phase_and_code(&data), (Phase::Data, 451));
+        let end = refusal_phase(Behaviour {
+            end_reply: Some("451 4.3.0 queue full".into()),
+            ..Behaviour::default()
+        })
+        .await;
+        assert_eq!(phase_and_code(&end), (Phase::Message, 451));
+        let denied = refusal_phase(Behaviour {
+            end_reply: Some("554 5.2.252 SendAsDenied; me@example.org not allowed".into()),
+            ..Behaviour::default()
+        })
+        .await;
+        assert_eq!(phase_and_code(&denied), (Phase::Message, 554));
+        assert_eq!(denied.exit_code(), EX_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn dsn_parameters_only_when_offered() {
+        let mut env = envelope(&["a+b@example.org"]);
+        env.dsn = Dsn {
+            notify: Some("SUCCESS,FAILURE".into()),
+            ret: Some("HDRS".into()),
+            envid: Some("id 1".into()),
+        };
+        let f = fixture(Behaviour::default());
+        let mut s = ready(&f).await;
+        s.send(&env, &[MSG]).await.unwrap();
+        let d = &f.fake.deliveries()[0];
+        assert_eq!(d.mail_params, ["SIZE=22", "RET=HDRS", "ENVID=id+201"]);
+        assert_eq!(
+            d.rcpt_params[0],
+            ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;a+2Bb@example.org"]
+        );
+
+        let f = fixture(Behaviour {
+            dsn: false,
+            size: None,
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        s.send(&env, &[MSG]).await.unwrap();
+        let d = &f.fake.deliveries()[0];
+        assert!(
+            d.mail_params.is_empty() && d.rcpt_params[0].is_empty(),
+            "{d:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn utf8_addresses_need_smtputf8() {
+        let mut env = envelope(&["jürgen@example.org"]);
+        env.smtputf8 = true;
+        let f = fixture(Behaviour::default());
+        let mut s = ready(&f).await;
+        s.send(&env, &[MSG]).await.unwrap();
+        assert!(
+            f.fake.deliveries()[0]
+                .mail_params
+                .contains(&"SMTPUTF8".to_owned())
+        );
+
+        let f = fixture(Behaviour {
+            smtputf8: false,
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        let e = s.send(&env, &[MSG]).await.unwrap_err();
+        assert_eq!(e.exit_code(), EX_DATAERR);
+        assert!(f.fake.flights_of(&["MAIL"]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn addresses_cannot_inject_commands() {
+        let f = fixture(Behaviour::default());
+        let mut s = ready(&f).await;
+        let env = envelope(&["a@example.org>\r\nRCPT TO:<evil@example.org"]);
+        let e = s.send(&env, &[MSG]).await.unwrap_err();
+        assert_eq!(e.exit_code(), EX_DATAERR);
+        assert!(f.fake.flights_of(&["MAIL", "RCPT"]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_slow_end_of_data_reply_times_out_as_a_network_error() {
+        let f = fixture(Behaviour {
+            reply_delay: Duration::from_millis(400),
+            ..Behaviour::default()
+        });
+        let timeouts = Timeouts {
+            data_end: Duration::from_millis(100),
+            ..quick()
+        };
+        let mut s = Session::connect_with(&f.server, false, timeouts)
+            .await
+            .unwrap();
+        s.authenticate("me@example.org", "tok").await.unwrap();
+        let e = s
+            .send(&envelope(&["a@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.kind,
+                Kind::Network {
+                    phase: Phase::Message,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(s.send(&envelope(&["a@example.org"]), &[MSG]).await.is_err());
+    }
 }

@@ -1,1 +1,111 @@
-//! Placeholder: replaced by the smtp work.
+//! The rustls client side: the system's roots plus every certificate in `tls_ca_file`,
+//! with the host name (or IP address) always verified. No option turns verification off.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_platform_verifier::Verifier;
+
+use crate::error::{Error, Phase, Result};
+
+/// A client config trusting the platform's roots and those in `ca_file` (PEM).
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
+    let extra = match ca_file {
+        Some(path) => read_roots(path)?,
+        None => Vec::new(),
+    };
+    let provider = provider();
+    let verifier = Verifier::new_with_extra_roots(extra, provider.clone()).map_err(|e| {
+        Error::protocol(
+            Phase::Tls,
+            format!("cannot set up certificate verification: {e}"),
+        )
+    })?;
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::internal(format!("TLS versions: {e}")))?
+        // "dangerous" only in name: the platform verifier checks chain and host name.
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The process-wide provider `main` installs; ring if none was installed (unit tests).
+fn provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+}
+
+/// Every certificate in a PEM file; a file without one is a config error, not "trust
+/// nothing extra" (the user meant something).
+fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<std::result::Result<Vec<_>, _>>)
+        .map_err(|e| Error::config(format!("tls_ca_file {shown}: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::config(format!(
+            "tls_ca_file {shown}: no PEM certificate in it"
+        )));
+    }
+    Ok(certs)
+}
+
+/// The name the certificate must carry: a DNS name or an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(host.to_owned())
+        .map_err(|_| Error::config(format!("smtp_host {host:?} is not a valid host name")))
+}
+
+/// A failed handshake: a certificate (or other TLS) refusal is a protocol error that says
+/// why; a connection that broke is a network error.
+pub fn handshake_error(e: &io::Error) -> Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(why)) => Error::protocol(
+            Phase::Tls,
+            format!("the server's certificate does not verify ({why}); no credentials were sent"),
+        ),
+        Some(tls) => Error::protocol(Phase::Tls, format!("{tls}; no credentials were sent")),
+        None => Error::network(Phase::Tls, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_file_errors_are_config_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = client_config(Some(&empty)).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        let missing = dir.path().join("missing.pem");
+        assert_eq!(client_config(Some(&missing)).unwrap_err().exit_code(), 78);
+    }
+
+    #[test]
+    fn ip_addresses_are_server_names() {
+        assert!(matches!(
+            server_name("127.0.0.1").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("smtp.office365.com").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(server_name("bad host").is_err());
+    }
+}

@@ -6,6 +6,7 @@
 
 mod dry_run;
 mod fake_idp;
+mod fake_smtp;
 mod scheduling;
 mod support;
 mod token;
