@@ -21,7 +21,6 @@ pub enum Phase {
     Data,
     /// The reply after the end of the message data.
     Message,
-    Quit,
 }
 
 impl Phase {
@@ -37,7 +36,6 @@ impl Phase {
             Phase::Rcpt => "at RCPT TO",
             Phase::Data => "at DATA",
             Phase::Message => "after the message data",
-            Phase::Quit => "at QUIT",
         }
     }
 }

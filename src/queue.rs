@@ -101,6 +101,7 @@ impl Queue {
         Ok(Queue { dir })
     }
 
+    #[cfg(test)]
     #[must_use]
     pub fn at(dir: PathBuf) -> Queue {
         Queue { dir }

@@ -220,27 +220,12 @@ where
 }
 
 #[cfg(test)]
-#[path = "../../tests/it/fake_idp.rs"]
-#[allow(
-    dead_code,
-    reason = "the integration-test fake; unit tests use a part of it"
-)]
-mod fake_idp;
-#[cfg(test)]
-#[path = "../../tests/it/support.rs"]
-#[allow(
-    dead_code,
-    reason = "the integration-test harness; unit tests use a part of it"
-)]
-mod support;
-
-#[cfg(test)]
 mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use super::fake_idp::{Failure, FakeIdp};
-    use super::support::TestCa;
+    use crate::fake_idp::{Failure, FakeIdp};
+    use crate::support::TestCa;
     use super::*;
     use crate::config;
     use crate::provider;

@@ -11,18 +11,13 @@ pub struct Reply {
 }
 
 impl Reply {
+    #[cfg(test)]
     #[must_use]
     pub fn new(code: u16, text: &str) -> Self {
         Reply {
             code,
             lines: text.split('\n').map(str::to_owned).collect(),
         }
-    }
-
-    /// 2xx and 3xx.
-    #[must_use]
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
     }
 
     /// 2xx: done (a 3xx is an intermediate step, not a success).

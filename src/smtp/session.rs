@@ -778,21 +778,11 @@ fn io_error(phase: Phase, e: &io::Error) -> Error {
 }
 
 #[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../tests/it/support.rs"]
-mod support;
-
-#[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../tests/it/fake_smtp.rs"]
-mod fake_smtp;
-
-#[cfg(test)]
 mod tests {
     use std::time::Instant;
 
-    use super::fake_smtp::{Behaviour, FakeSmtp};
-    use super::support::TestCa;
+    use crate::fake_smtp::{Behaviour, FakeSmtp};
+    use crate::support::TestCa;
     use super::*;
     use crate::error::{
         EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE,
