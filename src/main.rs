@@ -52,15 +52,24 @@ mod smtp;
 // The integration tests' harness and fake servers, shared with the unit tests that drive
 // the SMTP session and the token cache over real sockets (the fakes name `super::support`).
 #[cfg(test)]
-#[allow(dead_code, reason = "each unit test uses a part of the integration-test kit")]
+#[allow(
+    dead_code,
+    reason = "each unit test uses a part of the integration-test kit"
+)]
 #[path = "../tests/it/fake_idp.rs"]
 mod fake_idp;
 #[cfg(test)]
-#[allow(dead_code, reason = "each unit test uses a part of the integration-test kit")]
+#[allow(
+    dead_code,
+    reason = "each unit test uses a part of the integration-test kit"
+)]
 #[path = "../tests/it/fake_smtp.rs"]
 mod fake_smtp;
 #[cfg(test)]
-#[allow(dead_code, reason = "each unit test uses a part of the integration-test kit")]
+#[allow(
+    dead_code,
+    reason = "each unit test uses a part of the integration-test kit"
+)]
 #[path = "../tests/it/support.rs"]
 mod support;
 

@@ -224,11 +224,11 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::fake_idp::{Failure, FakeIdp};
-    use crate::support::TestCa;
     use super::*;
     use crate::config;
+    use crate::fake_idp::{Failure, FakeIdp};
     use crate::provider;
+    use crate::support::TestCa;
 
     struct Env {
         idp: FakeIdp,

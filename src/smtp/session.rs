@@ -781,13 +781,13 @@ fn io_error(phase: Phase, e: &io::Error) -> Error {
 mod tests {
     use std::time::Instant;
 
-    use crate::fake_smtp::{Behaviour, FakeSmtp};
-    use crate::support::TestCa;
     use super::*;
     use crate::error::{
         EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE,
     };
+    use crate::fake_smtp::{Behaviour, FakeSmtp};
     use crate::smtp::Dsn;
+    use crate::support::TestCa;
 
     struct Fixture {
         fake: FakeSmtp,

@@ -8,5 +8,6 @@ mod dry_run;
 mod fake_idp;
 mod fake_smtp;
 mod scheduling;
+mod send;
 mod support;
 mod token;

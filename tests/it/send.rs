@@ -1,0 +1,770 @@
+//! The send path end to end: the real binary in sendmail mode, a token from the cache (or
+//! refreshed at the fake identity platform over HTTPS), submitted to the fake SMTP server
+//! over STARTTLS with XOAUTH2. Each test checks the exit code, stdout/stderr, what the
+//! server saw, and that no token ever shows in any output.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::fake_idp::{Failure, FakeIdp};
+use super::fake_smtp::{Behaviour, Delivery, FakeSmtp};
+use super::support::{Run, Sandbox, TestCa, now, run_command};
+
+const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+
+/// A sandbox with one account `work` (alice@contoso.com) pointing at a fake SMTP server
+/// and a fake token endpoint that share a CA; the cache holds a token the server accepts.
+struct World {
+    sandbox: Sandbox,
+    idp: FakeIdp,
+    smtp: FakeSmtp,
+    ca_file: PathBuf,
+    /// The cached access token (every output is checked for it).
+    token: String,
+    refresh: String,
+}
+
+impl World {
+    fn new() -> World {
+        World::with(Behaviour::default(), "")
+    }
+
+    /// `behaviour` for the server, accepting every token the identity platform issued;
+    /// `extra` TOML lines for the account.
+    fn with(behaviour: Behaviour, extra: &str) -> World {
+        World::build(behaviour, extra, true)
+    }
+
+    /// A server that refuses every token.
+    fn refusing_tokens(behaviour: Behaviour) -> World {
+        World::build(behaviour, "", false)
+    }
+
+    fn build(behaviour: Behaviour, extra: &str, accept_issued: bool) -> World {
+        let ca = TestCa::new();
+        let idp = FakeIdp::start(&ca);
+        let behaviour = if accept_issued {
+            behaviour.accept_tokens(&idp.valid_access_tokens())
+        } else {
+            Behaviour {
+                accept: std::sync::Arc::new(|_, _| false),
+                ..behaviour
+            }
+        };
+        let smtp = FakeSmtp::start(&ca, behaviour);
+        let sandbox = Sandbox::new();
+        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
+        let world = World {
+            token: idp.issue_access_token(),
+            refresh: idp.issue_refresh_token(),
+            sandbox,
+            idp,
+            smtp,
+            ca_file,
+        };
+        world.config(extra);
+        world.sandbox.seed_token(
+            "work",
+            &json!({
+                "access_token": world.token,
+                "expires_at": now() + 3600,
+                "refresh_token": world.refresh,
+            }),
+        );
+        world
+    }
+
+    fn config(&self, extra: &str) {
+        self.config_with_port(self.smtp.port(), extra);
+    }
+
+    fn config_with_port(&self, port: u16, extra: &str) {
+        self.sandbox.write_config(&format!(
+            "[aliases]\nroot = \"ops@contoso.com\"\n\n[accounts.work]\nprovider = \"microsoft\"\n\
+             email = \"alice@contoso.com\"\nfrom = [\"*@contoso.com\"]\nclient_id = \"{CLIENT_ID}\"\n\
+             token_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
+             queue = \"never\"\n{extra}",
+            self.idp.token_url_v2("contoso"),
+            port,
+            self.ca_file.display()
+        ));
+    }
+
+    /// Replaces the cached access token with an expired one (the refresh token stays).
+    fn expire_token(&self) {
+        self.sandbox.seed_token(
+            "work",
+            &json!({"access_token": "at-stale", "expires_at": now() - 5, "refresh_token": self.refresh}),
+        );
+    }
+
+    fn send(&self, args: &[&str], message: &[u8]) -> Run {
+        let run = self.sandbox.run(args, message);
+        self.assert_no_secret(&run);
+        run
+    }
+
+    /// Every token this world knows, cached or issued, is absent from the run's output.
+    fn assert_no_secret(&self, run: &Run) {
+        run.assert_never_shows(&self.token);
+        run.assert_never_shows(&self.refresh);
+        for t in self.idp.valid_access_tokens().lock().unwrap().iter() {
+            run.assert_never_shows(t);
+        }
+    }
+
+    fn delivered(&self) -> Vec<Delivery> {
+        self.smtp.deliveries()
+    }
+
+    fn stored_refresh_token(&self) -> String {
+        let file = std::fs::read(self.sandbox.token_file("work")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&file).unwrap();
+        v["refresh_token"].as_str().unwrap().to_owned()
+    }
+}
+
+const MESSAGE: &[u8] = b"From: Alice <alice@contoso.com>\nTo: Bob <bob@fabrikam.example>\n\
+Cc: carol@fabrikam.example\nBcc: dave@fabrikam.example\nSubject: hi\n\
+Date: Sun, 22 Nov 2026 21:59:36 +0000\nMessage-ID: <m1@contoso.com>\n\nHello.\n";
+
+fn crlf(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &b) in text.iter().enumerate() {
+        if b == b'\n' && (i == 0 || text[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+#[test]
+fn mutt_send_is_silent_pipelined_and_authenticated_inline() {
+    let w = World::new();
+    let run = w.send(&["-oi", "-oem", "--", "bob@fabrikam.example"], MESSAGE);
+    run.assert_silent_success();
+    let d = w.delivered();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].from, "alice@contoso.com");
+    assert_eq!(d[0].rcpts, ["bob@fabrikam.example"]);
+    // MAIL, RCPT and DATA in one flight (PIPELINING), AUTH with the initial response.
+    let flights = w.smtp.flights_of(&["MAIL", "RCPT", "DATA"]);
+    assert_eq!(flights.len(), 3);
+    assert!(flights.iter().all(|f| *f == flights[0]), "{flights:?}");
+    let auth = w.smtp.auth_attempts();
+    assert_eq!(auth.len(), 1);
+    assert!(auth[0].accepted && auth[0].inline);
+    assert_eq!(auth[0].user, "alice@contoso.com");
+    // Bcc is never transmitted; the rest is as written.
+    assert!(!contains(&d[0].data, "Bcc:"));
+    assert!(contains(&d[0].data, "To: Bob <bob@fabrikam.example>\r\n"));
+    assert!(d[0].data.ends_with(b"\r\n\r\nHello.\r\n"));
+    assert_eq!(
+        w.idp.requests().len(),
+        0,
+        "a valid cached token needs no HTTP request"
+    );
+}
+
+/// What each real caller passes (contract §2), and who must receive the message.
+#[test]
+fn every_callers_flags_deliver() {
+    let cron_debian: &[u8] =
+        b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> ls\n\nout\n";
+    let cronie: &[u8] = b"From: root (Cron Daemon)\nTo: root\nSubject: Cron\nAuto-Submitted: auto-generated\n\nout\n";
+    let cases: Vec<(&str, Vec<&str>, &[u8], &str, Vec<&str>)> = vec![
+        (
+            "mutt",
+            vec!["-oi", "--", "bob@fabrikam.example"],
+            MESSAGE,
+            "alice@contoso.com",
+            vec!["bob@fabrikam.example"],
+        ),
+        (
+            "mutt -f",
+            vec![
+                "-oi",
+                "-f",
+                "alice@contoso.com",
+                "--",
+                "bob@fabrikam.example",
+            ],
+            MESSAGE,
+            "alice@contoso.com",
+            vec!["bob@fabrikam.example"],
+        ),
+        (
+            "emacs",
+            vec!["-oi", "-t"],
+            MESSAGE,
+            "alice@contoso.com",
+            vec![
+                "bob@fabrikam.example",
+                "carol@fabrikam.example",
+                "dave@fabrikam.example",
+            ],
+        ),
+        (
+            "mu4e",
+            vec![
+                "-oi",
+                "-f",
+                "alice@contoso.com",
+                "--read-envelope-from",
+                "-t",
+            ],
+            MESSAGE,
+            "alice@contoso.com",
+            vec![
+                "bob@fabrikam.example",
+                "carol@fabrikam.example",
+                "dave@fabrikam.example",
+            ],
+        ),
+        (
+            "git send-email",
+            vec!["-i", "bob@fabrikam.example", "carol@fabrikam.example"],
+            MESSAGE,
+            "alice@contoso.com",
+            vec!["bob@fabrikam.example", "carol@fabrikam.example"],
+        ),
+        (
+            "debian cron",
+            vec!["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+            cron_debian,
+            "alice@contoso.com",
+            vec!["ops@contoso.com"],
+        ),
+        (
+            "cronie",
+            vec![
+                "-FCronDaemon",
+                "-i",
+                "-odi",
+                "-oem",
+                "-oi",
+                "-t",
+                "-f",
+                "root",
+            ],
+            cronie,
+            "alice@contoso.com",
+            vec!["ops@contoso.com"],
+        ),
+        (
+            "busybox",
+            vec!["-ti"],
+            cronie,
+            "alice@contoso.com",
+            vec!["ops@contoso.com"],
+        ),
+        (
+            "systemd-cron",
+            vec!["-i", "-B", "8BITMIME", "root"],
+            cron_debian,
+            "alice@contoso.com",
+            vec!["ops@contoso.com"],
+        ),
+        (
+            "mailx",
+            vec!["-i", "bob@fabrikam.example"],
+            MESSAGE,
+            "alice@contoso.com",
+            vec!["bob@fabrikam.example"],
+        ),
+        (
+            "script",
+            vec!["bob@fabrikam.example"],
+            b"just a body\n",
+            "alice@contoso.com",
+            vec!["bob@fabrikam.example"],
+        ),
+    ];
+    for (who, args, message, from, rcpts) in cases {
+        let w = World::new();
+        let run = w.send(&args, message);
+        assert_eq!(
+            (run.code, run.stdout.as_str(), run.stderr.as_str()),
+            (0, "", ""),
+            "{who}"
+        );
+        let d = w.delivered();
+        assert_eq!(d.len(), 1, "{who}");
+        assert_eq!(d[0].from, from, "{who}");
+        assert_eq!(d[0].rcpts, rcpts, "{who}");
+        assert!(!contains(&d[0].data, "\nBcc:"), "{who}: Bcc leaked");
+        if who.contains("cron") || who == "busybox" {
+            // Exchange refuses a From the mailbox may not send as: cron's is rewritten.
+            assert!(
+                contains(&d[0].data, "From: CronDaemon <alice@contoso.com>\r\n"),
+                "{who}: {}",
+                String::from_utf8_lossy(&d[0].data)
+            );
+            assert!(
+                contains(&d[0].data, "\r\nDate: ") && contains(&d[0].data, "\r\nMessage-ID: <"),
+                "{who}"
+            );
+        }
+    }
+}
+
+#[test]
+fn resent_bcc_is_removed_and_resent_recipients_used() {
+    let w = World::new();
+    let message = b"Resent-From: alice@contoso.com\nResent-To: erin@fabrikam.example\n\
+Resent-Bcc: frank@fabrikam.example\nFrom: bob@fabrikam.example\nTo: alice@contoso.com\n\
+Subject: fwd\n\nbody\n";
+    w.send(&["-t"], message).assert_silent_success();
+    let d = w.delivered();
+    assert_eq!(
+        d[0].rcpts,
+        ["erin@fabrikam.example", "frank@fabrikam.example"]
+    );
+    assert!(!contains(&d[0].data, "Resent-Bcc"));
+    assert!(!contains(&d[0].data, "frank@"));
+}
+
+#[test]
+fn body_arrives_byte_for_byte() {
+    let w = World::new();
+    // Lone dots, dot-led lines, bare LF and CRLF mixed, 8-bit bytes, a long line, no final newline.
+    let mut message = b"From: alice@contoso.com\nTo: bob@fabrikam.example\nSubject: bytes\n\
+Date: Sun, 22 Nov 2026 21:59:36 +0000\nMessage-ID: <b@contoso.com>\n\n.\n..\n.dot\r\nline\r\n\
+caf\xc3\xa9 \xff\n\n\n"
+        .to_vec();
+    message.extend(std::iter::repeat_n(b'x', 1200));
+    message.extend_from_slice(b"\n.\nend without newline");
+    w.send(&["bob@fabrikam.example"], &message)
+        .assert_silent_success();
+    let d = w.delivered();
+    assert_eq!(d[0].data, crlf(&message));
+    assert!(
+        d[0].mail_params.iter().any(|p| p == "BODY=8BITMIME"),
+        "{:?}",
+        d[0].mail_params
+    );
+}
+
+#[test]
+fn message_ending_in_crlf_gets_no_extra_blank_line() {
+    let w = World::new();
+    let message = b"From: alice@contoso.com\r\nTo: bob@fabrikam.example\r\nDate: Sun, 22 Nov 2026 21:59:36 +0000\r\nMessage-ID: <c@contoso.com>\r\n\r\nbody\r\n";
+    w.send(&["bob@fabrikam.example"], message)
+        .assert_silent_success();
+    assert_eq!(w.delivered()[0].data, message);
+}
+
+#[test]
+fn expired_token_is_refreshed_once_and_the_rotated_refresh_token_saved() {
+    let w = World::new();
+    w.expire_token();
+    w.send(&["bob@fabrikam.example"], MESSAGE)
+        .assert_silent_success();
+    assert_eq!(w.idp.refresh_count(), 1);
+    assert_eq!(w.delivered().len(), 1);
+    let stored = w.stored_refresh_token();
+    assert_ne!(stored, w.refresh, "the rotated refresh token is saved");
+    assert!(w.idp.refresh_token_valid(&stored));
+    // The next send uses the new cached token: no second refresh.
+    w.send(&["bob@fabrikam.example"], MESSAGE)
+        .assert_silent_success();
+    assert_eq!(w.idp.refresh_count(), 1);
+}
+
+#[test]
+fn twenty_concurrent_sends_with_an_expired_token_refresh_once() {
+    let w = World::new();
+    w.expire_token();
+    // Old refresh tokens die on use: a second refresh would fail, so all 20 succeed only
+    // if they share one refresh.
+    w.idp.set_rotation_revokes_old(true);
+    w.idp.set_delay(Duration::from_millis(300));
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            let mut cmd = w.sandbox.command(&["bob@fabrikam.example"]);
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), MESSAGE).unwrap();
+            drop(child.stdin.take());
+            child
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    }
+    assert_eq!(w.idp.refresh_count(), 1);
+    assert_eq!(w.delivered().len(), 20);
+}
+
+#[test]
+fn a_refused_cached_token_forces_one_refresh_and_one_retry() {
+    let w = World::new();
+    // A token the cache believes valid but the server refuses (revoked, wrong scope).
+    w.sandbox.seed_token(
+        "work",
+        &json!({"access_token": "at-revoked", "expires_at": now() + 3600, "refresh_token": w.refresh}),
+    );
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    run.assert_silent_success();
+    run.assert_never_shows("at-revoked");
+    let auth = w.smtp.auth_attempts();
+    assert_eq!(
+        auth.iter().map(|a| a.accepted).collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert_eq!(
+        w.smtp.connections(),
+        1,
+        "the retry uses the same connection"
+    );
+    assert_eq!(w.idp.refresh_count(), 1);
+    assert_eq!(w.delivered().len(), 1);
+}
+
+#[test]
+fn gmail_style_challenge_is_answered_and_reported() {
+    let w = World::refusing_tokens(Behaviour {
+        challenge_on_failure: true,
+        ..Behaviour::default()
+    });
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    let line = run.assert_failure(77);
+    assert!(line.contains("535"), "{line}");
+    assert!(line.contains("account work"), "{line}");
+    // One refresh and retry after the first refusal, then the final answer.
+    assert_eq!(w.smtp.auth_attempts().len(), 2);
+    assert_eq!(w.idp.refresh_count(), 1);
+    assert!(w.delivered().is_empty());
+}
+
+#[test]
+fn a_server_without_starttls_gets_no_credentials() {
+    let w = World::with(
+        Behaviour {
+            offer_starttls: false,
+            auth_before_tls: true,
+            ..Behaviour::default()
+        },
+        "",
+    );
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    let line = run.assert_failure(76);
+    assert!(line.contains("STARTTLS"), "{line}");
+    assert!(w.smtp.auth_attempts().is_empty());
+    let client_auth = |l: &String| l.starts_with("C:") && l.contains("AUTH");
+    assert!(!w.smtp.transcript().iter().any(client_auth));
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_before_auth() {
+    let w = World::new();
+    let other = TestCa::new();
+    std::fs::write(&w.ca_file, other.ca_pem).unwrap();
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    run.assert_failure(76);
+    assert!(w.smtp.auth_attempts().is_empty());
+}
+
+#[test]
+fn a_silent_server_is_a_temporary_failure_within_the_timeout() {
+    let w = World::with(
+        Behaviour {
+            silent: true,
+            ..Behaviour::default()
+        },
+        "",
+    );
+    let mut cmd = w.sandbox.command(&["bob@fabrikam.example"]);
+    cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "500");
+    let run = run_command(cmd, MESSAGE);
+    let line = run.assert_failure(75);
+    assert!(line.contains("try again later"), "{line}");
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn nothing_listening_is_a_temporary_failure() {
+    let w = World::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    w.config_with_port(port, "");
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    run.assert_failure(75);
+}
+
+/// Server refusals at each phase: exit code, one stderr line naming the reply, no delivery.
+#[test]
+fn refusals_at_each_phase_map_to_sysexits() {
+    let cases: Vec<(&str, Behaviour, i32, &str)> = vec![
+        (
+            "greeting 421",
+            Behaviour {
+                greeting: "421 4.3.2 Concurrent connections limit exceeded".into(),
+                ..Behaviour::default()
+            },
+            75,
+            "4.3.2",
+        ),
+        (
+            "greeting 554",
+            Behaviour {
+                greeting: "554 5.7.1 go away".into(),
+                ..Behaviour::default()
+            },
+            69,
+            "554",
+        ),
+        (
+            "MAIL 550 5.7.60",
+            Behaviour {
+                mail_reply: Some(
+                    "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+                        .into(),
+                ),
+                ..Behaviour::default()
+            },
+            69,
+            "rewrite_from",
+        ),
+        (
+            "MAIL 451",
+            Behaviour {
+                mail_reply: Some("451 4.7.0 Temporary server error".into()),
+                ..Behaviour::default()
+            },
+            75,
+            "451",
+        ),
+        (
+            "RCPT 550",
+            Behaviour::default().refuse_rcpt("bob@fabrikam.example", "550 5.1.1 User unknown"),
+            67,
+            "<bob@fabrikam.example>",
+        ),
+        (
+            "RCPT 450",
+            Behaviour::default().refuse_rcpt("bob@fabrikam.example", "450 4.2.1 try later"),
+            75,
+            "450",
+        ),
+        (
+            "DATA 451",
+            Behaviour {
+                data_reply: Some("451 4.7.500 Server busy".into()),
+                ..Behaviour::default()
+            },
+            75,
+            "451",
+        ),
+        (
+            "end 554 SendAsDenied",
+            Behaviour {
+                end_reply: Some(
+                    "554 5.2.252 SendAsDenied; alice@contoso.com not allowed to send as x@y".into(),
+                ),
+                ..Behaviour::default()
+            },
+            69,
+            "rewrite_from",
+        ),
+        (
+            "end 552 size",
+            Behaviour {
+                end_reply: Some("552 5.3.4 Message size exceeds fixed maximum message size".into()),
+                ..Behaviour::default()
+            },
+            65,
+            "5.3.4",
+        ),
+        (
+            "end 451",
+            Behaviour {
+                end_reply: Some("451 4.7.0 Temporary server error".into()),
+                ..Behaviour::default()
+            },
+            75,
+            "451",
+        ),
+        (
+            "SIZE too small",
+            Behaviour {
+                size: Some(100),
+                ..Behaviour::default()
+            },
+            65,
+            "larger",
+        ),
+    ];
+    for (what, behaviour, code, needle) in cases {
+        let w = World::with(behaviour, "");
+        let run = w.send(
+            &[
+                "-oi",
+                "--",
+                "bob@fabrikam.example",
+                "carol@fabrikam.example",
+            ],
+            MESSAGE,
+        );
+        let line = run.assert_failure(code);
+        assert!(line.contains(needle), "{what}: {line}");
+        assert!(
+            line.starts_with("oauth2-sendmail: account work"),
+            "{what}: {line}"
+        );
+        assert!(w.delivered().is_empty(), "{what}: nothing may be delivered");
+    }
+}
+
+#[test]
+fn refused_tokens_name_the_login_command() {
+    let w = World::refusing_tokens(Behaviour::default());
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    let line = run.assert_failure(77);
+    assert!(line.contains("535"), "{line}");
+    assert!(line.contains("oauth2-sendmail login work"), "{line}");
+    assert!(w.delivered().is_empty());
+}
+
+#[test]
+fn one_refused_recipient_of_two_delivers_to_nobody_and_names_it() {
+    let w = World::with(
+        Behaviour::default().refuse_rcpt("carol@fabrikam.example", "550 5.1.1 User unknown"),
+        "",
+    );
+    let run = w.send(&["bob@fabrikam.example", "carol@fabrikam.example"], MESSAGE);
+    let line = run.assert_failure(67);
+    assert!(
+        line.contains("<carol@fabrikam.example>: 550 5.1.1 User unknown"),
+        "{line}"
+    );
+    assert!(!line.contains("<bob@"), "{line}");
+    assert!(w.delivered().is_empty());
+}
+
+#[test]
+fn refresh_refused_needs_a_login_with_the_exact_command() {
+    let w = World::new();
+    w.expire_token();
+    w.idp.set_failure(Some(Failure::invalid_grant(700_082)));
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    let line = run.assert_failure(77);
+    assert!(line.contains("oauth2-sendmail login work"), "{line}");
+    assert!(w.smtp.auth_attempts().is_empty());
+}
+
+#[test]
+fn token_service_down_is_a_temporary_failure() {
+    let w = World::new();
+    w.expire_token();
+    w.idp.set_failure(Some(Failure::Status(503)));
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    run.assert_failure(75);
+    assert!(w.smtp.auth_attempts().is_empty(), "no stale token is tried");
+}
+
+#[test]
+fn verbose_shows_the_dialogue_with_auth_redacted() {
+    let w = World::new();
+    let run = w.send(&["-v", "bob@fabrikam.example"], MESSAGE);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.contains("EHLO"), "{}", run.stderr);
+    assert!(run.stderr.contains("STARTTLS"));
+    assert!(run.stderr.contains("<redacted>"), "{}", run.stderr);
+    assert!(run.stderr.contains("250"));
+    assert!(
+        !run.stderr.contains("Hello."),
+        "the message itself is not echoed"
+    );
+}
+
+#[test]
+fn check_proves_the_setup_without_sending() {
+    let w = World::new();
+    let run = w.send(&["check", "work"], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("accepted XOAUTH2"), "{}", run.stdout);
+    assert!(w.delivered().is_empty());
+    assert_eq!(w.smtp.auth_attempts().len(), 1);
+}
+
+#[test]
+fn the_log_has_one_line_per_message_and_no_secret() {
+    let w = World::new();
+    let log = w.sandbox.path().join("state/send.log");
+    let config =
+        std::fs::read_to_string(w.sandbox.path().join("config/oauth2-sendmail/config.toml"))
+            .unwrap();
+    w.sandbox
+        .write_config(&format!("logfile = \"{}\"\n{config}", log.display()));
+    w.send(&["bob@fabrikam.example"], MESSAGE)
+        .assert_silent_success();
+    let refused = w.send(&["-N", "bogus", "bob@fabrikam.example"], MESSAGE);
+    assert_eq!(refused.code, 64);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("account=work") && text.contains("result=sent"),
+        "{text}"
+    );
+    assert!(!text.contains(&w.token) && !text.contains(&w.refresh));
+}
+
+#[test]
+fn dsn_flags_reach_the_server_when_offered() {
+    let w = World::new();
+    w.send(
+        &[
+            "-N",
+            "success,failure",
+            "-R",
+            "hdrs",
+            "-V",
+            "env1",
+            "bob@fabrikam.example",
+        ],
+        MESSAGE,
+    )
+    .assert_silent_success();
+    let d = &w.delivered()[0];
+    assert!(
+        d.mail_params.contains(&"RET=HDRS".to_owned()),
+        "{:?}",
+        d.mail_params
+    );
+    assert!(
+        d.mail_params.contains(&"ENVID=env1".to_owned()),
+        "{:?}",
+        d.mail_params
+    );
+    assert!(
+        d.rcpt_params[0].contains(&"NOTIFY=SUCCESS,FAILURE".to_owned()),
+        "{:?}",
+        d.rcpt_params
+    );
+}
