@@ -179,13 +179,19 @@ fn mutt_send_is_silent_pipelined_and_authenticated_inline() {
     );
 }
 
+/// A caller: its name, its arguments, its message, the expected envelope sender and
+/// recipients.
+type CallerCase<'a> = (&'a str, Vec<&'a str>, &'a [u8], &'a str, Vec<&'a str>);
+
 /// What each real caller passes (contract §2), and who must receive the message.
+// The table of callers reads best in one place.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn every_callers_flags_deliver() {
     let cron_debian: &[u8] =
         b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> ls\n\nout\n";
     let cronie: &[u8] = b"From: root (Cron Daemon)\nTo: root\nSubject: Cron\nAuto-Submitted: auto-generated\n\nout\n";
-    let cases: Vec<(&str, Vec<&str>, &[u8], &str, Vec<&str>)> = vec![
+    let cases: Vec<CallerCase> = vec![
         (
             "mutt",
             vec!["-oi", "--", "bob@fabrikam.example"],
@@ -523,6 +529,8 @@ fn nothing_listening_is_a_temporary_failure() {
 }
 
 /// Server refusals at each phase: exit code, one stderr line naming the reply, no delivery.
+// The table of refusals reads best in one place.
+#[allow(clippy::too_many_lines)]
 #[test]
 fn refusals_at_each_phase_map_to_sysexits() {
     let cases: Vec<(&str, Behaviour, i32, &str)> = vec![
