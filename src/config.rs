@@ -40,7 +40,7 @@ pub struct Account {
     pub tenant: Option<String>,
     pub flow: Option<Flow>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     pub client_secret_cmd: Option<CommandSpec>,
     pub password_cmd: Option<CommandSpec>,
     #[serde(default)]
@@ -109,6 +109,25 @@ pub enum QueuePolicy {
 pub enum TlsMode {
     Starttls,
     Implicit,
+}
+
+/// A secret written in the config file: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A command from the config: an argument list, or a string split into words the way a
@@ -380,6 +399,13 @@ resource = "https://partner.outlook.cn"
             .unwrap_err()
             .to_string();
         assert!(s.contains(":3: key `accounts.w.flow`"), "{s}");
+    }
+
+    #[test]
+    fn a_secret_in_the_file_never_shows_in_debug() {
+        let c = p("[accounts.w]\nemail = \"a@b.c\"\nclient_secret = \"hunter2\"\n").unwrap();
+        assert_eq!(c.accounts["w"].client_secret.as_ref().unwrap().expose(), "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

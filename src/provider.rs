@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Account, CommandSpec, Flow, ProviderKind, TlsMode};
+use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode};
 use crate::error::{Error, Result};
 
 /// Thunderbird's public client (no secret; organisations and personal accounts). See
@@ -34,7 +34,7 @@ impl Server {
 pub struct OAuthSettings {
     pub flow: Flow,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     pub client_secret_cmd: Option<CommandSpec>,
     pub password_cmd: Option<CommandSpec>,
     pub authorize_url: String,
@@ -85,7 +85,7 @@ impl OAuthSettings {
     /// The client secret from the config or its command, if any.
     pub fn client_secret(&self) -> Result<Option<String>> {
         if let Some(s) = &self.client_secret {
-            return Ok(Some(s.clone()));
+            return Ok(Some(s.expose().to_owned()));
         }
         self.client_secret_cmd
             .as_ref()
