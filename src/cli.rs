@@ -13,6 +13,23 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 /// The words that select a management command when they come first.
 pub const MANAGEMENT_WORDS: &[&str] = &["login", "token", "status", "check", "logout", "queue"];
 
+/// Files and exit codes, for `--help` and the man page.
+const AFTER_HELP: &str = "\
+Files:
+  $XDG_CONFIG_HOME/oauth2-sendmail/config.toml   the config (or -C FILE, or $OAUTH2_SENDMAIL_CONFIG)
+  $XDG_DATA_HOME/oauth2-sendmail/tokens/ACCOUNT.json   the token cache (0600): access_token,
+      expires_at (Unix seconds), refresh_token, token_type, scope, obtained_at
+  $XDG_STATE_HOME/oauth2-sendmail/queue/   messages waiting to be sent; failed/ keeps refusals
+
+Exit status (sysexits.h):
+  0 sent (or queued)   64 bad command line   65 unusable message   67 a recipient refused
+  69 refused by the server   70 internal error   74 local I/O error
+  75 temporary failure: try again later   76 protocol error (e.g. no STARTTLS)
+  77 authentication refused or a new login needed   78 configuration error
+
+Nothing is printed on success. A token is only sent over verified TLS and never printed
+except by `oauth2-sendmail token`.";
+
 /// Sendmail mode: read a message on stdin and submit it.
 // Sendmail's flags are many independent switches; a bool each is what was typed.
 #[allow(clippy::struct_excessive_bools)]
@@ -29,7 +46,8 @@ pub const MANAGEMENT_WORDS: &[&str] = &["login", "token", "status", "check", "lo
     disable_version_flag = true,
     args_override_self = true,
     override_usage = "oauth2-sendmail [OPTIONS] [--] [RECIPIENT ...] < message\n       \
-                      oauth2-sendmail login|token|status|check|logout|queue ..."
+                      oauth2-sendmail login|token|status|check|logout|queue ...",
+    after_long_help = AFTER_HELP
 )]
 pub struct SendArgs {
     /// Recipients (addresses, lists with commas, `Name <addr>`, or local names resolved through [aliases])
