@@ -404,7 +404,10 @@ resource = "https://partner.outlook.cn"
     #[test]
     fn a_secret_in_the_file_never_shows_in_debug() {
         let c = p("[accounts.w]\nemail = \"a@b.c\"\nclient_secret = \"hunter2\"\n").unwrap();
-        assert_eq!(c.accounts["w"].client_secret.as_ref().unwrap().expose(), "hunter2");
+        assert_eq!(
+            c.accounts["w"].client_secret.as_ref().unwrap().expose(),
+            "hunter2"
+        );
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 

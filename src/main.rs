@@ -20,7 +20,8 @@
 //! | `message` | reading stdin, the header view, Bcc stripping, header edits |
 //! | `plan` | pure resolution of account, envelope and header edits |
 //! | `oauth` | the token cache (`store`) and the HTTP grants (`grants`) |
-//! | `smtp` | our ESMTP client: wire bytes, TLS, the session |
+//! | `smtp` | our ESMTP client: wire bytes, the session |
+//! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
 //! | `deliver` | one account's session: token and connection at once, auth with retry |
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff |
@@ -48,6 +49,7 @@ mod provider;
 mod queue;
 mod sendmail;
 mod smtp;
+mod tls;
 
 // The integration tests' harness and fake servers, shared with the unit tests that drive
 // the SMTP session and the token cache over real sockets (the fakes name `super::support`).

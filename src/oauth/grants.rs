@@ -556,21 +556,9 @@ pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<reqwest::C
         .read_timeout(READ_TIMEOUT)
         .timeout(TOTAL_TIMEOUT)
         .user_agent(concat!("oauth2-sendmail/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::config(format!("cannot read tls_ca_file {}: {e}", path.display()))
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .ok()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "tls_ca_file {} holds no PEM certificate",
-                    path.display()
-                ))
-            })?;
-        builder = builder.tls_certs_merge(certs);
-    }
+    // The same trust as for SMTP: system roots, `tls_ca_file`, a pinned self-signed cert.
+    let tls = crate::tls::client_config(ca_file)?;
+    builder = builder.tls_backend_preconfigured((*tls).clone());
     builder
         .build()
         .map_err(|e| Error::internal(format!("cannot build the HTTPS client: {}", one_line(&e))))

@@ -3,12 +3,10 @@
 //!
 //! - `reply`: a server reply and its enhanced status code;
 //! - `wire`: commands as exact bytes, reply parsing, the DATA codec (CRLF, dot-stuffing);
-//! - `tls`: the rustls client config (system roots plus `tls_ca_file`);
 //! - `session`: connect, STARTTLS, AUTH XOAUTH2, the pipelined transaction, QUIT.
 
 pub mod reply;
 pub mod session;
-pub mod tls;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -21,10 +21,11 @@ use super::wire::{
     AuthResponse, AuthXoauth2, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
     MAX_REPLY_LINE, Mail, MailParam, Rcpt, RcptParam, ReplyParser, Simple,
 };
-use super::{Envelope, Reply, tls};
+use super::{Envelope, Reply};
 use crate::config::TlsMode;
 use crate::error::{Error, Kind, Phase, Result};
 use crate::provider::Server;
+use crate::tls;
 
 /// Test hook: when set to a number of milliseconds, every wait below is capped at that
 /// (so a "silent server" test ends in about a second). Not meant for users.

@@ -498,6 +498,39 @@ fn a_certificate_from_another_ca_is_refused_before_auth() {
     assert!(w.smtp.auth_attempts().is_empty());
 }
 
+/// `openssl req -x509` test servers: a self-signed certificate with `CA:TRUE`, given in
+/// `tls_ca_file`, is trusted as pinned; its host name is still checked.
+#[test]
+fn a_self_signed_server_certificate_in_tls_ca_file_is_pinned() {
+    let serving = TestCa::self_signed(&["localhost", "127.0.0.1"]);
+    let smtp = FakeSmtp::start(
+        &serving,
+        Behaviour::default().accept_only("alice@contoso.com", "at-pinned"),
+    );
+    let w = World::new();
+    std::fs::write(&w.ca_file, &serving.ca_pem).unwrap();
+    w.sandbox.seed_token(
+        "work",
+        &json!({"access_token": "at-pinned", "expires_at": now() + 3600}),
+    );
+    w.config_with_port(smtp.port(), "");
+    w.send(&["bob@fabrikam.example"], MESSAGE)
+        .assert_silent_success();
+    assert_eq!(smtp.deliveries().len(), 1);
+
+    // The same pinned certificate for a name it does not carry: refused before AUTH.
+    let other_name = TestCa::self_signed(&["mail.example"]);
+    let smtp = FakeSmtp::start(&other_name, Behaviour::default());
+    std::fs::write(&w.ca_file, &other_name.ca_pem).unwrap();
+    w.config_with_port(smtp.port(), "");
+    let line = w
+        .send(&["bob@fabrikam.example"], MESSAGE)
+        .assert_failure(76)
+        .to_owned();
+    assert!(line.contains("certificate"), "{line}");
+    assert!(smtp.auth_attempts().is_empty());
+}
+
 #[test]
 fn a_silent_server_is_a_temporary_failure_within_the_timeout() {
     let w = World::with(

@@ -51,6 +51,27 @@ impl TestCa {
         }
     }
 
+    /// One self-signed certificate with `CA:TRUE` serving as its own root, as
+    /// `openssl req -x509` makes for a test server; `ca_pem` is that certificate.
+    #[must_use]
+    pub fn self_signed(names: &[&str]) -> TestCa {
+        install_provider();
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let server_config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        TestCa {
+            ca_pem: cert.pem(),
+            server_config: Arc::new(server_config),
+        }
+    }
+
     #[must_use]
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.server_config.clone())

@@ -1,14 +1,22 @@
-//! The rustls client side: the system's roots plus every certificate in `tls_ca_file`,
-//! with the host name (or IP address) always verified. No option turns verification off.
+//! The rustls client side, for SMTP and the token endpoint alike: the system's roots plus
+//! every certificate in `tls_ca_file`, with the host name (or IP address) always verified.
+//! No option turns verification off.
+//!
+//! A certificate in `tls_ca_file` that the server itself presents is trusted as it is
+//! (pinned), as msmtp's `tls_trust_file` and curl's `--cacert` do: a self-signed server
+//! certificate made with `openssl req -x509` carries `CA:TRUE`, which webpki refuses as an
+//! end-entity certificate. Its host name is still checked.
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::server::ParsedCertificate;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls_platform_verifier::Verifier;
 
 use crate::error::{Error, Phase, Result};
@@ -20,20 +28,84 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
         None => Vec::new(),
     };
     let provider = provider();
+    let pinned = extra.clone();
     let verifier = Verifier::new_with_extra_roots(extra, provider.clone()).map_err(|e| {
         Error::protocol(
             Phase::Tls,
             format!("cannot set up certificate verification: {e}"),
         )
     })?;
+    let verifier = PinnedOrVerified { verifier, pinned };
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(format!("TLS versions: {e}")))?
-        // "dangerous" only in name: the platform verifier checks chain and host name.
+        // "dangerous" only in name: the chain (or the pin) and the host name are checked.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The platform's verification, or else an exact match with a certificate the user put
+/// in `tls_ca_file` that is valid for the host name.
+#[derive(Debug)]
+struct PinnedOrVerified {
+    verifier: Verifier,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedOrVerified {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let verified = self.verifier.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if verified.is_err()
+            && self
+                .pinned
+                .iter()
+                .any(|c| c.as_ref() == end_entity.as_ref())
+        {
+            rustls::client::verify_server_name(
+                &ParsedCertificate::try_from(end_entity)?,
+                server_name,
+            )?;
+            return Ok(ServerCertVerified::assertion());
+        }
+        verified
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier.supported_verify_schemes()
+    }
 }
 
 /// The process-wide provider `main` installs; ring if none was installed (unit tests).
