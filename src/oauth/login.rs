@@ -182,9 +182,9 @@ fn tell_authcode(account: &AccountSettings, url: &str, redirect: &Redirect, open
             uri = redirect.uri
         ),
         None => format!(
-            "after the sign-in the browser ends at {uri}?code=… and shows an error page (nothing \
-             listens there): copy that whole address from the address bar, paste it here and \
-             press Enter (waiting up to {minutes} min)",
+            "after the sign-in the browser is sent to {uri} with `?code=…` and shows an error \
+             page (nothing listens there): copy that whole address from the address bar, paste it \
+             here and press Enter (waiting up to {minutes} min)",
             uri = redirect.uri
         ),
     };
