@@ -6,7 +6,7 @@ use std::io::Write;
 
 use crate::cli::{FlowArg, LoginArgs, Manage, ManageArgs, QueueAction};
 use crate::clock;
-use crate::config::{self, Config, Flow};
+use crate::config::{self, Config, Flow, ProviderKind};
 use crate::error::{Error, Result};
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
@@ -144,12 +144,12 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         let default = config.default_account_name().ok() == Some(name.as_str());
         let _ = write!(
             out,
-            "{name}{}\n  provider: {:?}\n  email: {}\n  server: {}\n  flow: {:?}\n",
+            "{name}{}\n  provider: {}\n  email: {}\n  server: {}\n  flow: {}\n",
             if default { " (default)" } else { "" },
-            account.provider,
+            provider_name(account.provider),
             account.email,
             account.smtp.address(),
-            account.oauth.flow,
+            flow_name(account.oauth.flow),
         );
         let state = match TokenStore::new(&account).and_then(|s| s.load()) {
             Ok(Some(t)) => token_state(&t, now),
@@ -167,6 +167,26 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         count(queue.list_failed()?)
     );
     print(&out)
+}
+
+/// The provider as the config spells it.
+fn provider_name(provider: ProviderKind) -> &'static str {
+    match provider {
+        ProviderKind::Microsoft => "microsoft",
+        ProviderKind::MicrosoftChina => "microsoft-china",
+        ProviderKind::Gmail => "gmail",
+        ProviderKind::Custom => "custom",
+    }
+}
+
+/// The flow as the config spells it.
+fn flow_name(flow: Flow) -> &'static str {
+    match flow {
+        Flow::Authcode => "authcode",
+        Flow::Devicecode => "devicecode",
+        Flow::Password => "password",
+        Flow::ClientCredentials => "client-credentials",
+    }
 }
 
 /// The stored token's state for `status`: times, and whether a refresh token is there.

@@ -355,6 +355,13 @@ fn authcode_with_no_browser_prints_the_url_and_the_listener_takes_the_redirect()
         status.stdout
     );
     assert!(status.stdout.contains("refresh token: present"));
+    assert!(status.stdout.contains("provider: microsoft\n"));
+    assert!(status.stdout.contains("flow: authcode\n"));
+    assert!(
+        status.stdout.contains("last refresh: 20"),
+        "{}",
+        status.stdout
+    );
     s.assert_no_secret_in(&status);
 }
 
@@ -367,11 +374,15 @@ fn authcode_opens_the_browser_from_dollar_browser() {
     let printed = live.url();
     live.line(|l| l.contains("waiting up to"));
     let deadline = Instant::now() + LINE_WAIT;
-    while !record.exists() {
+    // The script's file exists before its line is written: wait for the whole line.
+    let opened = loop {
+        let got = std::fs::read_to_string(&record).unwrap_or_default();
+        if got.ends_with('\n') {
+            break got;
+        }
         assert!(Instant::now() < deadline, "the browser was not started");
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let opened = std::fs::read_to_string(&record).unwrap();
+    };
     assert_eq!(
         opened.trim_end(),
         printed,
