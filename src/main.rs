@@ -19,14 +19,15 @@
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
 //! | `message` | reading stdin, the header view, Bcc stripping, header edits |
 //! | `plan` | pure resolution of account, envelope and header edits |
-//! | `oauth` | the token cache (`store`) and the HTTP grants (`grants`) |
+//! | `oauth` | the token cache (`store`), the HTTP grants (`grants`), the interactive flows (`login`, `authcode`) |
 //! | `smtp` | our ESMTP client: wire bytes, the session |
 //! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
 //! | `deliver` | one account's session: token and connection at once, auth with retry |
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff |
 //! | `sendmail` | sendmail mode from argv to exit status; the log line |
-//! | `manage` | the management words: token, status, check, logout, queue |
+//! | `manage` | the management words: login, token, status, check, logout, queue |
+//! | `clock` | times as people read them (`status`, `login`) |
 //! | `notify` | `notify_cmd` when an account needs a new login |
 //! | `error` | one error type → the stderr line and the exit code |
 //!
@@ -35,6 +36,7 @@
 //! reaches stdout (except `token`, whose job it is), stderr, a log or an error.
 
 mod cli;
+mod clock;
 mod config;
 mod deliver;
 mod error;

@@ -1,11 +1,12 @@
-//! The management words that need no login flow: `token`, `status`, `check`, `logout`.
+//! The management words: `login` (the flows are in `oauth::login`), `token`, `status`,
+//! `check`, `logout`, `queue`.
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::{Manage, ManageArgs, QueueAction};
-use crate::config::{self, Config};
+use crate::cli::{FlowArg, LoginArgs, Manage, ManageArgs, QueueAction};
+use crate::clock;
+use crate::config::{self, Config, Flow, ProviderKind};
 use crate::error::{Error, Result};
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
@@ -19,7 +20,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
         Manage::Status { account } => status(&config, account.as_deref()),
         Manage::Check { account } => check(&settings(&config, account.as_deref())?),
         Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
-        Manage::Login(_) => Err(Error::usage("login is not available in this version yet")),
+        Manage::Login(args) => login(&config, &args),
         Manage::Queue { action } => queue(&config, &action),
     }
 }
@@ -38,6 +39,56 @@ fn print(text: &str) -> Result<()> {
         .lock()
         .write_all(text.as_bytes())
         .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+}
+
+/// Signs in by the account's flow (or `--flow`) and stores the tokens; one line on stdout.
+fn login(config: &Config, args: &LoginArgs) -> Result<()> {
+    let name = match args.account.as_deref() {
+        Some(n) => n,
+        None => config.default_account_name()?,
+    };
+    let mut configured = config.account(name)?.clone();
+    if let Some(flow) = args.flow {
+        // Before resolving: the flow decides the default scopes (app-only or delegated).
+        configured.flow = Some(flow_of(flow));
+    }
+    let account = provider::resolve(name, &configured)?;
+    let options = oauth::login::Options {
+        no_browser: args.no_browser,
+        import_refresh_token: args.import_refresh_token.clone(),
+    };
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(oauth::login::login(&account, &options));
+    // Paste mode may leave a read of stdin blocked on its thread: do not wait for it.
+    runtime.shutdown_background();
+    let done = outcome.map_err(|e| e.for_account(&account.name))?;
+    if !done.has_refresh_token && account.oauth.flow != Flow::ClientCredentials {
+        eprintln!(
+            "oauth2-sendmail: account {}: warning: no refresh token was issued (is offline_access \
+             among the scopes?): a new login is needed when the access token expires",
+            account.name
+        );
+    }
+    let who =
+        if account.oauth.flow == Flow::ClientCredentials && args.import_refresh_token.is_none() {
+            format!("app-only access for {} works", account.email)
+        } else {
+            format!("logged in as {}", account.email)
+        };
+    print(&format!(
+        "account {}: {who}; access token valid until {}\n",
+        account.name,
+        clock::utc(done.expires_at)
+    ))
+}
+
+fn flow_of(flow: FlowArg) -> Flow {
+    match flow {
+        FlowArg::Authcode => Flow::Authcode,
+        FlowArg::Devicecode => Flow::Devicecode,
+        FlowArg::Password => Flow::Password,
+        FlowArg::ClientCredentials => Flow::ClientCredentials,
+    }
 }
 
 /// Prints a valid access token: for mbsync `PassCmd`, msmtp `passwordeval`, scripts.
@@ -82,9 +133,7 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
     if let Some(name) = only {
         config.account(name)?;
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = oauth::now();
     let mut out = String::new();
     for name in config
         .accounts
@@ -95,36 +144,15 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         let default = config.default_account_name().ok() == Some(name.as_str());
         let _ = write!(
             out,
-            "{name}{}\n  provider: {:?}\n  email: {}\n  server: {}\n  flow: {:?}\n",
+            "{name}{}\n  provider: {}\n  email: {}\n  server: {}\n  flow: {}\n",
             if default { " (default)" } else { "" },
-            account.provider,
+            provider_name(account.provider),
             account.email,
             account.smtp.address(),
-            account.oauth.flow,
+            flow_name(account.oauth.flow),
         );
         let state = match TokenStore::new(&account).and_then(|s| s.load()) {
-            Ok(Some(t)) => {
-                let access = if t.expires_at > now {
-                    format!(
-                        "valid until {} ({} min left)",
-                        t.expires_at,
-                        (t.expires_at - now) / 60
-                    )
-                } else {
-                    format!("expired at {}", t.expires_at)
-                };
-                let refresh = if t.refresh_token.is_some() {
-                    "present"
-                } else {
-                    "none"
-                };
-                let last = t
-                    .obtained_at
-                    .map_or_else(|| "unknown".to_owned(), |s| s.to_string());
-                format!(
-                    "  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n"
-                )
-            }
+            Ok(Some(t)) => token_state(&t, now),
             Ok(None) => format!("  token: none (needs login: oauth2-sendmail login {name})\n"),
             Err(e) => format!("  token: unreadable: {e}\n"),
         };
@@ -139,6 +167,43 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         count(queue.list_failed()?)
     );
     print(&out)
+}
+
+/// The provider as the config spells it.
+fn provider_name(provider: ProviderKind) -> &'static str {
+    match provider {
+        ProviderKind::Microsoft => "microsoft",
+        ProviderKind::MicrosoftChina => "microsoft-china",
+        ProviderKind::Gmail => "gmail",
+        ProviderKind::Custom => "custom",
+    }
+}
+
+/// The flow as the config spells it.
+fn flow_name(flow: Flow) -> &'static str {
+    match flow {
+        Flow::Authcode => "authcode",
+        Flow::Devicecode => "devicecode",
+        Flow::Password => "password",
+        Flow::ClientCredentials => "client-credentials",
+    }
+}
+
+/// The stored token's state for `status`: times, and whether a refresh token is there.
+fn token_state(t: &oauth::store::StoredToken, now: u64) -> String {
+    let when = |at: u64| format!("{} ({})", clock::utc(at), clock::relative(at, now));
+    let access = if t.expires_at > now {
+        format!("valid until {}", when(t.expires_at))
+    } else {
+        format!("expired {}", when(t.expires_at))
+    };
+    let refresh = if t.refresh_token.is_some() {
+        "present"
+    } else {
+        "none"
+    };
+    let last = t.obtained_at.map_or_else(|| "unknown".to_owned(), when);
+    format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n")
 }
 
 fn queue(config: &Config, action: &QueueAction) -> Result<()> {

@@ -143,6 +143,15 @@ impl Redirect {
         })
     }
 
+    /// The loopback port waiting for the browser; `None` in paste-only mode (`https`).
+    #[must_use]
+    pub fn port(&self) -> Option<u16> {
+        self.listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
     /// Waits for the authorization code: from the browser's redirect to the listener, or
     /// from a redirected URL typed or pasted on stdin, whichever comes first.
     pub async fn code(&self, state: &str, timeout: Duration) -> Result<String> {

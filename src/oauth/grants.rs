@@ -35,17 +35,14 @@ pub const DEFAULT_EXPIRES_IN: u64 = 3600;
 const MAX_DESCRIPTION: usize = 200;
 
 /// What to trade for tokens.
-#[allow(
-    dead_code,
-    reason = "AuthorizationCode and DeviceCode are redeemed by `login`, which comes next"
-)]
 pub enum Grant {
     /// Renew with a refresh token (`grant_type=refresh_token`).
     RefreshToken(String),
     /// App-only, with the client secret (`grant_type=client_credentials`).
     ClientCredentials,
-    /// ROPC: the account's email and the output of `password_cmd` (`grant_type=password`).
-    Password,
+    /// ROPC (`grant_type=password`): the account's email and this password, or when `None`
+    /// the output of `password_cmd`.
+    Password(Option<String>),
     /// Redeem an authorization code (PKCE).
     AuthorizationCode {
         code: String,
@@ -61,7 +58,7 @@ impl Grant {
         match self {
             Grant::RefreshToken(_) => "refresh_token",
             Grant::ClientCredentials => "client_credentials",
-            Grant::Password => "password",
+            Grant::Password(_) => "password",
             Grant::AuthorizationCode { .. } => "authorization_code",
             Grant::DeviceCode(_) => "urn:ietf:params:oauth:grant-type:device_code",
         }
@@ -128,18 +125,82 @@ pub struct ErrorBody {
 pub fn parse_success(body: &[u8]) -> Option<TokenResponse> {
     let raw: RawSuccess = serde_json::from_slice(body).ok()?;
     let access_token = raw.access_token.filter(|t| !t.is_empty())?;
-    let expires_in = match raw.expires_in {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .unwrap_or(DEFAULT_EXPIRES_IN);
+    let expires_in = number(raw.expires_in).unwrap_or(DEFAULT_EXPIRES_IN);
     Some(TokenResponse {
         access_token,
         expires_in,
         refresh_token: raw.refresh_token.filter(|t| !t.is_empty()),
         token_type: raw.token_type,
         scope: raw.scope,
+    })
+}
+
+/// A JSON number, or a number in a string (v1 endpoints send `"3599"`).
+fn number(value: Option<serde_json::Value>) -> Option<u64> {
+    match value {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A device authorization (RFC 8628 §3.2): the code the user types, where, and how to poll.
+pub struct DeviceAuthorization {
+    /// Secret: whoever holds it collects the tokens.
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    /// Seconds until the codes expire.
+    pub expires_in: u64,
+    /// Seconds to wait between polls.
+    pub interval: u64,
+    /// Microsoft's ready-made instruction, e.g. "To sign in, use a web browser to open…".
+    pub message: Option<String>,
+}
+
+impl fmt::Debug for DeviceAuthorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceAuthorization")
+            .field("device_code", &"<redacted>")
+            .field("user_code", &self.user_code)
+            .field("verification_uri", &self.verification_uri)
+            .field("expires_in", &self.expires_in)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long device codes live when the answer does not say (Microsoft's default).
+pub const DEFAULT_DEVICE_EXPIRES_IN: u64 = 900;
+/// RFC 8628 §3.2: "If no value is provided, clients MUST use 5 as the default."
+pub const DEFAULT_POLL_INTERVAL: u64 = 5;
+
+#[derive(Deserialize)]
+struct RawDevice {
+    device_code: Option<String>,
+    user_code: Option<String>,
+    verification_uri: Option<String>,
+    /// Google's spelling.
+    verification_url: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    interval: Option<serde_json::Value>,
+    message: Option<String>,
+}
+
+/// Parses a 2xx device authorization body; `None` when a required field is missing.
+#[must_use]
+pub fn parse_device_authorization(body: &[u8]) -> Option<DeviceAuthorization> {
+    let raw: RawDevice = serde_json::from_slice(body).ok()?;
+    let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    Some(DeviceAuthorization {
+        device_code: non_empty(raw.device_code)?,
+        user_code: non_empty(raw.user_code)?,
+        verification_uri: non_empty(raw.verification_uri.or(raw.verification_url))?,
+        expires_in: number(raw.expires_in).unwrap_or(DEFAULT_DEVICE_EXPIRES_IN),
+        interval: number(raw.interval).unwrap_or(DEFAULT_POLL_INTERVAL),
+        message: non_empty(raw.message),
     })
 }
 
@@ -183,13 +244,21 @@ const CONFIG_CODES: &[(u64, &str)] = &[
         700016,
         "no app with this client_id in the tenant: check client_id and tenant",
     ),
-    (7000112, "the app is disabled"),
+    (
+        7000112,
+        "the app is disabled (Microsoft or an administrator turned it off): use another client_id",
+    ),
     (70001, "the app is disabled or unknown in this tenant"),
     (
         50011,
-        "the redirect URI is not registered for this app: check redirect_uri",
+        "the redirect URI is not registered for this app: set redirect_uri to one it has \
+         (e.g. \"http://127.0.0.1\", \"http://localhost\" or \"https://localhost\")",
     ),
-    (50020, "this user is not in the tenant: check tenant"),
+    (
+        50020,
+        "this account is not in the tenant, or is a personal account the app does not take: \
+         check tenant (\"consumers\" for personal accounts, your tenant for work accounts)",
+    ),
     (16000, "this user is not in the tenant: check tenant"),
     (
         50194,
@@ -222,7 +291,10 @@ const CONFIG_CODES: &[(u64, &str)] = &[
         9001023,
         "this grant is not allowed on common/consumers: set tenant to your tenant",
     ),
-    (90027, "v1 endpoints do not serve personal accounts"),
+    (
+        90027,
+        "v1 endpoints do not serve personal accounts: remove resource (use v2) or use a work account",
+    ),
     (
         901002,
         "v2 endpoints do not accept `resource`: remove resource or use a v1 token_url",
@@ -235,7 +307,8 @@ const CONFIG_CODES: &[(u64, &str)] = &[
     (90095, "an administrator must consent to this app"),
     (
         53003,
-        "blocked by Conditional Access: ask your administrator",
+        "blocked by Conditional Access: ask your administrator, or try another flow \
+         (tenants often block device code sign-in)",
     ),
     (
         53000,
@@ -325,30 +398,19 @@ pub fn first_sentence(description: &str) -> String {
     }
 }
 
-/// The one-line error for a refused request.
+/// The one-line error for a refused request. `client_id` only serves the admin-consent URL.
 #[must_use]
-pub fn refusal(account: &str, url: &str, status: u16, body: &ErrorBody) -> Error {
+pub fn refusal(account: &str, url: &str, client_id: &str, status: u16, body: &ErrorBody) -> Error {
     let class = classify(status, body);
-    let mut said = if body.error.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status} {}", body.error.escape_debug())
-    };
-    if let Some(code) = body.error_codes.first() {
-        let _ = write!(said, ", AADSTS{code}");
-    }
-    if let Some(text) = body.error_description.as_deref().map(first_sentence)
-        && !text.is_empty()
-    {
-        let _ = write!(said, ": {text}");
-    }
+    let said = what_was_said(status, body);
     let detail = match class {
         TokenClass::Transient => {
             format!("token service unreachable ({url}: {said}); try again later")
         }
-        TokenClass::NeedsLogin => format!(
-            "the token service wants a new sign-in ({said}): run `oauth2-sendmail login {account}`"
-        ),
+        TokenClass::NeedsLogin => {
+            let next = relogin_hint(account, url, client_id, &body.error_codes);
+            format!("the token service wants a new sign-in ({said}): {next}")
+        }
         TokenClass::Config => {
             let why = body
                 .error_codes
@@ -369,6 +431,69 @@ pub fn refusal(account: &str, url: &str, status: u16, body: &ErrorBody) -> Error
         }
     };
     Error::token(class, detail)
+}
+
+/// `HTTP 400 invalid_grant, AADSTS700082: The refresh token has expired…`: the server's
+/// own words, cut to one line.
+fn what_was_said(status: u16, body: &ErrorBody) -> String {
+    let mut said = if body.error.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status} {}", body.error.escape_debug())
+    };
+    if let Some(code) = body.error_codes.first() {
+        let _ = write!(said, ", AADSTS{code}");
+    }
+    if let Some(text) = body.error_description.as_deref().map(first_sentence)
+        && !text.is_empty()
+    {
+        let _ = write!(said, ": {text}");
+    }
+    said
+}
+
+/// AADSTS codes for multi-factor authentication: only an interactive flow can satisfy them.
+const MFA_CODES: &[u64] = &[50076, 50079, 50072, 50074];
+/// AADSTS65001: nobody has consented to the app in this tenant yet.
+const CONSENT_CODE: u64 = 65001;
+
+/// What to do when a new sign-in is wanted; some codes need more than `login`.
+fn relogin_hint(account: &str, url: &str, client_id: &str, codes: &[u64]) -> String {
+    let login = format!("`oauth2-sendmail login {account}`");
+    if codes.contains(&CONSENT_CODE) {
+        return match admin_consent_url(url, client_id) {
+            Some(consent) => format!(
+                "the app has no consent in this tenant: sign in with {login} and accept, or ask \
+                 your administrator to grant consent at {consent}"
+            ),
+            None => format!(
+                "the app has no consent: sign in with {login} and accept, or ask your administrator"
+            ),
+        };
+    }
+    if codes.iter().any(|c| MFA_CODES.contains(c)) {
+        return format!(
+            "multi-factor authentication is required: run {login} with the authcode or devicecode \
+             flow (the password flow cannot do it)"
+        );
+    }
+    format!("run {login}")
+}
+
+/// `https://login.microsoftonline.com/{tenant}/adminconsent?client_id=…`, from the token URL's
+/// authority (everything before `/oauth2/`); `None` when the URL has no such shape.
+#[must_use]
+pub fn admin_consent_url(token_url: &str, client_id: &str) -> Option<String> {
+    let authority = &token_url[..token_url.find("/oauth2/")?];
+    if client_id.is_empty() {
+        return None;
+    }
+    reqwest::Url::parse_with_params(
+        &format!("{authority}/adminconsent"),
+        [("client_id", client_id)],
+    )
+    .ok()
+    .map(String::from)
 }
 
 /// The form to POST, built from the account (secrets fetched by their commands here).
@@ -395,11 +520,17 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
                 ));
             }
         }
-        Grant::Password => {
-            let cmd = oauth.password_cmd.as_ref().ok_or_else(|| {
-                Error::token(TokenClass::Config, "flow = \"password\" needs password_cmd")
-            })?;
-            let password = cmd.secret("password_cmd")?;
+        Grant::Password(given) => {
+            let password = match given {
+                Some(p) => p.clone(),
+                None => oauth
+                    .password_cmd
+                    .as_ref()
+                    .ok_or_else(|| {
+                        Error::token(TokenClass::Config, "flow = \"password\" needs password_cmd")
+                    })?
+                    .secret("password_cmd")?,
+            };
             fields.push(("username", account.email.clone()));
             fields.push(("password", password.clone()));
             secrets.push(password);
@@ -456,13 +587,57 @@ impl fmt::Debug for Form {
     }
 }
 
+/// What the token endpoint answered: tokens, or its refusal as sent (RFC 6749 §5.2).
+pub enum Answer {
+    Tokens(TokenResponse),
+    Refused { status: u16, body: ErrorBody },
+}
+
 impl Form {
-    /// POSTs the form and parses the answer.
+    /// POSTs the form and parses the answer; a refusal becomes its one-line error.
     pub async fn send(&self) -> Result<TokenResponse> {
-        self.post().await.map_err(|e| self.scrub(e))
+        match self.answer().await? {
+            Answer::Tokens(t) => Ok(t),
+            Answer::Refused { status, body } => Err(self.refused(status, &body)),
+        }
     }
 
-    async fn post(&self) -> Result<TokenResponse> {
+    /// POSTs the form and keeps a refusal as data: device-code polling reacts on the raw
+    /// `error` (`authorization_pending`, `slow_down`, …). Only a transport failure or a
+    /// success without a token is an error here.
+    pub async fn answer(&self) -> Result<Answer> {
+        let (status, body) = self.exchange().await.map_err(|e| self.scrub(e))?;
+        if (200..300).contains(&status) {
+            return parse_success(&body).map(Answer::Tokens).ok_or_else(|| {
+                self.scrub(Error::token(
+                    TokenClass::Transient,
+                    format!(
+                        "token service unreachable ({}): HTTP {status} without an access token; try again later",
+                        self.url
+                    ),
+                ))
+            });
+        }
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        Ok(Answer::Refused { status, body })
+    }
+
+    /// The one-line error for a refusal of this form, secrets scrubbed.
+    #[must_use]
+    pub fn refused(&self, status: u16, body: &ErrorBody) -> Error {
+        let client_id = self.field("client_id").unwrap_or_default();
+        self.scrub(refusal(&self.account, &self.url, client_id, status, body))
+    }
+
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// POSTs the form; returns the status and the body, whatever the status.
+    async fn exchange(&self) -> Result<(u16, Vec<u8>)> {
         let client = client(&self.url, self.ca_file.as_deref())?;
         let transient = |what: &str, e: reqwest::Error| {
             Error::token(
@@ -487,19 +662,7 @@ impl Form {
             .bytes()
             .await
             .map_err(|e| transient("reading the answer failed", e))?;
-        if (200..300).contains(&status) {
-            return parse_success(&body).ok_or_else(|| {
-                Error::token(
-                    TokenClass::Transient,
-                    format!(
-                        "token service unreachable ({}): HTTP {status} without an access token; try again later",
-                        self.url
-                    ),
-                )
-            });
-        }
-        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        Err(refusal(&self.account, &self.url, status, &parsed))
+        Ok((status, body.to_vec()))
     }
 
     /// Replaces any secret a server might have echoed, and keeps the message on one line.
@@ -516,11 +679,63 @@ impl Form {
 
 /// Requests `grant` for `account` (runs secret commands off the async thread).
 pub async fn request(account: &AccountSettings, grant: Grant) -> Result<TokenResponse> {
+    prepare(account, grant).await?.send().await
+}
+
+/// The form for `grant`, built off the async thread (secret commands run here); to send
+/// more than once, as device-code polling does.
+pub async fn prepare(account: &AccountSettings, grant: Grant) -> Result<Form> {
     let account = account.clone();
-    let form = tokio::task::spawn_blocking(move || form(&account, &grant))
+    tokio::task::spawn_blocking(move || form(&account, &grant))
         .await
-        .map_err(|e| Error::internal(format!("the secret command task failed: {e}")))??;
-    form.send().await
+        .map_err(|e| Error::internal(format!("the secret command task failed: {e}")))?
+}
+
+/// Starts a device-code sign-in (RFC 8628 §3.1): POSTs `client_id` and `scope` (or
+/// `resource`) to the account's `device_code_url`.
+pub async fn device_authorization(account: &AccountSettings) -> Result<DeviceAuthorization> {
+    let form = device_form(account)?;
+    let (status, body) = form.exchange().await.map_err(|e| form.scrub(e))?;
+    if (200..300).contains(&status) {
+        return parse_device_authorization(&body).ok_or_else(|| {
+            Error::token(
+                TokenClass::Transient,
+                format!(
+                    "device code service unreachable ({}): HTTP {status} without a device code; try again later",
+                    form.url
+                ),
+            )
+        });
+    }
+    let body: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+    Err(form.refused(status, &body))
+}
+
+fn device_form(account: &AccountSettings) -> Result<Form> {
+    let oauth = &account.oauth;
+    if oauth.device_code_url.is_empty() {
+        return Err(Error::config(format!(
+            "account {}: flow = \"devicecode\" needs device_code_url",
+            account.name
+        )));
+    }
+    let mut fields: Vec<(&'static str, String)> = vec![(
+        "client_id",
+        oauth.client_id(&account.name, account.provider)?.to_owned(),
+    )];
+    if !oauth.scopes.is_empty() {
+        fields.push(("scope", oauth.scopes.join(" ")));
+    }
+    if let Some(resource) = &oauth.resource {
+        fields.push(("resource", resource.clone()));
+    }
+    Ok(Form {
+        url: oauth.device_code_url.clone(),
+        ca_file: oauth.ca_file.clone(),
+        account: account.name.clone(),
+        fields,
+        secrets: Vec::new(),
+    })
 }
 
 /// The renewal a flow can do without a person, if any.
@@ -528,7 +743,7 @@ pub async fn request(account: &AccountSettings, grant: Grant) -> Result<TokenRes
 pub fn unattended_grant(account: &AccountSettings) -> Option<Grant> {
     match account.oauth.flow {
         Flow::ClientCredentials => Some(Grant::ClientCredentials),
-        Flow::Password if account.oauth.password_cmd.is_some() => Some(Grant::Password),
+        Flow::Password if account.oauth.password_cmd.is_some() => Some(Grant::Password(None)),
         _ => None,
     }
 }
@@ -677,7 +892,7 @@ mod tests {
              2026-01-01.\r\nTrace ID: abc\r\nCorrelation ID: def\r\nTimestamp: 2026"
                 .into(),
         );
-        let e = refusal("work", "https://idp/token", 400, &b);
+        let e = refusal("work", "https://idp/token", "cid", 400, &b);
         assert_eq!(e.exit_code(), 77);
         assert_eq!(
             e.to_string(),
@@ -687,17 +902,161 @@ mod tests {
         let mut b = body("invalid_client", &[7000215]);
         b.error_description =
             Some("AADSTS7000215: Invalid client secret provided. Ensure…\r\nTrace ID: x".into());
-        let line = refusal("w", "https://idp/token", 401, &b).to_string();
+        let line = refusal("w", "https://idp/token", "cid", 401, &b).to_string();
         assert!(
             line.contains("AADSTS7000215: Invalid client secret provided.")
                 && line.contains("client_secret"),
             "{line}"
         );
         assert!(!line.contains("Trace") && !line.contains('\n'));
-        let line = refusal("w", "https://idp/token", 503, &ErrorBody::default()).to_string();
+        let line = refusal("w", "https://idp/token", "cid", 503, &ErrorBody::default()).to_string();
         assert_eq!(
             line,
             "token service unreachable (https://idp/token: HTTP 503); try again later"
+        );
+    }
+
+    /// The line a user reads for `code`, from the global token endpoint of tenant contoso.
+    fn line_for(error: &str, code: u64) -> (u8, String) {
+        let e = refusal(
+            "work",
+            "https://login.microsoftonline.com/contoso/oauth2/v2.0/token",
+            "cid-1",
+            400,
+            &body(error, &[code]),
+        );
+        (e.exit_code(), e.to_string())
+    }
+
+    #[test]
+    fn each_class_of_microsoft_error_gets_its_own_next_step() {
+        let table: &[(&str, u64, u8, &[&str])] = &[
+            (
+                "invalid_grant",
+                65001,
+                77,
+                &[
+                    "AADSTS65001",
+                    "ask your administrator",
+                    "https://login.microsoftonline.com/contoso/adminconsent?client_id=cid-1",
+                    "oauth2-sendmail login work",
+                ],
+            ),
+            (
+                "invalid_grant",
+                53003,
+                78,
+                &["Conditional Access", "administrator", "another flow"],
+            ),
+            (
+                "invalid_request",
+                50020,
+                78,
+                &["not in the tenant", "consumers"],
+            ),
+            ("invalid_request", 9002331, 78, &["tenant = \"consumers\""]),
+            (
+                "invalid_request",
+                90027,
+                78,
+                &["v1", "personal", "resource"],
+            ),
+            (
+                "invalid_request",
+                50011,
+                78,
+                &["redirect_uri", "http://127.0.0.1"],
+            ),
+            (
+                "unauthorized_client",
+                7000112,
+                78,
+                &["disabled", "client_id"],
+            ),
+            (
+                "invalid_client",
+                7000218,
+                78,
+                &["Allow public client flows", "client secret"],
+            ),
+            (
+                "interaction_required",
+                50076,
+                77,
+                &["multi-factor", "oauth2-sendmail login work", "authcode"],
+            ),
+            (
+                "invalid_grant",
+                700082,
+                77,
+                &["run `oauth2-sendmail login work`"],
+            ),
+            (
+                "invalid_grant",
+                70008,
+                77,
+                &["run `oauth2-sendmail login work`"],
+            ),
+        ];
+        for (error, code, exit, needles) in table {
+            let (got, line) = line_for(error, *code);
+            assert_eq!(got, *exit, "{code}: {line}");
+            assert!(line.contains(&format!("AADSTS{code}")), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+            for needle in *needles {
+                assert!(
+                    line.contains(needle),
+                    "{code}: `{needle}` missing in: {line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn admin_consent_url_from_the_token_url() {
+        assert_eq!(
+            admin_consent_url(
+                "https://login.partner.microsoftonline.cn/x.onmschina.cn/oauth2/token",
+                "a b"
+            )
+            .as_deref(),
+            Some(
+                "https://login.partner.microsoftonline.cn/x.onmschina.cn/adminconsent?client_id=a+b"
+            )
+        );
+        assert_eq!(
+            admin_consent_url("https://oauth2.googleapis.com/token", "c"),
+            None
+        );
+        assert_eq!(
+            admin_consent_url(
+                "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                ""
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn device_authorizations_as_microsoft_and_google_send_them() {
+        let d = parse_device_authorization(
+            br#"{"user_code":"ABCD-EFGH","device_code":"dc-secret","verification_uri":"https://microsoft.com/devicelogin","expires_in":900,"interval":5,"message":"To sign in, use a web browser."}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.user_code.as_str(), d.expires_in, d.interval),
+            ("ABCD-EFGH", 900, 5)
+        );
+        assert_eq!(d.message.as_deref(), Some("To sign in, use a web browser."));
+        assert!(!format!("{d:?}").contains("dc-secret"));
+        let g = parse_device_authorization(
+            br#"{"device_code":"dc","user_code":"U","verification_url":"https://www.google.com/device","expires_in":"1800"}"#,
+        )
+        .unwrap();
+        assert_eq!(g.verification_uri, "https://www.google.com/device");
+        assert_eq!((g.expires_in, g.interval), (1800, DEFAULT_POLL_INTERVAL));
+        assert!(
+            parse_device_authorization(br#"{"user_code":"U","verification_uri":"x"}"#).is_none()
         );
     }
 

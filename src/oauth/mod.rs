@@ -1,5 +1,6 @@
 //! OAuth tokens: the cache on disk (`store`), the HTTP grants against the identity
-//! platform (`grants`), and the one question the send path asks: a valid access token.
+//! platform (`grants`), the first sign-in (`login`, `authcode`), and the one question the
+//! send path asks: a valid access token.
 //!
 //! ```text
 //! access_token(account, reject)
@@ -13,6 +14,7 @@
 
 pub mod authcode;
 pub mod grants;
+pub mod login;
 pub mod store;
 
 use std::time::{SystemTime, UNIX_EPOCH};

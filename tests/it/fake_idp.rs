@@ -25,8 +25,23 @@
 //! [`FakeIdp::set_rotation_revokes_old`]), `client_credentials` (needs the client's
 //! registered secret, see [`FakeIdp::register_client_secret`]), `password` (checks the
 //! pair registered with [`FakeIdp::add_user`]), `authorization_code` (codes from
-//! [`FakeIdp::issue_auth_code`], single use) and the device-code grant (codes from
-//! [`FakeIdp::issue_device_code`]: `authorization_pending` until approved).
+//! [`FakeIdp::issue_auth_code`] or from the authorize endpoint, single use; a code from the
+//! authorize endpoint must come with the same `redirect_uri` and a `code_verifier` whose S256
+//! hash is the `code_challenge` it saw) and the device-code grant (codes from
+//! [`FakeIdp::issue_device_code`] or the devicecode endpoint: `authorization_pending` until
+//! approved, `authorization_declined` when declined, `expired_token` after `expires_in`).
+//!
+//! Interactive endpoints, for `login`:
+//! - `GET /{tenant}/oauth2/v2.0/authorize` and v1 `GET /{tenant}/oauth2/authorize` act like a
+//!   browser session that is already signed in: `302 Found` with `Location:
+//!   <redirect_uri>?code=…&state=<state>`, or `?error=access_denied…` after
+//!   [`FakeIdp::set_authorize_error`]. Scripted failures do not apply here.
+//! - `POST /{tenant}/oauth2/v2.0/devicecode` (and v1 `/oauth2/devicecode`) answer
+//!   `device_code`, `user_code`, `verification_uri`, `expires_in`, `interval` and `message`.
+//!   The interval is [`DEVICE_INTERVAL`] (1 s, not Microsoft's 5 s, so tests stay fast) and
+//!   the lifetime is set with [`FakeIdp::set_device_expires_in`]; a test reads the code with
+//!   [`FakeIdp::last_user_code`] and approves or declines it by that code.
+//!
 //! Every connection gets one answer and is closed (`Connection: close`).
 
 // AADSTS codes are identifiers, written as Microsoft prints them.
@@ -47,6 +62,13 @@ use super::support::{TestCa, now, spawn_server};
 const MAX_HEAD: usize = 64 * 1024;
 /// Default access-token lifetime, as Microsoft usually reports it.
 pub const DEFAULT_EXPIRES_IN: u64 = 3599;
+/// Seconds between device-code polls the fake asks for: Microsoft says 5; 1 keeps a
+/// device-code test to a second or two.
+pub const DEVICE_INTERVAL: u64 = 1;
+/// Device codes live this long unless a test says otherwise (Microsoft's 15 minutes).
+pub const DEVICE_EXPIRES_IN: u64 = 900;
+/// Where the fake sends device-code users (Microsoft's page; nobody opens it in a test).
+pub const VERIFICATION_URI: &str = "https://microsoft.com/devicelogin";
 
 /// One request as the fake received it.
 #[derive(Clone, Debug)]
@@ -78,6 +100,29 @@ impl Request {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The path without its query string.
+    #[must_use]
+    pub fn route(&self) -> &str {
+        self.path.split('?').next().unwrap_or("")
+    }
+
+    /// The query string's parameters, decoded.
+    #[must_use]
+    pub fn query(&self) -> BTreeMap<String, String> {
+        self.path
+            .split_once('?')
+            .map(|(_, q)| {
+                q.split('&')
+                    .filter(|p| !p.is_empty())
+                    .map(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        (percent_decode(k), percent_decode(v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// True for a `/{tenant}/oauth2/token` (v1) request.
@@ -159,8 +204,26 @@ struct State {
     refreshes: usize,
     users: HashMap<String, String>,
     client_secrets: HashMap<String, String>,
-    auth_codes: HashSet<String>,
-    device_codes: HashMap<String, bool>,
+    /// Unused codes; `Some` when the authorize endpoint issued it (bound to PKCE and redirect).
+    auth_codes: HashMap<String, Option<CodeBinding>>,
+    authorize_error: Option<String>,
+    device_codes: HashMap<String, Device>,
+    device_expires_in: u64,
+}
+
+/// What an authorization code was issued for.
+#[derive(Clone, Debug)]
+struct CodeBinding {
+    redirect_uri: String,
+    code_challenge: Option<String>,
+}
+
+/// A device code: its user code, whether the user acted, and when it expires.
+#[derive(Clone, Debug)]
+struct Device {
+    user_code: String,
+    decision: Option<bool>,
+    expires: std::time::Instant,
 }
 
 impl State {
@@ -168,6 +231,17 @@ impl State {
         self.counter += 1;
         let r = self.random.hash_one(self.counter);
         format!("{prefix}-{}-{r:016x}", self.counter)
+    }
+
+    /// A pending device with a fresh user code (`ABCD1234`-like, as users type it).
+    fn new_device(&mut self) -> Device {
+        self.counter += 1;
+        let r = self.random.hash_one(self.counter);
+        Device {
+            user_code: format!("{:08X}", r & 0xffff_ffff),
+            decision: None,
+            expires: std::time::Instant::now() + Duration::from_secs(self.device_expires_in),
+        }
     }
 }
 
@@ -202,8 +276,10 @@ impl FakeIdp {
                 refreshes: 0,
                 users: HashMap::new(),
                 client_secrets: HashMap::new(),
-                auth_codes: HashSet::new(),
+                auth_codes: HashMap::new(),
+                authorize_error: None,
                 device_codes: HashMap::new(),
+                device_expires_in: DEVICE_EXPIRES_IN,
             })),
             issued: Arc::new(Mutex::new(HashSet::new())),
         };
@@ -249,6 +325,18 @@ impl FakeIdp {
         format!("{}/{tenant}/oauth2/token", self.base_url())
     }
 
+    /// `https://127.0.0.1:PORT/{tenant}/oauth2/v2.0/authorize`.
+    #[must_use]
+    pub fn authorize_url_v2(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/authorize", self.base_url())
+    }
+
+    /// `https://127.0.0.1:PORT/{tenant}/oauth2/v2.0/devicecode`.
+    #[must_use]
+    pub fn device_code_url_v2(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/devicecode", self.base_url())
+    }
+
     /// A new valid refresh token (as a login would have stored).
     #[must_use]
     pub fn issue_refresh_token(&self) -> String {
@@ -271,21 +359,54 @@ impl FakeIdp {
     pub fn issue_auth_code(&self) -> String {
         let mut s = self.state();
         let code = s.unique("code");
-        s.auth_codes.insert(code.clone());
+        s.auth_codes.insert(code.clone(), None);
         code
+    }
+
+    /// From now on the authorize endpoint sends the browser back with `error=<error>`
+    /// (e.g. `access_denied`, as when the user cancels or refuses consent); `None` undoes it.
+    pub fn set_authorize_error(&self, error: Option<&str>) {
+        self.state().authorize_error = error.map(str::to_owned);
     }
 
     /// A device code, pending until [`FakeIdp::approve_device_code`].
     #[must_use]
     pub fn issue_device_code(&self) -> String {
         let mut s = self.state();
+        let device = s.new_device();
         let code = s.unique("dc");
-        s.device_codes.insert(code.clone(), false);
+        s.device_codes.insert(code.clone(), device);
         code
     }
 
     pub fn approve_device_code(&self, code: &str) {
-        self.state().device_codes.insert(code.to_owned(), true);
+        if let Some(d) = self.state().device_codes.get_mut(code) {
+            d.decision = Some(true);
+        }
+    }
+
+    /// The user code of the device code issued last, as the user would read it.
+    #[must_use]
+    pub fn last_user_code(&self) -> Option<String> {
+        let s = self.state();
+        s.device_codes
+            .values()
+            .max_by_key(|d| d.expires)
+            .map(|d| d.user_code.clone())
+    }
+
+    /// The user entered `user_code` and signed in (`true`) or declined (`false`).
+    pub fn decide_user_code(&self, user_code: &str, approve: bool) {
+        for d in self.state().device_codes.values_mut() {
+            if d.user_code == user_code {
+                d.decision = Some(approve);
+            }
+        }
+    }
+
+    /// Device codes issued from now on expire after this many seconds.
+    pub fn set_device_expires_in(&self, seconds: u64) {
+        self.state().device_expires_in = seconds;
     }
 
     /// Makes every refresh token issued so far invalid (a password change, an admin revoke).
@@ -384,6 +505,22 @@ impl FakeIdp {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        if request.method == "GET" && request.route().ends_with("/authorize") {
+            let head = match self.authorize(&request) {
+                Ok(location) => format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                ),
+                Err(why) => format!(
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{why}",
+                    why.len()
+                ),
+            };
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
         let (status, body) = self.answer(&request);
         let reason = match status {
             200 => "OK",
@@ -422,6 +559,9 @@ impl FakeIdp {
                 Failure::Json { status, body } => (status, body.to_string()),
             };
         }
+        if req.method == "POST" && req.path.ends_with("/devicecode") {
+            return device_authorization(&mut s, req);
+        }
         let path_ok = req.method == "POST"
             && (req.path.ends_with("/oauth2/v2.0/token") || req.path.ends_with("/oauth2/token"));
         if !path_ok {
@@ -446,6 +586,48 @@ impl FakeIdp {
             Ok(refresh) => self.tokens(&mut s, req, refresh),
             Err(refused) => refused,
         }
+    }
+
+    /// The signed-in browser session: where the browser is sent back to, with a code bound to
+    /// the redirect URI and the PKCE challenge, or with the scripted error.
+    fn authorize(&self, req: &Request) -> Result<String, String> {
+        let q = req.query();
+        let get = |k: &str| q.get(k).map(String::as_str);
+        let redirect_uri = get("redirect_uri").ok_or("no redirect_uri")?.to_owned();
+        if get("response_type") != Some("code") || get("client_id").is_none() {
+            return Err("response_type=code and client_id are required".into());
+        }
+        let challenge = match (get("code_challenge"), get("code_challenge_method")) {
+            (Some(c), Some("S256")) => Some(c.to_owned()),
+            (None, None) => None,
+            _ => return Err("only code_challenge_method=S256 is accepted".into()),
+        };
+        let mut url = reqwest::Url::parse(&redirect_uri).map_err(|e| e.to_string())?;
+        let mut s = self.state();
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(error) = &s.authorize_error {
+                pairs.append_pair("error", error);
+                pairs.append_pair(
+                    "error_description",
+                    "AADSTS65004: User declined to consent to access the app.",
+                );
+            } else {
+                let code = s.unique("code");
+                s.auth_codes.insert(
+                    code.clone(),
+                    Some(CodeBinding {
+                        redirect_uri: redirect_uri.clone(),
+                        code_challenge: challenge,
+                    }),
+                );
+                pairs.append_pair("code", &code);
+            }
+            if let Some(state) = get("state") {
+                pairs.append_pair("state", state);
+            }
+        }
+        Ok(url.to_string())
     }
 
     /// The success body: a new access token, and a new refresh token when `refresh`.
@@ -520,24 +702,85 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
             Ok(true)
         }
         "authorization_code" => {
-            if !s.auth_codes.remove(req.field("code").unwrap_or("")) {
+            let Some(binding) = s.auth_codes.remove(req.field("code").unwrap_or("")) else {
                 return Err(aad_error(400, "invalid_grant", 54005));
+            };
+            if let Some(b) = binding {
+                check_binding(&b, req)?;
             }
             Ok(true)
         }
         "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
             let code = req.field("device_code").or(req.field("code")).unwrap_or("");
-            match s.device_codes.get(code) {
+            let Some(device) = s.device_codes.get(code).cloned() else {
+                return Err(aad_error(400, "expired_token", 70019));
+            };
+            if std::time::Instant::now() >= device.expires {
+                s.device_codes.remove(code);
+                return Err(aad_error(400, "expired_token", 70019));
+            }
+            match device.decision {
                 Some(true) => {
                     s.device_codes.remove(code);
                     Ok(true)
                 }
-                Some(false) => Err(aad_error(400, "authorization_pending", 70016)),
-                None => Err(aad_error(400, "expired_token", 70019)),
+                Some(false) => {
+                    s.device_codes.remove(code);
+                    Err(aad_error(400, "authorization_declined", 65004))
+                }
+                None => Err(aad_error(400, "authorization_pending", 70016)),
             }
         }
         _ => Err(aad_error(400, "unsupported_grant_type", 70003)),
     }
+}
+
+/// An authorize-endpoint code is redeemed with its redirect URI and PKCE verifier.
+fn check_binding(b: &CodeBinding, req: &Request) -> Result<(), (u16, String)> {
+    if req.field("redirect_uri") != Some(b.redirect_uri.as_str()) {
+        return Err(aad_error(400, "invalid_grant", 50011));
+    }
+    if let Some(challenge) = &b.code_challenge {
+        let verifier = req.field("code_verifier").unwrap_or("");
+        if s256(verifier) != *challenge {
+            return Err(aad_error(400, "invalid_grant", 501481));
+        }
+    }
+    Ok(())
+}
+
+/// RFC 7636 S256: `BASE64URL(SHA256(verifier))` without padding.
+fn s256(verifier: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ))
+}
+
+/// The devicecode endpoint's answer: a pending device code and its user code.
+fn device_authorization(s: &mut State, req: &Request) -> (u16, String) {
+    if req.field("client_id").is_none() {
+        return aad_error(400, "invalid_request", 900144);
+    }
+    if !req.is_v1() && req.field("resource").is_some() {
+        return aad_error(400, "invalid_request", 901002);
+    }
+    let device = s.new_device();
+    let code = s.unique("dc");
+    let body = json!({
+        "device_code": code,
+        "user_code": device.user_code,
+        "verification_uri": VERIFICATION_URI,
+        "expires_in": s.device_expires_in,
+        "interval": DEVICE_INTERVAL,
+        "message": format!(
+            "To sign in, use a web browser to open the page {VERIFICATION_URI} and enter the code {} to authenticate.",
+            device.user_code
+        ),
+    });
+    s.device_codes.insert(code, device);
+    (200, body.to_string())
 }
 
 /// Microsoft's error JSON for `code`.
@@ -565,6 +808,13 @@ fn aad_error(status: u16, error: &str, code: u64) -> (u16, String) {
         901002 => "The 'resource' request parameter is not supported.",
         70016 => "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
         70019 => "Verification code expired.",
+        65004 => "User declined to consent to access the app.",
+        50011 => {
+            "The redirect URI specified in the request does not match the redirect URIs configured for the application."
+        }
+        501481 => {
+            "The Code_Verifier does not match the code_challenge supplied in the authorization request."
+        }
         50196 => "The server terminated an operation because it encountered a client request loop.",
         _ => "The request failed.",
     };

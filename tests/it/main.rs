@@ -7,6 +7,7 @@
 mod dry_run;
 mod fake_idp;
 mod fake_smtp;
+mod login;
 mod scheduling;
 mod send;
 mod support;
