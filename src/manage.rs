@@ -145,9 +145,10 @@ fn queue(config: &Config, action: &QueueAction) -> Result<()> {
     match action {
         QueueAction::List => sendmail::list_queue(),
         QueueAction::Flush => {
-            let report = flush::flush(config, None, false)?;
-            let mut text = report.lines.join("\n");
-            if !text.is_empty() {
+            let report = flush::flush(config, false)?;
+            let mut text = String::new();
+            for line in report.lines() {
+                text.push_str(line);
                 text.push('\n');
             }
             print(&text)?;
