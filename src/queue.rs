@@ -264,7 +264,8 @@ impl Queue {
 
 /// A stale temp file, or a state file without its message.
 fn is_leftover(dir: &Path, name: &str, now: u64) -> bool {
-    if name.starts_with('.') && name.ends_with(".tmp") {
+    // Our own names, so the exact spelling `.tmp` is the only one to match.
+    if name.starts_with('.') && Path::new(name).extension().is_some_and(|e| e == "tmp") {
         let modified = fs::metadata(dir.join(name))
             .and_then(|m| m.modified())
             .ok()
