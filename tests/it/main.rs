@@ -7,6 +7,7 @@
 mod dry_run;
 mod fake_idp;
 mod fake_smtp;
+mod queue;
 mod scheduling;
 mod support;
 mod token;
