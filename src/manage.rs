@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{Manage, ManageArgs, QueueAction};
@@ -13,6 +14,9 @@ use crate::queue::Queue;
 use crate::{deliver, flush, runtime, sendmail};
 
 pub fn run(args: ManageArgs) -> Result<()> {
+    if let Manage::Queue { action } = &args.command {
+        return queue(args.config.as_deref(), action);
+    }
     let config = config::load(args.config.as_deref())?;
     match args.command {
         Manage::Token { account } => token(&settings(&config, account.as_deref())?),
@@ -20,7 +24,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
         Manage::Check { account } => check(&settings(&config, account.as_deref())?),
         Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
         Manage::Login(_) => Err(Error::usage("login is not available in this version yet")),
-        Manage::Queue { action } => queue(&config, &action),
+        Manage::Queue { .. } => unreachable!("the queue is handled above"),
     }
 }
 
@@ -141,11 +145,13 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
     print(&out)
 }
 
-fn queue(config: &Config, action: &QueueAction) -> Result<()> {
+/// `queue list|flush|remove`. Only a flush reads the config: listing and removing work
+/// before any setup, as `-bp` does, so `mailq` always answers.
+fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
     match action {
         QueueAction::List => sendmail::list_queue(),
         QueueAction::Flush => {
-            let report = flush::flush(config, false)?;
+            let report = flush::flush(&config::load(config_file)?, false)?;
             let mut text = String::new();
             for line in report.lines() {
                 text.push_str(line);

@@ -630,18 +630,38 @@ fn mailq_and_bp_list_the_queue() {
     let link = s.sandbox.path().join("mailq");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_oauth2-sendmail"), &link).unwrap();
     // The sandbox's environment, with the link as the program.
-    let sandboxed = s.command(&[], None);
-    let mut mailq = Command::new(&link);
-    mailq.env_clear().current_dir(s.sandbox.path());
-    for (key, value) in sandboxed.get_envs() {
-        if let Some(value) = value {
-            mailq.env(key, value);
+    let mailq = || {
+        let sandboxed = s.command(&[], None);
+        let mut mailq = Command::new(&link);
+        mailq.env_clear().current_dir(s.sandbox.path());
+        for (key, value) in sandboxed.get_envs() {
+            if let Some(value) = value {
+                mailq.env(key, value);
+            }
         }
-    }
-    let run = run_command(mailq, b"");
+        mailq
+    };
+    let run = run_command(mailq(), b"");
     assert_eq!(
         (run.code, run.stdout.as_str(), run.stderr.as_str()),
         (0, list.as_str(), "")
+    );
+
+    // Like `-bp`, listing needs no config: `mailq` answers before any setup.
+    std::fs::remove_file(s.sandbox.path().join("config/oauth2-sendmail/config.toml")).unwrap();
+    let run = run_command(mailq(), b"");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, list.as_str()),
+        "{}",
+        run.stderr
+    );
+    let run = s.run(&["queue", "list"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, list.as_str()),
+        "{}",
+        run.stderr
     );
 }
 
