@@ -308,7 +308,9 @@ fn server_closing(error: &Error) -> bool {
     matches!(&error.kind, Kind::Reply { reply, .. } if reply.code == 421)
 }
 
-/// `mailq`-style listing of queued and failed messages.
+/// `mailq`-style listing of queued and failed messages: per message a line with id,
+/// state, size, age, account, attempts (and when the next try is due), then the envelope,
+/// then the last error. Unreadable entries are listed too, so none goes unnoticed.
 pub fn listing(queue: &Queue) -> Result<String> {
     let (queued, bad) = queue.list()?;
     let (failed, bad_failed) = queue.list_failed()?;
@@ -317,41 +319,54 @@ pub fn listing(queue: &Queue) -> Result<String> {
     }
     let now = queue::now();
     let mut out = String::new();
-    for (label, entries) in [("queued", &queued), ("failed", &failed)] {
-        for e in entries {
-            let _ = writeln!(
-                out,
-                "{}  {label}  {} bytes  age {}  account {}  attempts {}{}",
-                e.id,
-                e.size,
-                age(now.saturating_sub(e.meta.created_at)),
-                e.meta.account,
-                e.state.attempts,
-                if label == "queued" && e.state.next_attempt > now {
-                    format!("  next try in {}", age(e.state.next_attempt - now))
-                } else {
-                    String::new()
-                }
-            );
-            let from = e.meta.envelope.from.as_deref().unwrap_or("");
-            let rcpts: Vec<String> = e
-                .meta
-                .envelope
-                .recipients
-                .iter()
-                .map(|r| format!("<{r}>"))
-                .collect();
-            let _ = writeln!(out, "  <{from}> -> {}", rcpts.join(", "));
-            if let Some(err) = &e.state.last_error {
-                let _ = writeln!(out, "  last error: {err}");
-            }
-        }
+    for e in &queued {
+        write_entry(&mut out, e, "queued", now);
     }
-    for b in bad.iter().chain(&bad_failed) {
-        let _ = writeln!(out, "{}  unreadable: {}", b.id, b.reason);
+    for e in &failed {
+        write_entry(&mut out, e, "failed", now);
     }
-    let _ = writeln!(out, "-- {} queued, {} failed", queued.len(), failed.len());
+    for (b, label) in bad
+        .iter()
+        .map(|b| (b, "queued"))
+        .chain(bad_failed.iter().map(|b| (b, "failed")))
+    {
+        let _ = writeln!(out, "{}  {label}  unreadable: {}", b.id, b.reason);
+    }
+    let unreadable = bad.len() + bad_failed.len();
+    let _ = write!(out, "-- {} queued, {} failed", queued.len(), failed.len());
+    let _ = match unreadable {
+        0 => writeln!(out),
+        n => writeln!(out, ", {n} unreadable"),
+    };
     Ok(out)
+}
+
+fn write_entry(out: &mut String, e: &Entry, label: &str, now: u64) {
+    let next = if label == "queued" && e.state.next_attempt > now {
+        format!("  next try in {}", age(e.state.next_attempt - now))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{}  {label}  {} bytes  age {}  account {}  attempts {}{next}",
+        e.id,
+        e.size,
+        age(now.saturating_sub(e.meta.created_at)),
+        e.meta.account,
+        e.state.attempts,
+    );
+    let envelope = &e.meta.envelope;
+    let rcpts: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|r| format!("<{r}>"))
+        .collect();
+    let from = envelope.from.as_deref().unwrap_or("");
+    let _ = writeln!(out, "  <{from}> -> {}", rcpts.join(", "));
+    if let Some(err) = &e.state.last_error {
+        let _ = writeln!(out, "  last error: {err}");
+    }
 }
 
 fn age(secs: u64) -> String {

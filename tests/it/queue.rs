@@ -580,7 +580,11 @@ fn a_corrupt_entry_is_reported_and_skipped_never_deleted() {
     std::fs::write(&bad_path, b"{not json\nSubject: x\n\nbody\n").unwrap();
 
     let list = s.list();
-    assert!(list.contains(&format!("{bad}  unreadable")), "{list}");
+    assert!(
+        list.contains(&format!("{bad}  queued  unreadable: ")),
+        "{list}"
+    );
+    assert!(list.ends_with(", 1 unreadable\n"), "{list}");
     let run = s.run(&["-q"], "");
     assert_eq!(run.code, 75, "{run:?}");
     assert!(run.stderr.contains(bad), "{}", run.stderr);
@@ -683,4 +687,32 @@ fn flush_on_send_sends_the_queue_over_the_same_connection() {
     assert!(s.queued().is_empty());
     // The flushed ones are logged with the server's reply.
     assert_eq!(s.log().matches("result=sent").count(), 3, "{}", s.log());
+}
+
+#[test]
+fn a_message_older_than_five_days_fails_at_its_next_temporary_failure() {
+    let s = setup();
+    s.config(closed_port(), "");
+    s.enqueue(FULL);
+    let id = s.queued()[0].clone();
+    // Back-date the entry as if it had been queued six days ago.
+    let path = s.queue_dir().join(format!("{id}.mail"));
+    let bytes = std::fs::read(&path).unwrap();
+    let split = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&bytes[..split]).unwrap();
+    meta["created_at"] = json!(now() - 6 * 24 * 3600);
+    let mut rewritten = serde_json::to_vec(&meta).unwrap();
+    rewritten.extend_from_slice(&bytes[split..]);
+    std::fs::write(&path, rewritten).unwrap();
+
+    let run = s.run(&["-q"], "");
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("gave up after 5 days in the queue; last error: "),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.failed(), std::slice::from_ref(&id));
+    assert!(s.list().contains("Connection refused"));
 }
