@@ -1,35 +1,73 @@
 //! Flushing the queue: for each account, one SMTP session for all of its due messages,
-//! oldest first. A message leaves the queue only after the server's final 250; a
-//! permanent refusal moves it to `failed/` with the reply; a temporary one backs off.
-//! Failing to open a session never fails a message: they all wait for the next flush.
+//! oldest first. A message leaves the queue only after the server's final 250 (logged
+//! first, with the server's queue id from that reply); a permanent refusal moves it to
+//! `failed/` with the reply; a temporary one backs off, until the message is older than
+//! `queue::MAX_AGE_SECS`. Failing to open a session never fails a message: they all wait.
+//!
+//! Accounts are flushed one after another, so a flush holds at most one connection per
+//! mailbox (Exchange Online allows 3), and the flush lock keeps a second flush out.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use crate::config::Config;
-use crate::deliver;
-use crate::error::{EX_TEMPFAIL, EX_UNAVAILABLE, Error, Result};
+use crate::error::{EX_TEMPFAIL, EX_UNAVAILABLE, Error, Kind, Result};
 use crate::provider::{self, AccountSettings};
 use crate::queue::{self, Entry, Queue};
-use crate::smtp::Session;
+use crate::smtp::{Reply, Session};
+use crate::{deliver, notify, sendmail};
 
-/// What a flush did, one line per message, and how it went overall.
+/// How one queued message fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// A temporary failure: it stays queued, with its next attempt later.
+    Deferred,
+    /// Permanently refused (or too old): moved to `failed/`.
+    Failed,
+    /// Its files could not be read: skipped, left in place for the user.
+    Unreadable,
+}
+
+/// What a flush did: one line per message (`ID: sent: 250 …`), in order.
 #[derive(Debug, Default)]
 pub struct Report {
-    pub lines: Vec<String>,
-    pub sent: usize,
-    pub deferred: usize,
-    pub failed: usize,
-    pub unreadable: usize,
+    lines: Vec<(Outcome, String)>,
 }
 
 impl Report {
-    /// 69 when a message failed for good in this flush, 75 when some wait for another
-    /// try, else 0.
+    fn note(&mut self, outcome: Outcome, line: String) {
+        self.lines.push((outcome, line));
+    }
+
+    #[must_use]
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.lines.iter().filter(|(o, _)| *o == outcome).count()
+    }
+
+    /// Every line, for `queue flush`.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(|(_, l)| l.as_str())
+    }
+
+    /// The lines that need the user: failed and unreadable messages. `-q` prints only
+    /// these, because cron mails any output, and a deferral is the queue doing its job
+    /// (`queue list` shows it).
+    pub fn problems(&self) -> impl Iterator<Item = &str> {
+        self.lines
+            .iter()
+            .filter(|(o, _)| matches!(o, Outcome::Failed | Outcome::Unreadable))
+            .map(|(_, l)| l.as_str())
+    }
+
+    /// 69 when a message failed for good in this flush; 75 when some still wait (a
+    /// deferral, or an unreadable entry left in place); else 0 (all due ones sent, or
+    /// none due).
     #[must_use]
     pub fn exit_code(&self) -> u8 {
-        if self.failed > 0 {
+        if self.count(Outcome::Failed) > 0 {
             EX_UNAVAILABLE
-        } else if self.deferred > 0 || self.unreadable > 0 {
+        } else if self.count(Outcome::Deferred) + self.count(Outcome::Unreadable) > 0 {
             EX_TEMPFAIL
         } else {
             0
@@ -37,168 +75,242 @@ impl Report {
     }
 }
 
-/// Flushes every account's due messages (or only `only`'s), holding the flush lock.
-pub fn flush(config: &Config, only: Option<&str>, verbose: bool) -> Result<Report> {
+/// Flushes every account's due messages, holding the flush lock (waiting for a flush
+/// already running: the entries are listed after it, so none is sent twice).
+pub fn flush(config: &Config, verbose: bool) -> Result<Report> {
     let queue = Queue::open()?;
     let _lock = queue.lock_flush()?;
-    // Listed under the lock: a flush that waited sees what the previous one left.
-    let (entries, unreadable) = queue.list()?;
-    let mut report = Report::default();
-    for bad in &unreadable {
-        report.unreadable += 1;
-        report.lines.push(format!(
-            "{}: unreadable, skipped (left in place): {}",
-            bad.id, bad.reason
-        ));
-    }
     let now = queue::now();
-    let mut accounts: Vec<&str> = Vec::new();
-    for e in &entries {
-        if !accounts.contains(&e.meta.account.as_str()) && only.is_none_or(|o| o == e.meta.account)
-        {
-            accounts.push(&e.meta.account);
-        }
+    queue.tidy(now);
+    let (entries, unreadable) = queue.list()?;
+    let mut flusher = Flusher::new(&queue, config.logfile.as_deref(), verbose);
+    for bad in &unreadable {
+        flusher.report.note(
+            Outcome::Unreadable,
+            format!(
+                "{}: unreadable, skipped and left in place (`oauth2-sendmail queue remove {}` \
+                 deletes it): {}",
+                bad.id, bad.id, bad.reason
+            ),
+        );
     }
     let runtime = crate::runtime()?;
-    for name in accounts {
-        let mine: Vec<&Entry> = entries.iter().filter(|e| e.meta.account == name).collect();
-        let due = expire_old(&queue, &mine, now, &mut report)?;
-        if due.is_empty() {
-            continue;
-        }
-        let settings = config
+    for (name, due) in due_by_account(&entries, now) {
+        match config
             .account(name)
-            .and_then(|a| provider::resolve(name, a));
-        match settings {
-            Ok(settings) => runtime.block_on(flush_account(
-                &queue,
-                &settings,
-                &due,
-                None,
-                verbose,
-                &mut report,
-            ))?,
-            Err(e) => defer_all(&queue, &due, &e, now, &mut report)?,
+            .and_then(|a| provider::resolve(name, a))
+        {
+            Ok(settings) => runtime.block_on(flusher.account(&settings, &due, None))?,
+            Err(e) => flusher.temporary_all(&due, &e.for_account(name))?,
         }
     }
-    Ok(report)
+    Ok(flusher.report)
 }
 
-/// After a direct send: flush the same account's due messages over the open session (if
-/// no other flush is running), then QUIT. Problems here never fail the send just made.
-pub async fn flush_after_send(settings: &AccountSettings, session: Session, verbose: bool) {
-    let due = Queue::open().and_then(|queue| {
-        let lock = queue.try_lock_flush()?;
-        let (entries, _) = queue.list()?;
-        Ok((queue, lock, entries))
-    });
-    let Ok((queue, Some(_lock), entries)) = due else {
+/// After a direct send (`flush_on_send`): flush the same account's due messages over the
+/// open session, unless another flush is running, then QUIT. Problems here never fail
+/// the send just made; they are in the logfile and in `queue list`.
+pub async fn flush_after_send(
+    settings: &AccountSettings,
+    session: Session,
+    logfile: Option<&Path>,
+    verbose: bool,
+) {
+    let Some((queue, _lock, entries)) = locked_listing() else {
         session.quit().await;
         return;
     };
     let now = queue::now();
     let due: Vec<&Entry> = entries
         .iter()
-        .filter(|e| e.meta.account == settings.name && e.state.next_attempt <= now)
+        .filter(|e| e.meta.account == settings.name && is_due(e, now))
         .collect();
-    let mut report = Report::default();
-    let _ = flush_account(&queue, settings, &due, Some(session), verbose, &mut report).await;
+    let mut flusher = Flusher::new(&queue, logfile, verbose);
+    let _ = flusher.account(settings, &due, Some(session)).await;
 }
 
-/// Moves entries older than the maximum age to `failed/`; returns the ones due now.
-fn expire_old<'a>(
-    queue: &Queue,
-    entries: &[&'a Entry],
-    now: u64,
-    report: &mut Report,
-) -> Result<Vec<&'a Entry>> {
-    let mut due = Vec::new();
-    for &e in entries {
-        if now.saturating_sub(e.meta.created_at) > queue::MAX_AGE_SECS {
-            let why = format!(
-                "gave up after {} days; last error: {}",
-                queue::MAX_AGE_SECS / 86400,
-                e.state.last_error.as_deref().unwrap_or("none")
-            );
-            queue.fail(e, &why)?;
-            report.failed += 1;
-            report.lines.push(format!("{}: failed: {why}", e.id));
-        } else if e.state.next_attempt <= now {
-            due.push(e);
+/// The queue, its flush lock and its entries; `None` when a flush is running or the
+/// queue cannot be read.
+fn locked_listing() -> Option<(Queue, std::fs::File, Vec<Entry>)> {
+    let queue = Queue::open().ok()?;
+    let lock = queue.try_lock_flush().ok()??;
+    let (entries, _) = queue.list().ok()?;
+    Some((queue, lock, entries))
+}
+
+fn is_due(entry: &Entry, now: u64) -> bool {
+    entry.state.next_attempt <= now
+}
+
+/// The due entries of each account, accounts in the order of their oldest message.
+fn due_by_account(entries: &[Entry], now: u64) -> Vec<(&str, Vec<&Entry>)> {
+    let mut groups: Vec<(&str, Vec<&Entry>)> = Vec::new();
+    for entry in entries.iter().filter(|e| is_due(e, now)) {
+        let name = entry.meta.account.as_str();
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, due)) => due.push(entry),
+            None => groups.push((name, vec![entry])),
         }
     }
-    Ok(due)
+    groups
 }
 
-fn defer_all(
-    queue: &Queue,
-    entries: &[&Entry],
-    error: &Error,
-    now: u64,
-    report: &mut Report,
-) -> Result<()> {
-    let why = error.to_string();
-    for e in entries {
-        queue.defer(e, &why, now)?;
-        report.deferred += 1;
-        report.lines.push(format!("{}: deferred: {why}", e.id));
-    }
-    Ok(())
-}
-
-/// Sends `entries` over one session (reopened only after a failed transaction, whose
-/// connection may be gone), then QUIT.
-async fn flush_account(
-    queue: &Queue,
-    settings: &AccountSettings,
-    entries: &[&Entry],
-    mut session: Option<Session>,
+/// One flush's work: records each outcome in the queue, the logfile and the report.
+struct Flusher<'a> {
+    queue: &'a Queue,
+    logfile: Option<&'a Path>,
     verbose: bool,
-    report: &mut Report,
-) -> Result<()> {
-    let server = settings.smtp.address();
-    for (i, entry) in entries.iter().enumerate() {
-        let mut open = match session.take() {
-            Some(s) => s,
-            None => match deliver::open(settings, verbose).await {
-                Ok(s) => s,
-                Err(e) => {
-                    crate::notify::login_needed(settings, &e);
-                    return defer_all(queue, &entries[i..], &e, queue::now(), report);
-                }
-            },
-        };
-        let message = queue.message(&entry.id)?;
-        match open.send(&entry.meta.envelope, &[&message]).await {
-            Ok(reply) => {
-                queue::crash_point("flush-after-250");
-                queue.remove_delivered(&entry.id)?;
-                report.sent += 1;
-                report.lines.push(format!("{}: sent: {reply}", entry.id));
-                session = Some(open);
-            }
-            Err(e) => {
-                let e = e.for_account(&settings.name).at_server(&server);
-                let why = e.to_string();
-                if e.is_temporary() {
-                    queue.defer(entry, &why, queue::now())?;
-                    report.deferred += 1;
-                    report.lines.push(format!("{}: deferred: {why}", entry.id));
-                } else {
-                    queue.fail(entry, &why)?;
-                    report.failed += 1;
-                    report.lines.push(format!("{}: failed: {why}", entry.id));
-                }
-            }
-        }
-    }
-    if let Some(s) = session {
-        s.quit().await;
-    }
-    Ok(())
+    report: Report,
 }
 
-/// `mailq`-style listing of queued and failed messages.
+impl<'a> Flusher<'a> {
+    fn new(queue: &'a Queue, logfile: Option<&'a Path>, verbose: bool) -> Self {
+        Flusher {
+            queue,
+            logfile,
+            verbose,
+            report: Report::default(),
+        }
+    }
+
+    /// Sends `entries` over one session (`session`, or a new one), reopened only when a
+    /// failed transaction left it unusable; then QUIT.
+    async fn account(
+        &mut self,
+        settings: &AccountSettings,
+        entries: &[&Entry],
+        mut session: Option<Session>,
+    ) -> Result<()> {
+        for (i, entry) in entries.iter().enumerate() {
+            let mut open = match session.take() {
+                Some(s) => s,
+                None => match deliver::open(settings, self.verbose).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        notify::login_needed(settings, &e);
+                        // No message is to blame: all of them wait for the next flush.
+                        return self.temporary_all(&entries[i..], &e);
+                    }
+                },
+            };
+            let keep = self.send(settings, &mut open, entry).await?;
+            session = keep.then_some(open);
+        }
+        if let Some(s) = session {
+            s.quit().await;
+        }
+        Ok(())
+    }
+
+    /// Sends one entry and records the outcome; true when the session can go on.
+    async fn send(
+        &mut self,
+        settings: &AccountSettings,
+        session: &mut Session,
+        entry: &Entry,
+    ) -> Result<bool> {
+        let message = match self.queue.message(&entry.id) {
+            Ok(m) => m,
+            Err(e) => {
+                // Removed (`queue remove`) since it was listed, or unreadable.
+                let line = format!("{}: skipped: {e}", entry.id);
+                self.report.note(Outcome::Unreadable, line);
+                return Ok(true);
+            }
+        };
+        let result = session
+            .send(&entry.meta.envelope, &[&message])
+            .await
+            .map_err(|e| {
+                e.for_account(&settings.name)
+                    .at_server(&settings.smtp.address())
+            });
+        let keep = session.is_usable() && !result.as_ref().is_err_and(server_closing);
+        match result {
+            Ok(reply) => self.sent(entry, &reply)?,
+            Err(e) if e.is_temporary() => self.temporary(entry, &e)?,
+            Err(e) => self.permanent(entry, &e.to_string())?,
+        }
+        Ok(keep)
+    }
+
+    /// After the final 250: logged (with the server's queue id, which the reply carries)
+    /// before the entry is removed, so even a crash in between that causes a duplicate
+    /// leaves a record of the first delivery.
+    fn sent(&mut self, entry: &Entry, reply: &Reply) -> Result<()> {
+        self.log(
+            entry,
+            &format!("result=sent id={} reply={:?}", entry.id, reply.to_string()),
+        );
+        queue::crash_point("flush-after-250");
+        self.queue.remove_delivered(&entry.id)?;
+        self.report
+            .note(Outcome::Sent, format!("{}: sent: {reply}", entry.id));
+        queue::crash_point("flush-after-remove");
+        Ok(())
+    }
+
+    /// A temporary failure: back off, unless the message has waited too long already.
+    fn temporary(&mut self, entry: &Entry, error: &Error) -> Result<()> {
+        let why = error.to_string();
+        let now = queue::now();
+        if now.saturating_sub(entry.meta.created_at) > queue::MAX_AGE_SECS {
+            let days = queue::MAX_AGE_SECS / 86400;
+            return self.permanent(
+                entry,
+                &format!("gave up after {days} days in the queue; last error: {why}"),
+            );
+        }
+        self.queue.defer(entry, &why, now)?;
+        self.log(
+            entry,
+            &format!(
+                "result=deferred id={} attempts={} error={why:?}",
+                entry.id,
+                entry.state.attempts + 1
+            ),
+        );
+        self.report
+            .note(Outcome::Deferred, format!("{}: deferred: {why}", entry.id));
+        Ok(())
+    }
+
+    fn temporary_all(&mut self, entries: &[&Entry], error: &Error) -> Result<()> {
+        entries.iter().try_for_each(|e| self.temporary(e, error))
+    }
+
+    /// Moves the entry to `failed/` with the reason; it is never retried.
+    fn permanent(&mut self, entry: &Entry, why: &str) -> Result<()> {
+        self.queue.fail(entry, why)?;
+        self.log(
+            entry,
+            &format!("result=failed id={} error={why:?}", entry.id),
+        );
+        self.report
+            .note(Outcome::Failed, format!("{}: failed: {why}", entry.id));
+        Ok(())
+    }
+
+    fn log(&self, entry: &Entry, result: &str) {
+        sendmail::append_log(
+            self.logfile,
+            &entry.meta.account,
+            &entry.meta.envelope,
+            entry.size,
+            result,
+        );
+    }
+}
+
+/// A 421 reply: the server closes the connection after it, so the session is done even
+/// though the dialogue itself is in step.
+fn server_closing(error: &Error) -> bool {
+    matches!(&error.kind, Kind::Reply { reply, .. } if reply.code == 421)
+}
+
+/// `mailq`-style listing of queued and failed messages: per message a line with id,
+/// state, size, age, account, attempts (and when the next try is due), then the envelope,
+/// then the last error. Unreadable entries are listed too, so none goes unnoticed.
 pub fn listing(queue: &Queue) -> Result<String> {
     let (queued, bad) = queue.list()?;
     let (failed, bad_failed) = queue.list_failed()?;
@@ -207,41 +319,54 @@ pub fn listing(queue: &Queue) -> Result<String> {
     }
     let now = queue::now();
     let mut out = String::new();
-    for (label, entries) in [("queued", &queued), ("failed", &failed)] {
-        for e in entries {
-            let _ = writeln!(
-                out,
-                "{}  {label}  {} bytes  age {}  account {}  attempts {}{}",
-                e.id,
-                e.size,
-                age(now.saturating_sub(e.meta.created_at)),
-                e.meta.account,
-                e.state.attempts,
-                if label == "queued" && e.state.next_attempt > now {
-                    format!("  next try in {}", age(e.state.next_attempt - now))
-                } else {
-                    String::new()
-                }
-            );
-            let from = e.meta.envelope.from.as_deref().unwrap_or("");
-            let rcpts: Vec<String> = e
-                .meta
-                .envelope
-                .recipients
-                .iter()
-                .map(|r| format!("<{r}>"))
-                .collect();
-            let _ = writeln!(out, "  <{from}> -> {}", rcpts.join(", "));
-            if let Some(err) = &e.state.last_error {
-                let _ = writeln!(out, "  last error: {err}");
-            }
-        }
+    for e in &queued {
+        write_entry(&mut out, e, "queued", now);
     }
-    for b in bad.iter().chain(&bad_failed) {
-        let _ = writeln!(out, "{}  unreadable: {}", b.id, b.reason);
+    for e in &failed {
+        write_entry(&mut out, e, "failed", now);
     }
-    let _ = writeln!(out, "-- {} queued, {} failed", queued.len(), failed.len());
+    for (b, label) in bad
+        .iter()
+        .map(|b| (b, "queued"))
+        .chain(bad_failed.iter().map(|b| (b, "failed")))
+    {
+        let _ = writeln!(out, "{}  {label}  unreadable: {}", b.id, b.reason);
+    }
+    let unreadable = bad.len() + bad_failed.len();
+    let _ = write!(out, "-- {} queued, {} failed", queued.len(), failed.len());
+    let _ = match unreadable {
+        0 => writeln!(out),
+        n => writeln!(out, ", {n} unreadable"),
+    };
     Ok(out)
+}
+
+fn write_entry(out: &mut String, e: &Entry, label: &str, now: u64) {
+    let next = if label == "queued" && e.state.next_attempt > now {
+        format!("  next try in {}", age(e.state.next_attempt - now))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{}  {label}  {} bytes  age {}  account {}  attempts {}{next}",
+        e.id,
+        e.size,
+        age(now.saturating_sub(e.meta.created_at)),
+        e.meta.account,
+        e.state.attempts,
+    );
+    let envelope = &e.meta.envelope;
+    let rcpts: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|r| format!("<{r}>"))
+        .collect();
+    let from = envelope.from.as_deref().unwrap_or("");
+    let _ = writeln!(out, "  <{from}> -> {}", rcpts.join(", "));
+    if let Some(err) = &e.state.last_error {
+        let _ = writeln!(out, "  last error: {err}");
+    }
 }
 
 fn age(secs: u64) -> String {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::Path;
 
 use crate::cli::{FlowArg, LoginArgs, Manage, ManageArgs, QueueAction};
 use crate::clock;
@@ -14,6 +15,9 @@ use crate::queue::Queue;
 use crate::{deliver, flush, runtime, sendmail};
 
 pub fn run(args: ManageArgs) -> Result<()> {
+    if let Manage::Queue { action } = &args.command {
+        return queue(args.config.as_deref(), action);
+    }
     let config = config::load(args.config.as_deref())?;
     match args.command {
         Manage::Token { account } => token(&settings(&config, account.as_deref())?),
@@ -21,7 +25,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
         Manage::Check { account } => check(&settings(&config, account.as_deref())?),
         Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
         Manage::Login(args) => login(&config, &args),
-        Manage::Queue { action } => queue(&config, &action),
+        Manage::Queue { .. } => unreachable!("the queue is handled above"),
     }
 }
 
@@ -206,13 +210,16 @@ fn token_state(t: &oauth::store::StoredToken, now: u64) -> String {
     format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n")
 }
 
-fn queue(config: &Config, action: &QueueAction) -> Result<()> {
+/// `queue list|flush|remove`. Only a flush reads the config: listing and removing work
+/// before any setup, as `-bp` does, so `mailq` always answers.
+fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
     match action {
         QueueAction::List => sendmail::list_queue(),
         QueueAction::Flush => {
-            let report = flush::flush(config, None, false)?;
-            let mut text = report.lines.join("\n");
-            if !text.is_empty() {
+            let report = flush::flush(&config::load(config_file)?, false)?;
+            let mut text = String::new();
+            for line in report.lines() {
+                text.push_str(line);
                 text.push('\n');
             }
             print(&text)?;

@@ -12,12 +12,16 @@
 //!   reply; kept for the user, never retried.
 //! - `.flush.lock`: held by a flush, so two flushes never send the same message.
 //!
+//! - `.ID.mail.PID.tmp`, `.ID.state.PID.tmp`: a write in progress, or left by a crash
+//!   before its rename (the message was then never reported as queued). Listing ignores
+//!   them; a flush deletes the ones older than a day.
+//!
 //! Delivery is at least once: a crash after the server's final 250 and before the entry
 //! is removed sends that message again at the next flush. IDs start with the creation
-//! time, so sorting them gives the oldest first.
+//! time in microseconds, so sorting them gives the oldest first.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +39,11 @@ const MAX_BACKOFF_SECS: u64 = 3600;
 /// After five days of temporary failures a message is treated as failed, as sendmail's
 /// default queue timeout does.
 pub const MAX_AGE_SECS: u64 = 5 * 24 * 3600;
+/// A temp file this old belongs to no running write (a write takes well under a second):
+/// it was left by a crash, and its message was never reported as queued.
+const STALE_TEMP_SECS: u64 = 24 * 3600;
+/// The flush lock's file name, in the queue folder.
+const LOCK_FILE: &str = ".flush.lock";
 
 /// Test hook: `OAUTH2_SENDMAIL_TEST_CRASH=<point>` aborts the process at that named point,
 /// as `kill -9` would, so tests can prove that no crash loses or corrupts a message.
@@ -115,16 +124,13 @@ impl Queue {
     /// disk (file and folder fsynced).
     pub fn enqueue(&self, meta: &Meta, message: &[&[u8]]) -> Result<String> {
         create_private_dir(&self.dir)?;
-        let id = new_id(meta.created_at);
+        let id = new_id();
         let mut body = serde_json::to_vec(meta).map_err(|e| Error::internal(e.to_string()))?;
         body.push(b'\n');
         let path = self.dir.join(format!("{id}.mail"));
         let mut parts: Vec<&[u8]> = vec![&body];
         parts.extend_from_slice(message);
-        write_atomically(&path, &parts, || {
-            crash_point("enqueue-before-rename");
-        })
-        .map_err(|e| {
+        write_atomically(&path, &parts, "enqueue-before-rename").map_err(|e| {
             Error::io(format!(
                 "cannot write to the queue {}: {e}",
                 self.dir.display()
@@ -147,18 +153,11 @@ impl Queue {
     /// The message bytes of a queued entry (after its metadata line).
     pub fn message(&self, id: &str) -> Result<Vec<u8>> {
         let path = self.dir.join(format!("{id}.mail"));
-        let mut reader = BufReader::new(
-            File::open(&path)
-                .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?,
-        );
-        let mut meta = Vec::new();
-        reader
-            .read_until(b'\n', &mut meta)
-            .and_then(|_| {
-                let mut rest = Vec::new();
-                reader.read_to_end(&mut rest).map(|_| rest)
-            })
-            .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))
+        let mut bytes = fs::read(&path)
+            .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?;
+        let body_start = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.drain(..body_start);
+        Ok(bytes)
     }
 
     /// Records a temporary failure: one more attempt, the next one later.
@@ -172,7 +171,7 @@ impl Queue {
             next_attempt: now + backoff,
             last_error: Some(error.to_owned()),
         };
-        write_state(&self.dir, &entry.id, &state)
+        write_state(&self.dir, &entry.id, &state, "defer-before-rename")
     }
 
     /// Moves a permanently refused entry to `failed/`, keeping the reason.
@@ -184,7 +183,10 @@ impl Queue {
             next_attempt: 0,
             last_error: Some(error.to_owned()),
         };
-        write_state(&failed, &entry.id, &state)?;
+        // The reason first: a crash between the two steps leaves the entry queued (to be
+        // tried again), never a failed message without its reason.
+        write_state(&failed, &entry.id, &state, "fail-state-before-rename")?;
+        crash_point("fail-before-rename");
         let io = |e: std::io::Error| Error::io(format!("cannot move {} to failed/: {e}", entry.id));
         fs::rename(
             self.dir.join(format!("{}.mail", entry.id)),
@@ -209,16 +211,10 @@ impl Queue {
         Ok(remove_entry(&self.dir, id)? | remove_entry(&self.failed_dir(), id)?)
     }
 
-    /// Takes the flush lock, waiting for a flush already running to finish.
+    /// Takes the flush lock, waiting for a flush already running to finish. The lock is
+    /// the kernel's (`flock`): a crashed flush never leaves it held.
     pub fn lock_flush(&self) -> Result<File> {
-        create_private_dir(&self.dir)?;
-        let path = self.dir.join(".flush.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        let (file, path) = self.lock_file()?;
         file.lock()
             .map_err(|e| Error::io(format!("cannot lock {}: {e}", path.display())))?;
         Ok(file)
@@ -226,14 +222,7 @@ impl Queue {
 
     /// Takes the flush lock only if no flush is running.
     pub fn try_lock_flush(&self) -> Result<Option<File>> {
-        create_private_dir(&self.dir)?;
-        let path = self.dir.join(".flush.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        let (file, path) = self.lock_file()?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -242,11 +231,55 @@ impl Queue {
             }
         }
     }
+
+    fn lock_file(&self) -> Result<(File, PathBuf)> {
+        create_private_dir(&self.dir)?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        Ok((file, path))
+    }
+
+    /// Deletes what crashes leave behind and nothing else: temp files older than a day,
+    /// and state files whose message is gone (a crash while removing or failing an
+    /// entry). Call it holding the flush lock (the only writer of state files). Best
+    /// effort: a file that cannot be removed stays, harmless.
+    pub fn tidy(&self, now: u64) {
+        for dir in [self.dir.clone(), self.failed_dir()] {
+            let Ok(read) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for name in read.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+                if is_leftover(&dir, &name, now) {
+                    let _ = fs::remove_file(dir.join(&name));
+                }
+            }
+        }
+    }
 }
 
-fn write_state(dir: &Path, id: &str, state: &State) -> Result<()> {
+/// A stale temp file, or a state file without its message.
+fn is_leftover(dir: &Path, name: &str, now: u64) -> bool {
+    // Our own names, so the exact spelling `.tmp` is the only one to match.
+    if name.starts_with('.') && Path::new(name).extension().is_some_and(|e| e == "tmp") {
+        let modified = fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(now, |d| d.as_secs());
+        return now.saturating_sub(modified) > STALE_TEMP_SECS;
+    }
+    name.strip_suffix(".state")
+        .is_some_and(|id| !dir.join(format!("{id}.mail")).exists())
+}
+
+fn write_state(dir: &Path, id: &str, state: &State, crash: &str) -> Result<()> {
     let json = serde_json::to_vec(state).map_err(|e| Error::internal(e.to_string()))?;
-    write_atomically(&dir.join(format!("{id}.state")), &[&json], || {})
+    write_atomically(&dir.join(format!("{id}.state")), &[&json], crash)
         .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
 }
 fn remove_entry(dir: &Path, id: &str) -> Result<bool> {
@@ -277,6 +310,7 @@ fn list_dir(dir: &Path) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
     let mut ids: Vec<String> = read
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|n| n.strip_suffix(".mail").map(str::to_owned))
+        .filter(|n| !n.starts_with('.'))
         .collect();
     ids.sort();
     let mut entries = Vec::new();
@@ -287,6 +321,8 @@ fn list_dir(dir: &Path) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
             Err(reason) => unreadable.push(Unreadable { id, reason }),
         }
     }
+    // Oldest first by the recorded time; the id (microseconds) orders within a second.
+    entries.sort_by(|a, b| (a.meta.created_at, &a.id).cmp(&(b.meta.created_at, &b.id)));
     Ok((entries, unreadable))
 }
 
@@ -313,12 +349,18 @@ fn read_entry(dir: &Path, id: &str) -> std::result::Result<Entry, String> {
     })
 }
 
-/// `CREATED-PID-RANDOM`: sorts by creation time; unique across processes.
-fn new_id(created_at: u64) -> String {
+/// `MICROS-PID-RANDOM`: sorts by creation time (microseconds, so messages queued within
+/// the same second keep their order); the pid and random part make it unique across
+/// processes, which matters because the rename that commits an entry replaces any file
+/// of the same name.
+fn new_id() -> String {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
     let mut random = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
     format!(
-        "{created_at:011}-{}-{:08x}",
+        "{micros:016}-{}-{:08x}",
         std::process::id(),
         u32::from_le_bytes(random)
     )
@@ -334,12 +376,8 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `parts` to a `0600` temp file beside `path`, fsyncs it, renames it over `path`
-/// and fsyncs the folder. `before_rename` is the crash test hook's place.
-fn write_atomically(
-    path: &Path,
-    parts: &[&[u8]],
-    before_rename: impl FnOnce(),
-) -> std::io::Result<()> {
+/// and fsyncs the folder. `crash` names the crash test hook's point before the rename.
+fn write_atomically(path: &Path, parts: &[&[u8]], crash: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -360,7 +398,7 @@ fn write_atomically(
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    before_rename();
+    crash_point(crash);
     fs::rename(&tmp, path)?;
     sync_dir(dir)
 }
@@ -446,6 +484,37 @@ mod tests {
         assert!(entries.is_empty());
         assert_eq!(bad[0].id, "00000000001-1-deadbeef");
         assert!(dir.path().join("00000000001-1-deadbeef.mail").exists());
+    }
+
+    #[test]
+    fn same_second_entries_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().to_owned());
+        let ids: Vec<String> = (0..20)
+            .map(|_| q.enqueue(&meta("w", 7), &[b"x\n"]).unwrap())
+            .collect();
+        let listed: Vec<String> = q.list().unwrap().0.into_iter().map(|e| e.id).collect();
+        assert_eq!(listed, ids);
+    }
+
+    #[test]
+    fn tidy_removes_only_stale_temp_files_and_orphan_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().to_owned());
+        let id = q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
+        let entry = q.list().unwrap().0.remove(0);
+        q.defer(&entry, "451", 10).unwrap();
+        let fresh_tmp = dir.path().join(format!(".{id}.mail.1.tmp"));
+        let orphan = dir.path().join("00000000000000001-1-00000000.state");
+        fs::write(&fresh_tmp, b"partial").unwrap();
+        fs::write(&orphan, b"{}").unwrap();
+        q.tidy(now());
+        assert!(fresh_tmp.exists(), "a write may be in progress");
+        assert!(!orphan.exists());
+        assert!(dir.path().join(format!("{id}.state")).exists());
+        q.tidy(now() + STALE_TEMP_SECS + 10);
+        assert!(!fresh_tmp.exists());
+        assert_eq!(q.list().unwrap().0[0].state.attempts, 1);
     }
 
     #[test]

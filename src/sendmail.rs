@@ -2,6 +2,7 @@
 //! resolve the plan, then print it (`--dry-run`) or deliver it. Prints nothing on success.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::SendArgs;
@@ -12,7 +13,7 @@ use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
-use crate::smtp::Reply;
+use crate::smtp::{Envelope, Reply};
 use crate::{deliver, flush, notify};
 
 pub fn run(args: &SendArgs) -> Result<()> {
@@ -42,32 +43,36 @@ pub fn run(args: &SendArgs) -> Result<()> {
     let policy = account.config.queue;
     if args.queue_only() || policy == QueuePolicy::Always {
         let id = enqueue(&plan, &parts)?;
-        log(&config, &plan, size, Ok(format!("queued as {id}")));
+        log(&config, &plan, size, &format!("result=queued id={id}"));
         return Ok(());
     }
-    let outcome = crate::runtime()?.block_on(send_now(&account, &plan, &parts, args.verbose > 0));
+    let logfile = config.logfile.as_deref();
+    let outcome =
+        crate::runtime()?.block_on(send_now(&account, &plan, &parts, logfile, args.verbose > 0));
     if let Err(e) = &outcome {
         notify::login_needed(&account, e);
     }
     match outcome {
+        // Exit 0: the message is safe on disk, and the next flush sends it.
         Err(e) if e.is_temporary() && policy == QueuePolicy::OnFailure => {
             let id = enqueue(&plan, &parts)?;
-            log(
-                &config,
-                &plan,
-                size,
-                Ok(format!("queued as {id} after: {e}")),
-            );
+            let result = format!("result=queued id={id} after={:?}", e.to_string());
+            log(&config, &plan, size, &result);
             Ok(())
         }
-        outcome => {
-            log(
-                &config,
-                &plan,
-                size,
-                outcome.as_ref().map(ToString::to_string),
+        Ok(reply) => {
+            let result = format!("result=sent reply={:?}", reply.to_string());
+            log(&config, &plan, size, &result);
+            Ok(())
+        }
+        Err(e) => {
+            let result = format!(
+                "result=failed exit={} error={:?}",
+                e.exit_code(),
+                e.to_string()
             );
-            outcome.map(drop)
+            log(&config, &plan, size, &result);
+            Err(e)
         }
     }
 }
@@ -78,6 +83,7 @@ async fn send_now(
     account: &AccountSettings,
     plan: &SendPlan,
     parts: &[&[u8]],
+    logfile: Option<&Path>,
     verbose: bool,
 ) -> Result<Reply> {
     let mut session = deliver::open(account, verbose).await?;
@@ -86,7 +92,7 @@ async fn send_now(
             .at_server(&account.smtp.address())
     })?;
     if account.config.flush_on_send {
-        flush::flush_after_send(account, session, verbose).await;
+        flush::flush_after_send(account, session, logfile, verbose).await;
     } else {
         session.quit().await;
     }
@@ -113,10 +119,12 @@ pub fn list_queue() -> Result<()> {
         .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
 }
 
-/// `-q`: flush quietly (cron runs it); problems go to stderr, one line per message.
+/// `-q`: flush quietly, as cron runs it and mails any output: only messages that failed
+/// for good or cannot be read are printed (stderr, one line each). The exit code is
+/// `queue flush`'s (0, 75 some deferred, 69 some failed).
 fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
-    let report = flush::flush(config, None, verbose)?;
-    for line in report.lines.iter().filter(|l| !l.contains(": sent: ")) {
+    let report = flush::flush(config, verbose)?;
+    for line in report.problems() {
         eprintln!("oauth2-sendmail: {line}");
     }
     match report.exit_code() {
@@ -157,24 +165,32 @@ fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u
 }
 
 /// One line per message in the optional logfile; never a secret (errors hold none).
-fn log(config: &Config, plan: &SendPlan, size: usize, outcome: Result<String, &Error>) {
-    let Some(path) = &config.logfile else { return };
-    let from = plan.envelope.from.as_deref().unwrap_or("");
-    let rcpts = plan.envelope.recipients.join(",");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let result = match outcome {
-        Ok(reply) => format!("result=sent reply={reply:?}"),
-        Err(e) => format!(
-            "result=failed exit={} error={:?}",
-            e.exit_code(),
-            e.to_string()
-        ),
-    };
+fn log(config: &Config, plan: &SendPlan, size: usize, result: &str) {
+    let size = u64::try_from(size).unwrap_or(u64::MAX);
+    append_log(
+        config.logfile.as_deref(),
+        &plan.account,
+        &plan.envelope,
+        size,
+        result,
+    );
+}
+
+/// Appends `TIME account=… from=<…> recipients=… size=… RESULT` to the logfile, if any.
+/// Also used by the queue flush, so each message's whole story is in one place.
+pub fn append_log(
+    logfile: Option<&Path>,
+    account: &str,
+    envelope: &Envelope,
+    size: u64,
+    result: &str,
+) {
+    let Some(path) = logfile else { return };
+    let from = envelope.from.as_deref().unwrap_or("");
+    let rcpts = envelope.recipients.join(",");
     let line = format!(
-        "{now} account={} from=<{from}> recipients={rcpts} size={size} {result}\n",
-        plan.account
+        "{} account={account} from=<{from}> recipients={rcpts} size={size} {result}\n",
+        queue::now()
     );
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);

@@ -428,6 +428,13 @@ impl Session {
         let _ = tokio::time::timeout(self.conn.timeouts.quit, stream.shutdown()).await;
     }
 
+    /// False once the connection is closed, broken or out of step: a queue flush then
+    /// opens a new session for its next message instead of failing that one.
+    #[must_use]
+    pub fn is_usable(&self) -> bool {
+        self.usable
+    }
+
     fn check_usable(&self, phase: Phase) -> Result<()> {
         if self.usable {
             Ok(())

@@ -324,6 +324,9 @@ type Io<T> = std::io::Result<T>;
 
 impl Server {
     async fn serve(self, tcp: TcpStream) {
+        // Each reply is its own write: with Nagle on, the second reply to a pipelined
+        // batch waits for the client's delayed ACK (~40 ms), as no real server does.
+        let _ = tcp.set_nodelay(true);
         let id = {
             let mut r = self.record.lock().unwrap();
             r.connections += 1;

@@ -8,6 +8,7 @@ mod dry_run;
 mod fake_idp;
 mod fake_smtp;
 mod login;
+mod queue;
 mod scheduling;
 mod send;
 mod support;
