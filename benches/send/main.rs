@@ -109,6 +109,8 @@ struct Sample {
     wall: Duration,
     /// Peak RSS in KiB (GNU time's `%M`: the largest process of the run's tree).
     rss_kib: Option<u64>,
+    /// User + system CPU time of the run's processes (GNU time's `%U + %S`).
+    cpu: Option<Duration>,
     /// SMTP waits (see `proxy::ConnLog::turns`; the greeting is not counted).
     waits: Option<usize>,
     /// Turns on the token endpoint's connections.
@@ -253,6 +255,11 @@ impl Row {
         let mut w: Vec<usize> = self.samples.iter().filter_map(|s| s.waits).collect();
         w.sort_unstable();
         w.get(w.len() / 2).copied()
+    }
+
+    fn cpu(&self) -> Option<Duration> {
+        let cpu: Vec<Duration> = self.samples.iter().filter_map(|s| s.cpu).collect();
+        (!cpu.is_empty()).then(|| median(cpu))
     }
 
     fn rss(&self) -> Option<u64> {
@@ -474,7 +481,10 @@ impl Bench {
         let mut cmd = match &self.gnu_time {
             Some(time) => {
                 let mut c = Command::new(time);
-                c.arg("-o").arg(rss_file).args(["-f", "%M"]).arg(program);
+                c.arg("-o")
+                    .arg(rss_file)
+                    .args(["-f", "%M %U %S"])
+                    .arg(program);
                 c
             }
             None => Command::new(program),
@@ -548,9 +558,16 @@ impl Bench {
                 self.smtp.deliveries().len() - before
             ));
         }
-        let rss_kib = std::fs::read_to_string(&rss_file)
-            .ok()
-            .and_then(|t| t.lines().last()?.trim().parse().ok());
+        let time = std::fs::read_to_string(&rss_file).unwrap_or_default();
+        let fields: Vec<&str> = time.lines().last().unwrap_or("").split(' ').collect();
+        let rss_kib = fields.first().and_then(|f| f.parse().ok());
+        let cpu = match fields[..] {
+            [_, user, system] => user
+                .parse::<f64>()
+                .and_then(|u| Ok(Duration::from_secs_f64(u + system.parse::<f64>()?)))
+                .ok(),
+            _ => None,
+        };
         let smtp = smtp_proxy.take(SETTLE);
         let idp = idp_proxy.take(SETTLE);
         if std::env::var_os("BENCH_TRACE").is_some() {
@@ -575,6 +592,7 @@ impl Bench {
         Ok(Sample {
             wall,
             rss_kib,
+            cpu,
             waits,
             token_turns,
         })
@@ -639,6 +657,7 @@ impl Bench {
             let mut total = Sample {
                 wall: Duration::ZERO,
                 rss_kib: None,
+                cpu: Some(Duration::ZERO),
                 waits: Some(0),
                 token_turns: Some(0),
             };
@@ -647,6 +666,7 @@ impl Bench {
                     Ok(s) => {
                         total.wall += s.wall;
                         total.rss_kib = total.rss_kib.max(s.rss_kib);
+                        total.cpu = total.cpu.zip(s.cpu).map(|(a, b)| a + b);
                         total.waits = Some(total.waits.unwrap_or(0) + s.waits.unwrap_or(0));
                     }
                     Err(e) => {
@@ -670,6 +690,7 @@ impl Bench {
                 "waits",
                 "(wall−local)/RTT",
                 "peak RSS",
+                "CPU",
                 "× msmtp",
                 "target",
                 "met",
@@ -677,7 +698,7 @@ impl Bench {
             .map(str::to_owned),
         ];
         lines.extend(rows.iter().map(|r| self.cells(r, rows)));
-        let widths: Vec<usize> = (0..10)
+        let widths: Vec<usize> = (0..11)
             .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap())
             .collect();
         let mut out = String::new();
@@ -689,7 +710,7 @@ impl Bench {
                 .collect();
             let _ = writeln!(out, "{}", cells.join("  ").trim_end());
             if n == 0 {
-                let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 18));
+                let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 20));
             }
         }
         let turns: Vec<String> = rows
@@ -711,12 +732,12 @@ impl Bench {
     }
 
     /// One row's cells; `rows` holds msmtp's figures for the ratio.
-    fn cells(&self, r: &Row, rows: &[Row]) -> [String; 10] {
+    fn cells(&self, r: &Row, rows: &[Row]) -> [String; 11] {
         let rtt = self.opts.rtt.as_secs_f64();
         let Some(wall) = r.wall() else {
             let mut cells = [r.scenario.as_str(), r.client.name(), "failed"]
                 .into_iter()
-                .chain(std::iter::repeat_n("", 6))
+                .chain(std::iter::repeat_n("", 7))
                 .chain(["no"])
                 .map(str::to_owned);
             return std::array::from_fn(|_| cells.next().unwrap_or_default());
@@ -782,6 +803,7 @@ impl Bench {
             rss.map_or("–".to_owned(), |k| {
                 format!("{:.1} MiB", k as f64 / 1024.0)
             }),
+            r.cpu().map_or("–".to_owned(), ms),
             versus.map_or("–".to_owned(), |v| format!("{v:.2}")),
             target,
             met,
@@ -811,6 +833,7 @@ waits: on the SMTP connection, how many times the client sent something (or clos
   Counted only with latency (without it, unrelated sends race the replies).
 (wall−local)/RTT: the median minus the same scenario's local median, in round trips.
 peak RSS: GNU time's %M, the largest process of the run (for msmtp, msmtp or its token helper).
+CPU: GNU time's user + system time of the client's processes (10 ms resolution), median.
 msmtp gets its token from `oauth2-sendmail token` via passwordeval (run before it connects)."
     )
 }
