@@ -3,6 +3,7 @@
 //! over STARTTLS with XOAUTH2. Each test checks the exit code, stdout/stderr, what the
 //! server saw, and that no token ever shows in any output.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -814,4 +815,23 @@ fn dsn_flags_reach_the_server_when_offered() {
         "{:?}",
         d.rcpt_params
     );
+}
+
+/// Linked as `sendmail`, the binary is in sendmail mode only: a management word is a
+/// recipient (here a bare local name, resolved through `[aliases]`).
+#[test]
+fn invoked_as_sendmail_words_are_recipients() {
+    let w = World::new();
+    let config =
+        std::fs::read_to_string(w.sandbox.path().join("config/oauth2-sendmail/config.toml"))
+            .unwrap();
+    w.sandbox
+        .write_config(&config.replace("[aliases]\n", "[aliases]\n\"*\" = \"alice@contoso.com\"\n"));
+    // What a `/usr/sbin/sendmail -> oauth2-sendmail` link passes as argv[0].
+    let mut cmd = w.sandbox.command(&["-i", "status"]);
+    cmd.arg0(w.sandbox.path().join("sendmail"));
+    let run = run_command(cmd, MESSAGE);
+    w.assert_no_secret(&run);
+    run.assert_silent_success();
+    assert_eq!(w.delivered()[0].rcpts, ["alice@contoso.com"]);
 }
