@@ -291,6 +291,9 @@ impl FakeIdp {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                // As a real server does: a reply written in pieces (TLS tickets, HTTP head
+                // and body) must not wait for the client's delayed ACK.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let idp = server.clone();
                 tokio::spawn(async move {
