@@ -836,16 +836,17 @@ fn explanation(rtt: Duration) -> String {
     let half = rtt.as_millis() / 2;
     format!(
         "\
-Everything runs on 127.0.0.1: a fake ESMTP server (STARTTLS, PIPELINING, XOAUTH2) and a fake
-token endpoint (HTTPS), in this process. \"RTT\" rows go through a TCP proxy that delays every
-chunk by {half} ms each way, in order, and opens its upstream connection 1.5 RTT after accepting
-(connecting costs one round trip). \"local\" rows go through a zero-delay relay.
+Everything runs on 127.0.0.1: a fake ESMTP server (STARTTLS, PIPELINING, CHUNKING, XOAUTH2)
+and a fake token endpoint (HTTPS), in this process. \"RTT\" rows go through a TCP proxy that
+delays every chunk by {half} ms each way, in order, and opens its upstream connection 1.5 RTT
+after accepting (connecting costs one round trip). \"local\" rows go through a zero-delay relay.
 Both acknowledge the fake server's bytes at once (TCP_QUICKACK): the fakes write pipelined
 replies separately without TCP_NODELAY, which would add 40 ms Nagle stalls of their own.
 waits: on the SMTP connection, how many times the client sent something (or closed) only after
   server data had reached it since it last sent, i.e. round trips it could not avoid by
-  pipelining; the greeting is not counted. An ideal client has 7: EHLO, STARTTLS, TLS
-  handshake, EHLO, AUTH, MAIL+RCPT+DATA, end of data (QUIT sent, its reply not awaited).
+  pipelining; the greeting is not counted. An ideal client has 7 with DATA: EHLO, STARTTLS,
+  TLS handshake, EHLO, AUTH, MAIL+RCPT+DATA, end of data (QUIT sent, its reply not awaited);
+  6 with CHUNKING and one recipient: MAIL+RCPT+BDAT LAST and the message in one flight.
   Counted only with latency (without it, unrelated sends race the replies).
 (wall−local)/RTT: the median minus the same scenario's local median, in round trips.
 peak RSS: GNU time's %M, the largest process of the run (for msmtp, msmtp or its token helper).

@@ -2,8 +2,10 @@
 //! `../shared/design/architecture.md` for why not lettre's connection).
 //!
 //! - `reply`: a server reply and its enhanced status code;
-//! - `wire`: commands as exact bytes, reply parsing, the DATA codec (CRLF, dot-stuffing);
-//! - `session`: connect, STARTTLS, AUTH XOAUTH2, the pipelined transaction, QUIT.
+//! - `wire`: commands as exact bytes, reply parsing, the message codec (CRLF, and
+//!   dot-stuffing for DATA; none for BDAT);
+//! - `session`: connect, STARTTLS, AUTH XOAUTH2, the pipelined transaction (DATA, or
+//!   `BDAT LAST` in one flight), QUIT.
 
 pub mod reply;
 pub mod session;

@@ -1,12 +1,14 @@
 //! The ESMTP submission session: TCP (`TCP_NODELAY`), greeting, EHLO, STARTTLS (or
-//! implicit TLS), EHLO again, AUTH XOAUTH2, one pipelined transaction, QUIT.
+//! implicit TLS), EHLO again, AUTH XOAUTH2, one pipelined transaction (MAIL, RCPT, and
+//! DATA or `BDAT LAST`), QUIT.
 //!
 //! Rules it keeps:
 //! - every wait is bounded (`Timeouts`); a timeout or a broken connection is a network
 //!   error (exit 75);
 //! - no credentials before TLS is up and verified; a server without STARTTLS gets none;
 //! - recipients are all or nothing: when any RCPT is refused, the message is not sent
-//!   (see `Session::envelope_pipelined` for how a pipelined DATA is abandoned);
+//!   (see `Session::envelope_pipelined` for how a pipelined DATA is abandoned, and
+//!   `Session::transaction` for when the one-flight BDAT is safe);
 //! - `-v` shows the dialogue with AUTH payloads redacted and the message summarised.
 
 use std::io;
@@ -18,7 +20,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::wire::{
-    AuthResponse, AuthXoauth2, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
+    AuthResponse, AuthXoauth2, Bdat, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
     MAX_REPLY_LINE, Mail, MailParam, Rcpt, RcptParam, ReplyParser, Simple,
 };
 use super::{Envelope, Reply};
@@ -218,23 +220,35 @@ impl Session {
         }
     }
 
-    /// MAIL, RCPT..., DATA (pipelined when offered), the message, and the final reply.
+    /// MAIL, RCPT..., DATA (pipelined when offered), the message, and the final reply; or
+    /// MAIL, RCPT, `BDAT LAST` and the message in one flight (see `transaction`).
     /// `message` is the message as parts to be sent one after another, with LF or CRLF
-    /// line endings; the session normalises to CRLF and dot-stuffs.
+    /// line endings; the session normalises to CRLF (and dot-stuffs for DATA).
     pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Reply> {
         self.check_usable(Phase::Mail)?;
-        let (mail, rcpts) = self.envelope_commands(envelope, message)?;
-        let result = self.transaction(&mail, &rcpts, message).await;
+        let size = super::wire::message_size(message);
+        let (mail, rcpts) = self.envelope_commands(envelope, size)?;
+        let result = self.transaction(&mail, &rcpts, message, size).await;
         self.note_failure(&result);
         result
     }
 
+    /// Picks the path. The one-flight `BDAT LAST` (RFC 3030, one round trip fewer) only
+    /// with PIPELINING and CHUNKING and exactly one recipient: the message goes out before
+    /// any RCPT reply is seen, so there is no abandoning it after a refusal. With one
+    /// recipient that is safe: if MAIL or the RCPT is refused, the server has no valid
+    /// recipient and must refuse the BDAT, so nothing is delivered. With several, one
+    /// refused would leave the message delivered to the others, against all or nothing.
     async fn transaction(
         &mut self,
         mail: &Mail,
         rcpts: &[Rcpt],
         message: &[&[u8]],
+        size: u64,
     ) -> Result<Reply> {
+        if self.caps.pipelining && self.caps.chunking && rcpts.len() == 1 {
+            return self.transaction_bdat(mail, &rcpts[0], message, size).await;
+        }
         if self.caps.pipelining {
             self.envelope_pipelined(mail, rcpts).await?;
         } else {
@@ -252,13 +266,128 @@ impl Session {
         }
     }
 
+    /// MAIL, RCPT, `BDAT <size> LAST` and the message, written as one flight (in pieces of
+    /// about `CHUNK` bytes), then the three replies in order: exactly one per command, so
+    /// the dialogue stays in step whatever they say (RFC 3030 §2: the server answers a
+    /// BDAT even when the transaction has failed, and must take its data).
+    ///
+    /// A refused MAIL or RCPT explains the failure better than BDAT's 503/554 and wins,
+    /// as in `judge_envelope`; a refused BDAT after both were accepted is `Phase::Message`,
+    /// like the reply after DATA's `.`. Any refusal is followed by RSET: after a failed
+    /// BDAT the transaction state is indeterminate until one (RFC 3030 §2).
+    async fn transaction_bdat(
+        &mut self,
+        mail: &Mail,
+        rcpt: &Rcpt,
+        message: &[&[u8]],
+        size: u64,
+    ) -> Result<Reply> {
+        let mut broken = match self.write_bdat_flight(mail, rcpt, message, size).await {
+            Ok(()) => None,
+            Err(e) if matches!(e.kind, Kind::Internal(_)) => {
+                // The message did not match its size: nothing more may go on this line.
+                self.abandon().await;
+                return Err(e);
+            }
+            Err(e) => Some(e),
+        };
+        // After a failed write, the replies already sent may still explain it; do not
+        // wait long for them.
+        let timeouts = self.conn.timeouts;
+        let (reply_wait, end_wait) = match broken {
+            None => (timeouts.reply, timeouts.data_end),
+            Some(_) => (timeouts.quit, timeouts.quit),
+        };
+        let waits = [
+            (Phase::Mail, reply_wait),
+            (Phase::Rcpt, reply_wait),
+            (Phase::Message, end_wait),
+        ];
+        let mut replies = Vec::with_capacity(waits.len());
+        for (phase, wait) in waits {
+            match self.conn.read_reply(phase, wait).await {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    broken = broken.or(Some(e));
+                    break;
+                }
+            }
+        }
+        let verdict = judge_envelope(std::slice::from_ref(rcpt), &replies);
+        if broken.is_some() {
+            self.usable = false;
+        }
+        match (verdict, broken, replies.get(2)) {
+            (Err(e), broken, end) => {
+                if end.is_some_and(Reply::is_success) {
+                    self.conn.log_note(
+                        "the server accepted BDAT LAST after refusing MAIL or RCPT (a server bug)",
+                    );
+                }
+                if broken.is_none() {
+                    self.reset().await;
+                }
+                Err(e)
+            }
+            (Ok(()), Some(e), _) => Err(e),
+            (Ok(()), None, Some(end)) if end.is_success() => Ok(end.clone()),
+            (Ok(()), None, Some(end)) => {
+                let e = Error::reply(Phase::Message, end.clone());
+                self.reset().await;
+                Err(e)
+            }
+            (Ok(()), None, None) => Err(Error::internal("a pipelined reply went missing")),
+        }
+    }
+
+    /// The commands and the message as one stream of writes: the commands share the first
+    /// write with the start of the message. Checks, before each write, that the message
+    /// stays within the size announced, and at the end that it filled it exactly: a
+    /// mismatch would turn message bytes into commands (or leave the server waiting).
+    async fn write_bdat_flight(
+        &mut self,
+        mail: &Mail,
+        rcpt: &Rcpt,
+        message: &[&[u8]],
+        size: u64,
+    ) -> Result<()> {
+        let bdat = Bdat { size, last: true };
+        let mut buf = Vec::with_capacity(2 * CHUNK + 3 * MAX_COMMAND_LINE);
+        for cmd in [mail as &dyn Command, rcpt, &bdat] {
+            self.conn.log_client(&cmd.log_line());
+            buf.extend_from_slice(cmd.to_string().as_bytes());
+        }
+        // The commands at the start of the first write are not message data.
+        let mut commands = buf.len();
+        let mut encoder = DataEncoder::bdat();
+        let mut sent = 0u64;
+        for part in message {
+            for piece in part.chunks(CHUNK) {
+                encoder.encode(piece, &mut buf);
+                if buf.len() >= CHUNK {
+                    sent += (buf.len() - commands) as u64;
+                    if sent > size {
+                        return Err(size_mismatch(size, sent));
+                    }
+                    self.conn.write_bytes(&buf, Phase::Message).await?;
+                    buf.clear();
+                    commands = 0;
+                }
+            }
+        }
+        encoder.finish(&mut buf);
+        sent += (buf.len() - commands) as u64;
+        if sent != size {
+            return Err(size_mismatch(size, sent));
+        }
+        self.conn
+            .log_client(&format!("<message data, {sent} bytes>"));
+        self.conn.write_bytes(&buf, Phase::Message).await
+    }
+
     /// MAIL and RCPT with the parameters this server understands; refuses what cannot be
     /// sent before any byte goes out.
-    fn envelope_commands(
-        &self,
-        envelope: &Envelope,
-        message: &[&[u8]],
-    ) -> Result<(Mail, Vec<Rcpt>)> {
+    fn envelope_commands(&self, envelope: &Envelope, size: u64) -> Result<(Mail, Vec<Rcpt>)> {
         check_envelope(envelope)?;
         let caps = &self.caps;
         let needs_utf8 = envelope.smtputf8
@@ -274,7 +403,6 @@ impl Session {
         }
         let mut params = Vec::new();
         if let Some(limit) = caps.size {
-            let size = super::wire::message_size(message);
             if limit > 0 && size > limit {
                 return Err(Kind::TooLarge { size, limit }.into());
             }
@@ -495,6 +623,13 @@ fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<()> {
         Some((_, r)) => Err(Error::reply(Phase::Rcpt, (*r).clone())),
         None => Ok(()),
     }
+}
+
+/// The BDAT size did not match the bytes the encoder produced: a bug, never sent.
+fn size_mismatch(size: u64, actual: u64) -> Error {
+    Error::internal(format!(
+        "BDAT {size} announced but the message encodes to {actual} bytes or more"
+    ))
 }
 
 /// Addresses and DSN values go on command lines: nothing in them may end or extend one.
@@ -912,7 +1047,17 @@ mod tests {
 
     #[tokio::test]
     async fn body_arrives_byte_for_byte() {
-        let f = fixture(Behaviour::default());
+        for chunking in [true, false] {
+            body_arrives_byte_for_byte_with(chunking).await;
+        }
+    }
+
+    /// With CHUNKING the fake keeps the BDAT bytes as received: lone dots arrive raw.
+    async fn body_arrives_byte_for_byte_with(chunking: bool) {
+        let f = fixture(Behaviour {
+            chunking,
+            ..Behaviour::default()
+        });
         let mut s = ready(&f).await;
         let parts: &[&[u8]] = &[
             b"Subject: dots\r\n\r\n.\n..two\r\n.",
@@ -939,6 +1084,21 @@ mod tests {
             f.fake.deliveries()[1].mail_params[0],
             format!("SIZE={}", expected.len())
         );
+        let (used, unused) = if chunking {
+            ("BDAT", "DATA")
+        } else {
+            ("DATA", "BDAT")
+        };
+        assert_eq!(f.fake.flights_of(&[used]).len(), 2);
+        assert!(f.fake.flights_of(&[unused]).is_empty());
+        if chunking {
+            let t = f.fake.transcript();
+            let first = f.fake.deliveries()[0].data.len();
+            for size in [first, expected.len()] {
+                assert!(t.contains(&format!("C: BDAT {size} LAST")), "{size}");
+                assert!(t.contains(&format!("C: <message data, {size} bytes>")));
+            }
+        }
     }
 
     #[tokio::test]
@@ -1218,6 +1378,8 @@ mod tests {
                     .any(|l| l.contains("closed during data") || l == "C: RSET")
             }));
             assert!(f.fake.deliveries().is_empty(), "pipelining {pipelining}");
+            // Two recipients on a CHUNKING server: DATA, so a refusal can still stop it.
+            assert!(f.fake.flights_of(&["BDAT"]).is_empty());
         }
     }
 
@@ -1291,8 +1453,10 @@ mod tests {
         .await;
         assert_eq!(phase_and_code(&mail), (Phase::Mail, 451));
         assert_eq!(mail.exit_code(), EX_TEMPFAIL);
+        // DATA, with one recipient, only without CHUNKING.
         let data = refusal_phase(Behaviour {
             data_reply: Some("451 4.3.0 not now".into()),
+            chunking: false,
             ..Behaviour::default()
         })
         .await;
@@ -1310,6 +1474,169 @@ mod tests {
         .await;
         assert_eq!(phase_and_code(&denied), (Phase::Message, 554));
         assert_eq!(denied.exit_code(), EX_UNAVAILABLE);
+    }
+
+    fn verbs_of(f: &Fixture) -> Vec<String> {
+        f.fake
+            .commands()
+            .into_iter()
+            .filter(|c| !matches!(c.verb.as_str(), "EHLO" | "STARTTLS" | "AUTH"))
+            .map(|c| c.verb)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_recipient_with_chunking_is_one_flight_with_bdat_last() {
+        let f = fixture(Behaviour::default());
+        let mut s = ready(&f).await;
+        let mut env = envelope(&["a@example.org"]);
+        env.eight_bit = true;
+        let msg: &[u8] = b"Subject: hi\n\n.\n..\r\n8bit \xe9\rend";
+        let reply = s.send(&env, &[msg]).await.unwrap();
+        assert_eq!(reply.code, 250);
+        let expected: &[u8] = b"Subject: hi\r\n\r\n.\r\n..\r\n8bit \xe9\rend\r\n";
+        let d = &f.fake.deliveries()[0];
+        assert_eq!(d.data, expected);
+        assert_eq!(d.rcpts, ["a@example.org"]);
+        let size = expected.len();
+        assert_eq!(
+            d.mail_params,
+            [format!("SIZE={size}"), "BODY=8BITMIME".into()]
+        );
+        let flights = f.fake.flights_of(&["MAIL", "RCPT", "BDAT"]);
+        assert_eq!(flights.len(), 3);
+        assert!(flights.iter().all(|&x| x == flights[0]), "{flights:?}");
+        assert_eq!(verbs_of(&f), ["MAIL", "RCPT", "BDAT"]);
+        let t = f.fake.transcript();
+        assert!(t.contains(&format!("C: BDAT {size} LAST")), "{t:?}");
+        // The fake took exactly `size` bytes and found the next command right after.
+        s.send(&env, &[b""]).await.unwrap();
+        assert_eq!(f.fake.deliveries()[1].data, b"");
+        assert!(t.len() < f.fake.transcript().len());
+        assert!(f.fake.transcript().contains(&"C: BDAT 0 LAST".to_owned()));
+        assert_eq!(f.fake.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_pipelining_or_with_two_recipients_chunking_is_not_used() {
+        let f = fixture(Behaviour {
+            pipelining: false,
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        assert_eq!(verbs_of(&f), ["MAIL", "RCPT", "DATA"]);
+
+        let f = fixture(Behaviour::default());
+        let mut s = ready(&f).await;
+        s.send(&envelope(&["a@example.org", "b@example.org"]), &[MSG])
+            .await
+            .unwrap();
+        assert_eq!(verbs_of(&f), ["MAIL", "RCPT", "RCPT", "DATA"]);
+        assert_eq!(f.fake.deliveries()[0].data, b"Subject: hi\r\n\r\nhello\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_refused_sole_recipient_with_chunking_delivers_nothing_and_stays_in_step() {
+        let f = fixture(
+            Behaviour::default().refuse_rcpt("nobody@example.org", "550 5.1.1 no such user"),
+        );
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["nobody@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert_eq!(refused_names(&e), ["nobody@example.org"]);
+        assert_eq!(e.exit_code(), EX_NOUSER);
+        assert!(e.to_string().contains("550 5.1.1 no such user"), "{e}");
+        assert!(f.fake.deliveries().is_empty());
+        let t = f.fake.transcript();
+        assert!(
+            t.contains(&"S: 503 5.5.1 no valid recipients".to_owned()),
+            "{t:?}"
+        );
+        assert!(s.is_usable());
+        // One reply read per command, then RSET: the next message goes on the same line.
+        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        assert_eq!(f.fake.deliveries().len(), 1);
+        assert_eq!(f.fake.deliveries()[0].rcpts, ["a@example.org"]);
+        assert_eq!(f.fake.connections(), 1);
+        assert_eq!(
+            verbs_of(&f),
+            ["MAIL", "RCPT", "BDAT", "RSET", "MAIL", "RCPT", "BDAT"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_temporarily_refused_sole_recipient_with_chunking_is_a_tempfail() {
+        let f =
+            fixture(Behaviour::default().refuse_rcpt("later@example.org", "451 4.4.0 try later"));
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["later@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert_eq!(phase_and_code(&e), (Phase::Rcpt, 451));
+        assert_eq!(e.exit_code(), EX_TEMPFAIL);
+        assert!(f.fake.deliveries().is_empty());
+        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        assert_eq!(f.fake.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn refusals_with_chunking_carry_the_phases_of_the_data_path() {
+        for (mail, code) in [
+            ("550 5.7.60 not as this sender", 550),
+            ("451 4.3.0 later", 451),
+        ] {
+            let e = refusal_phase(Behaviour {
+                mail_reply: Some(mail.into()),
+                ..Behaviour::default()
+            })
+            .await;
+            assert_eq!(phase_and_code(&e), (Phase::Mail, code), "{e}");
+        }
+        let big = refusal_phase(Behaviour {
+            end_reply: Some("552 5.3.4 Message size exceeds fixed maximum message size".into()),
+            ..Behaviour::default()
+        })
+        .await;
+        assert_eq!(phase_and_code(&big), (Phase::Message, 552));
+        assert_eq!(big.exit_code(), EX_DATAERR);
+        let later = refusal_phase(Behaviour {
+            end_reply: Some("451 4.3.0 queue full".into()),
+            ..Behaviour::default()
+        })
+        .await;
+        assert_eq!(phase_and_code(&later), (Phase::Message, 451));
+        assert_eq!(later.exit_code(), EX_TEMPFAIL);
+    }
+
+    #[tokio::test]
+    async fn a_refused_bdat_last_is_followed_by_rset_and_the_session_goes_on() {
+        let f = fixture(Behaviour {
+            end_reply: Some("451 4.3.0 queue full".into()),
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["a@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert_eq!(phase_and_code(&e), (Phase::Message, 451));
+        assert!(s.is_usable());
+        let e = s
+            .send(&envelope(&["a@example.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert_eq!(phase_and_code(&e), (Phase::Message, 451));
+        assert_eq!(
+            verbs_of(&f),
+            [
+                "MAIL", "RCPT", "BDAT", "RSET", "MAIL", "RCPT", "BDAT", "RSET"
+            ]
+        );
+        assert_eq!(f.fake.connections(), 1);
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The SMTP wire format, without any I/O: commands as types whose `Display` is their
-//! exact bytes (CRLF included), reply parsing, EHLO capabilities, and the DATA codec
-//! (CRLF normalisation and dot-stuffing, RFC 5321 §4.5.2).
+//! exact bytes (CRLF included), reply parsing, EHLO capabilities, and the message codec
+//! (CRLF normalisation, and dot-stuffing for DATA, RFC 5321 §4.5.2; none for BDAT).
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
@@ -73,6 +73,21 @@ impl fmt::Display for Simple {
     }
 }
 impl Command for Simple {}
+
+/// `BDAT <size> [LAST]` (RFC 3030): exactly `size` octets of message follow the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bdat {
+    pub size: u64,
+    pub last: bool,
+}
+
+impl fmt::Display for Bdat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let last = if self.last { " LAST" } else { "" };
+        write!(f, "BDAT {}{last}\r\n", self.size)
+    }
+}
+impl Command for Bdat {}
 
 /// `AUTH XOAUTH2`, with the initial response (SASL-IR) or without it.
 #[derive(Clone, PartialEq, Eq)]
@@ -348,20 +363,26 @@ impl Capabilities {
     }
 }
 
-/// The DATA codec, fed the message in pieces: bare LF becomes CRLF (a CRLF is left alone,
-/// a lone CR too), a `.` that starts a line is doubled, and `finish` ends the data with
-/// CRLF (only if the message does not end in a line break) and `.` CRLF. Its state
-/// carries across pieces, so any split (even between CR and LF) gives the same bytes.
+/// The message codec, fed the message in pieces: bare LF becomes CRLF (a CRLF is left
+/// alone, a lone CR too) and `finish` adds a CRLF where the message does not end in a
+/// line break. For DATA (`DataEncoder::default()`) it also doubles a `.` that starts a
+/// line and ends with `.` CRLF; for BDAT (`DataEncoder::bdat()`) it does neither, so it
+/// emits exactly `message_size` bytes. Its state carries across pieces, so any split (even
+/// between CR and LF) gives the same bytes.
 #[derive(Debug, Clone)]
 pub struct DataEncoder {
+    /// DATA: dot-stuffing and the `.` terminator line.
+    dot_stuffing: bool,
     at_line_start: bool,
     /// The last byte taken was CR: an LF that follows completes a CRLF.
     prev_cr: bool,
 }
 
 impl Default for DataEncoder {
+    /// The DATA codec.
     fn default() -> Self {
         DataEncoder {
+            dot_stuffing: true,
             at_line_start: true,
             prev_cr: false,
         }
@@ -369,10 +390,19 @@ impl Default for DataEncoder {
 }
 
 impl DataEncoder {
+    /// The BDAT codec: line endings only; no dot-stuffing, no terminator.
+    #[must_use]
+    pub fn bdat() -> Self {
+        DataEncoder {
+            dot_stuffing: false,
+            ..DataEncoder::default()
+        }
+    }
+
     /// Appends the encoding of `input` to `out`.
     pub fn encode(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         while let Some(&first) = input.first() {
-            if self.at_line_start && first == b'.' {
+            if self.dot_stuffing && self.at_line_start && first == b'.' {
                 out.push(b'.');
             }
             if let Some(lf) = input.iter().position(|&b| b == b'\n') {
@@ -392,19 +422,24 @@ impl DataEncoder {
         }
     }
 
-    /// Ends the data: a final CRLF where the message lacks one, then `.` CRLF. A trailing
-    /// lone CR is kept as one (like any other lone CR) and gets its own CRLF.
+    /// Ends the message: a final CRLF where it lacks one, then (DATA only) `.` CRLF. A
+    /// trailing lone CR is kept as one (like any other lone CR) and gets its own CRLF.
+    /// The encoder is then ready for another message of the same kind.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if !self.at_line_start {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
-        *self = DataEncoder::default();
+        if self.dot_stuffing {
+            out.extend_from_slice(b".\r\n");
+        }
+        self.at_line_start = true;
+        self.prev_cr = false;
     }
 }
 
 /// The message size as RFC 1870 counts it for `SIZE=`: CRLF line endings, a final line
-/// break, no dot-stuffing, no terminating `.`. Matches what `DataEncoder` sends.
+/// break, no dot-stuffing, no terminating `.`: exactly what `DataEncoder::bdat()` emits,
+/// so it is also the `BDAT` size.
 #[must_use]
 pub fn message_size(parts: &[&[u8]]) -> u64 {
     let mut size = 0u64;
@@ -443,6 +478,17 @@ mod tests {
         assert_eq!(Simple::Rset.to_string(), "RSET\r\n");
         assert_eq!(Simple::Quit.to_string(), "QUIT\r\n");
         assert_eq!(Simple::Quit.log_line(), "QUIT");
+        let last = Bdat {
+            size: 1234,
+            last: true,
+        };
+        assert_eq!(last.to_string(), "BDAT 1234 LAST\r\n");
+        assert_eq!(last.log_line(), "BDAT 1234 LAST");
+        let chunk = Bdat {
+            size: 0,
+            last: false,
+        };
+        assert_eq!(chunk.to_string(), "BDAT 0\r\n");
     }
 
     #[test]
@@ -598,7 +644,10 @@ mod tests {
     }
 
     fn encode(parts: &[&[u8]], chunk: usize) -> Vec<u8> {
-        let mut enc = DataEncoder::default();
+        encode_with(DataEncoder::default(), parts, chunk)
+    }
+
+    fn encode_with(mut enc: DataEncoder, parts: &[&[u8]], chunk: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for part in parts {
             for piece in part.chunks(chunk) {
@@ -630,6 +679,20 @@ mod tests {
             "SIZE of {:?}",
             String::from_utf8_lossy(input)
         );
+        // BDAT: the same bytes without dot-stuffing and terminator, `size` of them.
+        let bdat = encode_with(DataEncoder::bdat(), &[input], 3);
+        assert_eq!(bdat, unstuff(expected));
+        assert_eq!(bdat.len() as u64, size);
+    }
+
+    /// DATA bytes back to the message: each line's leading `.` removed, `.` CRLF dropped.
+    fn unstuff(encoded: &[u8]) -> Vec<u8> {
+        let body = encoded.strip_suffix(b".\r\n").expect("terminator");
+        let mut out = Vec::new();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        out
     }
 
     fn count_stuffed(encoded: &[u8]) -> usize {
@@ -660,6 +723,50 @@ mod tests {
             b"8bit \xe9\xff\x80 \xc3\xa9\r\n.\r\n",
         );
         check(b"", b".\r\n");
+    }
+
+    /// Every message of up to 6 bytes from `a . CR LF é`, whole and split anywhere: the
+    /// BDAT encoding is exactly `message_size` bytes, is the DATA encoding unstuffed, and
+    /// has only CRLF line breaks, with one at the end of a non-empty message.
+    #[test]
+    fn bdat_size_is_exactly_the_bytes_sent() {
+        const ALPHABET: [u8; 5] = [b'a', b'.', b'\r', b'\n', 0xe9];
+        let mut checked = 0;
+        for len in 0..=6u32 {
+            for mut n in 0..ALPHABET.len().pow(len) {
+                let mut input = Vec::new();
+                for _ in 0..len {
+                    input.push(ALPHABET[n % ALPHABET.len()]);
+                    n /= ALPHABET.len();
+                }
+                let whole = encode_with(DataEncoder::bdat(), &[&input], input.len().max(1));
+                let size = message_size(&[&input]);
+                assert_eq!(whole.len() as u64, size, "{input:?}");
+                assert_eq!(whole, unstuff(&encode(&[&input], 64)), "{input:?}");
+                for (i, &b) in whole.iter().enumerate() {
+                    if b == b'\n' {
+                        assert!(i > 0 && whole[i - 1] == b'\r', "bare LF in {whole:?}");
+                    }
+                }
+                assert!(input.is_empty() || whole.ends_with(b"\r\n"), "{whole:?}");
+                for split in 0..=input.len() {
+                    let (a, b) = input.split_at(split);
+                    assert_eq!(message_size(&[a, b]), size, "{input:?} at {split}");
+                    let pieces = encode_with(DataEncoder::bdat(), &[a, b], 1);
+                    assert_eq!(pieces, whole, "{input:?} split at {split}");
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, (0..=6).map(|l| 5usize.pow(l)).sum::<usize>());
+        // One encoder, several messages: each is encoded from a fresh line start.
+        let mut enc = DataEncoder::bdat();
+        let mut out = Vec::new();
+        enc.encode(b"x\r", &mut out);
+        enc.finish(&mut out);
+        enc.encode(b".\n", &mut out);
+        enc.finish(&mut out);
+        assert_eq!(out, b"x\r\r\n.\r\n");
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! It is strict where our client must be right: commands end in CRLF, AUTH only after
-//! TLS, MAIL only after AUTH, a message is only recorded after its final `.` line, and a
-//! connection that closes during DATA delivers nothing (as real servers do).
+//! TLS, MAIL only after AUTH, a message is only recorded after its final `.` line (or its
+//! `BDAT LAST` chunk, with MAIL and a RCPT accepted), and a connection that closes during
+//! DATA or a BDAT chunk delivers nothing (as real servers do).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -60,6 +61,8 @@ pub struct Behaviour {
     pub dsn: bool,
     pub eight_bit_mime: bool,
     pub smtputf8: bool,
+    /// Advertise CHUNKING (and BINARYMIME) and take BDAT (RFC 3030). BDAT is answered
+    /// whether or not CHUNKING is advertised, as Exchange does.
     pub chunking: bool,
     /// XOAUTH2 user and token → accepted?
     pub accept: AcceptFn,
@@ -75,8 +78,9 @@ pub struct Behaviour {
     pub mail_reply: Option<String>,
     /// Scripted reply to DATA instead of `354 Start mail input`.
     pub data_reply: Option<String>,
-    /// Scripted reply after the final `.` instead of `250 2.0.0 OK <id> queued`; a
-    /// non-2xx reply records no delivery.
+    /// Scripted reply after the final `.` (or to `BDAT LAST`, when MAIL and a RCPT were
+    /// accepted) instead of `250 2.0.0 OK <id> queued`; a non-2xx reply records no
+    /// delivery.
     pub end_reply: Option<String>,
     /// Wait this long before each reply (a slow server).
     pub reply_delay: Duration,
@@ -98,7 +102,7 @@ impl Default for Behaviour {
             dsn: true,
             eight_bit_mime: true,
             smtputf8: true,
-            chunking: false,
+            chunking: true,
             accept: Arc::new(|_, _| true),
             challenge_on_failure: false,
             bare_334: false,
@@ -159,7 +163,8 @@ pub struct Delivery {
     pub rcpts: Vec<String>,
     /// Each accepted RCPT's parameters, as sent.
     pub rcpt_params: Vec<Vec<String>>,
-    /// The message as the server reads it: dot-stuffing undone, final `.` line removed.
+    /// The message as the server reads it: after DATA, dot-stuffing undone and the final
+    /// `.` line removed; after BDAT, the chunks' bytes exactly as received.
     pub data: Vec<u8>,
 }
 
@@ -318,6 +323,8 @@ struct Conn {
     authenticated: bool,
     mail: Option<(String, Vec<String>)>,
     rcpts: Vec<(String, Vec<String>)>,
+    /// The BDAT chunks of the current transaction so far; `Some` once one was taken.
+    chunks: Option<Vec<u8>>,
 }
 
 type Io<T> = std::io::Result<T>;
@@ -341,6 +348,7 @@ impl Server {
             authenticated: false,
             mail: None,
             rcpts: Vec::new(),
+            chunks: None,
         };
         // Errors end the connection, as a closed socket ends a real server's session.
         let _ = conn.run().await;
@@ -403,6 +411,7 @@ impl Conn {
             "MAIL" => self.mail(arg).await?,
             "RCPT" => self.rcpt(arg).await?,
             "DATA" => self.data().await?,
+            "BDAT" => return self.bdat(arg).await,
             "RSET" => {
                 self.reset();
                 self.reply("250 2.0.0 Resetting").await?;
@@ -422,6 +431,7 @@ impl Conn {
     fn reset(&mut self) {
         self.mail = None;
         self.rcpts.clear();
+        self.chunks = None;
     }
 
     async fn ehlo(&mut self, arg: &str) -> Io<()> {
@@ -590,7 +600,8 @@ impl Conn {
     }
 
     async fn data(&mut self) -> Io<()> {
-        if self.mail.is_none() {
+        if self.mail.is_none() || self.chunks.is_some() {
+            // RFC 3030 §2: DATA and BDAT do not mix in one transaction.
             return self.reply("503 5.5.1 Bad sequence of commands").await;
         }
         if self.rcpts.is_empty() {
@@ -610,6 +621,58 @@ impl Conn {
         self.log(format!("C: <message data, {} bytes>", data.len()));
         self.log("C: .".to_owned());
         self.finish_message(data).await
+    }
+
+    /// `BDAT <n> [LAST]` (RFC 3030): takes exactly n bytes after the line, whatever the
+    /// reply (they may have come with the line or come in many reads), and answers each
+    /// BDAT once. `LAST` delivers the chunks if MAIL and a RCPT were accepted; without a
+    /// valid recipient it is `503` and nothing is delivered. `false`: the client closed
+    /// the connection during the chunk.
+    async fn bdat(&mut self, arg: &str) -> Io<bool> {
+        let mut words = arg.split_ascii_whitespace();
+        let size = words.next().and_then(|n| n.parse::<usize>().ok());
+        let last = match words.next() {
+            None => Some(false),
+            Some(w) if w.eq_ignore_ascii_case("LAST") => Some(true),
+            Some(_) => None,
+        };
+        let (Some(size), Some(last), None) = (size, last, words.next()) else {
+            self.reply("501 5.5.4 Invalid arguments").await?;
+            return Ok(true);
+        };
+        let Some(chunk) = self.read_exact(size).await? else {
+            self.log("C: <connection closed during data>".to_owned());
+            return Ok(false);
+        };
+        self.log(format!("C: <message data, {size} bytes>"));
+        if self.mail.is_none() {
+            self.reply("503 5.5.1 Bad sequence of commands").await?;
+            return Ok(true);
+        }
+        if self.rcpts.is_empty() {
+            self.reply("503 5.5.1 no valid recipients").await?;
+            return Ok(true);
+        }
+        let chunks = self.chunks.get_or_insert_with(Vec::new);
+        chunks.extend_from_slice(&chunk);
+        if !last {
+            self.reply(&format!("250 2.0.0 {size} octets received"))
+                .await?;
+            return Ok(true);
+        }
+        let data = self.chunks.take().unwrap_or_default();
+        self.finish_message(data).await?;
+        Ok(true)
+    }
+
+    /// Exactly `n` bytes, from what was read already and further reads; `None` at EOF.
+    async fn read_exact(&mut self, n: usize) -> Io<Option<Vec<u8>>> {
+        while self.buf.len() < n {
+            if self.read_some().await? == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.buf.drain(..n).collect()))
     }
 
     /// The message lines up to the `.` line, dot-stuffing undone; `None` at EOF.
@@ -641,6 +704,7 @@ impl Conn {
         };
         let (from, mail_params) = self.mail.take().unwrap_or_default();
         let rcpts = std::mem::take(&mut self.rcpts);
+        self.chunks = None;
         if reply.starts_with('2') {
             self.server
                 .record

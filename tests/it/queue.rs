@@ -279,13 +279,30 @@ fn a_permanent_refusal_is_not_queued() {
     assert!(s.queued().is_empty());
 }
 
+const TEMPORARY: &str = "451 4.3.0 Mail server temporarily rejected message";
+
 #[test]
 fn temporary_refusal_at_data_stays_queued_with_backoff() {
-    let s = setup();
-    let fake = s.fake(Behaviour {
-        data_reply: Some("451 4.3.0 Mail server temporarily rejected message".into()),
+    // DATA is only used without CHUNKING when there is one recipient.
+    temporary_refusal_stays_queued_with_backoff(Behaviour {
+        chunking: false,
+        data_reply: Some(TEMPORARY.into()),
         ..Behaviour::default()
     });
+}
+
+#[test]
+fn temporary_refusal_of_bdat_last_stays_queued_with_backoff() {
+    temporary_refusal_stays_queued_with_backoff(Behaviour {
+        end_reply: Some(TEMPORARY.into()),
+        ..Behaviour::default()
+    });
+}
+
+fn temporary_refusal_stays_queued_with_backoff(behaviour: Behaviour) {
+    let s = setup();
+    let chunking = behaviour.chunking;
+    let fake = s.fake(behaviour);
     s.config(fake.port(), "");
     for n in 0..3 {
         s.enqueue(&numbered(n));
@@ -303,6 +320,14 @@ fn temporary_refusal_at_data_stays_queued_with_backoff() {
     assert_eq!(s.queued().len(), 3);
     // The session survives a refused message (RSET): one connection for all three.
     assert_eq!(fake.connections(), 1);
+    let (used, unused) = if chunking {
+        ("BDAT", "DATA")
+    } else {
+        ("DATA", "BDAT")
+    };
+    assert_eq!(fake.flights_of(&[used]).len(), 3);
+    assert!(fake.flights_of(&[unused]).is_empty());
+    assert_eq!(fake.flights_of(&["RSET"]).len(), 3);
     let state = std::fs::read(s.queue_dir().join(format!("{}.state", s.queued()[0]))).unwrap();
     let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
     assert_eq!(state["attempts"], 1);

@@ -161,10 +161,12 @@ fn mutt_send_is_silent_pipelined_and_authenticated_inline() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].from, "alice@contoso.com");
     assert_eq!(d[0].rcpts, ["bob@fabrikam.example"]);
-    // MAIL, RCPT and DATA in one flight (PIPELINING), AUTH with the initial response.
-    let flights = w.smtp.flights_of(&["MAIL", "RCPT", "DATA"]);
+    // MAIL, RCPT and BDAT LAST in one flight (PIPELINING, CHUNKING, one recipient), AUTH
+    // with the initial response.
+    let flights = w.smtp.flights_of(&["MAIL", "RCPT", "BDAT"]);
     assert_eq!(flights.len(), 3);
     assert!(flights.iter().all(|f| *f == flights[0]), "{flights:?}");
+    assert!(w.smtp.flights_of(&["DATA"]).is_empty());
     let auth = w.smtp.auth_attempts();
     assert_eq!(auth.len(), 1);
     assert!(auth[0].accepted && auth[0].inline);
@@ -667,24 +669,29 @@ fn refusals_at_each_phase_map_to_sysexits() {
             "larger",
         ),
     ];
+    // Two recipients take the DATA path; one takes MAIL, RCPT, BDAT LAST in one flight
+    // (the fake is Exchange: PIPELINING and CHUNKING), where DATA is never sent.
+    let two: &[&str] = &["bob@fabrikam.example", "carol@fabrikam.example"];
+    let one: &[&str] = &["bob@fabrikam.example"];
     for (what, behaviour, code, needle) in cases {
-        let w = World::with(behaviour, "");
-        let run = w.send(
-            &[
-                "-oi",
-                "--",
-                "bob@fabrikam.example",
-                "carol@fabrikam.example",
-            ],
-            MESSAGE,
-        );
-        let line = run.assert_failure(code);
-        assert!(line.contains(needle), "{what}: {line}");
-        assert!(
-            line.starts_with("oauth2-sendmail: account work"),
-            "{what}: {line}"
-        );
-        assert!(w.delivered().is_empty(), "{what}: nothing may be delivered");
+        for rcpts in [two, one] {
+            if rcpts == one && what.starts_with("DATA") {
+                continue;
+            }
+            let w = World::with(behaviour.clone(), "");
+            let args: Vec<&str> = ["-oi", "--"].iter().chain(rcpts).copied().collect();
+            let run = w.send(&args, MESSAGE);
+            let line = run.assert_failure(code);
+            let what = format!("{what}, {} recipient(s)", rcpts.len());
+            assert!(line.contains(needle), "{what}: {line}");
+            assert!(
+                line.starts_with("oauth2-sendmail: account work"),
+                "{what}: {line}"
+            );
+            assert!(w.delivered().is_empty(), "{what}: nothing may be delivered");
+            let unused = if rcpts == one { "DATA" } else { "BDAT" };
+            assert!(w.smtp.flights_of(&[unused]).is_empty(), "{what}");
+        }
     }
 }
 
@@ -749,6 +756,31 @@ fn verbose_shows_the_dialogue_with_auth_redacted() {
         !run.stderr.contains("Hello."),
         "the message itself is not echoed"
     );
+    // One recipient: BDAT with the exact size of the data that follows (Bcc removed).
+    let size = w.delivered()[0].data.len();
+    assert!(
+        run.stderr.contains(&format!(
+            "C: BDAT {size} LAST\nC: <message data, {size} bytes>\n"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("C: DATA"), "{}", run.stderr);
+
+    // Two recipients: DATA, the data, and the `.` line.
+    let run = w.send(
+        &["-v", "bob@fabrikam.example", "carol@fabrikam.example"],
+        MESSAGE,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("C: DATA\n"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("C: <message data, {size} bytes>\nC: .\n")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("C: BDAT"), "{}", run.stderr);
 }
 
 #[test]
