@@ -840,8 +840,8 @@ Everything runs on 127.0.0.1: a fake ESMTP server (STARTTLS, PIPELINING, CHUNKIN
 and a fake token endpoint (HTTPS), in this process. \"RTT\" rows go through a TCP proxy that
 delays every chunk by {half} ms each way, in order, and opens its upstream connection 1.5 RTT
 after accepting (connecting costs one round trip). \"local\" rows go through a zero-delay relay.
-Both acknowledge the fake server's bytes at once (TCP_QUICKACK): the fakes write pipelined
-replies separately without TCP_NODELAY, which would add 40 ms Nagle stalls of their own.
+Both acknowledge the fake server's bytes at once (TCP_QUICKACK), so no delayed-ACK stall of
+the fakes' own can reach either client's figures (the fakes also set TCP_NODELAY).
 waits: on the SMTP connection, how many times the client sent something (or closed) only after
   server data had reached it since it last sent, i.e. round trips it could not avoid by
   pipelining; the greeting is not counted. An ideal client has 7 with DATA: EHLO, STARTTLS,

@@ -7,13 +7,13 @@
 //! connection `1.5 × rtt` after accepting (when a real server would see the handshake's
 //! last ACK) and holds the client's first bytes until then. With `rtt = 0` it only relays.
 //!
-//! The fakes do not set `TCP_NODELAY` and write each reply of a pipelined batch (and the
-//! TLS session tickets before the EHLO reply, and the token endpoint's head before its
-//! body) separately, so Nagle holds their second write until the first is acknowledged,
-//! which a receiver in delayed-ACK mode does after ~40 ms. Real submission servers answer a
-//! batch in one write; to keep this artifact of the fakes out of both clients' figures, the
-//! proxy acknowledges the server's bytes at once (`TCP_QUICKACK`). Its side towards the
-//! client is a plain socket, so the client's own Nagle stalls still show.
+//! The fakes write each reply of a pipelined batch (and the TLS session tickets before the
+//! EHLO reply, and the token endpoint's head before its body) separately. They set
+//! `TCP_NODELAY` now, but a server without it would have Nagle hold its second write until
+//! the first is acknowledged (~40 ms of delayed ACK). Real submission servers answer a
+//! batch in one write; to keep any such artifact out of both clients' figures, the proxy
+//! acknowledges the server's bytes at once (`TCP_QUICKACK`). Its side towards the client is
+//! a plain socket, so the client's own Nagle stalls still show.
 //!
 //! What it cannot emulate: TCP's own ACKs still come back at loopback speed, so a Nagle
 //! stall (a small write held until the previous one is acknowledged) costs the delayed-ACK
