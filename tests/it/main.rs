@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+mod clients;
 mod dry_run;
 mod fake_idp;
 mod fake_smtp;

@@ -191,9 +191,16 @@ impl Sandbox {
         let Some(exe) = option_env!("CARGO_BIN_EXE_oauth2-sendmail") else {
             panic!("the binary's path is only known to integration tests")
         };
-        let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .env_clear()
+        let mut cmd = self.program(exe);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Any program (a mail client, say) with the same clean environment.
+    #[must_use]
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.path())
             .env("XDG_CONFIG_HOME", self.path().join("config"))
