@@ -158,7 +158,7 @@ impl Redirect {
         let wait = async {
             tokio::select! {
                 result = self.wait_on_listener(state), if self.listener.is_some() => result,
-                result = from_pasted_url(state) => result,
+                result = from_pasted_url(state, self.listener.is_none()) => result,
             }
         };
         tokio::time::timeout(timeout, wait).await.map_err(|_| {
@@ -209,15 +209,23 @@ impl Redirect {
     }
 }
 
-/// Reads lines on stdin until one holds a redirected URL with a code (paste mode). Ends
-/// never when stdin closes, so the listener keeps waiting.
-async fn from_pasted_url(state: &str) -> Result<String> {
+/// Reads lines on stdin until one holds a redirected URL with a code (paste mode). When
+/// stdin closes, a listener may still get the redirect, so this waits on; without one
+/// (`https` redirects) nothing else can come, so it says so at once.
+async fn from_pasted_url(state: &str, only_way: bool) -> Result<String> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();
         if let Some((_, query)) = line.split_once('?') {
             return code_from_query(query, state);
         }
+    }
+    if only_way {
+        return Err(Error::token(
+            TokenClass::NeedsLogin,
+            "standard input closed before the address the browser ended at was pasted; \
+             run the login in a terminal",
+        ));
     }
     std::future::pending().await
 }

@@ -481,6 +481,27 @@ fn authcode_with_an_https_redirect_takes_the_pasted_address() {
     s.assert_no_secret_in(&run);
 }
 
+/// With an `https` redirect nothing but a pasted address can finish the login: closed
+/// stdin ends it at once instead of after the five-minute wait.
+#[test]
+fn authcode_with_an_https_redirect_and_no_stdin_fails_at_once() {
+    let s = setup();
+    s.config("redirect_uri = \"https://localhost\"\n");
+    let run = s.sandbox.run(&["login", "work", "--no-browser"], b"");
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    assert!(
+        last_line(&run).contains("standard input closed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(30),
+        "{:?}",
+        run.elapsed
+    );
+    assert!(!s.sandbox.token_file("work").exists());
+}
+
 #[test]
 fn devicecode_pending_then_approved() {
     let s = setup();
