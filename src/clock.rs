@@ -1,7 +1,16 @@
-//! Times as people read them: `2026-11-22 23:14:05 UTC` and `in 52 min` / `3 h ago`, for
-//! `login` and `status` (the token file itself keeps Unix seconds).
+//! The clock and its calendar: Unix seconds now, the `Date:` header's RFC 5322 form, and
+//! times as people read them (`2026-11-22 23:14:05 UTC`, `in 52 min`, `3 h ago`) for
+//! `login` and `status`. Token files, queue entries and logs keep Unix seconds.
 
-use crate::plan::civil_from_days;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Unix seconds now (0 for a clock before 1970, which nothing here can mend).
+#[must_use]
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// `2026-11-22 23:14:05 UTC`.
 #[must_use]
@@ -47,9 +56,57 @@ fn in_or_ago(amount: &str, future: bool) -> String {
     }
 }
 
+/// RFC 5322 date in UTC, e.g. `Sun, 22 Nov 2026 21:59:36 +0000`.
+#[must_use]
+pub fn rfc5322(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let weekday = DAYS[((days + 4) % 7) as usize];
+    format!(
+        "{weekday}, {day} {} {year} {:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month 1-12, day 1-31), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc5322_dates() {
+        for (unix, want) in [
+            (0, "Thu, 1 Jan 1970 00:00:00 +0000"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000"),
+            (1_735_689_599, "Tue, 31 Dec 2024 23:59:59 +0000"),
+            (1_795_384_776, "Sun, 22 Nov 2026 21:59:36 +0000"),
+        ] {
+            assert_eq!(rfc5322(unix), want);
+        }
+    }
 
     #[test]
     fn utc_dates() {

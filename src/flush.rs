@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::clock;
 use crate::config::Config;
 use crate::error::{EX_TEMPFAIL, EX_UNAVAILABLE, Error, Kind, Result};
 use crate::provider::{self, AccountSettings};
@@ -80,7 +81,7 @@ impl Report {
 pub fn flush(config: &Config, verbose: bool) -> Result<Report> {
     let queue = Queue::open()?;
     let _lock = queue.lock_flush()?;
-    let now = queue::now();
+    let now = clock::now();
     queue.tidy(now);
     let (entries, unreadable) = queue.list()?;
     let mut flusher = Flusher::new(&queue, config.logfile.as_deref(), verbose);
@@ -120,7 +121,7 @@ pub async fn flush_after_send(
         session.quit().await;
         return;
     };
-    let now = queue::now();
+    let now = clock::now();
     let due: Vec<&Entry> = entries
         .iter()
         .filter(|e| e.meta.account == settings.name && is_due(e, now))
@@ -253,7 +254,7 @@ impl<'a> Flusher<'a> {
     /// A temporary failure: back off, unless the message has waited too long already.
     fn temporary(&mut self, entry: &Entry, error: &Error) -> Result<()> {
         let why = error.to_string();
-        let now = queue::now();
+        let now = clock::now();
         if now.saturating_sub(entry.meta.created_at) > queue::MAX_AGE_SECS {
             let days = queue::MAX_AGE_SECS / 86400;
             return self.permanent(
@@ -317,7 +318,7 @@ pub fn listing(queue: &Queue) -> Result<String> {
     if queued.is_empty() && failed.is_empty() && bad.is_empty() && bad_failed.is_empty() {
         return Ok("Mail queue is empty\n".to_owned());
     }
-    let now = queue::now();
+    let now = clock::now();
     let mut out = String::new();
     for e in &queued {
         write_entry(&mut out, e, "queued", now);

@@ -137,7 +137,7 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
     if let Some(name) = only {
         config.account(name)?;
     }
-    let now = oauth::now();
+    let now = clock::now();
     let mut out = String::new();
     for name in config
         .accounts

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::cli::SendArgs;
+use crate::clock;
 use crate::config::{Account, Config, RewriteFrom};
 use crate::error::{Error, Result};
 use crate::message::{self, HeaderEdits, Mailbox, Message};
@@ -358,7 +359,7 @@ fn header_edits(
         edits.from = Some(message::format_mailbox(name, &account.email));
     }
     if !message.has("Date") {
-        edits.add.push(("Date".to_owned(), rfc5322_date(ctx.now)));
+        edits.add.push(("Date".to_owned(), clock::rfc5322(ctx.now)));
     }
     if !message.has("Message-ID") {
         edits
@@ -383,41 +384,6 @@ fn sets_from(account: &Account, has_from: bool, old: Option<&Mailbox>) -> bool {
         RewriteFrom::IfForeign => !usable.is_some_and(|m| owns(account, &m.address)),
         RewriteFrom::Always => true,
     }
-}
-
-/// RFC 5322 date in UTC, e.g. `Sun, 22 Nov 2026 21:59:36 +0000`.
-fn rfc5322_date(unix: u64) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let weekday = DAYS[((days + 4) % 7) as usize];
-    format!(
-        "{weekday}, {day} {} {year} {:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month 1-12, day 1-31), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`, for non-negative days).
-pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `<time.random@domain-of-the-account>`: unique per (second, seed), and in a domain the
@@ -1021,18 +987,6 @@ from = ["alice.*@example.org"]
         )
         .unwrap();
         assert_ne!(other.edits.add[1], p.edits.add[1]);
-    }
-
-    #[test]
-    fn rfc5322_dates() {
-        for (unix, want) in [
-            (0, "Thu, 1 Jan 1970 00:00:00 +0000"),
-            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000"),
-            (1_735_689_599, "Tue, 31 Dec 2024 23:59:59 +0000"),
-            (1_795_384_776, "Sun, 22 Nov 2026 21:59:36 +0000"),
-        ] {
-            assert_eq!(rfc5322_date(unix), want);
-        }
     }
 
     #[test]

@@ -95,13 +95,6 @@ pub struct Queue {
     dir: PathBuf,
 }
 
-#[must_use]
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Queue {
     /// The queue in its usual place.
     pub fn open() -> Result<Queue> {
@@ -410,6 +403,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now;
     use std::os::unix::fs::PermissionsExt;
 
     fn meta(account: &str, created_at: u64) -> Meta {

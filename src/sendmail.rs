@@ -3,9 +3,9 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::SendArgs;
+use crate::clock;
 use crate::config::{self, Config, QueuePolicy};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -103,7 +103,7 @@ fn enqueue(plan: &SendPlan, parts: &[&[u8]]) -> Result<String> {
     let meta = queue::Meta {
         account: plan.account.clone(),
         envelope: plan.envelope.clone(),
-        created_at: queue::now(),
+        created_at: clock::now(),
     };
     Queue::open()?
         .enqueue(&meta, parts)
@@ -135,9 +135,7 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
 
 /// The clock, the local UTC offset and a random seed for the plan.
 fn context() -> plan::Context {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::now();
     let mut seed = [0u8; 8];
     // A Message-ID needs uniqueness, not secrecy; the time and pid still vary without it.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
@@ -190,7 +188,7 @@ pub fn append_log(
     let rcpts = envelope.recipients.join(",");
     let line = format!(
         "{} account={account} from=<{from}> recipients={rcpts} size={size} {result}\n",
-        queue::now()
+        clock::now()
     );
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);

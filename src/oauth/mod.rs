@@ -17,8 +17,6 @@ pub mod grants;
 pub mod login;
 pub mod store;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::error::{Error, Kind, Result, TokenClass};
 use crate::provider::AccountSettings;
 
@@ -50,13 +48,7 @@ impl std::fmt::Debug for AccessToken {
     }
 }
 
-/// Unix seconds now.
-#[must_use]
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::clock::now;
 
 /// A valid access token for the account: from the cache when it is valid for a while yet,
 /// else refreshed under the account's lock (the rotated refresh token saved atomically).
