@@ -170,6 +170,20 @@ impl SendArgs {
         self.delivery_mode() == Some('q')
     }
 
+    /// `-oem` or `-oee` (the last `-oe?` given): the caller cannot keep a message whose
+    /// send failed (cron passes `-oem`), so failures that need the user are queued too.
+    #[must_use]
+    pub fn caller_cannot_keep(&self) -> bool {
+        let mode = self
+            .options
+            .iter()
+            .filter_map(|o| o.strip_prefix('e'))
+            .filter_map(|m| m.chars().next())
+            .map(|c| c.to_ascii_lowercase())
+            .next_back();
+        matches!(mode, Some('m' | 'e'))
+    }
+
     /// The last `-od?` delivery mode given, lower-cased.
     fn delivery_mode(&self) -> Option<char> {
         self.options
@@ -319,6 +333,18 @@ mod tests {
             Invocation::Send(s) => *s,
             Invocation::Manage(m) => panic!("parsed as management: {m:?}"),
         }
+    }
+
+    #[test]
+    fn oem_and_oee_say_the_caller_cannot_keep_the_message() {
+        assert!(send(&["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]).caller_cannot_keep());
+        assert!(send(&["-i", "-odi", "-oem", "-oi", "-t", "-f", "root"]).caller_cannot_keep());
+        assert!(send(&["-oee", "x@y"]).caller_cannot_keep());
+        assert!(send(&["-o", "em", "x@y"]).caller_cannot_keep());
+        assert!(!send(&["-oi", "--", "x@y"]).caller_cannot_keep());
+        assert!(!send(&["-oi", "--read-envelope-from", "-t"]).caller_cannot_keep());
+        assert!(!send(&["-ti"]).caller_cannot_keep());
+        assert!(!send(&["-oem", "-oep", "x@y"]).caller_cannot_keep());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The clock and its calendar: Unix seconds now, the `Date:` header's RFC 5322 form, and
 //! times as people read them (`2026-11-22 23:14:05 UTC`, `in 52 min`, `3 h ago`) for
-//! `login` and `status`. Token files, queue entries and logs keep Unix seconds.
+//! `login` and `status`, and the log's RFC 3339. Token files and queue entries keep Unix
+//! seconds.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,19 @@ pub fn utc(unix: u64) -> String {
     let secs = unix % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// RFC 3339 in UTC, e.g. `2026-11-22T23:14:05Z` (the log's timestamps).
+#[must_use]
+pub fn rfc3339(unix: u64) -> String {
+    let (year, month, day) = civil_from_days(unix / 86_400);
+    let secs = unix % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         secs / 3600,
         secs % 3600 / 60,
         secs % 60
@@ -114,6 +128,12 @@ mod tests {
         // 2026-11-22 23:14:05 UTC, the example in the issue.
         assert_eq!(utc(1_795_389_245), "2026-11-22 23:14:05 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_389_245), "2026-11-22T23:14:05Z");
     }
 
     #[test]

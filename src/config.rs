@@ -47,7 +47,8 @@ pub struct Account {
     pub rewrite_from: RewriteFrom,
     #[serde(default)]
     pub queue: QueuePolicy,
-    #[serde(default)]
+    /// After a direct send, send this account's due queue over the same connection.
+    #[serde(default = "default_flush_on_send")]
     pub flush_on_send: bool,
     pub redirect_uri: Option<String>,
     pub token_encrypt_cmd: Option<CommandSpec>,
@@ -62,6 +63,10 @@ pub struct Account {
     pub device_code_url: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub resource: Option<String>,
+}
+
+fn default_flush_on_send() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -51,6 +51,24 @@ pub enum TokenClass {
     Config,
 }
 
+/// Who can fix a failure, which decides what becomes of the message (the contract's
+/// "Failures and the queue"): decided here, from the kind, the phase and the reply, and
+/// nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Clears by itself: network, timeout, any 4xx, the token service unreachable.
+    /// Queued under `queue = "on-failure"`.
+    Transient,
+    /// Needs the user: a login, a failing `*_cmd`, refused authentication, configuration.
+    /// Queued only when the caller cannot keep the message (`-oem`/`-oee`).
+    NeedsUser,
+    /// Refused for good (5xx, a recipient, the size, bad data): never queued.
+    Permanent,
+    /// The connection was lost, or no reply came, after the end of the data: the server
+    /// may have delivered the message. Queued only with `-oem`/`-oee` (at least once).
+    Uncertain,
+}
+
 #[derive(Debug)]
 pub enum Kind {
     /// Bad command line.
@@ -155,17 +173,48 @@ impl Error {
         self
     }
 
-    /// True for a failure that may succeed if tried again later (what the queue keeps).
+    /// Who can fix this failure (see [`Class`]).
     #[must_use]
-    pub fn is_temporary(&self) -> bool {
-        self.exit_code() == EX_TEMPFAIL
-            || matches!(
-                self.kind,
-                Kind::Token {
-                    class: TokenClass::NeedsLogin,
-                    ..
-                }
-            )
+    pub fn class(&self) -> Class {
+        match &self.kind {
+            Kind::Network {
+                phase: Phase::Message,
+                ..
+            }
+            | Kind::Protocol {
+                phase: Phase::Message,
+                ..
+            } => Class::Uncertain,
+            Kind::Network { .. }
+            | Kind::Token {
+                class: TokenClass::Transient,
+                ..
+            } => Class::Transient,
+            Kind::Token { .. } | Kind::Config(_) => Class::NeedsUser,
+            Kind::Reply { reply, .. } if reply.is_transient() => Class::Transient,
+            Kind::Reply {
+                phase: Phase::Auth,
+                reply,
+            } if reply.is_permanent() => Class::NeedsUser,
+            Kind::Reported(code) => match *code {
+                EX_TEMPFAIL => Class::Transient,
+                EX_NOPERM | EX_CONFIG => Class::NeedsUser,
+                _ => Class::Permanent,
+            },
+            _ => Class::Permanent,
+        }
+    }
+
+    /// True when the user must run `oauth2-sendmail login` (no token, refresh refused).
+    #[must_use]
+    pub fn needs_login(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Token {
+                class: TokenClass::NeedsLogin,
+                ..
+            }
+        )
     }
 
     /// True when the server refused the credentials (a fresh token may help once).
@@ -246,10 +295,27 @@ impl fmt::Display for Error {
                 f,
                 "the message ({size} bytes) is larger than the server{at} accepts ({limit} bytes); nothing was sent"
             ),
+            Kind::Network {
+                phase: Phase::Message,
+                detail,
+            } => write!(
+                f,
+                "connection lost after the message data{at}: {detail}; the message may have \
+                 been delivered: check before sending it again"
+            ),
             Kind::Network { phase, detail } => write!(
                 f,
                 "network failure {}{at}: {detail}; nothing was sent, try again later",
                 phase.describe()
+            ),
+            Kind::Protocol {
+                phase: Phase::Message,
+                detail,
+            } => write!(
+                f,
+                "server{at} failed {}: {detail}; the message may have been delivered: check \
+                 before sending it again",
+                Phase::Message.describe()
             ),
             Kind::Protocol { phase, detail } => {
                 write!(f, "server{at} failed {}: {detail}", phase.describe())
@@ -351,6 +417,68 @@ mod tests {
             69
         );
         assert_eq!(Error::reply(Phase::Data, r(250, "odd")).exit_code(), 76);
+    }
+
+    #[test]
+    fn failure_classes_decide_who_can_fix_it() {
+        let r = |c, t| Reply::new(c, t);
+        let class = |e: Error| e.class();
+        assert_eq!(
+            class(Error::network(Phase::Connect, "refused")),
+            Class::Transient
+        );
+        assert_eq!(
+            class(Error::network(Phase::Data, "reset")),
+            Class::Transient
+        );
+        assert_eq!(
+            class(Error::reply(Phase::Message, r(451, "4.3.0 x"))),
+            Class::Transient
+        );
+        assert_eq!(
+            class(Error::token(TokenClass::Transient, "down")),
+            Class::Transient
+        );
+        assert_eq!(
+            class(Error::token(TokenClass::NeedsLogin, "x")),
+            Class::NeedsUser
+        );
+        assert_eq!(
+            class(Error::config("client_secret_cmd failed")),
+            Class::NeedsUser
+        );
+        assert_eq!(
+            class(Error::reply(Phase::Auth, r(535, "5.7.3 x"))),
+            Class::NeedsUser
+        );
+        assert_eq!(
+            class(Error::reply(Phase::Auth, r(535, "5.7.139 x"))),
+            Class::NeedsUser
+        );
+        assert_eq!(
+            class(Error::reply(Phase::Auth, r(454, "4.7.0 x"))),
+            Class::Transient
+        );
+        assert_eq!(
+            class(Error::reply(Phase::Rcpt, r(550, "5.1.1 x"))),
+            Class::Permanent
+        );
+        assert_eq!(
+            class(Error::reply(Phase::Message, r(554, "5.6.0 x"))),
+            Class::Permanent
+        );
+        assert_eq!(class(Error::data("empty")), Class::Permanent);
+        assert_eq!(
+            class(Error::network(Phase::Message, "closed")),
+            Class::Uncertain
+        );
+        assert_eq!(
+            class(Error::protocol(Phase::Message, "bad")),
+            Class::Uncertain
+        );
+        let lost = Error::network(Phase::Message, "the server closed the connection").to_string();
+        assert!(lost.contains("may have been delivered"), "{lost}");
+        assert!(!lost.contains("nothing was sent"), "{lost}");
     }
 
     #[test]

@@ -6,17 +6,35 @@
 //!
 //! Accounts are flushed one after another, so a flush holds at most one connection per
 //! mailbox (Exchange Online allows 3), and the flush lock keeps a second flush out.
+//!
+//! `queue flush` (a person asking) tries every message now; `-q` (a timer) only those
+//! whose back-off has passed, and then renews each refresh token unused for
+//! `IDLE_RENEWAL_SECS`. Both report one line per account that needs a login.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use crate::clock;
 use crate::config::Config;
-use crate::error::{EX_TEMPFAIL, EX_UNAVAILABLE, Error, Kind, Result};
+use crate::error::{Class, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE, Error, Kind, Result};
+use crate::journal::Journal;
+use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::{self, Entry, Queue};
 use crate::smtp::{Reply, Session};
-use crate::{deliver, notify, sendmail};
+use crate::{deliver, notify};
+
+/// `-q` renews a refresh token not used for this long (30 days): Microsoft's expire after
+/// 90 days of inactivity, so a timer keeps every account alive with room to spare.
+pub const IDLE_RENEWAL_SECS: u64 = 30 * 86_400;
+
+/// Which messages a flush tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `queue flush`, `login`: every queued message, now.
+    Everything,
+    /// `-q`: those whose back-off has passed.
+    Due,
+}
 
 /// How one queued message fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +52,25 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct Report {
     lines: Vec<(Outcome, String)>,
+    /// One line per account that needs a login (or another fix by the user).
+    logins: Vec<(String, String)>,
 }
 
 impl Report {
     fn note(&mut self, outcome: Outcome, line: String) {
         self.lines.push((outcome, line));
+    }
+
+    /// Notes that `account` needs the user; once per account.
+    fn needs_user(&mut self, account: &str, line: String) {
+        if !self.logins.iter().any(|(a, _)| a == account) {
+            self.logins.push((account.to_owned(), line));
+        }
+    }
+
+    /// The lines for accounts that need a login: `queue flush` and `-q` print them all.
+    pub fn logins(&self) -> impl Iterator<Item = &str> {
+        self.logins.iter().map(|(_, l)| l.as_str())
     }
 
     #[must_use]
@@ -61,13 +93,15 @@ impl Report {
             .map(|(_, l)| l.as_str())
     }
 
-    /// 69 when a message failed for good in this flush; 75 when some still wait (a
-    /// deferral, or an unreadable entry left in place); else 0 (all due ones sent, or
-    /// none due).
+    /// 69 when a message failed for good in this flush; 77 when an account needs a
+    /// login; 75 when some still wait (a deferral, or an unreadable entry left in place);
+    /// else 0 (all due ones sent, or none due).
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         if self.count(Outcome::Failed) > 0 {
             EX_UNAVAILABLE
+        } else if !self.logins.is_empty() {
+            EX_NOPERM
         } else if self.count(Outcome::Deferred) + self.count(Outcome::Unreadable) > 0 {
             EX_TEMPFAIL
         } else {
@@ -76,15 +110,36 @@ impl Report {
     }
 }
 
-/// Flushes every account's due messages, holding the flush lock (waiting for a flush
-/// already running: the entries are listed after it, so none is sent twice).
-pub fn flush(config: &Config, verbose: bool) -> Result<Report> {
+/// Flushes every account's messages in `scope`, holding the flush lock (waiting for a
+/// flush already running: the entries are listed after it, so none is sent twice). With
+/// `Scope::Due` (`-q`), idle refresh tokens are renewed afterwards.
+pub fn flush(config: &Config, scope: Scope, verbose: bool) -> Result<Report> {
+    flush_accounts(config, scope, None, verbose)
+}
+
+/// Sends `only`'s queued messages now (after a `login`).
+pub fn flush_account(config: &Config, only: &AccountSettings, verbose: bool) -> Result<Report> {
+    flush_accounts(config, Scope::Everything, Some(only), verbose)
+}
+
+fn flush_accounts(
+    config: &Config,
+    scope: Scope,
+    only: Option<&AccountSettings>,
+    verbose: bool,
+) -> Result<Report> {
     let queue = Queue::open()?;
     let _lock = queue.lock_flush()?;
     let now = clock::now();
     queue.tidy(now);
     let (entries, unreadable) = queue.list()?;
-    let mut flusher = Flusher::new(&queue, config.logfile.as_deref(), verbose);
+    let entries: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| only.is_none_or(|a| a.name == e.meta.account))
+        .filter(|e| scope == Scope::Everything || is_due(e, now))
+        .collect();
+    let journal = Journal::from_config(config);
+    let mut flusher = Flusher::new(&queue, &journal, verbose);
     for bad in &unreadable {
         flusher.report.note(
             Outcome::Unreadable,
@@ -96,7 +151,7 @@ pub fn flush(config: &Config, verbose: bool) -> Result<Report> {
         );
     }
     let runtime = crate::runtime()?;
-    for (name, due) in due_by_account(&entries, now) {
+    for (name, due) in by_account(&entries) {
         match config
             .account(name)
             .and_then(|a| provider::resolve(name, a))
@@ -105,7 +160,50 @@ pub fn flush(config: &Config, verbose: bool) -> Result<Report> {
             Err(e) => flusher.temporary_all(&due, &e.for_account(name))?,
         }
     }
+    if scope == Scope::Due && only.is_none() {
+        runtime.block_on(renew_idle_tokens(config, &journal, &mut flusher.report));
+    }
     Ok(flusher.report)
+}
+
+/// Renews each refresh token unused for `IDLE_RENEWAL_SECS` (or of unknown age), so an
+/// account that sends rarely never loses it. A refused renewal is heard: a line in the
+/// report, `notify_cmd`, the log. A renewal that fails for a passing reason waits for the
+/// next run.
+async fn renew_idle_tokens(config: &Config, journal: &Journal, report: &mut Report) {
+    let now = clock::now();
+    for (name, configured) in &config.accounts {
+        if report.logins.iter().any(|(a, _)| a == name) {
+            continue;
+        }
+        let Ok(settings) = provider::resolve(name, configured) else {
+            continue;
+        };
+        let Ok(Some(token)) = TokenStore::new(&settings).and_then(|s| s.load()) else {
+            continue;
+        };
+        let idle = token
+            .obtained_at
+            .is_none_or(|at| now.saturating_sub(at) > IDLE_RENEWAL_SECS);
+        if token.refresh_token.is_none() || !idle {
+            continue;
+        }
+        // Passing the cached access token as the one to avoid makes this a real renewal.
+        match oauth::access_token(&settings, Some(&token.access_token)).await {
+            Ok(_) => journal.account(name, "result=renewed refresh token unused for 30 days"),
+            Err(e) => {
+                let e = e.for_account(name);
+                if e.class() == Class::NeedsUser {
+                    journal.account(
+                        name,
+                        &format!("result=renewal-refused error={:?}", e.to_string()),
+                    );
+                    notify::needs_user(&settings, &e);
+                    report.needs_user(name, format!("{e}"));
+                }
+            }
+        }
+    }
 }
 
 /// After a direct send (`flush_on_send`): flush the same account's due messages over the
@@ -114,7 +212,7 @@ pub fn flush(config: &Config, verbose: bool) -> Result<Report> {
 pub async fn flush_after_send(
     settings: &AccountSettings,
     session: Session,
-    logfile: Option<&Path>,
+    journal: &Journal,
     verbose: bool,
 ) {
     let Some((queue, _lock, entries)) = locked_listing() else {
@@ -126,7 +224,7 @@ pub async fn flush_after_send(
         .iter()
         .filter(|e| e.meta.account == settings.name && is_due(e, now))
         .collect();
-    let mut flusher = Flusher::new(&queue, logfile, verbose);
+    let mut flusher = Flusher::new(&queue, journal, verbose);
     let _ = flusher.account(settings, &due, Some(session)).await;
 }
 
@@ -143,10 +241,10 @@ fn is_due(entry: &Entry, now: u64) -> bool {
     entry.state.next_attempt <= now
 }
 
-/// The due entries of each account, accounts in the order of their oldest message.
-fn due_by_account(entries: &[Entry], now: u64) -> Vec<(&str, Vec<&Entry>)> {
+/// The entries of each account, accounts in the order of their oldest message.
+fn by_account(entries: &[Entry]) -> Vec<(&str, Vec<&Entry>)> {
     let mut groups: Vec<(&str, Vec<&Entry>)> = Vec::new();
-    for entry in entries.iter().filter(|e| is_due(e, now)) {
+    for entry in entries {
         let name = entry.meta.account.as_str();
         match groups.iter_mut().find(|(n, _)| *n == name) {
             Some((_, due)) => due.push(entry),
@@ -159,16 +257,16 @@ fn due_by_account(entries: &[Entry], now: u64) -> Vec<(&str, Vec<&Entry>)> {
 /// One flush's work: records each outcome in the queue, the logfile and the report.
 struct Flusher<'a> {
     queue: &'a Queue,
-    logfile: Option<&'a Path>,
+    journal: &'a Journal,
     verbose: bool,
     report: Report,
 }
 
 impl<'a> Flusher<'a> {
-    fn new(queue: &'a Queue, logfile: Option<&'a Path>, verbose: bool) -> Self {
+    fn new(queue: &'a Queue, journal: &'a Journal, verbose: bool) -> Self {
         Flusher {
             queue,
-            logfile,
+            journal,
             verbose,
             report: Report::default(),
         }
@@ -188,7 +286,14 @@ impl<'a> Flusher<'a> {
                 None => match deliver::open(settings, self.verbose).await {
                     Ok(s) => s,
                     Err(e) => {
-                        notify::login_needed(settings, &e);
+                        if e.class() == Class::NeedsUser {
+                            notify::needs_user(settings, &e);
+                            let waiting = entries.len() - i;
+                            self.report.needs_user(
+                                &settings.name,
+                                format!("{e} ({waiting} queued message{} wait)", plural(waiting)),
+                            );
+                        }
                         // No message is to blame: all of them wait for the next flush.
                         return self.temporary_all(&entries[i..], &e);
                     }
@@ -229,8 +334,10 @@ impl<'a> Flusher<'a> {
         let keep = session.is_usable() && !result.as_ref().is_err_and(server_closing);
         match result {
             Ok(reply) => self.sent(entry, &reply)?,
-            Err(e) if e.is_temporary() => self.temporary(entry, &e)?,
-            Err(e) => self.permanent(entry, &e.to_string())?,
+            Err(e) if e.class() == Class::Permanent => self.permanent(entry, &e.to_string())?,
+            // Passing, waiting for the user, or a reply lost after the data (sent again
+            // later: at least once).
+            Err(e) => self.temporary(entry, &e)?,
         }
         Ok(keep)
     }
@@ -293,8 +400,7 @@ impl<'a> Flusher<'a> {
     }
 
     fn log(&self, entry: &Entry, result: &str) {
-        sendmail::append_log(
-            self.logfile,
+        self.journal.message(
             &entry.meta.account,
             &entry.meta.envelope,
             entry.size,
@@ -368,6 +474,10 @@ fn write_entry(out: &mut String, e: &Entry, label: &str, now: u64) {
     if let Some(err) = &e.state.last_error {
         let _ = writeln!(out, "  last error: {err}");
     }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn age(secs: u64) -> String {

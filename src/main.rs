@@ -24,12 +24,13 @@
 //! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
 //! | `deliver` | one account's session: token and connection at once, auth with retry |
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
-//! | `flush` | sending the queue: one session per account, oldest first, backoff |
-//! | `sendmail` | sendmail mode from argv to exit status; the log line |
+//! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
+//! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
+//! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
 //! | `manage` | the management words: login, token, status, check, logout, queue |
 //! | `clock` | times as people read them (`status`, `login`) |
-//! | `notify` | `notify_cmd` when an account needs a new login |
-//! | `error` | one error type → the stderr line and the exit code |
+//! | `notify` | telling the user an account needs them (`notify_cmd`, desktop); a refused refresh remembered for `status` |
+//! | `error` | one error type → the stderr line, the exit code, the failure class |
 //!
 //! Rules that hold everywhere: nothing is printed on success in sendmail mode; a token is
 //! only sent after TLS is up and verified; no token, refresh token, password or secret ever
@@ -41,6 +42,7 @@ mod config;
 mod deliver;
 mod error;
 mod flush;
+mod journal;
 mod manage;
 mod message;
 mod notify;

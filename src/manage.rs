@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::Queue;
-use crate::{deliver, flush, runtime, sendmail};
+use crate::{deliver, flush, notify, runtime, sendmail};
 
 pub fn run(args: ManageArgs) -> Result<()> {
     if let Manage::Queue { action } = &args.command {
@@ -79,11 +79,32 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
         } else {
             format!("logged in as {}", account.email)
         };
+    notify::forget(&account.name);
     print(&format!(
         "account {}: {who}; access token valid until {}\n",
         account.name,
         clock::utc(done.expires_at)
-    ))
+    ))?;
+    flush_after_login(config, &account)
+}
+
+/// After a login: the account's queued messages go now; one line says how many.
+fn flush_after_login(config: &Config, account: &AccountSettings) -> Result<()> {
+    let report = flush::flush_account(config, account, false)?;
+    let tried = report.lines().count();
+    if tried == 0 {
+        return Ok(());
+    }
+    let sent = report.count(flush::Outcome::Sent);
+    let mut text = format!(
+        "account {}: {sent} of {tried} queued message{} sent\n",
+        account.name,
+        if tried == 1 { "" } else { "s" }
+    );
+    for line in report.lines().filter(|l| !l.contains(": sent: ")) {
+        let _ = writeln!(text, "  {line}");
+    }
+    print(&text)
 }
 
 fn flow_of(flow: FlowArg) -> Flow {
@@ -99,7 +120,11 @@ fn flow_of(flow: FlowArg) -> Flow {
 fn token(account: &AccountSettings) -> Result<()> {
     let token = runtime()?
         .block_on(oauth::access_token(account, None))
-        .map_err(|e| e.for_account(&account.name))?;
+        .map_err(|e| {
+            let e = e.for_account(&account.name);
+            notify::remember(&account.name, &e);
+            e
+        })?;
     print(&format!("{}\n", token.secret))
 }
 
@@ -110,7 +135,7 @@ fn check(account: &AccountSettings) -> Result<()> {
         session.quit().await;
         Ok::<_, Error>(())
     });
-    session?;
+    session.inspect_err(|e| notify::remember(&account.name, e))?;
     print(&format!(
         "account {}: {} accepted XOAUTH2 for {}\n",
         account.name,
@@ -132,45 +157,99 @@ fn logout(account: &AccountSettings) -> Result<()> {
     ))
 }
 
-/// Accounts, their provider and server, and the state of their tokens: never a secret.
+/// Per account: provider, server, the identity that signed in, the token's state (with
+/// a refused refresh remembered: since when, and the AADSTS code), queued and failed
+/// counts; never a secret. Exit 0 when every account can send, 77 when one needs a
+/// login, 78 when one's configuration is wrong (for monitoring).
 fn status(config: &Config, only: Option<&str>) -> Result<()> {
     if let Some(name) = only {
         config.account(name)?;
     }
     let now = clock::now();
+    let queue = Queue::open()?;
+    let (queued, bad) = queue.list()?;
+    let (failed, bad_failed) = queue.list_failed()?;
     let mut out = String::new();
+    let (mut needs_login, mut misconfigured) = (false, false);
     for name in config
         .accounts
         .keys()
         .filter(|n| only.is_none_or(|o| o == *n))
     {
-        let account = provider::resolve(name, &config.accounts[name])?;
         let default = config.default_account_name().ok() == Some(name.as_str());
+        let _ = writeln!(out, "{name}{}", if default { " (default)" } else { "" });
+        let account = match provider::resolve(name, &config.accounts[name]) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = writeln!(out, "  configuration error: {e}");
+                misconfigured = true;
+                continue;
+            }
+        };
         let _ = write!(
             out,
-            "{name}{}\n  provider: {}\n  email: {}\n  server: {}\n  flow: {}\n",
-            if default { " (default)" } else { "" },
+            "  provider: {}\n  email: {}\n  server: {}\n  flow: {}\n",
             provider_name(account.provider),
             account.email,
             account.smtp.address(),
             flow_name(account.oauth.flow),
         );
-        let state = match TokenStore::new(&account).and_then(|s| s.load()) {
-            Ok(Some(t)) => token_state(&t, now),
-            Ok(None) => format!("  token: none (needs login: oauth2-sendmail login {name})\n"),
-            Err(e) => format!("  token: unreadable: {e}\n"),
+        if let Some(who) = signed_in_identity(&account) {
+            let _ = writeln!(out, "  signed in as: {who}");
+        }
+        let (state, can_send) = match TokenStore::new(&account).and_then(|s| s.load()) {
+            Ok(Some(t)) => token_state(&account, &t, now),
+            Ok(None) if account.oauth.flow == Flow::ClientCredentials => (
+                "  token: none yet (app-only: obtained at the first send)\n".to_owned(),
+                true,
+            ),
+            Ok(None) => (
+                format!("  token: none: needs login (run `oauth2-sendmail login {name}`)\n"),
+                false,
+            ),
+            Err(e) => (format!("  token: unreadable: {e}\n"), false),
         };
         out.push_str(&state);
+        needs_login |= !can_send;
+        let mine = |entries: &[crate::queue::Entry]| {
+            entries.iter().filter(|e| e.meta.account == *name).count()
+        };
+        let _ = writeln!(
+            out,
+            "  queue: {} queued, {} failed",
+            mine(&queued),
+            mine(&failed)
+        );
     }
-    let queue = Queue::open()?;
-    let count = |(entries, bad): (Vec<_>, Vec<_>)| entries.len() + bad.len();
     let _ = writeln!(
         out,
         "queue: {} queued, {} failed",
-        count(queue.list()?),
-        count(queue.list_failed()?)
+        queued.len() + bad.len(),
+        failed.len() + bad_failed.len()
     );
-    print(&out)
+    print(&out)?;
+    let code = if misconfigured {
+        crate::error::EX_CONFIG
+    } else if needs_login {
+        crate::error::EX_NOPERM
+    } else {
+        return Ok(());
+    };
+    Err(Error::from(crate::error::Kind::Reported(code)))
+}
+
+/// The identity that signed in, as the token cache records it (its `identity` field),
+/// when the cache is readable without running `token_decrypt_cmd`.
+fn signed_in_identity(account: &AccountSettings) -> Option<String> {
+    if account.config.token_decrypt_cmd.is_some() {
+        return None;
+    }
+    let store = TokenStore::new(account).ok()?;
+    let raw = std::fs::read(store.path()).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    let who = value.get("identity")?.as_str()?;
+    // Printed: keep it to one tidy line whatever the file says.
+    Some(who.chars().filter(|c| !c.is_control()).take(320).collect())
 }
 
 /// The provider as the config spells it.
@@ -193,21 +272,52 @@ fn flow_name(flow: Flow) -> &'static str {
     }
 }
 
-/// The stored token's state for `status`: times, and whether a refresh token is there.
-fn token_state(t: &oauth::store::StoredToken, now: u64) -> String {
+/// The stored token's state for `status`, and whether the account can send with it. A
+/// refused refresh remembered since these tokens were issued means a login is needed.
+fn token_state(
+    account: &AccountSettings,
+    t: &oauth::store::StoredToken,
+    now: u64,
+) -> (String, bool) {
+    let name = &account.name;
     let when = |at: u64| format!("{} ({})", clock::utc(at), clock::relative(at, now));
-    let access = if t.expires_at > now {
+    let refused = notify::remembered(name).filter(|r| t.obtained_at.is_none_or(|o| r.since >= o));
+    if let Some(r) = refused {
+        let code = r.code.map(|c| format!(", {c}")).unwrap_or_default();
+        return (
+            format!(
+                "  token: needs login since {}{code}: run `oauth2-sendmail login {name}`\n  \
+                 last refresh failure: {}\n",
+                when(r.since),
+                r.reason
+            ),
+            false,
+        );
+    }
+    let valid = t.expires_at > now;
+    let access = if valid {
         format!("valid until {}", when(t.expires_at))
     } else {
         format!("expired {}", when(t.expires_at))
     };
+    let renews_alone = t.refresh_token.is_some()
+        || matches!(account.oauth.flow, Flow::ClientCredentials | Flow::Password);
     let refresh = if t.refresh_token.is_some() {
         "present"
     } else {
         "none"
     };
     let last = t.obtained_at.map_or_else(|| "unknown".to_owned(), when);
-    format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n")
+    let mut text =
+        format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n");
+    let can_send = valid || renews_alone;
+    if !can_send {
+        let _ = writeln!(
+            text,
+            "  token: needs login: run `oauth2-sendmail login {name}`"
+        );
+    }
+    (text, can_send)
 }
 
 /// `queue list|flush|remove`. Only a flush reads the config: listing and removing work
@@ -216,9 +326,10 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
     match action {
         QueueAction::List => sendmail::list_queue(),
         QueueAction::Flush => {
-            let report = flush::flush(&config::load(config_file)?, false)?;
+            let report =
+                flush::flush(&config::load(config_file)?, flush::Scope::Everything, false)?;
             let mut text = String::new();
-            for line in report.lines() {
+            for line in report.lines().chain(report.logins()) {
                 text.push_str(line);
                 text.push('\n');
             }

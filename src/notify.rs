@@ -1,37 +1,166 @@
-//! Telling a person that an account needs a new login, when the program that hit the
-//! problem (cron, a queue flush) has no terminal: the account's `notify_cmd`, run without a
-//! shell, with `OAUTH2_SENDMAIL_ACCOUNT` and `OAUTH2_SENDMAIL_REASON` in its environment.
+//! Telling a person that an account needs them (a new login, a failing `*_cmd`, refused
+//! authentication), when the program that hit the problem (cron, a queue flush, a timer)
+//! has no terminal: the account's `notify_cmd`, run without a shell, with
+//! `OAUTH2_SENDMAIL_ACCOUNT` and `OAUTH2_SENDMAIL_REASON` in its environment; without
+//! one, on a graphical session with `notify-send` installed, a desktop notification.
+//!
+//! It also remembers a refused token refresh (since when, and the AADSTS code) in
+//! `$XDG_STATE_HOME/oauth2-sendmail/accounts/ACCOUNT.json`, for `status`: the token file
+//! alone cannot say that its refresh token is dead.
 
-use crate::error::{Error, Kind, TokenClass};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Class, Error};
 use crate::provider::AccountSettings;
 
-/// True when `error` means the user must run `oauth2-sendmail login`.
-#[must_use]
-pub fn needs_login(error: &Error) -> bool {
-    matches!(
-        error.kind,
-        Kind::Token {
-            class: TokenClass::NeedsLogin,
-            ..
-        }
-    )
-}
-
-/// Runs `notify_cmd` when `error` means a login is needed. A notifier that fails is
-/// reported on stderr but changes nothing else: the mail's own outcome stands.
-pub fn login_needed(account: &AccountSettings, error: &Error) {
-    if !needs_login(error) {
+/// Tells the user about `error` when it needs them (`Class::NeedsUser`); remembers a
+/// needed login for `status`. A notifier that fails is reported on stderr but changes
+/// nothing else: the mail's own outcome stands.
+pub fn needs_user(account: &AccountSettings, error: &Error) {
+    if error.class() != Class::NeedsUser {
         return;
     }
-    let Some(cmd) = &account.config.notify_cmd else {
+    remember(&account.name, error);
+    let reason = error.to_string();
+    match &account.config.notify_cmd {
+        Some(cmd) => {
+            let env = [
+                ("OAUTH2_SENDMAIL_ACCOUNT", account.name.as_str()),
+                ("OAUTH2_SENDMAIL_REASON", reason.as_str()),
+            ];
+            if let Err(e) = cmd.run("notify_cmd", None, &env) {
+                eprintln!("oauth2-sendmail: account {}: {e}", account.name);
+            }
+        }
+        None => desktop_notice(&account.name, &reason),
+    }
+}
+
+/// Without `notify_cmd`: `notify-send` on a graphical session (`DISPLAY` or
+/// `WAYLAND_DISPLAY` set, `notify-send` on `PATH`), started detached and never waited for;
+/// elsewhere nothing.
+fn desktop_notice(account: &str, reason: &str) {
+    let graphical = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    if !graphical {
+        return;
+    }
+    let Some(program) = on_path("notify-send") else {
         return;
     };
+    let _ = Command::new(program)
+        .args([
+            "--app-name=oauth2-sendmail",
+            &format!("oauth2-sendmail: account {account} needs you"),
+            reason,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A refused refresh, remembered until the next login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginNeeded {
+    /// Unix seconds: the first failure since the tokens were last good.
+    pub since: u64,
+    /// The error line (never a secret).
+    pub reason: String,
+    /// The identity platform's code, e.g. `AADSTS700082`, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+fn state_file(account: &str) -> Option<PathBuf> {
+    crate::paths::account_state_dir().map(|d| d.join(format!("{account}.json")))
+}
+
+/// Records that `account` needs a login (when `error` says so), keeping the first `since`.
+pub fn remember(account: &str, error: &Error) {
+    if !error.needs_login() {
+        return;
+    }
+    let Some(path) = state_file(account) else {
+        return;
+    };
+    if remembered(account).is_some() {
+        return;
+    }
     let reason = error.to_string();
-    let env = [
-        ("OAUTH2_SENDMAIL_ACCOUNT", account.name.as_str()),
-        ("OAUTH2_SENDMAIL_REASON", reason.as_str()),
-    ];
-    if let Err(e) = cmd.run("notify_cmd", None, &env) {
-        eprintln!("oauth2-sendmail: account {}: {e}", account.name);
+    let note = LoginNeeded {
+        since: crate::clock::now(),
+        code: aadsts_code(&reason),
+        reason,
+    };
+    let _ = write_private(&path, &note);
+}
+
+/// The remembered refused refresh of `account`, if any.
+#[must_use]
+pub fn remembered(account: &str) -> Option<LoginNeeded> {
+    let bytes = std::fs::read(state_file(account)?).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Forgets it (after a successful login).
+pub fn forget(account: &str) {
+    if let Some(path) = state_file(account) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn write_private(path: &std::path::Path, note: &LoginNeeded) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        crate::journal::create_private_dirs(dir)?;
+    }
+    let json = serde_json::to_vec(note).map_err(std::io::Error::other)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(&json)
+}
+
+/// `AADSTS700082` out of an error line.
+fn aadsts_code(text: &str) -> Option<String> {
+    let start = text.find("AADSTS")?;
+    let digits: String = text[start + 6..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| format!("AADSTS{digits}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aadsts_code_is_found_in_the_reason() {
+        assert_eq!(
+            aadsts_code("refused: AADSTS700082: The refresh token has expired").as_deref(),
+            Some("AADSTS700082")
+        );
+        assert_eq!(aadsts_code("invalid_grant"), None);
+        assert_eq!(aadsts_code("AADSTS"), None);
     }
 }

@@ -25,3 +25,16 @@ pub fn token_dir() -> Option<PathBuf> {
 pub fn queue_dir() -> Option<PathBuf> {
     project().and_then(|p| p.state_dir().map(|s| s.join("queue")))
 }
+
+/// `$XDG_STATE_HOME/oauth2-sendmail/log`: the default log file.
+#[must_use]
+pub fn log_file() -> Option<PathBuf> {
+    project().and_then(|p| p.state_dir().map(|s| s.join("log")))
+}
+
+/// `$XDG_STATE_HOME/oauth2-sendmail/accounts`: what is remembered about each account
+/// between runs (the last refused token refresh), one `ACCOUNT.json` each.
+#[must_use]
+pub fn account_state_dir() -> Option<PathBuf> {
+    project().and_then(|p| p.state_dir().map(|s| s.join("accounts")))
+}

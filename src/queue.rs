@@ -133,6 +133,26 @@ impl Queue {
         Ok(id)
     }
 
+    /// Stores a message whose first attempt (at send time) just failed with `error`: it
+    /// counts as attempt 1, and the next one waits the first back-off. A crash between the
+    /// two writes leaves the message queued as never tried, which loses nothing.
+    pub fn enqueue_after_attempt(
+        &self,
+        meta: &Meta,
+        message: &[&[u8]],
+        error: &str,
+        now: u64,
+    ) -> Result<String> {
+        let id = self.enqueue(meta, message)?;
+        let state = State {
+            attempts: 1,
+            next_attempt: now + FIRST_BACKOFF_SECS,
+            last_error: Some(error.to_owned()),
+        };
+        write_state(&self.dir, &id, &state, "enqueue-state-before-rename")?;
+        Ok(id)
+    }
+
     /// Queued entries, oldest first, and the ones that could not be read.
     pub fn list(&self) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
         list_dir(&self.dir)

@@ -1,19 +1,25 @@
 //! Sendmail mode, from parsed arguments to the outcome: read the config and the message,
 //! resolve the plan, then print it (`--dry-run`) or deliver it. Prints nothing on success.
+//!
+//! A failed send is decided by who can fix it (`error::Class`, the contract's "Failures
+//! and the queue"): a passing failure is queued (`queue = "on-failure"`); one that needs
+//! the user, or whose outcome is uncertain, is queued only when the caller cannot keep
+//! the message (`-oem`/`-oee`, as cron passes), else the caller gets the exit code and
+//! keeps it; a permanent refusal is never queued.
 
 use std::io::Write;
-use std::path::Path;
 
 use crate::cli::SendArgs;
 use crate::clock;
 use crate::config::{self, Config, QueuePolicy};
-use crate::error::{Error, Result};
+use crate::error::{Class, Error, Result};
+use crate::journal::Journal;
 use crate::message::Message;
 use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
-use crate::smtp::{Envelope, Reply};
+use crate::smtp::Reply;
 use crate::{deliver, flush, notify};
 
 pub fn run(args: &SendArgs) -> Result<()> {
@@ -40,41 +46,52 @@ pub fn run(args: &SendArgs) -> Result<()> {
         return print_plan(&plan, &account, &parts);
     }
     let size: usize = parts.iter().map(|p| p.len()).sum();
+    let size = u64::try_from(size).unwrap_or(u64::MAX);
+    let journal = Journal::from_config(&config);
+    let log = |result: &str| journal.message(&plan.account, &plan.envelope, size, result);
     let policy = account.config.queue;
     if args.queue_only() || policy == QueuePolicy::Always {
-        let id = enqueue(&plan, &parts)?;
-        log(&config, &plan, size, &format!("result=queued id={id}"));
+        let id = enqueue(&plan, &parts, None)?;
+        log(&format!("result=queued id={id}"));
         return Ok(());
     }
-    let logfile = config.logfile.as_deref();
-    let outcome =
-        crate::runtime()?.block_on(send_now(&account, &plan, &parts, logfile, args.verbose > 0));
-    if let Err(e) = &outcome {
-        notify::login_needed(&account, e);
-    }
-    match outcome {
-        // Exit 0: the message is safe on disk, and the next flush sends it.
-        Err(e) if e.is_temporary() && policy == QueuePolicy::OnFailure => {
-            let id = enqueue(&plan, &parts)?;
-            let result = format!("result=queued id={id} after={:?}", e.to_string());
-            log(&config, &plan, size, &result);
-            Ok(())
-        }
+    let outcome = crate::runtime()?.block_on(send_now(
+        &account,
+        &plan,
+        &parts,
+        &journal,
+        args.verbose > 0,
+    ));
+    let e = match outcome {
         Ok(reply) => {
-            let result = format!("result=sent reply={:?}", reply.to_string());
-            log(&config, &plan, size, &result);
-            Ok(())
+            log(&format!("result=sent reply={:?}", reply.to_string()));
+            return Ok(());
         }
-        Err(e) => {
-            let result = format!(
-                "result=failed exit={} error={:?}",
-                e.exit_code(),
-                e.to_string()
-            );
-            log(&config, &plan, size, &result);
-            Err(e)
-        }
+        Err(e) => e,
+    };
+    notify::needs_user(&account, &e);
+    if should_queue(e.class(), policy, args.caller_cannot_keep()) {
+        // Exit 0: the message is safe on disk, and the next flush sends it.
+        let id = enqueue(&plan, &parts, Some(&e))?;
+        log(&format!("result=queued id={id} after={:?}", e.to_string()));
+        return Ok(());
     }
+    log(&format!(
+        "result=failed exit={} error={:?}",
+        e.exit_code(),
+        e.to_string()
+    ));
+    Err(e)
+}
+
+/// Whether a failed send is queued (exit 0) rather than handed back to the caller.
+fn should_queue(class: Class, policy: QueuePolicy, caller_cannot_keep: bool) -> bool {
+    policy == QueuePolicy::OnFailure
+        && match class {
+            Class::Transient => true,
+            Class::NeedsUser | Class::Uncertain => caller_cannot_keep,
+            Class::Permanent => false,
+        }
 }
 
 /// Sends over a fresh session; with `flush_on_send`, the account's queue follows over the
@@ -83,7 +100,7 @@ async fn send_now(
     account: &AccountSettings,
     plan: &SendPlan,
     parts: &[&[u8]],
-    logfile: Option<&Path>,
+    journal: &Journal,
     verbose: bool,
 ) -> Result<Reply> {
     let mut session = deliver::open(account, verbose).await?;
@@ -92,22 +109,27 @@ async fn send_now(
             .at_server(&account.smtp.address())
     })?;
     if account.config.flush_on_send {
-        flush::flush_after_send(account, session, logfile, verbose).await;
+        flush::flush_after_send(account, session, journal, verbose).await;
     } else {
         session.quit().await;
     }
     Ok(reply)
 }
 
-fn enqueue(plan: &SendPlan, parts: &[&[u8]]) -> Result<String> {
+/// Queues the message; `attempt` is the failure of the attempt just made, which counts.
+fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<String> {
+    let now = clock::now();
     let meta = queue::Meta {
         account: plan.account.clone(),
         envelope: plan.envelope.clone(),
-        created_at: clock::now(),
+        created_at: now,
     };
-    Queue::open()?
-        .enqueue(&meta, parts)
-        .map_err(|e| e.for_account(&plan.account))
+    let queue = Queue::open()?;
+    match attempt {
+        None => queue.enqueue(&meta, parts),
+        Some(e) => queue.enqueue_after_attempt(&meta, parts, &e.to_string(), now),
+    }
+    .map_err(|e| e.for_account(&plan.account))
 }
 
 /// `-bp` (and `mailq`): the queue listing.
@@ -119,12 +141,13 @@ pub fn list_queue() -> Result<()> {
         .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
 }
 
-/// `-q`: flush quietly, as cron runs it and mails any output: only messages that failed
-/// for good or cannot be read are printed (stderr, one line each). The exit code is
-/// `queue flush`'s (0, 75 some deferred, 69 some failed).
+/// `-q`: flush the due messages quietly, as cron runs it and mails any output: only
+/// messages that failed for good or cannot be read, and accounts that need a login, are
+/// printed (stderr, one line each); idle refresh tokens are renewed. The exit code is
+/// `queue flush`'s (0; 75 some deferred; 77 an account needs a login; 69 some failed).
 fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
-    let report = flush::flush(config, verbose)?;
-    for line in report.problems() {
+    let report = flush::flush(config, flush::Scope::Due, verbose)?;
+    for line in report.problems().chain(report.logins()) {
         eprintln!("oauth2-sendmail: {line}");
     }
     match report.exit_code() {
@@ -160,43 +183,4 @@ fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u
     );
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
-}
-
-/// One line per message in the optional logfile; never a secret (errors hold none).
-fn log(config: &Config, plan: &SendPlan, size: usize, result: &str) {
-    let size = u64::try_from(size).unwrap_or(u64::MAX);
-    append_log(
-        config.logfile.as_deref(),
-        &plan.account,
-        &plan.envelope,
-        size,
-        result,
-    );
-}
-
-/// Appends `TIME account=… from=<…> recipients=… size=… RESULT` to the logfile, if any.
-/// Also used by the queue flush, so each message's whole story is in one place.
-pub fn append_log(
-    logfile: Option<&Path>,
-    account: &str,
-    envelope: &Envelope,
-    size: u64,
-    result: &str,
-) {
-    let Some(path) = logfile else { return };
-    let from = envelope.from.as_deref().unwrap_or("");
-    let rcpts = envelope.recipients.join(",");
-    let line = format!(
-        "{} account={account} from=<{from}> recipients={rcpts} size={size} {result}\n",
-        clock::now()
-    );
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    // The log is a convenience: failing to write it must not fail a sent message.
-    let _ = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
 }

@@ -308,7 +308,9 @@ impl Session {
             match self.conn.read_reply(phase, wait).await {
                 Ok(reply) => replies.push(reply),
                 Err(e) => {
-                    broken = broken.or(Some(e));
+                    // The whole message went out with the commands: a connection lost
+                    // while waiting for any of the replies leaves the outcome unknown.
+                    broken = broken.or_else(|| Some(after_end_of_data(e)));
                     break;
                 }
             }
@@ -369,7 +371,7 @@ impl Session {
                     if sent > size {
                         return Err(size_mismatch(size, sent));
                     }
-                    self.conn.write_bytes(&buf, Phase::Message).await?;
+                    self.conn.write_bytes(&buf, Phase::Data).await?;
                     buf.clear();
                     commands = 0;
                 }
@@ -382,7 +384,7 @@ impl Session {
         }
         self.conn
             .log_client(&format!("<message data, {sent} bytes>"));
-        self.conn.write_bytes(&buf, Phase::Message).await
+        self.conn.write_bytes(&buf, Phase::Data).await
     }
 
     /// MAIL and RCPT with the parameters this server understands; refuses what cannot be
@@ -906,6 +908,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.verbose {
             eprintln!("-- {note}");
         }
+    }
+}
+
+/// A network failure once the end of the data was sent is one "after the message data"
+/// (`Phase::Message`): the server may have taken the message (`Class::Uncertain`).
+fn after_end_of_data(e: Error) -> Error {
+    match e.kind {
+        Kind::Network { detail, .. } => Error {
+            kind: Kind::Network {
+                phase: Phase::Message,
+                detail,
+            },
+            ..e
+        },
+        _ => e,
     }
 }
 

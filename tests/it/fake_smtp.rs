@@ -15,7 +15,8 @@
 //! It is strict where our client must be right: commands end in CRLF, AUTH only after
 //! TLS, MAIL only after AUTH, a message is only recorded after its final `.` line (or its
 //! `BDAT LAST` chunk, with MAIL and a RCPT accepted), and a connection that closes during
-//! DATA or a BDAT chunk delivers nothing (as real servers do).
+//! DATA or a BDAT chunk delivers nothing (as real servers do). [`AfterData`] makes it
+//! close, or fall silent, once a message has arrived (a lost final reply).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -84,6 +85,22 @@ pub struct Behaviour {
     pub end_reply: Option<String>,
     /// Wait this long before each reply (a slow server).
     pub reply_delay: Duration,
+    /// What happens once a whole message has arrived (after its final `.`, or its
+    /// `BDAT LAST` chunk with MAIL and a RCPT accepted).
+    pub after_data: AfterData,
+}
+
+/// The end of a transaction, as a server that crashes or hangs there shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterData {
+    /// Answer (`end_reply`, or 250).
+    Reply,
+    /// Close the connection without a reply. The message has fully arrived, so it is
+    /// recorded as delivered: the worst case for the client, which cannot know.
+    Close,
+    /// Never answer, holding the connection open until the client goes; recorded as
+    /// delivered, as for `Close`.
+    Silent,
 }
 
 impl Default for Behaviour {
@@ -111,6 +128,7 @@ impl Default for Behaviour {
             data_reply: None,
             end_reply: None,
             reply_delay: Duration::ZERO,
+            after_data: AfterData::Reply,
         }
     }
 }
@@ -705,7 +723,8 @@ impl Conn {
         let (from, mail_params) = self.mail.take().unwrap_or_default();
         let rcpts = std::mem::take(&mut self.rcpts);
         self.chunks = None;
-        if reply.starts_with('2') {
+        let after = self.b().after_data;
+        if reply.starts_with('2') || after != AfterData::Reply {
             self.server
                 .record
                 .lock()
@@ -719,7 +738,18 @@ impl Conn {
                     data,
                 });
         }
-        self.reply(&reply).await
+        match after {
+            AfterData::Reply => self.reply(&reply).await,
+            AfterData::Close => {
+                self.log("S: <connection closed after the data>".to_owned());
+                Err(std::io::Error::other("closed after the data"))
+            }
+            AfterData::Silent => {
+                self.log("S: <no reply after the data>".to_owned());
+                while self.read_some().await? > 0 {}
+                Err(std::io::Error::other("the client left"))
+            }
+        }
     }
 
     /// Writes one reply; `text` may hold several lines separated by CRLF.

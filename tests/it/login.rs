@@ -826,10 +826,10 @@ fn a_send_that_needs_a_login_exits_77_and_notifies() {
 }
 
 #[test]
-fn a_send_that_needs_a_login_is_queued_under_on_failure_and_notifies() {
+fn a_cron_send_that_needs_a_login_is_queued_under_on_failure_and_notifies() {
     let s = setup();
     let notified = notify_config(&s, "on-failure");
-    s.run(&["-t"], MESSAGE).assert_silent_success();
+    s.run(&["-oem", "-t"], MESSAGE).assert_silent_success();
     let note = std::fs::read_to_string(&notified).expect("notify_cmd ran");
     assert!(note.contains("AADSTS700082"), "{note}");
     let list = s.run(&["queue", "list"], b"");

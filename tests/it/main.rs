@@ -9,6 +9,7 @@ mod dry_run;
 mod fake_idp;
 mod fake_smtp;
 mod login;
+mod outcomes;
 mod queue;
 mod scheduling;
 mod send;

@@ -1,0 +1,425 @@
+//! Who can fix a failed send decides what becomes of the message (the contract's
+//! "Failures and the queue"), with the callers' exact flag sets: mail programs keep a
+//! message whose send failed, cron cannot and says so with `-oem`. For each failure
+//! class: the exit code, stderr, the queue, what the server received, and whether
+//! `notify_cmd` ran (a command that records its environment). Also the log, `status`,
+//! `queue flush` against `-q`, the flush after `login`, and the 30-day renewal.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::fake_idp::{Failure, FakeIdp};
+use super::fake_smtp::{AfterData, Behaviour, FakeSmtp};
+use super::support::{Run, Sandbox, TestCa, now, run_command};
+
+const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+const BOB: &str = "bob@example.org";
+const MESSAGE: &str = "From: alice@contoso.com\nTo: bob@example.org\nSubject: hi\n\nbody\n";
+
+/// Emacs message-mode: keeps the message on failure.
+const EMACS: &[&str] = &["-oi", "--read-envelope-from", "-t"];
+/// mutt: keeps the message on failure.
+const MUTT: &[&str] = &["-oi", "--", BOB];
+/// Debian cron: cannot keep it.
+const DEBIAN_CRON: &[&str] = &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"];
+/// cronie: cannot keep it.
+const CRONIE: &[&str] = &[
+    "-FCronDaemon",
+    "-i",
+    "-odi",
+    "-oem",
+    "-oi",
+    "-t",
+    "-f",
+    "root",
+];
+
+const MAIL_PROGRAMS: [&[&str]; 2] = [EMACS, MUTT];
+const CRONS: [&[&str]; 2] = [DEBIAN_CRON, CRONIE];
+
+/// One account `work` on the fake SMTP server and token endpoint, `queue = "on-failure"`
+/// (the default), a `notify_cmd` that writes its environment to a file, and a cached
+/// token the server accepts.
+struct World {
+    sandbox: Sandbox,
+    idp: FakeIdp,
+    smtp: FakeSmtp,
+    ca_file: PathBuf,
+    token: String,
+    refresh: String,
+}
+
+impl World {
+    fn new(behaviour: Behaviour) -> World {
+        World::build(behaviour, true, "")
+    }
+
+    fn build(behaviour: Behaviour, accept_issued: bool, extra: &str) -> World {
+        let ca = TestCa::new();
+        let idp = FakeIdp::start(&ca);
+        let behaviour = if accept_issued {
+            behaviour.accept_tokens(&idp.valid_access_tokens())
+        } else {
+            Behaviour {
+                accept: std::sync::Arc::new(|_, _| false),
+                ..behaviour
+            }
+        };
+        let smtp = FakeSmtp::start(&ca, behaviour);
+        let sandbox = Sandbox::new();
+        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
+        let world = World {
+            token: idp.issue_access_token(),
+            refresh: idp.issue_refresh_token(),
+            sandbox,
+            idp,
+            smtp,
+            ca_file,
+        };
+        world.config(extra);
+        world.sandbox.seed_token(
+            "work",
+            &json!({
+                "access_token": world.token,
+                "expires_at": now() + 3600,
+                "refresh_token": world.refresh,
+                "obtained_at": now() - 60,
+            }),
+        );
+        world
+    }
+
+    fn config(&self, extra: &str) {
+        self.config_with("", extra);
+    }
+
+    /// `top` lines before any table, `extra` lines for the account.
+    fn config_with(&self, top: &str, extra: &str) {
+        self.sandbox.write_config(&format!(
+            "{top}[aliases]\nroot = \"{BOB}\"\n\n[accounts.work]\nprovider = \"microsoft\"\n\
+             email = \"alice@contoso.com\"\nfrom = [\"*@contoso.com\"]\nclient_id = \"{CLIENT_ID}\"\n\
+             token_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
+             notify_cmd = [\"sh\", \"-c\", \"env > '{}'\"]\n{extra}",
+            self.idp.token_url_v2("contoso"),
+            self.smtp.port(),
+            self.ca_file.display(),
+            self.notified_file().display(),
+        ));
+    }
+
+    fn notified_file(&self) -> PathBuf {
+        self.sandbox.path().join("notified.env")
+    }
+
+    /// The environment `notify_cmd` ran with, if it ran; the file is removed.
+    fn take_notification(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.notified_file()).ok()?;
+        std::fs::remove_file(self.notified_file()).unwrap();
+        Some(text)
+    }
+
+    /// An expired access token whose refresh the token endpoint refuses (AADSTS700082).
+    fn dead_refresh_token(&self) {
+        self.sandbox.seed_token(
+            "work",
+            &json!({"access_token": "at-expired", "expires_at": now() - 10,
+                    "refresh_token": self.refresh, "obtained_at": now() - 3600}),
+        );
+        self.idp.set_failure(Some(Failure::invalid_grant(700_082)));
+    }
+
+    fn run(&self, args: &[&str], stdin: &str) -> Run {
+        let mut cmd = self.sandbox.command(args);
+        cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "1500");
+        let run = run_command(cmd, stdin.as_bytes());
+        for secret in [&self.token, &self.refresh] {
+            run.assert_never_shows(secret);
+        }
+        run
+    }
+
+    fn queue_dir(&self) -> PathBuf {
+        self.sandbox.path().join("state/oauth2-sendmail/queue")
+    }
+
+    fn queued(&self) -> Vec<String> {
+        ids_in(&self.queue_dir())
+    }
+
+    fn list(&self) -> String {
+        let run = self.run(&["queue", "list"], "");
+        assert_eq!(run.code, 0, "{run:?}");
+        run.stdout
+    }
+
+    fn clear_queue(&self) {
+        let _ = std::fs::remove_dir_all(self.queue_dir());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.sandbox.path().join("state/oauth2-sendmail/log"))
+            .unwrap_or_default()
+    }
+
+    /// Makes every queued entry's next attempt lie in the future (a back-off).
+    fn back_off_all(&self) {
+        for id in self.queued() {
+            let state = json!({"attempts": 1, "next_attempt": now() + 3000,
+                               "last_error": "451 4.3.0 try later"});
+            std::fs::write(
+                self.queue_dir().join(format!("{id}.state")),
+                serde_json::to_vec(&state).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn ids_in(dir: &Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = read
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".mail").map(str::to_owned))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn env_var<'a>(env: &'a str, name: &str) -> Option<&'a str> {
+    env.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+}
+
+// ---- clears by itself ---------------------------------------------------------------
+
+#[test]
+fn a_4xx_is_queued_silently_for_every_caller_with_the_attempt_and_the_reply() {
+    let w = World::new(Behaviour {
+        end_reply: Some("451 4.3.0 Mail server temporarily rejected message".into()),
+        ..Behaviour::default()
+    });
+    for caller in MAIL_PROGRAMS.into_iter().chain(CRONS) {
+        w.run(caller, MESSAGE).assert_silent_success();
+        assert_eq!(w.queued().len(), 1, "{caller:?}");
+        let list = w.list();
+        assert!(list.contains("attempts 1"), "{caller:?}: {list}");
+        assert!(
+            list.contains("451 4.3.0 Mail server temporarily rejected"),
+            "{list}"
+        );
+        assert!(list.contains("next try in"), "{list}");
+        assert!(
+            w.take_notification().is_none(),
+            "{caller:?}: no one needs telling"
+        );
+        w.clear_queue();
+    }
+    assert!(w.smtp.deliveries().is_empty());
+    assert!(w.log().contains("result=queued"), "{}", w.log());
+}
+
+// ---- needs the user -----------------------------------------------------------------
+
+#[test]
+fn a_dead_refresh_token_exits_77_for_mail_programs_and_queues_nothing() {
+    let w = World::new(Behaviour::default());
+    w.dead_refresh_token();
+    for caller in MAIL_PROGRAMS {
+        let run = w.run(caller, MESSAGE);
+        let line = run.assert_failure(77);
+        assert!(line.contains("oauth2-sendmail login work"), "{line}");
+        assert!(line.contains("AADSTS700082"), "{line}");
+        assert!(
+            w.queued().is_empty(),
+            "{caller:?}: the mail program keeps it"
+        );
+        let env = w.take_notification().expect("notify_cmd ran");
+        assert_eq!(env_var(&env, "OAUTH2_SENDMAIL_ACCOUNT"), Some("work"));
+        assert!(env_var(&env, "OAUTH2_SENDMAIL_REASON").is_some_and(|r| r.contains("login work")));
+    }
+    assert_eq!(
+        w.smtp.connections(),
+        2,
+        "connected while the token was tried"
+    );
+    assert!(w.smtp.auth_attempts().is_empty(), "no token was sent");
+    assert!(w.smtp.deliveries().is_empty());
+}
+
+#[test]
+fn a_dead_refresh_token_is_queued_for_cron_with_exit_0_and_notify_cmd() {
+    let w = World::new(Behaviour::default());
+    w.dead_refresh_token();
+    for caller in CRONS {
+        w.run(caller, MESSAGE).assert_silent_success();
+        assert_eq!(w.queued().len(), 1, "{caller:?}");
+        let list = w.list();
+        assert!(list.contains("attempts 1"), "{list}");
+        assert!(list.contains("AADSTS700082"), "{list}");
+        let env = w.take_notification().expect("notify_cmd ran");
+        assert_eq!(env_var(&env, "OAUTH2_SENDMAIL_ACCOUNT"), Some("work"));
+        assert!(
+            env_var(&env, "OAUTH2_SENDMAIL_REASON").is_some_and(|r| r.contains("AADSTS700082"))
+        );
+        w.clear_queue();
+    }
+    assert!(w.smtp.deliveries().is_empty());
+}
+
+#[test]
+fn refused_authentication_needs_the_user_not_the_queue() {
+    let w = World::build(Behaviour::default(), false, "");
+    let run = w.run(MUTT, MESSAGE);
+    let line = run.assert_failure(77);
+    assert!(line.contains("535 5.7.3"), "{line}");
+    assert!(w.queued().is_empty());
+    assert!(w.take_notification().is_some(), "notify_cmd ran");
+    w.run(DEBIAN_CRON, MESSAGE).assert_silent_success();
+    assert_eq!(w.queued().len(), 1);
+    assert!(w.list().contains("535 5.7.3"));
+    assert!(w.take_notification().is_some(), "notify_cmd ran");
+    assert!(w.smtp.deliveries().is_empty());
+}
+
+// ---- permanent ----------------------------------------------------------------------
+
+#[test]
+fn a_permanent_refusal_is_never_queued_whoever_calls() {
+    let w = World::new(
+        Behaviour {
+            end_reply: Some("554 5.6.0 Message content rejected".into()),
+            ..Behaviour::default()
+        }
+        .refuse_rcpt("nobody@example.org", "550 5.1.1 User unknown"),
+    );
+    for caller in MAIL_PROGRAMS.into_iter().chain(CRONS) {
+        let line = w.run(caller, MESSAGE).assert_failure(69).to_owned();
+        assert!(
+            line.contains("554 5.6.0 Message content rejected"),
+            "{line}"
+        );
+        assert!(w.queued().is_empty(), "{caller:?}");
+        assert!(w.take_notification().is_none());
+    }
+    let run = w.run(&["-oem", "-i", "nobody@example.org"], MESSAGE);
+    assert!(run.assert_failure(67).contains("550 5.1.1"));
+    assert!(w.queued().is_empty());
+    assert!(w.smtp.deliveries().is_empty());
+}
+
+// ---- uncertain ----------------------------------------------------------------------
+
+/// The server took the whole message, then closed (BDAT path) or never answered (DATA
+/// path): it may have delivered it.
+fn uncertain_worlds() -> [World; 2] {
+    [
+        World::new(Behaviour {
+            after_data: AfterData::Close,
+            ..Behaviour::default()
+        }),
+        World::new(Behaviour {
+            after_data: AfterData::Silent,
+            chunking: false,
+            ..Behaviour::default()
+        }),
+    ]
+}
+
+#[test]
+fn a_lost_reply_after_the_data_exits_75_may_have_been_delivered_for_mail_programs() {
+    for w in uncertain_worlds() {
+        for caller in MAIL_PROGRAMS {
+            let run = w.run(caller, MESSAGE);
+            let line = run.assert_failure(75);
+            assert!(line.contains("may have been delivered"), "{line}");
+            assert!(!line.contains("nothing was sent"), "{line}");
+            assert!(
+                w.queued().is_empty(),
+                "{caller:?}: a resend may duplicate it"
+            );
+            assert!(w.take_notification().is_none());
+        }
+        assert_eq!(w.smtp.deliveries().len(), 2, "the server received both");
+    }
+}
+
+#[test]
+fn a_lost_reply_after_the_data_is_queued_for_cron() {
+    for w in uncertain_worlds() {
+        for caller in CRONS {
+            w.run(caller, MESSAGE).assert_silent_success();
+            assert_eq!(w.queued().len(), 1, "{caller:?}: at least once");
+            assert!(w.list().contains("may have been delivered"));
+            w.clear_queue();
+        }
+        assert_eq!(w.smtp.deliveries().len(), 2);
+    }
+}
+
+// ---- the log ------------------------------------------------------------------------
+
+#[test]
+fn the_log_is_on_by_default_rfc3339_one_line_per_outcome_private_and_secret_free() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(Behaviour::default());
+    w.run(MUTT, MESSAGE).assert_silent_success();
+    w.run(&["-odq", "-i", BOB], MESSAGE).assert_silent_success();
+    let log = w.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for line in &lines {
+        let time = line.split(' ').next().unwrap();
+        // 2026-11-22T23:14:05Z
+        assert_eq!(time.len(), 20, "{line}");
+        assert!(time.ends_with('Z') && &time[10..11] == "T", "{line}");
+        assert!(!line.contains(&w.token) && !line.contains(&w.refresh));
+    }
+    assert!(lines[0].contains("account=work from=<alice@contoso.com> recipients=bob@example.org"));
+    assert!(
+        lines[0].contains("result=sent reply=\"250 2.0.0 OK"),
+        "{log}"
+    );
+    assert!(lines[1].contains("result=queued id="), "{log}");
+    let state = w.sandbox.path().join("state");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state.join("oauth2-sendmail/log")), 0o600);
+    assert_eq!(mode(&state.join("oauth2-sendmail")), 0o700);
+}
+
+#[test]
+fn the_log_is_created_private_whatever_the_umask_and_logfile_empty_turns_it_off() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new(Behaviour::default());
+    let path = w.sandbox.path().join("logs/deep/mail.log");
+    w.config_with(&format!("logfile = \"{}\"\n", path.display()), "");
+    // Under `umask 000`: the modes cannot come from the umask.
+    let mut cmd = std::process::Command::new("sh");
+    let exe = w.sandbox.command(&[]).get_program().to_owned();
+    cmd.env_clear()
+        .envs(
+            w.sandbox
+                .command(&[])
+                .get_envs()
+                .filter_map(|(k, v)| Some((k, v?))),
+        )
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args(MUTT);
+    run_command(cmd, MESSAGE.as_bytes()).assert_silent_success();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&w.sandbox.path().join("logs")), 0o700);
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+
+    w.config_with("logfile = \"\"\n", "");
+    std::fs::remove_file(&path).unwrap();
+    w.run(MUTT, MESSAGE).assert_silent_success();
+    assert!(!path.exists());
+    assert_eq!(w.log(), "", "off means off");
+}
