@@ -423,3 +423,274 @@ fn the_log_is_created_private_whatever_the_umask_and_logfile_empty_turns_it_off(
     assert!(!path.exists());
     assert_eq!(w.log(), "", "off means off");
 }
+
+// ---- the queue drives itself --------------------------------------------------------
+
+#[test]
+fn queue_flush_tries_a_backed_off_message_now_and_q_waits_for_it() {
+    let w = World::new(Behaviour::default());
+    w.run(&["-odq", "-i", BOB], MESSAGE).assert_silent_success();
+    w.back_off_all();
+    let quiet = w.run(&["-q"], "");
+    quiet.assert_silent_success();
+    assert_eq!(w.queued().len(), 1, "-q leaves a message in back-off alone");
+    assert!(w.smtp.deliveries().is_empty());
+    let asked = w.run(&["queue", "flush"], "");
+    assert_eq!(asked.code, 0, "{asked:?}");
+    assert!(asked.stdout.contains(": sent: 250"), "{}", asked.stdout);
+    assert!(w.queued().is_empty());
+    assert_eq!(w.smtp.deliveries().len(), 1);
+}
+
+#[test]
+fn a_direct_send_carries_the_due_queue_by_default() {
+    let w = World::new(Behaviour::default());
+    w.run(&["-odq", "-i", BOB], MESSAGE).assert_silent_success();
+    w.run(MUTT, MESSAGE).assert_silent_success();
+    assert!(w.queued().is_empty(), "flush_on_send is on by default");
+    assert_eq!(w.smtp.deliveries().len(), 2);
+    assert_eq!(w.smtp.connections(), 1, "over the same connection");
+}
+
+#[test]
+fn both_flushes_print_one_line_per_account_that_needs_a_login() {
+    let w = World::new(Behaviour::default());
+    w.run(&["-odq", "-i", BOB], MESSAGE).assert_silent_success();
+    w.run(&["-odq", "-i", BOB], MESSAGE).assert_silent_success();
+    w.dead_refresh_token();
+    let quiet = w.run(&["-q"], "");
+    assert_eq!(quiet.code, 77, "{quiet:?}");
+    let lines: Vec<&str> = quiet.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", quiet.stderr);
+    assert!(
+        lines[0].contains("oauth2-sendmail login work"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("2 queued messages wait"), "{}", lines[0]);
+    assert!(w.take_notification().is_some(), "notify_cmd ran");
+    let asked = w.run(&["queue", "flush"], "");
+    assert_eq!(asked.code, 77, "{asked:?}");
+    let logins: Vec<&str> = asked
+        .stdout
+        .lines()
+        .filter(|l| l.contains("oauth2-sendmail login work"))
+        .filter(|l| l.starts_with("account work"))
+        .collect();
+    assert_eq!(logins.len(), 1, "{}", asked.stdout);
+    assert_eq!(w.queued().len(), 2, "nothing is lost");
+}
+
+#[test]
+fn a_successful_login_sends_the_accounts_queue_and_says_how_many() {
+    let w = World::new(Behaviour::default());
+    w.dead_refresh_token();
+    w.run(DEBIAN_CRON, MESSAGE).assert_silent_success();
+    w.run(CRONIE, MESSAGE).assert_silent_success();
+    assert_eq!(w.queued().len(), 2);
+    w.back_off_all();
+    w.idp.set_failure(None);
+    let fresh = w.idp.issue_refresh_token();
+    let mut cmd = w
+        .sandbox
+        .command(&["login", "work", "--import-refresh-token", "-"]);
+    cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "1500");
+    let run = run_command(cmd, format!("{fresh}\n").as_bytes());
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("account work: logged in as"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("account work: 2 of 2 queued messages sent"),
+        "{}",
+        run.stdout
+    );
+    run.assert_never_shows(&fresh);
+    assert!(w.queued().is_empty());
+    assert_eq!(w.smtp.deliveries().len(), 2);
+}
+
+// ---- no silent death of a refresh token ---------------------------------------------
+
+fn seed_obtained(w: &World, days_ago: u64) {
+    w.sandbox.seed_token(
+        "work",
+        &json!({"access_token": w.token, "expires_at": now() + 3600,
+                "refresh_token": w.refresh, "obtained_at": now() - days_ago * 86_400}),
+    );
+}
+
+fn stored(w: &World) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(w.sandbox.token_file("work")).unwrap()).unwrap()
+}
+
+#[test]
+fn q_renews_a_refresh_token_unused_for_31_days_and_not_one_used_29_days_ago() {
+    let w = World::new(Behaviour::default());
+    seed_obtained(&w, 29);
+    w.run(&["-q"], "").assert_silent_success();
+    assert_eq!(w.idp.refresh_count(), 0, "29 days: still fresh enough");
+    seed_obtained(&w, 31);
+    w.run(&["-q"], "").assert_silent_success();
+    assert_eq!(w.idp.refresh_count(), 1, "31 days: renewed");
+    let token = stored(&w);
+    let obtained = token["obtained_at"].as_u64().unwrap();
+    assert!(now() - obtained < 60, "{token}");
+    assert_ne!(
+        token["refresh_token"],
+        json!(w.refresh),
+        "the rotated one is kept"
+    );
+    assert!(
+        w.log().contains("account=work result=renewed"),
+        "{}",
+        w.log()
+    );
+    w.run(&["-q"], "").assert_silent_success();
+    assert_eq!(w.idp.refresh_count(), 1, "renewed once, not at every run");
+}
+
+#[test]
+fn a_refused_renewal_is_heard_on_the_q_line_and_through_notify_cmd() {
+    let w = World::new(Behaviour::default());
+    seed_obtained(&w, 31);
+    w.idp.set_failure(Some(Failure::invalid_grant(700_082)));
+    let run = w.run(&["-q"], "");
+    assert_eq!(run.code, 77, "{run:?}");
+    let line = run.stderr.trim_end();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains("oauth2-sendmail login work") && line.contains("AADSTS700082"));
+    let env = w.take_notification().expect("notify_cmd ran");
+    assert_eq!(env_var(&env, "OAUTH2_SENDMAIL_ACCOUNT"), Some("work"));
+    assert!(w.log().contains("result=renewal-refused"), "{}", w.log());
+}
+
+// ---- status -------------------------------------------------------------------------
+
+#[test]
+fn status_exits_0_when_every_account_can_send() {
+    let w = World::new(Behaviour::default());
+    let cache = w.sandbox.token_file("work");
+    let mut token = stored(&w);
+    token["identity"] = json!("alice@contoso.com");
+    std::fs::write(&cache, serde_json::to_vec(&token).unwrap()).unwrap();
+    w.run(&["-odq", "-i", BOB], MESSAGE).assert_silent_success();
+    let run = w.run(&["status"], "");
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{run:?}");
+    let out = &run.stdout;
+    for want in [
+        "provider: microsoft",
+        &format!("server: 127.0.0.1:{}", w.smtp.port()),
+        "signed in as: alice@contoso.com",
+        "access token: valid until",
+        "refresh token: present",
+        "  queue: 1 queued, 0 failed",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+}
+
+#[test]
+fn status_remembers_a_refused_refresh_and_exits_77_until_the_next_login() {
+    let w = World::new(Behaviour::default());
+    w.dead_refresh_token();
+    w.run(MUTT, MESSAGE).assert_failure(77);
+    let run = w.run(&["status"], "");
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(run.stdout.contains("needs login since"), "{}", run.stdout);
+    assert!(run.stdout.contains("AADSTS700082"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("refresh token: present"),
+        "{}",
+        run.stdout
+    );
+    w.idp.set_failure(None);
+    let fresh = w.idp.issue_refresh_token();
+    let login = w.run(
+        &["login", "work", "--import-refresh-token", "-"],
+        &format!("{fresh}\n"),
+    );
+    assert_eq!(login.code, 0, "{login:?}");
+    let run = w.run(&["status"], "");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("needs login"), "{}", run.stdout);
+}
+
+#[test]
+fn status_exits_77_without_tokens_and_78_on_a_configuration_error() {
+    let w = World::new(Behaviour::default());
+    std::fs::remove_file(w.sandbox.token_file("work")).unwrap();
+    let run = w.run(&["status"], "");
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stdout.contains("oauth2-sendmail login work"),
+        "{}",
+        run.stdout
+    );
+    let cfg = w.sandbox.path().join("config/oauth2-sendmail/config.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[accounts.broken]\nprovider = \"custom\"\nemail = \"x@example.net\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let run = w.run(&["status"], "");
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stdout.contains("configuration error"), "{}", run.stdout);
+    assert!(run.stdout.contains("smtp_host"), "{}", run.stdout);
+}
+
+// ---- default desktop notice ---------------------------------------------------------
+
+#[test]
+fn without_notify_cmd_a_graphical_session_gets_a_desktop_notice_and_others_nothing() {
+    let w = World::new(Behaviour::default());
+    // The account without notify_cmd.
+    let cfg = w.sandbox.path().join("config/oauth2-sendmail/config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("notify_cmd"))
+        .collect();
+    let text = text.join("\n");
+    std::fs::write(&cfg, text).unwrap();
+    w.dead_refresh_token();
+    let bin = w.sandbox.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = w.sandbox.path().join("notice");
+    let script = bin.join("notify-send");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}.tmp' && mv '{0}.tmp' '{0}'\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    super::support::set_mode(&script, 0o755);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let mut cmd = w.sandbox.command(MUTT);
+    cmd.env("PATH", &path);
+    run_command(cmd, MESSAGE.as_bytes()).assert_failure(77);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!seen.exists(), "no graphical session: nothing extra");
+
+    for display in [("DISPLAY", ":0"), ("WAYLAND_DISPLAY", "wayland-0")] {
+        let mut cmd = w.sandbox.command(MUTT);
+        cmd.env("PATH", &path).env(display.0, display.1);
+        run_command(cmd, MESSAGE.as_bytes()).assert_failure(77);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !seen.exists() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let notice = std::fs::read_to_string(&seen).expect("notify-send ran");
+        assert!(notice.contains("account work"), "{notice}");
+        assert!(notice.contains("oauth2-sendmail login work"), "{notice}");
+        std::fs::remove_file(&seen).unwrap();
+    }
+}
