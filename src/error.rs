@@ -59,7 +59,8 @@ pub enum Class {
     /// Clears by itself: network, timeout, any 4xx, the token service unreachable.
     /// Queued under `queue = "on-failure"`.
     Transient,
-    /// Needs the user: a login, a failing `*_cmd`, refused authentication, configuration.
+    /// Needs the user: a login, a failing `*_cmd`, refused authentication, configuration,
+    /// a local file that cannot be read or written.
     /// Queued only when the caller cannot keep the message (`-oem`/`-oee`).
     NeedsUser,
     /// Refused for good (5xx, a recipient, the size, bad data): never queued.
@@ -190,7 +191,9 @@ impl Error {
                 class: TokenClass::Transient,
                 ..
             } => Class::Transient,
-            Kind::Token { .. } | Kind::Config(_) => Class::NeedsUser,
+            // A local file (token cache, queue) that cannot be read or written is the
+            // user's to fix, like the configuration.
+            Kind::Token { .. } | Kind::Config(_) | Kind::Io(_) => Class::NeedsUser,
             Kind::Reply { reply, .. } if reply.is_transient() => Class::Transient,
             Kind::Reply {
                 phase: Phase::Auth,
@@ -468,6 +471,7 @@ mod tests {
             Class::Permanent
         );
         assert_eq!(class(Error::data("empty")), Class::Permanent);
+        assert_eq!(class(Error::io("bad token file")), Class::NeedsUser);
         assert_eq!(
             class(Error::network(Phase::Message, "closed")),
             Class::Uncertain

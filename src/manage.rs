@@ -91,7 +91,14 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
 /// After a login: the account's queued messages go now; one line says how many.
 fn flush_after_login(config: &Config, account: &AccountSettings) -> Result<()> {
     let report = flush::flush_account(config, account, false)?;
-    let tried = report.lines().count();
+    let tried = [
+        flush::Outcome::Sent,
+        flush::Outcome::Deferred,
+        flush::Outcome::Failed,
+    ]
+    .iter()
+    .map(|o| report.count(*o))
+    .sum::<usize>();
     if tried == 0 {
         return Ok(());
     }
