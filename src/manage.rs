@@ -129,7 +129,7 @@ fn token(account: &AccountSettings) -> Result<()> {
         .block_on(oauth::access_token(account, None))
         .map_err(|e| {
             let e = e.for_account(&account.name);
-            notify::remember(&account.name, &e);
+            notify::remember(account, &e);
             e
         })?;
     print(&format!("{}\n", token.secret))
@@ -142,7 +142,7 @@ fn check(account: &AccountSettings) -> Result<()> {
         session.quit().await;
         Ok::<_, Error>(())
     });
-    session.inspect_err(|e| notify::remember(&account.name, e))?;
+    session.inspect_err(|e| notify::remember(account, e))?;
     print(&format!(
         "account {}: {} accepted XOAUTH2 for {}\n",
         account.name,

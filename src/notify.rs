@@ -23,7 +23,7 @@ pub fn needs_user(account: &AccountSettings, error: &Error) {
     if error.class() != Class::NeedsUser {
         return;
     }
-    remember(&account.name, error);
+    remember(account, error);
     let reason = error.to_string();
     match &account.config.notify_cmd {
         Some(cmd) => {
@@ -90,15 +90,21 @@ fn state_file(account: &str) -> Option<PathBuf> {
     crate::paths::account_state_dir().map(|d| d.join(format!("{account}.json")))
 }
 
-/// Records that `account` needs a login (when `error` says so), keeping the first `since`.
-pub fn remember(account: &str, error: &Error) {
+/// Records that `account` needs a login (when `error` says so), keeping the first `since`
+/// unless the tokens were saved after it (a refresh or a login made them good again).
+pub fn remember(account: &AccountSettings, error: &Error) {
     if !error.needs_login() {
         return;
     }
-    let Some(path) = state_file(account) else {
+    let Some(path) = state_file(&account.name) else {
         return;
     };
-    if remembered(account).is_some() {
+    let saved = crate::oauth::store::TokenStore::new(account)
+        .ok()
+        .and_then(|s| std::fs::metadata(s.path()).ok()?.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    if remembered(&account.name).is_some_and(|r| saved.is_none_or(|t| r.since >= t)) {
         return;
     }
     let reason = error.to_string();

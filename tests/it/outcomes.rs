@@ -694,3 +694,41 @@ fn without_notify_cmd_a_graphical_session_gets_a_desktop_notice_and_others_nothi
         std::fs::remove_file(&seen).unwrap();
     }
 }
+
+#[test]
+fn status_forgets_a_refused_refresh_once_a_refresh_works_and_hears_the_next_one() {
+    let w = World::new(Behaviour::default());
+    w.dead_refresh_token();
+    w.run(MUTT, MESSAGE).assert_failure(77);
+    assert_eq!(w.run(&["status"], "").code, 77);
+    // A second later the refresh works again (e.g. the tenant's policy was fixed).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    w.idp.set_failure(None);
+    w.sandbox.seed_token(
+        "work",
+        &json!({"access_token": "at-expired", "expires_at": now() - 10,
+                "refresh_token": w.refresh, "obtained_at": now() - 3600}),
+    );
+    w.run(MUTT, MESSAGE).assert_silent_success();
+    let run = w.run(&["status"], "");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("needs login"), "{}", run.stdout);
+    // Then the refreshed token is refused in turn: that is heard, not the old failure.
+    let mut token = stored(&w);
+    token["expires_at"] = json!(now() - 10);
+    std::fs::write(
+        w.sandbox.token_file("work"),
+        serde_json::to_vec(&token).unwrap(),
+    )
+    .unwrap();
+    w.idp.set_failure(Some(Failure::invalid_grant(70_008)));
+    w.run(MUTT, MESSAGE).assert_failure(77);
+    let run = w.run(&["status"], "");
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(run.stdout.contains("needs login since"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("AADSTS70008:") || run.stdout.contains("AADSTS70008,"),
+        "{}",
+        run.stdout
+    );
+}
