@@ -254,7 +254,8 @@ fn a_dead_refresh_token_exits_77_for_mail_programs_and_queues_nothing() {
 fn a_dead_refresh_token_is_queued_for_cron_with_exit_0_and_notify_cmd() {
     let w = World::new(Behaviour::default());
     w.dead_refresh_token();
-    for caller in CRONS {
+    // `-oee` ("mail back, exit zero") says the same as cron's `-oem`.
+    for caller in CRONS.into_iter().chain([&["-oee", "-i", BOB][..]]) {
         w.run(caller, MESSAGE).assert_silent_success();
         assert_eq!(w.queued().len(), 1, "{caller:?}");
         let list = w.list();
@@ -268,6 +269,17 @@ fn a_dead_refresh_token_is_queued_for_cron_with_exit_0_and_notify_cmd() {
         w.clear_queue();
     }
     assert!(w.smtp.deliveries().is_empty());
+}
+
+#[test]
+fn queue_never_hands_a_needed_login_back_even_to_cron() {
+    let w = World::new(Behaviour::default());
+    w.config("queue = \"never\"\n");
+    w.dead_refresh_token();
+    let line = w.run(DEBIAN_CRON, MESSAGE).assert_failure(77).to_owned();
+    assert!(line.contains("oauth2-sendmail login work"), "{line}");
+    assert!(w.queued().is_empty());
+    assert!(w.take_notification().is_some(), "notify_cmd ran");
 }
 
 #[test]
