@@ -27,6 +27,8 @@
 //! | `flush` | sending the queue: one session per account, oldest first, backoff |
 //! | `sendmail` | sendmail mode from argv to exit status; the log line |
 //! | `manage` | the management words: login, token, status, check, logout, queue |
+//! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add the account to the config |
+//! | `manual` | the man page (clap's options plus the hand-written reference) and completions: `--generate` |
 //! | `clock` | times as people read them (`status`, `login`) |
 //! | `notify` | `notify_cmd` when an account needs a new login |
 //! | `error` | one error type → the stderr line and the exit code |
@@ -42,6 +44,7 @@ mod deliver;
 mod error;
 mod flush;
 mod manage;
+mod manual;
 mod message;
 mod notify;
 mod oauth;
@@ -50,6 +53,7 @@ mod plan;
 mod provider;
 mod queue;
 mod sendmail;
+mod setup;
 mod smtp;
 mod tls;
 
@@ -99,6 +103,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match invocation {
+        cli::Invocation::Send(args) if args.generate.is_some() => {
+            manual::generate(args.generate.unwrap_or(cli::GenerateArg::Man))
+        }
         cli::Invocation::Send(args) => sendmail::run(&args),
         cli::Invocation::Manage(args) => manage::run(args),
     };

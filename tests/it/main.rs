@@ -6,9 +6,12 @@
 
 mod clients;
 mod dry_run;
+mod fake_dns;
 mod fake_idp;
 mod fake_smtp;
+mod first_run;
 mod login;
+mod manual;
 mod queue;
 mod scheduling;
 mod send;
