@@ -76,6 +76,15 @@ pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     // Paste mode may leave a read of stdin blocked on its thread: do not wait for it.
     runtime.shutdown_background();
     let done = outcome.map_err(|e| e.for_account(&account.name))?;
+    if let Some(client_id) = &done.client_id_from_file {
+        // The imported token only works with the client it was issued to: keep it.
+        setup::set_client_id(&config.path, name, client_id)?;
+        eprintln!(
+            "oauth2-sendmail: account {name}: client_id = \"{client_id}\" from the token file \
+             added to {}",
+            config.path.display()
+        );
+    }
     if !done.has_refresh_token && account.oauth.flow != Flow::ClientCredentials {
         eprintln!(
             "oauth2-sendmail: account {}: warning: no refresh token was issued (is offline_access \

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode};
 use crate::error::{Error, Result};
 
-/// Thunderbird's public client (no secret; organisations and personal accounts). See
-/// `../shared/design/facts-oauth-microsoft.md` §4: the de-facto shared client for IMAP/SMTP.
+/// Thunderbird's public client (no secret; organisations and personal accounts): the
+/// de-facto shared client for IMAP/SMTP (Thunderbird's `OAuth2Providers.sys.mjs`; sources in
+/// `docs/provider-quirks.md`).
 pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 
 /// Mail domains whose provider is known without asking DNS: Microsoft's consumer domains

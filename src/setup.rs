@@ -366,9 +366,48 @@ fn add_account(path: &Path, name: &str, email: &str, inferred: &Inference) -> Re
     }
     let target: PathBuf = std::fs::canonicalize(path).map_err(|e| io("read", path, e))?;
     let old = std::fs::read_to_string(&target).map_err(|e| io("read", &target, e))?;
-    let text = with_account(&old, name, email, inferred)?;
-    let mode = std::fs::metadata(&target)
-        .map_err(|e| io("read", &target, e))?
+    replace_file(&target, &with_account(&old, name, email, inferred)?)
+}
+
+/// Sets `client_id` in `[accounts.NAME]` of the config file, keeping everything else.
+pub fn set_client_id(path: &Path, name: &str, client_id: &str) -> Result<()> {
+    let target: PathBuf = std::fs::canonicalize(path)
+        .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?;
+    let old = std::fs::read_to_string(&target)
+        .map_err(|e| Error::io(format!("cannot read {}: {e}", target.display())))?;
+    let cannot = |why: &str| {
+        Error::config(format!(
+            "cannot set client_id = \"{client_id}\" in [accounts.{name}] of {} ({why}); set it yourself",
+            target.display()
+        ))
+    };
+    let mut doc: toml_edit::DocumentMut = old.parse().map_err(|_| cannot("not TOML"))?;
+    let account = doc
+        .get_mut("accounts")
+        .and_then(|a| a.get_mut(name))
+        .and_then(toml_edit::Item::as_table_like_mut)
+        .ok_or_else(|| cannot("no such table"))?;
+    account.insert("client_id", toml_edit::value(client_id));
+    let text = doc.to_string();
+    let loaded = config::parse(&text, &target).map_err(|_| cannot("the result does not load"))?;
+    if loaded
+        .accounts
+        .get(name)
+        .and_then(|a| a.client_id.as_deref())
+        != Some(client_id)
+    {
+        return Err(cannot("the result does not load"));
+    }
+    replace_file(&target, &text)
+}
+
+/// Replaces `target` atomically (a temporary file beside it, renamed), keeping its mode.
+fn replace_file(target: &Path, text: &str) -> Result<()> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Error::io(format!("cannot {what} {}: {e}", p.display()))
+    };
+    let mode = std::fs::metadata(target)
+        .map_err(|e| io("read", target, e))?
         .permissions()
         .mode()
         & 0o7777;
@@ -386,11 +425,11 @@ fn add_account(path: &Path, name: &str, email: &str, inferred: &Inference) -> Re
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        std::fs::rename(&tmp, &target)
+        std::fs::rename(&tmp, target)
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io("write", &target, e));
+        return Err(io("write", target, e));
     }
     Ok(())
 }

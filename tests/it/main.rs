@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod clients;
+mod docs;
 mod dry_run;
 mod fake_dns;
 mod fake_idp;
@@ -12,6 +13,7 @@ mod fake_smtp;
 mod first_run;
 mod login;
 mod manual;
+mod migrate;
 mod queue;
 mod scheduling;
 mod send;
