@@ -53,11 +53,18 @@ pub fn login_email(config_file: Option<&Path>, args: &LoginArgs, email: &str) ->
     } else {
         None
     };
+    // An account named like the address (`[accounts."a@b.c"]`), else one with that email.
     let known = existing.as_ref().and_then(|c| {
         c.accounts
-            .iter()
-            .find(|(_, a)| a.email.eq_ignore_ascii_case(email))
-            .map(|(n, _)| n.clone())
+            .keys()
+            .find(|n| *n == email)
+            .or_else(|| {
+                c.accounts
+                    .iter()
+                    .find(|(_, a)| a.email.eq_ignore_ascii_case(email))
+                    .map(|(n, _)| n)
+            })
+            .cloned()
     });
     let name = if let Some(name) = known {
         name

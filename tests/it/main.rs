@@ -14,6 +14,7 @@ mod first_run;
 mod login;
 mod manual;
 mod migrate;
+mod package;
 mod queue;
 mod scheduling;
 mod send;
