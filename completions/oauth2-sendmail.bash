@@ -98,7 +98,7 @@ _oauth2__sendmail() {
 
     case "${cmd}" in
         oauth2__sendmail)
-            opts="-t -i -f -F -a -C -v -N -R -V -B -o -b -q -L -h -n -U -G -m -X -A -d --read-recipients --from --read-envelope-from --account --config --dry-run --help --version login token status check logout queue help"
+            opts="-t -i -f -F -a -C -v -N -R -V -B -o -b -q -L -h -n -U -G -m -X -A -d --read-recipients --from --read-envelope-from --account --config --dry-run --generate --help --version login token status check logout queue help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -158,6 +158,10 @@ _oauth2__sendmail() {
                     ;;
                 -q)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --generate)
+                    COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
                     return 0
                     ;;
                 -L)
@@ -356,12 +360,16 @@ _oauth2__sendmail() {
             return 0
             ;;
         oauth2__subcmd__sendmail__subcmd__login)
-            opts="--flow --no-browser --import-refresh-token"
+            opts="--provider --flow --no-browser --import-refresh-token"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --provider)
+                    COMPREPLY=($(compgen -W "microsoft microsoft-china gmail custom" -- "${cur}"))
+                    return 0
+                    ;;
                 --flow)
                     COMPREPLY=($(compgen -W "authcode devicecode password client-credentials" -- "${cur}"))
                     return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_oauth2_sendmail_global_optspecs
-    string join \n t/read-recipients i f/from= read-envelope-from F= a/account= C/config= v N= R= V= B= o= b= q= dry-run L= h= n U G m X= A= d= help version
+    string join \n t/read-recipients i f/from= read-envelope-from F= a/account= C/config= v N= R= V= B= o= b= q= dry-run generate= L= h= n U G m X= A= d= help version
 end
 
 function __fish_oauth2_sendmail_needs_command
@@ -35,6 +35,10 @@ complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s B -d 'B
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s o -d 'Sendmail options: -oi, -odq (queue only), -odb, -odi, -oem, ... (others accepted)' -r
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s b -d 'Mode: -bm deliver (default), -bp list the queue' -r
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s q -d 'Process the queue now (an optional interval is accepted and ignored)' -r
+complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -l generate -d 'Print the man page or a shell completion script on stdout (for installing them)' -r -f -a "man\t'The man page (section 1, with the configuration reference)'
+bash\t''
+zsh\t''
+fish\t''"
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s L -d 'Accepted for compatibility' -r
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s h -d 'Accepted for compatibility (hop count)' -r
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s X -d 'Accepted for compatibility (traffic log)' -r
@@ -58,6 +62,10 @@ complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -a "check"
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -a "logout" -d 'Delete an account\'s stored tokens'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -a "queue" -d 'The queue of messages waiting to be sent'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand login" -l provider -d 'With `login EMAIL`: the provider of a new account, instead of inferring it from the address\'s domain or its MX records' -r -f -a "microsoft\t''
+microsoft-china\t''
+gmail\t''
+custom\t''"
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand login" -l flow -d 'The flow to use instead of the account\'s configured one' -r -f -a "authcode\t''
 devicecode\t''
 password\t''

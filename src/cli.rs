@@ -118,6 +118,10 @@ pub struct SendArgs {
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 
+    /// Print the man page or a shell completion script on stdout (for installing them)
+    #[arg(long = "generate", value_enum, value_name = "WHAT")]
+    pub generate: Option<GenerateArg>,
+
     /// Accepted for compatibility
     #[arg(short = 'L', value_name = "TAG", hide = true)]
     pub log_tag: Option<String>,
@@ -240,8 +244,14 @@ pub enum Manage {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// Account (default: the default account)
+    /// Account (default: the default account), or an email address: when no account has it,
+    /// one is added to the config (first run)
+    #[arg(value_name = "ACCOUNT|EMAIL")]
     pub account: Option<String>,
+    /// With `login EMAIL`: the provider of a new account, instead of inferring it from the
+    /// address's domain or its MX records
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub provider: Option<ProviderArg>,
     /// The flow to use instead of the account's configured one
     #[arg(long, value_enum)]
     pub flow: Option<FlowArg>,
@@ -251,6 +261,24 @@ pub struct LoginArgs {
     /// Read a refresh token from FILE (`-` = stdin), redeem it once and store the result
     #[arg(long, value_name = "FILE")]
     pub import_refresh_token: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    Microsoft,
+    MicrosoftChina,
+    Gmail,
+    Custom,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateArg {
+    /// The man page (section 1, with the configuration reference)
+    Man,
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -470,34 +498,14 @@ mod tests {
 mod generated_docs {
     use std::path::Path;
 
-    use clap::CommandFactory;
     use clap_complete::Shell;
 
-    use super::{ManageArgs, SendArgs};
-
-    /// The whole interface as one command: sendmail flags plus the management words.
-    fn documented_command() -> clap::Command {
-        let manage = ManageArgs::command();
-        SendArgs::command().subcommands(manage.get_subcommands().cloned())
-    }
-
     fn man_page() -> Vec<u8> {
-        let mut out = Vec::new();
-        clap_mangen::Man::new(documented_command())
-            .render(&mut out)
-            .unwrap();
-        out
+        crate::manual::man_page()
     }
 
     fn completion(shell: Shell) -> Vec<u8> {
-        let mut out = Vec::new();
-        clap_complete::generate(
-            shell,
-            &mut documented_command(),
-            "oauth2-sendmail",
-            &mut out,
-        );
-        out
+        crate::manual::completion(shell)
     }
 
     #[test]

@@ -32,7 +32,12 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
-    #[serde(default)]
+    /// `provider` as written; `None` when the key is absent.
+    #[serde(rename = "provider", default)]
+    pub provider_given: Option<ProviderKind>,
+    /// The provider in effect: as written, else the one of a well-known `email` domain
+    /// (gmail.com → gmail, hotmail.com → microsoft, …), else microsoft. Set by `parse`.
+    #[serde(skip)]
     pub provider: ProviderKind,
     pub email: String,
     #[serde(default)]
@@ -258,6 +263,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             )));
         }
         account.tls_ca_file = account.tls_ca_file.as_deref().map(expand_tilde);
+        account.provider = account
+            .provider_given
+            .or_else(|| crate::provider::for_email(&account.email))
+            .unwrap_or_default();
     }
     if let Some(default) = &config.default_account
         && !config.accounts.contains_key(default)
@@ -404,6 +413,19 @@ resource = "https://partner.outlook.cn"
             .unwrap_err()
             .to_string();
         assert!(s.contains(":3: key `accounts.w.flow`"), "{s}");
+    }
+
+    #[test]
+    fn a_well_known_email_domain_without_provider_gets_its_provider() {
+        let c = p("[accounts.g]\nemail = \"bob@gmail.com\"\n\
+                   [accounts.h]\nemail = \"japinli@hotmail.com\"\n\
+                   [accounts.c]\nemail = \"alice@contoso.com\"\n\
+                   [accounts.x]\nprovider = \"custom\"\nemail = \"carol@gmail.com\"\n")
+        .unwrap();
+        assert_eq!(c.accounts["g"].provider, ProviderKind::Gmail);
+        assert_eq!(c.accounts["h"].provider, ProviderKind::Microsoft);
+        assert_eq!(c.accounts["c"].provider, ProviderKind::Microsoft);
+        assert_eq!(c.accounts["x"].provider, ProviderKind::Custom);
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
 //! | `manage` | the management words: login, token, status, check, logout, queue |
+//! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add the account to the config |
+//! | `manual` | the man page (clap's options plus the hand-written reference) and completions: `--generate` |
 //! | `clock` | times as people read them (`status`, `login`) |
 //! | `notify` | telling the user an account needs them (`notify_cmd`, desktop); a refused refresh remembered for `status` |
 //! | `error` | one error type → the stderr line, the exit code, the failure class |
@@ -44,6 +46,7 @@ mod error;
 mod flush;
 mod journal;
 mod manage;
+mod manual;
 mod message;
 mod notify;
 mod oauth;
@@ -52,6 +55,7 @@ mod plan;
 mod provider;
 mod queue;
 mod sendmail;
+mod setup;
 mod smtp;
 mod tls;
 
@@ -101,6 +105,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match invocation {
+        cli::Invocation::Send(args) if args.generate.is_some() => {
+            manual::generate(args.generate.unwrap_or(cli::GenerateArg::Man))
+        }
         cli::Invocation::Send(args) => sendmail::run(&args),
         cli::Invocation::Manage(args) => manage::run(args),
     };

@@ -12,11 +12,16 @@ use crate::error::{Error, Result};
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::Queue;
-use crate::{deliver, flush, notify, runtime, sendmail};
+use crate::{deliver, flush, notify, runtime, sendmail, setup};
 
 pub fn run(args: ManageArgs) -> Result<()> {
     if let Manage::Queue { action } = &args.command {
         return queue(args.config.as_deref(), action);
+    }
+    if let Manage::Login(login) = &args.command
+        && let Some(email) = login.account.as_deref().filter(|a| setup::is_email(a))
+    {
+        return setup::login_email(args.config.as_deref(), login, email);
     }
     let config = config::load(args.config.as_deref())?;
     match args.command {
@@ -38,7 +43,7 @@ fn settings(config: &Config, name: Option<&str>) -> Result<AccountSettings> {
     provider::resolve(name, config.account(name)?)
 }
 
-fn print(text: &str) -> Result<()> {
+pub(crate) fn print(text: &str) -> Result<()> {
     std::io::stdout()
         .lock()
         .write_all(text.as_bytes())
@@ -46,7 +51,12 @@ fn print(text: &str) -> Result<()> {
 }
 
 /// Signs in by the account's flow (or `--flow`) and stores the tokens; one line on stdout.
-fn login(config: &Config, args: &LoginArgs) -> Result<()> {
+pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
+    if args.provider.is_some() {
+        return Err(Error::usage(
+            "--provider is for `login EMAIL`, when it adds an account; set `provider` in the config",
+        ));
+    }
     let name = match args.account.as_deref() {
         Some(n) => n,
         None => config.default_account_name()?,
@@ -66,6 +76,15 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     // Paste mode may leave a read of stdin blocked on its thread: do not wait for it.
     runtime.shutdown_background();
     let done = outcome.map_err(|e| e.for_account(&account.name))?;
+    if let Some(client_id) = &done.client_id_from_file {
+        // The imported token only works with the client it was issued to: keep it.
+        setup::set_client_id(&config.path, name, client_id)?;
+        eprintln!(
+            "oauth2-sendmail: account {name}: client_id = \"{client_id}\" from the token file \
+             added to {}",
+            config.path.display()
+        );
+    }
     if !done.has_refresh_token && account.oauth.flow != Flow::ClientCredentials {
         eprintln!(
             "oauth2-sendmail: account {}: warning: no refresh token was issued (is offline_access \
@@ -260,7 +279,7 @@ fn signed_in_identity(account: &AccountSettings) -> Option<String> {
 }
 
 /// The provider as the config spells it.
-fn provider_name(provider: ProviderKind) -> &'static str {
+pub(crate) fn provider_name(provider: ProviderKind) -> &'static str {
     match provider {
         ProviderKind::Microsoft => "microsoft",
         ProviderKind::MicrosoftChina => "microsoft-china",

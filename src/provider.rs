@@ -7,9 +7,51 @@ use std::path::PathBuf;
 use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode};
 use crate::error::{Error, Result};
 
-/// Thunderbird's public client (no secret; organisations and personal accounts). See
-/// `../shared/design/facts-oauth-microsoft.md` §4: the de-facto shared client for IMAP/SMTP.
+/// Thunderbird's public client (no secret; organisations and personal accounts): the
+/// de-facto shared client for IMAP/SMTP (Thunderbird's `OAuth2Providers.sys.mjs`; sources in
+/// `docs/provider-quirks.md`).
 pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
+
+/// Mail domains whose provider is known without asking DNS: Microsoft's consumer domains
+/// (Outlook.com, Hotmail, Live, MSN) and Google's. An account at one of them that names no
+/// `provider` gets this one; `login EMAIL` needs no MX lookup for them.
+const WELL_KNOWN_DOMAINS: &[(&str, ProviderKind)] = &[
+    ("gmail.com", ProviderKind::Gmail),
+    ("googlemail.com", ProviderKind::Gmail),
+    ("outlook.com", ProviderKind::Microsoft),
+    ("hotmail.com", ProviderKind::Microsoft),
+    ("live.com", ProviderKind::Microsoft),
+    ("msn.com", ProviderKind::Microsoft),
+    ("passport.com", ProviderKind::Microsoft),
+    ("windowslive.com", ProviderKind::Microsoft),
+];
+
+/// First labels of Microsoft's consumer domains under country suffixes (`hotmail.co.uk`,
+/// `outlook.fr`, `live.de`, …).
+const MICROSOFT_CONSUMER_LABELS: &[&str] = &["hotmail", "outlook", "live"];
+
+/// The country suffixes Microsoft's consumer domains use.
+const COUNTRY_SUFFIXES: &[&str] = &[
+    "at", "be", "bg", "ca", "ch", "cl", "co.id", "co.il", "co.in", "co.jp", "co.kr", "co.nz",
+    "co.th", "co.uk", "co.za", "com.ar", "com.au", "com.br", "com.gr", "com.mx", "com.my",
+    "com.ph", "com.pt", "com.sg", "com.tr", "com.tw", "com.vn", "cz", "de", "dk", "ee", "es", "fi",
+    "fr", "gr", "hu", "ie", "in", "it", "jp", "kr", "lt", "lv", "my", "nl", "no", "ph", "pt", "ro",
+    "rs", "ru", "sa", "se", "sg", "sk",
+];
+
+/// The provider of a well-known mail domain (`alice@hotmail.co.uk` → `microsoft`,
+/// `bob@gmail.com` → `gmail`); `None` for any other domain.
+#[must_use]
+pub fn for_email(email: &str) -> Option<ProviderKind> {
+    let domain = email.rsplit_once('@')?.1.trim().trim_end_matches('.');
+    let domain = domain.to_ascii_lowercase();
+    if let Some((_, kind)) = WELL_KNOWN_DOMAINS.iter().find(|(d, _)| *d == domain) {
+        return Some(*kind);
+    }
+    let (first, suffix) = domain.split_once('.')?;
+    (MICROSOFT_CONSUMER_LABELS.contains(&first) && COUNTRY_SUFFIXES.contains(&suffix))
+        .then_some(ProviderKind::Microsoft)
+}
 
 /// Where to submit mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +356,24 @@ mod tests {
         assert_eq!(e.exit_code(), 78);
         let g = resolve("g", &account(ProviderKind::Gmail)).unwrap();
         assert_eq!(g.oauth.token_url, "https://oauth2.googleapis.com/token");
+    }
+
+    #[test]
+    fn well_known_domains_have_their_provider() {
+        assert_eq!(
+            for_email("japinli@hotmail.com"),
+            Some(ProviderKind::Microsoft)
+        );
+        assert_eq!(for_email("a@Outlook.FR"), Some(ProviderKind::Microsoft));
+        assert_eq!(for_email("a@hotmail.co.uk"), Some(ProviderKind::Microsoft));
+        assert_eq!(for_email("a@live.com"), Some(ProviderKind::Microsoft));
+        assert_eq!(for_email("a@msn.com"), Some(ProviderKind::Microsoft));
+        assert_eq!(for_email("a@gmail.com"), Some(ProviderKind::Gmail));
+        assert_eq!(for_email("a@googlemail.com"), Some(ProviderKind::Gmail));
+        assert_eq!(for_email("a@contoso.com"), None);
+        assert_eq!(for_email("a@outlook.contoso.com"), None);
+        assert_eq!(for_email("a@live.example"), None);
+        assert_eq!(for_email("no-at-sign"), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP side of OAuth 2.0: form POSTs to the token endpoint (RFC 6749 §4–6, RFC 8628) and
 //! the identity platform's error JSON turned into a [`TokenClass`].
 //!
-//! Microsoft's error JSON (`facts-oauth-microsoft.md` §3.5) is classified on `error` and
+//! Microsoft's error JSON (`error`, `error_codes`; see the AADSTS reference linked from
+//! `docs/provider-quirks.md`) is classified on `error` and
 //! `error_codes`, never on the wording of `error_description`; the AADSTS number and the
 //! first sentence of the description only go into the one-line message. No token, refresh
 //! token, client secret or password ever reaches a message or a `Debug` output.

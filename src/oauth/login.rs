@@ -52,19 +52,59 @@ pub struct LoggedIn {
     /// Unix seconds.
     pub expires_at: u64,
     pub has_refresh_token: bool,
+    /// The client id an imported token file named and the redeem used (to be kept in the
+    /// config, since the token only works with it).
+    pub client_id_from_file: Option<String>,
 }
 
 /// Runs the login for `account` and saves the tokens.
 pub async fn login(account: &AccountSettings, options: &Options) -> Result<LoggedIn> {
-    let (response, imported) = match &options.import_refresh_token {
+    let (response, imported, file_client_id) = match &options.import_refresh_token {
         Some(path) => {
-            let rt = read_refresh_token(path)?;
-            let response = grants::request(account, Grant::RefreshToken(rt.clone())).await?;
-            (response, Some(rt))
+            let found = read_refresh_token(path, &account.name)?;
+            // mutt_oauth2.py-style files may name the client the token was issued to; it is
+            // used when the account sets no client_id of its own.
+            let file_client_id = found.client_id.filter(|id| {
+                account.config.client_id.is_none() && account.oauth.client_id.as_deref() != Some(id)
+            });
+            let mut redeemer = account.clone();
+            if let Some(id) = &file_client_id {
+                redeemer.oauth.client_id = Some(id.clone());
+            }
+            let response = redeem_imported(&redeemer, &found.refresh_token).await?;
+            (response, Some(found.refresh_token), file_client_id)
         }
-        None => (run_flow(account, options).await?, None),
+        None => (run_flow(account, options).await?, None, None),
     };
-    save(account, response, imported).await
+    let mut done = save(account, response, imported).await?;
+    done.client_id_from_file = file_client_id;
+    Ok(done)
+}
+
+/// AADSTS70000: "the provided grant is invalid or malformed", which is what Microsoft says
+/// to a refresh token issued to another application.
+const GRANT_OF_ANOTHER_CLIENT: u64 = 70000;
+
+/// Redeems an imported refresh token once; a token of another client says which setting
+/// fixes it.
+async fn redeem_imported(account: &AccountSettings, refresh_token: &str) -> Result<TokenResponse> {
+    let form = grants::prepare(account, Grant::RefreshToken(refresh_token.to_owned())).await?;
+    match form.answer().await? {
+        Answer::Tokens(tokens) => Ok(tokens),
+        Answer::Refused { status, body } if body.error_codes.contains(&GRANT_OF_ANOTHER_CLIENT) => {
+            let refused = form.refused(status, &body).to_string();
+            Err(Error::token(
+                TokenClass::Config,
+                format!(
+                    "{refused}; this refresh token was issued to another client id: set client_id \
+                     in [accounts.{}] to the one the old tool used (mutt_oauth2.py: the \
+                     registration's client_id), then import it again",
+                    account.name
+                ),
+            ))
+        }
+        Answer::Refused { status, body } => Err(form.refused(status, &body)),
+    }
 }
 
 async fn run_flow(account: &AccountSettings, options: &Options) -> Result<TokenResponse> {
@@ -99,6 +139,7 @@ async fn save(
         Ok(LoggedIn {
             expires_at: stored.expires_at,
             has_refresh_token: stored.refresh_token.is_some(),
+            client_id_from_file: None,
         })
     })
     .await
@@ -314,25 +355,49 @@ fn password_grant(account: &AccountSettings) -> Result<Grant> {
 // ---------------------------------------------------------------------------------------
 // Import of a refresh token
 
-/// The refresh token in `path` (`-` = stdin).
-fn read_refresh_token(path: &Path) -> Result<String> {
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| Error::io(format!("cannot read a refresh token from stdin: {e}")))?
+/// What an import file holds.
+#[derive(Debug, PartialEq, Eq)]
+struct Imported {
+    refresh_token: String,
+    /// The `client_id` field of a JSON token file, when it has one.
+    client_id: Option<String>,
+}
+
+/// The refresh token in `path` (`-` = stdin). An OpenPGP-encrypted file (gpg's binary
+/// packets or ASCII armour) is refused with the pipe that decrypts it.
+fn read_refresh_token(path: &Path, account: &str) -> Result<Imported> {
+    let stdin = path == Path::new("-");
+    let bytes = if stdin {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| Error::io(format!("cannot read a refresh token from stdin: {e}")))?;
+        buf
     } else {
-        std::fs::read_to_string(path).map_err(|e| {
+        std::fs::read(path).map_err(|e| {
             Error::io(format!(
                 "cannot read a refresh token from {}: {e}",
                 path.display()
             ))
         })?
     };
-    parse_refresh_token(&text).ok_or_else(|| {
-        let from = if path == Path::new("-") {
-            "stdin".to_owned()
+    let from = if stdin {
+        "stdin".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    if is_openpgp(&bytes) {
+        let file = if stdin {
+            "FILE".to_owned()
         } else {
-            path.display().to_string()
+            shell_words::quote(&path.display().to_string()).into_owned()
         };
+        return Err(Error::data(format!(
+            "{from} is encrypted (OpenPGP): decrypt it first: `gpg -d {file} | oauth2-sendmail \
+             login {account} --import-refresh-token -`"
+        )));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    parse_refresh_token(&text).ok_or_else(|| {
         Error::data(format!(
             "{from} holds no refresh token: give a bare token, or JSON with a \"refresh_token\" \
              field (such as mutt_oauth2.py's decrypted token file)"
@@ -340,36 +405,95 @@ fn read_refresh_token(path: &Path) -> Result<String> {
     })
 }
 
-/// A bare token (one word), or the `refresh_token` field of a JSON object.
-fn parse_refresh_token(text: &str) -> Option<String> {
+/// gpg's output: ASCII armour, or a binary `OpenPGP` packet that starts an encrypted message
+/// (public- or symmetric-key session key, encrypted or compressed data; RFC 9580 §4.2, §5).
+fn is_openpgp(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]);
+    if text.trim_start().starts_with("-----BEGIN PGP MESSAGE-----") {
+        return true;
+    }
+    let Some(&first) = bytes.first() else {
+        return false;
+    };
+    if first & 0x80 == 0 {
+        return false;
+    }
+    let tag = if first & 0x40 != 0 {
+        first & 0x3f
+    } else {
+        (first >> 2) & 0x0f
+    };
+    matches!(tag, 1 | 3 | 8 | 9 | 18 | 20)
+}
+
+/// A bare token (one word), or the `refresh_token` (and `client_id`) of a JSON object.
+fn parse_refresh_token(text: &str) -> Option<Imported> {
     let text = text.trim();
     if text.starts_with('{') {
         let json: serde_json::Value = serde_json::from_str(text).ok()?;
         let rt = json.get("refresh_token")?.as_str()?.trim();
-        return (!rt.is_empty()).then(|| rt.to_owned());
+        let client_id = json
+            .get("client_id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        return (!rt.is_empty()).then(|| Imported {
+            refresh_token: rt.to_owned(),
+            client_id,
+        });
     }
     let one_word = !text.is_empty() && !text.contains(char::is_whitespace);
-    one_word.then(|| text.to_owned())
+    one_word.then(|| Imported {
+        refresh_token: text.to_owned(),
+        client_id: None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rt(text: &str) -> Option<String> {
+        parse_refresh_token(text).map(|i| i.refresh_token)
+    }
+
     #[test]
     fn refresh_tokens_bare_or_in_json() {
-        assert_eq!(
-            parse_refresh_token("  rt-1.abc\n").as_deref(),
-            Some("rt-1.abc")
-        );
+        assert_eq!(rt("  rt-1.abc\n").as_deref(), Some("rt-1.abc"));
         let mutt = r#"{"access_token": "at", "access_token_expiration": "2026-01-01T00:00:00",
             "refresh_token": "rt-2", "registration": "microsoft", "email": "a@b.c"}"#;
-        assert_eq!(parse_refresh_token(mutt).as_deref(), Some("rt-2"));
-        assert_eq!(parse_refresh_token(""), None);
-        assert_eq!(parse_refresh_token("two words"), None);
-        assert_eq!(parse_refresh_token(r#"{"access_token": "at"}"#), None);
-        assert_eq!(parse_refresh_token(r#"{"refresh_token": ""}"#), None);
-        assert_eq!(parse_refresh_token("{not json"), None);
+        assert_eq!(
+            parse_refresh_token(mutt),
+            Some(Imported {
+                refresh_token: "rt-2".into(),
+                client_id: None
+            })
+        );
+        let with_client = r#"{"refresh_token": "rt-3", "client_id": "abc-123"}"#;
+        assert_eq!(
+            parse_refresh_token(with_client)
+                .unwrap()
+                .client_id
+                .as_deref(),
+            Some("abc-123")
+        );
+        assert_eq!(rt(""), None);
+        assert_eq!(rt("two words"), None);
+        assert_eq!(rt(r#"{"access_token": "at"}"#), None);
+        assert_eq!(rt(r#"{"refresh_token": ""}"#), None);
+        assert_eq!(rt("{not json"), None);
+    }
+
+    #[test]
+    fn openpgp_messages_are_recognised() {
+        assert!(is_openpgp(b"-----BEGIN PGP MESSAGE-----\n\nhQEMA..."));
+        assert!(is_openpgp(&[0x85, 0x01, 0x0c])); // old format, public-key session key
+        assert!(is_openpgp(&[0xc1, 0x5e])); // new format, public-key session key
+        assert!(is_openpgp(&[0x8c, 0x0d])); // symmetric (gpg -c)
+        assert!(!is_openpgp(b"M.R3_BAY.-Cd...token"));
+        assert!(!is_openpgp(b"{\"refresh_token\": \"x\"}"));
+        assert!(!is_openpgp(b""));
     }
 
     #[test]

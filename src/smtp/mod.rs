@@ -1,5 +1,5 @@
-//! The SMTP submission client: our own ESMTP session on tokio + tokio-rustls (see
-//! `../shared/design/architecture.md` for why not lettre's connection).
+//! The SMTP submission client: our own ESMTP session on tokio + tokio-rustls (not lettre's
+//! connection: it has no pipelining, no timeout after connecting, and mishandles bare LF).
 //!
 //! - `reply`: a server reply and its enhanced status code;
 //! - `wire`: commands as exact bytes, reply parsing, the message codec (CRLF, and

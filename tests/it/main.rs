@@ -5,11 +5,17 @@
 #![allow(dead_code)]
 
 mod clients;
+mod docs;
 mod dry_run;
+mod fake_dns;
 mod fake_idp;
 mod fake_smtp;
+mod first_run;
 mod login;
+mod manual;
+mod migrate;
 mod outcomes;
+mod package;
 mod queue;
 mod scheduling;
 mod send;

@@ -214,6 +214,13 @@ impl Sandbox {
     pub fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
         run_command(self.command(args), stdin)
     }
+
+    /// Runs the binary with extra environment variables and empty stdin.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
+        run_command(cmd, b"")
+    }
 }
 
 impl Default for Sandbox {

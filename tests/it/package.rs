@@ -1,0 +1,173 @@
+//! The Debian packages as `cargo deb` and `cargo deb --variant mta` built them (`.ci/run`
+//! builds them before `cargo test` and sets `OAUTH2_SENDMAIL_TEST_DEB=1`, which makes them
+//! required here; elsewhere the test checks them when they are present): their contents
+//! (`dpkg-deb -c`), their relationships (`dpkg-deb -f`), and the packaged binary and links
+//! run from a `dpkg-deb -x` into a temporary directory. Nothing is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::support::{Sandbox, run_command};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        PathBuf::from,
+    )
+}
+
+/// The newest `.deb` of `package` at this version.
+fn deb(package: &str) -> Option<PathBuf> {
+    let prefix = format!("{package}_{VERSION}-");
+    let dir = target_dir().join("debian");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                && p.extension().is_some_and(|e| e == "deb")
+        })
+        .collect();
+    found.sort_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    found.pop()
+}
+
+fn dpkg_deb(args: &[&str]) -> String {
+    let out = Command::new("dpkg-deb").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg-deb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `./usr/bin/x` → `usr/bin/x`, with ` -> target` kept for links.
+fn contents(deb: &Path) -> Vec<String> {
+    dpkg_deb(&["-c", deb.to_str().unwrap()])
+        .lines()
+        .filter_map(|l| l.split_once(" ./").map(|(_, p)| p.to_owned()))
+        .filter(|p| !p.ends_with('/'))
+        .collect()
+}
+
+#[test]
+fn the_debian_packages_hold_the_binary_manual_completions_units_and_mta_links() {
+    let required = std::env::var_os("OAUTH2_SENDMAIL_TEST_DEB").is_some();
+    let (Some(main), Some(mta)) = (deb("oauth2-sendmail"), deb("oauth2-sendmail-mta")) else {
+        assert!(
+            !required,
+            "no .deb in {}/debian: run `cargo deb && cargo deb --variant mta`",
+            target_dir().display()
+        );
+        eprintln!("skipped: no .deb built (cargo deb && cargo deb --variant mta)");
+        return;
+    };
+    let files = contents(&main);
+    for want in [
+        "usr/bin/oauth2-sendmail",
+        "usr/share/bash-completion/completions/oauth2-sendmail",
+        "usr/share/zsh/vendor-completions/_oauth2-sendmail",
+        "usr/share/fish/vendor_completions.d/oauth2-sendmail.fish",
+        "usr/lib/systemd/user/oauth2-sendmail-flush.service",
+        "usr/lib/systemd/user/oauth2-sendmail-flush.timer",
+        "usr/share/doc/oauth2-sendmail/examples/cron/oauth2-sendmail",
+        "usr/share/doc/oauth2-sendmail/copyright",
+    ] {
+        assert!(
+            files.iter().any(|f| f == want),
+            "{want} missing from {files:#?}"
+        );
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("usr/share/man/man1/oauth2-sendmail.1")),
+        "the man page is missing: {files:#?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.contains("sbin/sendmail")),
+        "the main package takes no MTA path"
+    );
+    assert_eq!(
+        dpkg_deb(&["-f", main.to_str().unwrap()])
+            .lines()
+            .find(|l| l.starts_with("Provides:")),
+        None
+    );
+
+    check_mta(&mta);
+    check_unpacked(&main, &mta);
+}
+
+fn check_mta(mta: &Path) {
+    let links = contents(mta);
+    for want in [
+        "usr/sbin/sendmail -> ../bin/oauth2-sendmail",
+        "usr/lib/sendmail -> ../sbin/sendmail",
+        "usr/bin/mailq -> oauth2-sendmail",
+    ] {
+        assert!(
+            links.iter().any(|f| f == want),
+            "{want} missing from {links:#?}"
+        );
+    }
+    let control = dpkg_deb(&["-f", mta.to_str().unwrap()]);
+    for field in [
+        "Package: oauth2-sendmail-mta",
+        "Provides: mail-transport-agent",
+        "Conflicts: mail-transport-agent",
+        "Replaces: mail-transport-agent",
+    ] {
+        assert!(
+            control.lines().any(|l| l == field),
+            "{field} missing:\n{control}"
+        );
+    }
+    assert!(
+        control
+            .lines()
+            .any(|l| l.starts_with("Depends: oauth2-sendmail")),
+        "{control}"
+    );
+}
+
+fn check_unpacked(main: &Path, mta: &Path) {
+    // Unpacked side by side, as dpkg would install them.
+    let s = Sandbox::new();
+    let root = s.path().join("root");
+    for deb in [main, mta] {
+        dpkg_deb(&["-x", deb.to_str().unwrap(), root.to_str().unwrap()]);
+    }
+    let mut version = s.program(root.join("usr/bin/oauth2-sendmail"));
+    version.arg("--version");
+    let run = run_command(version, b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, format!("oauth2-sendmail {VERSION}\n"));
+    let mut sendmail = s.program(root.join("usr/sbin/sendmail"));
+    sendmail.args(["--dry-run", "status"]);
+    let run = run_command(sendmail, b"To: x@example.org\n\nbody\n");
+    // As `sendmail`, `status` is a recipient: the dry run fails on the missing config, not
+    // on a management word.
+    assert_eq!(run.code, 78, "{}", run.stderr);
+    let run = run_command(s.program(root.join("usr/bin/mailq")), b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The packaged man page is the committed one.
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(root.join("usr/share/man/man1/oauth2-sendmail.1.gz"))
+        .output()
+        .unwrap();
+    let committed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/man/oauth2-sendmail.1"
+    ))
+    .unwrap();
+    assert!(
+        out.stdout == committed,
+        "the packaged man page is stale: rebuild with cargo deb"
+    );
+}
