@@ -19,6 +19,25 @@ pub struct Server {
     pub tls: TlsMode,
     /// Extra trusted root certificates (PEM), added to the system's.
     pub ca_file: Option<PathBuf>,
+    /// How AUTH XOAUTH2 carries the token: on the AUTH line, or in two steps when long.
+    pub auth_line: AuthLine,
+}
+
+/// The form of `AUTH XOAUTH2`. Whatever the form, an inline AUTH answered with 500, 501
+/// or 555 is retried at once in two steps on the same connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthLine {
+    /// `AUTH XOAUTH2 <base64>` on one line whatever its length: what Microsoft documents
+    /// (<https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth>,
+    /// "SMTP Protocol Exchange") and what Thunderbird sends; one round trip fewer, and
+    /// Exchange tokens make XOAUTH2 strings of over 2,500 bytes.
+    Inline,
+    /// RFC 4954 §4 (<https://www.rfc-editor.org/rfc/rfc4954#section-4>): the initial
+    /// response goes on the AUTH line only when the line stays within 512 octets, else
+    /// after a `334`. Gmail refuses long command lines (`555 5.5.2 Syntax error, command
+    /// line too long`: <https://github.com/eclipse-ee4j/angus-mail/issues/201>) and
+    /// Dovecot's submission server answers `500 5.5.2 Line too long`.
+    Rfc4954,
 }
 
 impl Server {
@@ -54,12 +73,20 @@ pub struct OAuthSettings {
 pub struct AccountSettings {
     pub name: String,
     pub provider: ProviderKind,
-    /// The mailbox: the XOAUTH2 user and the default envelope sender.
+    /// The mailbox: the default envelope sender, and the XOAUTH2 user unless `user` is set.
     pub email: String,
     pub smtp: Server,
     pub oauth: OAuthSettings,
     /// The account as configured (`rewrite_from`, `queue`, `from` patterns, commands).
     pub config: Account,
+}
+
+impl AccountSettings {
+    /// The identity that signs in and authenticates: `user` when set, else `email`.
+    #[must_use]
+    pub fn xoauth2_user(&self) -> &str {
+        self.config.user.as_deref().unwrap_or(&self.email)
+    }
 }
 
 impl OAuthSettings {
@@ -116,6 +143,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         }),
         tls,
         ca_file: account.tls_ca_file.clone(),
+        auth_line: preset.auth_line,
     };
     let endpoint = |configured: &Option<String>, path: &str| -> Option<String> {
         configured
@@ -182,6 +210,7 @@ struct Preset {
     scopes: &'static [&'static str],
     app_scopes: &'static [&'static str],
     client_id: Option<&'static str>,
+    auth_line: AuthLine,
 }
 
 impl Preset {
@@ -208,6 +237,7 @@ impl Preset {
                 ],
                 app_scopes: &["https://outlook.office365.com/.default"],
                 client_id: Some(THUNDERBIRD_CLIENT_ID),
+                auth_line: AuthLine::Inline,
             },
             // 21Vianet: a separate cloud with its own app registrations.
             ProviderKind::MicrosoftChina => Preset {
@@ -224,6 +254,10 @@ impl Preset {
                 ],
                 app_scopes: &["https://partner.outlook.cn/.default"],
                 client_id: None,
+                // 21Vianet's guide sends it inline to smtp.partner.outlook.cn (MailKit's
+                // SaslMechanismOAuth2, which uses SASL-IR whatever the length):
+                // <https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth>.
+                auth_line: AuthLine::Inline,
             },
             ProviderKind::Gmail => Preset {
                 smtp_host: Some("smtp.gmail.com"),
@@ -234,6 +268,7 @@ impl Preset {
                 scopes: &["https://mail.google.com/"],
                 app_scopes: &["https://mail.google.com/"],
                 client_id: None,
+                auth_line: AuthLine::Rfc4954,
             },
             ProviderKind::Custom => Preset {
                 smtp_host: None,
@@ -244,6 +279,7 @@ impl Preset {
                 scopes: &[],
                 app_scopes: &[],
                 client_id: None,
+                auth_line: AuthLine::Rfc4954,
             },
         }
         .with_gmail_endpoints(account.provider)

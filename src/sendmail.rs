@@ -87,15 +87,25 @@ async fn send_now(
     verbose: bool,
 ) -> Result<Reply> {
     let mut session = deliver::open(account, verbose).await?;
-    let reply = session.send(&plan.envelope, parts).await.map_err(|e| {
+    let context = |e: Error| {
         e.for_account(&account.name)
             .at_server(&account.smtp.address())
-    })?;
-    if account.config.flush_on_send {
-        flush::flush_after_send(account, session, logfile, verbose).await;
-    } else {
-        session.quit().await;
+    };
+    if !account.config.flush_on_send {
+        // Nothing follows: QUIT goes with the end of the data, and on errors too.
+        return session
+            .send_and_quit(&plan.envelope, parts)
+            .await
+            .map_err(context);
     }
+    let reply = match session.send(&plan.envelope, parts).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            session.quit().await;
+            return Err(context(e));
+        }
+    };
+    flush::flush_after_send(account, session, logfile, verbose).await;
     Ok(reply)
 }
 

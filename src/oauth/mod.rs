@@ -173,7 +173,9 @@ async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Resu
                 TokenClass::NeedsLogin,
                 format!(
                     "{}: run `oauth2-sendmail login {}`",
-                    if current.is_some() {
+                    if current.is_some_and(|t| t.valid_for(now(), 0)) {
+                        "no refresh token is stored to renew the access token"
+                    } else if current.is_some() {
                         "the access token has expired and no refresh token is stored"
                     } else {
                         "no token stored"
@@ -182,6 +184,47 @@ async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Resu
                 ),
             )),
         },
+    }
+}
+
+/// The server refused a cached token and renewing it failed. When the renewal says a
+/// login is needed (no refresh token stored, or a refused one), the server's own reply
+/// says more than "expired": the token was valid, and the server's words and hint
+/// (e.g. `535 5.7.3`: SMTP AUTH disabled, another identity) are what to act on.
+#[must_use]
+pub fn explain_refused_cached_token(renewal: Error, refusal: &Error) -> Error {
+    match (&renewal.kind, &refusal.kind) {
+        (
+            Kind::Token {
+                class: TokenClass::NeedsLogin,
+                detail,
+            },
+            Kind::Reply { reply, .. },
+        ) => {
+            let server = refusal
+                .server
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            let mut e = Error::token(
+                TokenClass::NeedsLogin,
+                format!(
+                    "the server{server} refused the cached access token, which has not expired: {reply}; \
+                     {}; {detail}",
+                    match reply.enhanced() {
+                        Some("5.7.139") =>
+                            "SMTP AUTH is disabled for this tenant or mailbox \
+                                            (https://aka.ms/smtp_auth_disabled)",
+                        _ =>
+                            "check that `user` (or `email`) is the identity that signed in and \
+                              that SMTP AUTH is enabled for the mailbox",
+                    }
+                ),
+            );
+            e.account.clone_from(&renewal.account);
+            e
+        }
+        _ => renewal,
     }
 }
 

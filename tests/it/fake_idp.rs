@@ -349,10 +349,10 @@ impl FakeIdp {
         rt
     }
 
-    /// A new valid access token (as a login would have stored).
+    /// A new valid access token (as a login would have stored), of realistic size.
     #[must_use]
     pub fn issue_access_token(&self) -> String {
-        let at = self.state().unique("at");
+        let at = realistic_size(self.state().unique("at"));
         self.issued.lock().unwrap().insert(at.clone());
         at
     }
@@ -636,7 +636,7 @@ impl FakeIdp {
     /// The success body: a new access token, and a new refresh token when `refresh`.
     fn tokens(&self, s: &mut State, req: &Request, refresh: bool) -> (u16, String) {
         let v1 = req.is_v1();
-        let access = s.unique("at");
+        let access = realistic_size(s.unique("at"));
         self.issued.lock().unwrap().insert(access.clone());
         let scope = req
             .field("scope")
@@ -675,6 +675,23 @@ impl FakeIdp {
         }
         (200, body.to_string())
     }
+}
+
+/// Exchange Online access tokens are JWTs of about 2,000 characters and more (some users
+/// get over 4,096: <https://github.com/jstedfast/MailKit/issues/1948>), so the XOAUTH2
+/// string passes 2,500 bytes: the fake's tokens are that long, a unique head and a
+/// JWT-like tail.
+pub const ACCESS_TOKEN_LEN: usize = 2048;
+
+fn realistic_size(unique: String) -> String {
+    let tail = "eyJ0eXAiOiJKV1QiLCJub25jZSI6IkZha2UiLCJhbGciOiJSUzI1NiJ9.";
+    let mut token = unique;
+    token.push('.');
+    while token.len() < ACCESS_TOKEN_LEN {
+        token.push_str(tail);
+    }
+    token.truncate(ACCESS_TOKEN_LEN);
+    token
 }
 
 /// Checks the grant itself; `Ok(true)` when the answer is to carry a new refresh token.

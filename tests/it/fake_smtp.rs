@@ -84,6 +84,14 @@ pub struct Behaviour {
     pub end_reply: Option<String>,
     /// Wait this long before each reply (a slow server).
     pub reply_delay: Duration,
+    /// An `AUTH` command line longer than this many octets (with its CRLF) is answered
+    /// with the reply and not processed: Gmail's `555 5.5.2 Syntax error, command line
+    /// too long`, Dovecot's `500 5.5.2 Line too long`. The SASL response line after a
+    /// `334` is not limited (both servers take long ones).
+    pub auth_line_limit: Option<(usize, String)>,
+    /// At most this many accepted recipients per transaction; each further RCPT gets the
+    /// reply (Exchange: `452 4.5.3 Too many recipients`; Dovecot: `451 4.5.3 …`).
+    pub max_rcpts: Option<(usize, String)>,
 }
 
 impl Default for Behaviour {
@@ -111,6 +119,8 @@ impl Default for Behaviour {
             data_reply: None,
             end_reply: None,
             reply_delay: Duration::ZERO,
+            auth_line_limit: None,
+            max_rcpts: None,
         }
     }
 }
@@ -130,6 +140,23 @@ impl Behaviour {
     pub fn accept_only(mut self, user: &str, token: &str) -> Self {
         let (u, t) = (user.to_owned(), token.to_owned());
         self.accept = Arc::new(move |user, token| user == u && token == t);
+        self
+    }
+
+    /// Gmail's limit on command lines: an `AUTH` line over about 1,000 octets gets `555`.
+    #[must_use]
+    pub fn gmail_line_limit(mut self) -> Self {
+        self.auth_line_limit = Some((
+            1000,
+            "555 5.5.2 Syntax error, command line too long. - gsmtp".to_owned(),
+        ));
+        self
+    }
+
+    /// Exchange Online's answer past `n` recipients in one transaction.
+    #[must_use]
+    pub fn recipient_limit(mut self, n: usize) -> Self {
+        self.max_rcpts = Some((n, "452 4.5.3 Too many recipients".to_owned()));
         self
     }
 
@@ -188,6 +215,8 @@ struct Record {
     deliveries: Vec<Delivery>,
     connections: usize,
     quits: usize,
+    /// The flight of each message's end (DATA's `.` line, or a `BDAT LAST` chunk).
+    data_ends: Vec<usize>,
 }
 
 /// A running fake server; it lives until the test process ends.
@@ -270,6 +299,13 @@ impl FakeSmtp {
     #[must_use]
     pub fn connections(&self) -> usize {
         self.lock().connections
+    }
+
+    /// The flight that brought the end of each message (the `.` line or the last byte of
+    /// the `BDAT LAST` chunk): QUIT in the same flight was pipelined after the data.
+    #[must_use]
+    pub fn data_end_flights(&self) -> Vec<usize> {
+        self.lock().data_ends.clone()
     }
 
     /// Whether any connection sent QUIT.
@@ -384,6 +420,13 @@ impl Conn {
             self.log(format!("C: {text}"));
             let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
             self.note_command(&verb);
+            if let Some((limit, reply)) = self.b().auth_line_limit.clone()
+                && verb == "AUTH"
+                && line.len() + 2 > limit
+            {
+                self.reply(&reply).await?;
+                continue;
+            }
             if !self.dispatch(&verb, &text).await? {
                 return Ok(());
             }
@@ -595,6 +638,11 @@ impl Conn {
         if let Some(reply) = self.b().rcpt_replies.get(&to.to_ascii_lowercase()).cloned() {
             return self.reply(&reply).await;
         }
+        if let Some((limit, reply)) = self.b().max_rcpts.clone()
+            && self.rcpts.len() >= limit
+        {
+            return self.reply(&reply).await;
+        }
         self.rcpts.push((to, params));
         self.reply("250 2.1.5 Recipient OK").await
     }
@@ -645,6 +693,14 @@ impl Conn {
             return Ok(false);
         };
         self.log(format!("C: <message data, {size} bytes>"));
+        if last {
+            self.server
+                .record
+                .lock()
+                .unwrap()
+                .data_ends
+                .push(self.flight);
+        }
         if self.mail.is_none() {
             self.reply("503 5.5.1 Bad sequence of commands").await?;
             return Ok(true);
@@ -683,6 +739,12 @@ impl Conn {
                 return Ok(None);
             };
             if line == b".\r\n" {
+                self.server
+                    .record
+                    .lock()
+                    .unwrap()
+                    .data_ends
+                    .push(self.flight);
                 return Ok(Some(data));
             }
             let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
