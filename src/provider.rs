@@ -11,6 +11,65 @@ use crate::error::{Error, Result};
 /// `../shared/design/facts-oauth-microsoft.md` §4: the de-facto shared client for IMAP/SMTP.
 pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 
+/// The default `redirect_uri`: the loopback IP literal, the listener's port added at run
+/// time (RFC 8252 §7.3, <https://www.rfc-editor.org/rfc/rfc8252#section-7.3>). Current
+/// Thunderbird sends exactly `http://127.0.0.1:PORT/` (`mailnews/base/src/OAuth2.sys.mjs`,
+/// <https://hg.mozilla.org/comm-central/file/tip/mailnews/base/src/OAuth2.sys.mjs>), and
+/// Microsoft recommends `127.0.0.1` over `localhost`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/reply-url>).
+pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1";
+
+/// The redirect URIs that Thunderbird's app registration holds (scheme and host; Microsoft
+/// ignores the port of a loopback redirect). `http://localhost:PORT` is refused with
+/// AADSTS50011 for this client id: <https://github.com/UvA-FNWI/M365-IMAP/issues/18>,
+/// <https://github.com/simonrob/email-oauth2-proxy/issues/267>; `https://localhost` works:
+/// <https://github.com/simonrob/email-oauth2-proxy/issues/281>.
+pub const THUNDERBIRD_REDIRECTS: &[&str] = &["http://127.0.0.1", "https://localhost"];
+
+/// What to do after AADSTS50011 (the redirect URI is not in the app's registration).
+pub const REDIRECT_HINT: &str = "Microsoft refuses a redirect_uri that the app's registration does not \
+     hold with AADSTS50011 (shown only in the browser); with Thunderbird's client id use \
+     redirect_uri = \"http://127.0.0.1\" (the default) or \"https://localhost\" (then paste the \
+     address the browser ends at)";
+
+/// Before the browser opens: with Thunderbird's client id, a `redirect_uri` that its
+/// registration does not hold would only fail in the browser (AADSTS50011), where the
+/// program cannot see it; refuse it here with what works.
+pub fn check_redirect_registered(account: &str, oauth: &OAuthSettings) -> Result<()> {
+    if oauth.client_id.as_deref() != Some(THUNDERBIRD_CLIENT_ID) {
+        return Ok(());
+    }
+    if is_registered(&oauth.redirect_uri, THUNDERBIRD_REDIRECTS) {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "account {account}: redirect_uri `{}` is not registered for Thunderbird's client id \
+         {THUNDERBIRD_CLIENT_ID}: {REDIRECT_HINT}",
+        oauth.redirect_uri
+    )))
+}
+
+/// Whether `uri` matches one of `registered` in scheme, host and path (not the port).
+#[must_use]
+pub fn is_registered(uri: &str, registered: &[&str]) -> bool {
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        return false;
+    };
+    registered.iter().any(|r| {
+        reqwest::Url::parse(r).is_ok_and(|r| {
+            r.scheme() == url.scheme() && r.host_str() == url.host_str() && r.path() == url.path()
+        })
+    })
+}
+
+/// Renew a cached access token that has less than this long left (seconds). Microsoft's
+/// High Volume Email endpoint refuses a token with less than about 10 minutes left
+/// (`501 5.5.127 Invalid XOAUTH2 auth data - Token will expire soon`: the warning in
+/// <https://github.com/tarickb/sasl-xoauth2#readme>, "`refresh_window` … at least 600
+/// seconds"); Microsoft issues tokens for 60–90 minutes, so 10 minutes costs little, and a
+/// slow SMTP set-up or a skewed clock never meets a dying token.
+pub const REFRESH_MARGIN: u64 = 600;
+
 /// Where to submit mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
@@ -180,10 +239,10 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         redirect_uri: account
             .redirect_uri
             .clone()
-            .unwrap_or_else(|| "http://localhost".to_owned()),
+            .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
         ca_file: account.tls_ca_file.clone(),
     };
-    let tenant = account.tenant.as_deref().unwrap_or("common");
+    let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
     let oauth = OAuthSettings {
         authorize_url: oauth.authorize_url.replace("{tenant}", tenant),
         token_url: oauth.token_url.replace("{tenant}", tenant),
@@ -211,6 +270,8 @@ struct Preset {
     app_scopes: &'static [&'static str],
     client_id: Option<&'static str>,
     auth_line: AuthLine,
+    /// `{tenant}` when the account names none.
+    tenant: &'static str,
 }
 
 impl Preset {
@@ -238,6 +299,8 @@ impl Preset {
                 app_scopes: &["https://outlook.office365.com/.default"],
                 client_id: Some(THUNDERBIRD_CLIENT_ID),
                 auth_line: AuthLine::Inline,
+                // Work and personal accounts, as Thunderbird's multi-tenant client takes.
+                tenant: "common",
             },
             // 21Vianet: a separate cloud with its own app registrations.
             ProviderKind::MicrosoftChina => Preset {
@@ -258,6 +321,12 @@ impl Preset {
                 // SaslMechanismOAuth2, which uses SASL-IR whatever the length):
                 // <https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth>.
                 auth_line: AuthLine::Inline,
+                // 21Vianet has no personal accounts, and an app registered with the
+                // default "single tenant" gets AADSTS50194 on `/common`
+                // (<https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>);
+                // `organizations` takes any work account
+                // (<https://learn.microsoft.com/en-us/entra/identity-platform/msal-client-application-configuration#authority>).
+                tenant: "organizations",
             },
             ProviderKind::Gmail => Preset {
                 smtp_host: Some("smtp.gmail.com"),
@@ -269,6 +338,7 @@ impl Preset {
                 app_scopes: &["https://mail.google.com/"],
                 client_id: None,
                 auth_line: AuthLine::Rfc4954,
+                tenant: "common",
             },
             ProviderKind::Custom => Preset {
                 smtp_host: None,
@@ -280,6 +350,7 @@ impl Preset {
                 app_scopes: &[],
                 client_id: None,
                 auth_line: AuthLine::Rfc4954,
+                tenant: "common",
             },
         }
         .with_gmail_endpoints(account.provider)
@@ -359,5 +430,85 @@ mod tests {
         a.token_url = Some("https://idp.example/token".into());
         a.tls = Some(TlsMode::Implicit);
         assert_eq!(resolve("c", &a).unwrap().smtp.port, 465);
+    }
+
+    #[test]
+    fn the_default_redirect_is_the_loopback_ip_that_thunderbirds_registration_holds() {
+        let s = resolve("w", &account(ProviderKind::Microsoft)).unwrap();
+        assert_eq!(s.oauth.redirect_uri, "http://127.0.0.1");
+        check_redirect_registered("w", &s.oauth).unwrap();
+    }
+
+    #[test]
+    fn thunderbirds_client_id_with_an_unregistered_redirect_is_refused_naming_aadsts50011() {
+        for (redirect, ok) in [
+            ("http://localhost", false),
+            ("http://localhost:8080/", false),
+            ("http://127.0.0.1/callback", false),
+            ("https://127.0.0.1", false),
+            ("http://127.0.0.1:8080", true),
+            ("https://localhost", true),
+            ("https://localhost/", true),
+        ] {
+            let mut a = account(ProviderKind::Microsoft);
+            a.redirect_uri = Some(redirect.into());
+            let s = resolve("w", &a).unwrap();
+            match check_redirect_registered("w", &s.oauth) {
+                Ok(()) => assert!(ok, "{redirect}"),
+                Err(e) => {
+                    assert!(!ok, "{redirect}");
+                    assert_eq!(e.exit_code(), 78);
+                    let e = e.to_string();
+                    assert!(e.contains("AADSTS50011") && e.contains(redirect), "{e}");
+                    assert!(
+                        e.contains("\"http://127.0.0.1\"") && e.contains("\"https://localhost\""),
+                        "{e}"
+                    );
+                }
+            }
+            // Another app's registration is its own business.
+            a.client_id = Some("11111111-2222-3333-4444-555555555555".into());
+            let s = resolve("w", &a).unwrap();
+            check_redirect_registered("w", &s.oauth).unwrap();
+        }
+    }
+
+    #[test]
+    fn microsoft_china_defaults_to_tenant_organizations() {
+        let mut a = account(ProviderKind::MicrosoftChina);
+        a.client_id = Some("cid".into());
+        let s = resolve("cn", &a).unwrap();
+        assert_eq!(
+            s.oauth.token_url,
+            "https://login.partner.microsoftonline.cn/organizations/oauth2/v2.0/token"
+        );
+        assert!(s.oauth.authorize_url.contains("/organizations/"));
+        let s = resolve("w", &account(ProviderKind::Microsoft)).unwrap();
+        assert!(s.oauth.token_url.contains("/common/"));
+    }
+
+    #[test]
+    fn a_cached_token_is_renewed_with_less_than_ten_minutes_left() {
+        assert_eq!(REFRESH_MARGIN, 600);
+        assert_eq!(crate::oauth::REFRESH_MARGIN, REFRESH_MARGIN);
+    }
+
+    #[test]
+    fn auth_line_form_per_provider() {
+        let form = |kind| {
+            resolve("x", &{
+                let mut a = account(kind);
+                a.smtp_host = Some("mail.example".into());
+                a.token_url = Some("https://idp.example/token".into());
+                a
+            })
+            .unwrap()
+            .smtp
+            .auth_line
+        };
+        assert_eq!(form(ProviderKind::Microsoft), AuthLine::Inline);
+        assert_eq!(form(ProviderKind::MicrosoftChina), AuthLine::Inline);
+        assert_eq!(form(ProviderKind::Gmail), AuthLine::Rfc4954);
+        assert_eq!(form(ProviderKind::Custom), AuthLine::Rfc4954);
     }
 }

@@ -288,10 +288,15 @@ pub fn code_from_query(query: &str, expected_state: &str) -> Result<String> {
         } else {
             "the identity platform refused the sign-in"
         };
+        let after = if description.contains("AADSTS50011") {
+            format!("; {}", crate::provider::REDIRECT_HINT)
+        } else {
+            String::new()
+        };
         return Err(Error::token(
             TokenClass::NeedsLogin,
             format!(
-                "{hint}: {error}{}{description}",
+                "{hint}: {error}{}{description}{after}",
                 if description.is_empty() { "" } else { ": " }
             ),
         ));
@@ -448,5 +453,20 @@ mod tests {
         assert!(url.contains(&format!("code_challenge={}", pkce.challenge)));
         assert!(url.contains("redirect_uri=http%3A%2F%2Flocalhost%3A1234%2F"));
         assert!(url.contains("offline_access"));
+    }
+
+    #[test]
+    fn a_pasted_aadsts50011_error_address_names_the_redirects_that_work() {
+        let query = "error=invalid_request&error_description=AADSTS50011%3a+The+redirect+URI+\
+                     %27http%3a%2f%2flocalhost%3a1234%2f%27+specified+in+the+request+does+not+match\
+                     &state=st";
+        let e = code_from_query(query, "st").unwrap_err().to_string();
+        assert!(e.contains("AADSTS50011"), "{e}");
+        assert!(
+            e.contains("\"http://127.0.0.1\"") && e.contains("\"https://localhost\""),
+            "{e}"
+        );
+        let e = code_from_query("error=access_denied&state=st", "st").unwrap_err();
+        assert!(!e.to_string().contains("127.0.0.1"), "{e}");
     }
 }

@@ -252,7 +252,8 @@ const CONFIG_CODES: &[(u64, &str)] = &[
     (
         50011,
         "the redirect URI is not registered for this app: set redirect_uri to one it has \
-         (e.g. \"http://127.0.0.1\", \"http://localhost\" or \"https://localhost\")",
+         (Thunderbird's client id takes \"http://127.0.0.1\", the default, and \"https://localhost\", \
+         then paste the address the browser ends at)",
     ),
     (
         50020,

@@ -121,6 +121,7 @@ async fn authcode_flow(account: &AccountSettings, no_browser: bool) -> Result<To
         )));
     }
     let client_id = oauth.client_id(&account.name, account.provider)?;
+    crate::provider::check_redirect_registered(&account.name, oauth)?;
     let pkce = Pkce::new()?;
     let state = authcode::new_state()?;
     let redirect = Redirect::bind(&oauth.redirect_uri).await?;

@@ -23,10 +23,9 @@ use crate::provider::AccountSettings;
 use grants::{Grant, TokenResponse};
 use store::{StoredToken, TokenStore};
 
-/// A cached token is used only while it stays valid this much longer (seconds). Microsoft
-/// issues tokens for 60–90 minutes; renewing in the last five leaves room for a slow SMTP
-/// set-up and clock skew, and a message queued for a retry never starts with a dying token.
-pub const REFRESH_MARGIN: u64 = 300;
+/// A cached token is used only while it stays valid this much longer (seconds): see
+/// [`crate::provider::REFRESH_MARGIN`] for why it is 10 minutes.
+pub const REFRESH_MARGIN: u64 = crate::provider::REFRESH_MARGIN;
 /// A token another process saved while we waited for the lock is taken when it is still
 /// valid this much longer (seconds): enough to authenticate with it.
 pub const MIN_VALIDITY: u64 = 60;

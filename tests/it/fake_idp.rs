@@ -35,7 +35,10 @@
 //! - `GET /{tenant}/oauth2/v2.0/authorize` and v1 `GET /{tenant}/oauth2/authorize` act like a
 //!   browser session that is already signed in: `302 Found` with `Location:
 //!   <redirect_uri>?code=…&state=<state>`, or `?error=access_denied…` after
-//!   [`FakeIdp::set_authorize_error`]. Scripted failures do not apply here.
+//!   [`FakeIdp::set_authorize_error`]. Scripted failures do not apply here. For
+//!   Thunderbird's client id, a redirect its registration does not hold (`http://localhost:*`)
+//!   gets the browser page with AADSTS50011 (`400`, no redirect), as Microsoft does, and a
+//!   code redeemed with one gets `invalid_grant` AADSTS50011.
 //! - `POST /{tenant}/oauth2/v2.0/devicecode` (and v1 `/oauth2/devicecode`) answer
 //!   `device_code`, `user_code`, `verification_uri`, `expires_in`, `interval` and `message`.
 //!   The interval is [`DEVICE_INTERVAL`] (1 s, not Microsoft's 5 s, so tests stay fast) and
@@ -606,6 +609,13 @@ impl FakeIdp {
             _ => return Err("only code_challenge_method=S256 is accepted".into()),
         };
         let mut url = reqwest::Url::parse(&redirect_uri).map_err(|e| e.to_string())?;
+        if !redirect_registered(get("client_id").unwrap_or(""), &url) {
+            // Microsoft cannot send the browser back to an address the app does not hold:
+            // it shows the error in the browser, and the program never hears of it.
+            return Err(format!(
+                "<html><body>Sign in: Sorry, but we're having trouble signing you in. AADSTS50011:                  The redirect URI '{redirect_uri}' specified in the request does not match the                  redirect URIs configured for the application '{THUNDERBIRD_CLIENT_ID}'.</body></html>"
+            ));
+        }
         let mut s = self.state();
         {
             let mut pairs = url.query_pairs_mut();
@@ -675,6 +685,22 @@ impl FakeIdp {
         }
         (200, body.to_string())
     }
+}
+
+/// Thunderbird's public client id, whose app registration holds only the redirect URIs in
+/// [`THUNDERBIRD_REDIRECTS`] (Microsoft ignores the port of a loopback redirect).
+pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
+/// Scheme, host and path of the redirects Thunderbird's registration holds.
+pub const THUNDERBIRD_REDIRECTS: &[(&str, &str, &str)] =
+    &[("http", "127.0.0.1", "/"), ("https", "localhost", "/")];
+
+/// Whether the app `client_id` may send the browser back to `url`: Thunderbird's only to
+/// its registered redirects, any other (a test's own app) anywhere.
+fn redirect_registered(client_id: &str, url: &reqwest::Url) -> bool {
+    client_id != THUNDERBIRD_CLIENT_ID
+        || THUNDERBIRD_REDIRECTS.iter().any(|(scheme, host, path)| {
+            url.scheme() == *scheme && url.host_str() == Some(*host) && url.path() == *path
+        })
 }
 
 /// Exchange Online access tokens are JWTs of about 2,000 characters and more (some users
@@ -757,7 +783,11 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
 
 /// An authorize-endpoint code is redeemed with its redirect URI and PKCE verifier.
 fn check_binding(b: &CodeBinding, req: &Request) -> Result<(), (u16, String)> {
-    if req.field("redirect_uri") != Some(b.redirect_uri.as_str()) {
+    let registered = req
+        .field("redirect_uri")
+        .and_then(|r| reqwest::Url::parse(r).ok())
+        .is_some_and(|r| redirect_registered(req.field("client_id").unwrap_or(""), &r));
+    if req.field("redirect_uri") != Some(b.redirect_uri.as_str()) || !registered {
         return Err(aad_error(400, "invalid_grant", 50011));
     }
     if let Some(challenge) = &b.code_challenge {
