@@ -77,7 +77,10 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
         if account.oauth.flow == Flow::ClientCredentials && args.import_refresh_token.is_none() {
             format!("app-only access for {} works", account.email)
         } else {
-            format!("logged in as {}", account.email)
+            format!(
+                "logged in as {}",
+                done.identity.as_deref().unwrap_or(account.xoauth2_user())
+            )
         };
     print(&format!(
         "account {}: {who}; access token valid until {}\n",
@@ -156,7 +159,13 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
             flow_name(account.oauth.flow),
         );
         let state = match TokenStore::new(&account).and_then(|s| s.load()) {
-            Ok(Some(t)) => token_state(&t, now),
+            Ok(Some(t)) => {
+                let who = t
+                    .identity
+                    .as_deref()
+                    .map(|i| format!("  signed in as: {i}\n"));
+                format!("{}{}", who.unwrap_or_default(), token_state(&t, now))
+            }
             Ok(None) => format!("  token: none (needs login: oauth2-sendmail login {name})\n"),
             Err(e) => format!("  token: unreadable: {e}\n"),
         };

@@ -220,7 +220,13 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         (None, None) if flow == Flow::ClientCredentials => {
             preset.app_scopes.iter().map(|s| (*s).to_owned()).collect()
         }
-        (None, None) => preset.scopes.iter().map(|s| (*s).to_owned()).collect(),
+        (None, None) => {
+            let mut scopes: Vec<String> = preset.scopes.iter().map(|s| (*s).to_owned()).collect();
+            if matches!(flow, Flow::Authcode | Flow::Devicecode) {
+                scopes.extend(preset.identity_scopes.iter().map(|s| (*s).to_owned()));
+            }
+            scopes
+        }
     };
     let oauth = OAuthSettings {
         flow,
@@ -259,6 +265,12 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     })
 }
 
+/// `OpenID` Connect scopes for Microsoft's interactive flows: the `id_token` carries
+/// `preferred_username` only with `profile` and `email` only with `email`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference>,
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/scopes-oidc#openid-connect-scopes>).
+const MICROSOFT_IDENTITY_SCOPES: &[&str] = &["openid", "profile", "email"];
+
 /// A provider's built-in values. `authority` may hold `{tenant}`.
 struct Preset {
     smtp_host: Option<&'static str>,
@@ -269,6 +281,8 @@ struct Preset {
     scopes: &'static [&'static str],
     app_scopes: &'static [&'static str],
     client_id: Option<&'static str>,
+    /// Added for the interactive flows, so that the `id_token` names who signed in.
+    identity_scopes: &'static [&'static str],
     auth_line: AuthLine,
     /// `{tenant}` when the account names none.
     tenant: &'static str,
@@ -298,6 +312,7 @@ impl Preset {
                 ],
                 app_scopes: &["https://outlook.office365.com/.default"],
                 client_id: Some(THUNDERBIRD_CLIENT_ID),
+                identity_scopes: MICROSOFT_IDENTITY_SCOPES,
                 auth_line: AuthLine::Inline,
                 // Work and personal accounts, as Thunderbird's multi-tenant client takes.
                 tenant: "common",
@@ -317,6 +332,7 @@ impl Preset {
                 ],
                 app_scopes: &["https://partner.outlook.cn/.default"],
                 client_id: None,
+                identity_scopes: MICROSOFT_IDENTITY_SCOPES,
                 // 21Vianet's guide sends it inline to smtp.partner.outlook.cn (MailKit's
                 // SaslMechanismOAuth2, which uses SASL-IR whatever the length):
                 // <https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth>.
@@ -337,6 +353,7 @@ impl Preset {
                 scopes: &["https://mail.google.com/"],
                 app_scopes: &["https://mail.google.com/"],
                 client_id: None,
+                identity_scopes: &[],
                 auth_line: AuthLine::Rfc4954,
                 tenant: "common",
             },
@@ -349,6 +366,7 @@ impl Preset {
                 scopes: &[],
                 app_scopes: &[],
                 client_id: None,
+                identity_scopes: &[],
                 auth_line: AuthLine::Rfc4954,
                 tenant: "common",
             },

@@ -81,6 +81,8 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     pub token_type: Option<String>,
     pub scope: Option<String>,
+    /// `OpenID` Connect's `id_token` (a JWT naming who signed in), when `openid` was asked.
+    pub id_token: Option<String>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -94,6 +96,7 @@ impl fmt::Debug for TokenResponse {
             )
             .field("token_type", &self.token_type)
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -107,6 +110,7 @@ struct RawSuccess {
     refresh_token: Option<String>,
     token_type: Option<String>,
     scope: Option<String>,
+    id_token: Option<String>,
 }
 
 /// The error body (RFC 6749 §5.2 plus Microsoft's `error_codes`).
@@ -132,6 +136,7 @@ pub fn parse_success(body: &[u8]) -> Option<TokenResponse> {
         refresh_token: raw.refresh_token.filter(|t| !t.is_empty()),
         token_type: raw.token_type,
         scope: raw.scope,
+        id_token: raw.id_token.filter(|t| !t.is_empty()),
     })
 }
 
@@ -532,7 +537,7 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
                     })?
                     .secret("password_cmd")?,
             };
-            fields.push(("username", account.email.clone()));
+            fields.push(("username", account.xoauth2_user().to_owned()));
             fields.push(("password", password.clone()));
             secrets.push(password);
         }

@@ -52,6 +52,8 @@ pub struct LoggedIn {
     /// Unix seconds.
     pub expires_at: u64,
     pub has_refresh_token: bool,
+    /// Who signed in, when the `id_token` said.
+    pub identity: Option<String>,
 }
 
 /// Runs the login for `account` and saves the tokens.
@@ -64,7 +66,57 @@ pub async fn login(account: &AccountSettings, options: &Options) -> Result<Logge
         }
         None => (run_flow(account, options).await?, None),
     };
-    save(account, response, imported).await
+    let identity = check_identity(account, &response)?;
+    save(account, response, imported, identity).await
+}
+
+/// Who signed in, from the `id_token`'s `preferred_username` or `email` (`OpenID` Connect
+/// Core §5.1), compared case-insensitively with the account's `user` (or `email`): a
+/// browser signed in as somebody else is refused, and nothing is stored. The `id_token` came
+/// straight from the token endpoint over verified TLS, so its signature need not be
+/// checked (`OpenID` Connect Core §3.1.3.7). No `id_token`, or one naming nobody: `None`.
+fn check_identity(account: &AccountSettings, response: &TokenResponse) -> Result<Option<String>> {
+    let Some(claims) = response.id_token.as_deref().and_then(id_token_claims) else {
+        return Ok(None);
+    };
+    let named: Vec<&str> = ["preferred_username", "email"]
+        .iter()
+        .filter_map(|k| claims.get(*k).and_then(serde_json::Value::as_str))
+        .filter(|v| !v.is_empty())
+        .collect();
+    let Some(first) = named.first() else {
+        return Ok(None);
+    };
+    let expected = account.xoauth2_user();
+    if let Some(same) = named.iter().find(|n| n.eq_ignore_ascii_case(expected)) {
+        return Ok(Some((*same).to_owned()));
+    }
+    let key = if account.config.user.is_some() {
+        "user"
+    } else {
+        "email"
+    };
+    Err(Error::token(
+        TokenClass::NeedsLogin,
+        format!(
+            "the browser signed in as {first}, but this account's {key} is {expected}: nothing \
+             was stored; run the login again and sign in as {expected} (a private window helps), \
+             or set `user = \"{first}\"` for the account if that identity sends its mail"
+        ),
+    ))
+}
+
+/// The claims of a JWT (its middle part, base64url), or `None` if it is not one.
+fn id_token_claims(jwt: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
 }
 
 async fn run_flow(account: &AccountSettings, options: &Options) -> Result<TokenResponse> {
@@ -86,12 +138,14 @@ async fn save(
     account: &AccountSettings,
     response: TokenResponse,
     imported: Option<String>,
+    identity: Option<String>,
 ) -> Result<LoggedIn> {
     let store = TokenStore::new(account)?;
     let mut stored: StoredToken = merge(None, response, now());
     if stored.refresh_token.is_none() {
         stored.refresh_token = imported;
     }
+    stored.identity = identity;
     blocking(move || {
         let lock = store.lock()?;
         store.save(&stored)?;
@@ -99,6 +153,7 @@ async fn save(
         Ok(LoggedIn {
             expires_at: stored.expires_at,
             has_refresh_token: stored.refresh_token.is_some(),
+            identity: stored.identity,
         })
     })
     .await
@@ -131,7 +186,7 @@ async fn authcode_flow(account: &AccountSettings, no_browser: bool) -> Result<To
         &redirect.uri,
         &state,
         &pkce,
-        &account.email,
+        account.xoauth2_user(),
     )?;
     let opened = !no_browser && open_browser(account, &url);
     tell_authcode(account, &url, &redirect, opened);
@@ -166,12 +221,12 @@ fn tell_authcode(account: &AccountSettings, url: &str, redirect: &Redirect, open
         &if opened {
             format!(
                 "a browser was opened to sign in as {}; if it did not open, open this URL:",
-                account.email
+                account.xoauth2_user()
             )
         } else {
             format!(
                 "to sign in as {}, open this URL in a browser:",
-                account.email
+                account.xoauth2_user()
             )
         },
     );
@@ -243,7 +298,9 @@ fn tell_devicecode(account: &AccountSettings, device: &DeviceAuthorization) {
     let text = device.message.clone().unwrap_or_else(|| {
         format!(
             "to sign in as {}, open {} in a browser and enter the code {}",
-            account.email, device.verification_uri, device.user_code
+            account.xoauth2_user(),
+            device.verification_uri,
+            device.user_code
         )
     });
     say(account, text.trim());
@@ -304,7 +361,7 @@ fn password_grant(account: &AccountSettings) -> Result<Grant> {
             account.name
         )));
     }
-    let password = rpassword::prompt_password(format!("Password for {}: ", account.email))
+    let password = rpassword::prompt_password(format!("Password for {}: ", account.xoauth2_user()))
         .map_err(|e| Error::io(format!("cannot read the password from the terminal: {e}")))?;
     if password.is_empty() {
         return Err(Error::usage("no password was typed"));

@@ -229,14 +229,21 @@ pub fn explain_refused_cached_token(renewal: Error, refusal: &Error) -> Error {
 
 /// The new cache contents: a refresh token the server did not rotate is kept.
 fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken {
-    let old_refresh = old.and_then(|t| t.refresh_token);
+    let (old_refresh, old_scope, identity) = match old {
+        Some(t) => (t.refresh_token, t.scope, t.identity),
+        None => (None, None, None),
+    };
     StoredToken {
         access_token: new.access_token,
         expires_at: now.saturating_add(new.expires_in),
         refresh_token: new.refresh_token.or(old_refresh),
         token_type: new.token_type,
-        scope: new.scope,
+        // RFC 6749 §5.1: a response without `scope` granted what was asked, i.e. the
+        // scopes granted before.
+        scope: new.scope.or(old_scope),
         obtained_at: Some(now),
+        // Who signed in does not change with a refresh.
+        identity,
     }
 }
 
@@ -304,6 +311,7 @@ mod tests {
                     token_type: None,
                     scope: None,
                     obtained_at: None,
+                    identity: None,
                 })
                 .unwrap();
             rt
@@ -414,6 +422,7 @@ mod tests {
             refresh_token: rt.map(str::to_owned),
             token_type: Some("Bearer".into()),
             scope: None,
+            id_token: None,
         }
     }
 
@@ -425,6 +434,7 @@ mod tests {
             token_type: None,
             scope: None,
             obtained_at: None,
+            identity: None,
         }
     }
 

@@ -212,6 +212,9 @@ struct State {
     authorize_error: Option<String>,
     device_codes: HashMap<String, Device>,
     device_expires_in: u64,
+    /// Who signs in at the browser or the device page; `None`: the `login_hint`, else
+    /// [`DEFAULT_USER`].
+    signed_in: Option<String>,
 }
 
 /// What an authorization code was issued for.
@@ -219,12 +222,18 @@ struct State {
 struct CodeBinding {
     redirect_uri: String,
     code_challenge: Option<String>,
+    /// Who signed in at the authorize endpoint.
+    user: String,
+    /// The scopes the authorize request asked for (the `id_token` follows them).
+    scope: String,
 }
 
 /// A device code: its user code, whether the user acted, and when it expires.
 #[derive(Clone, Debug)]
 struct Device {
     user_code: String,
+    /// The scopes the device authorization asked for.
+    scope: String,
     decision: Option<bool>,
     expires: std::time::Instant,
 }
@@ -242,6 +251,7 @@ impl State {
         let r = self.random.hash_one(self.counter);
         Device {
             user_code: format!("{:08X}", r & 0xffff_ffff),
+            scope: String::new(),
             decision: None,
             expires: std::time::Instant::now() + Duration::from_secs(self.device_expires_in),
         }
@@ -283,6 +293,7 @@ impl FakeIdp {
                 authorize_error: None,
                 device_codes: HashMap::new(),
                 device_expires_in: DEVICE_EXPIRES_IN,
+                signed_in: None,
             })),
             issued: Arc::new(Mutex::new(HashSet::new())),
         };
@@ -367,6 +378,12 @@ impl FakeIdp {
         let code = s.unique("code");
         s.auth_codes.insert(code.clone(), None);
         code
+    }
+
+    /// Who signs in at the browser or the device page from now on (`None`: the
+    /// `login_hint`, else [`DEFAULT_USER`]): the `id_token` names that user.
+    pub fn sign_in_as(&self, user: Option<&str>) {
+        self.state().signed_in = user.map(str::to_owned);
     }
 
     /// From now on the authorize endpoint sends the browser back with `error=<error>`
@@ -589,7 +606,19 @@ impl FakeIdp {
             return aad_error(401, "invalid_client", 700025);
         }
         match check_grant(&mut s, req, client_id) {
-            Ok(refresh) => self.tokens(&mut s, req, refresh),
+            Ok((refresh, signed_in)) => {
+                let mut answer = self.tokens(&mut s, req, refresh);
+                if let Some((user, scope)) = signed_in
+                    && scope.split(' ').any(|w| w == "openid")
+                    && answer.0 == 200
+                {
+                    let mut body: Value = serde_json::from_str(&answer.1).unwrap();
+                    let iss = format!("{}/{}/v2.0", self.base_url(), body_tenant(&req.path));
+                    body["id_token"] = json!(id_token(&iss, client_id, &user, &scope));
+                    answer.1 = body.to_string();
+                }
+                answer
+            }
             Err(refused) => refused,
         }
     }
@@ -627,11 +656,18 @@ impl FakeIdp {
                 );
             } else {
                 let code = s.unique("code");
+                let user = s
+                    .signed_in
+                    .clone()
+                    .or(get("login_hint").map(str::to_owned))
+                    .unwrap_or_else(|| DEFAULT_USER.to_owned());
                 s.auth_codes.insert(
                     code.clone(),
                     Some(CodeBinding {
                         redirect_uri: redirect_uri.clone(),
                         code_challenge: challenge,
+                        user,
+                        scope: get("scope").unwrap_or("").to_owned(),
                     }),
                 );
                 pairs.append_pair("code", &code);
@@ -703,6 +739,40 @@ fn redirect_registered(client_id: &str, url: &reqwest::Url) -> bool {
         })
 }
 
+/// Who signs in when neither [`FakeIdp::sign_in_as`] nor a `login_hint` says.
+pub const DEFAULT_USER: &str = "alice@contoso.com";
+
+/// An `id_token` (`OpenID` Connect Core §2) for `user`, with the claims Microsoft puts in one:
+/// `preferred_username` only when `profile` was asked for, `email` only with `email`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference>).
+/// Unsigned (`alg` as Microsoft's, a dummy signature): the client takes it straight from
+/// the token endpoint over TLS and need not check it (`OpenID` Connect Core §3.1.3.7).
+fn id_token(iss: &str, client_id: &str, user: &str, scope: &str) -> String {
+    use base64::Engine as _;
+    let has = |s: &str| scope.split(' ').any(|w| w == s);
+    let mut claims = json!({
+        "aud": client_id,
+        "iss": iss,
+        "iat": now(),
+        "exp": now() + 3600,
+        "name": "Test User",
+        "tid": "9188040d-6c67-4c5b-b112-36a304b66dad",
+        "ver": "2.0",
+    });
+    if has("profile") {
+        claims["preferred_username"] = json!(user);
+    }
+    if has("email") {
+        claims["email"] = json!(user);
+    }
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(&json!({"typ": "JWT", "alg": "RS256", "kid": "fake"})),
+        b64(&claims)
+    )
+}
+
 /// Exchange Online access tokens are JWTs of about 2,000 characters and more (some users
 /// get over 4,096: <https://github.com/jstedfast/MailKit/issues/1948>), so the XOAUTH2
 /// string passes 2,500 bytes: the fake's tokens are that long, a unique head and a
@@ -720,8 +790,22 @@ fn realistic_size(unique: String) -> String {
     token
 }
 
-/// Checks the grant itself; `Ok(true)` when the answer is to carry a new refresh token.
-fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u16, String)> {
+/// The tenant segment of a token path (`/contoso/oauth2/v2.0/token` → `contoso`).
+fn body_tenant(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
+/// Who signed in and the scopes asked for, for a grant that follows an interactive sign-in.
+type SignedIn = Option<(String, String)>;
+
+/// Checks the grant itself; `Ok((true, _))` when the answer is to carry a new refresh
+/// token, with who signed in for the authorization-code and device-code grants.
+fn check_grant(
+    s: &mut State,
+    req: &Request,
+    client_id: &str,
+) -> Result<(bool, SignedIn), (u16, String)> {
+    let requested = req.field("scope").unwrap_or("").to_owned();
     match req.grant_type() {
         "refresh_token" => {
             let rt = req.field("refresh_token").unwrap_or("");
@@ -731,13 +815,13 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
             if s.rotation_revokes_old {
                 s.refresh_tokens.remove(rt);
             }
-            Ok(!s.omit_refresh_token_on_refresh)
+            Ok((!s.omit_refresh_token_on_refresh, None))
         }
         "client_credentials" => {
             if !s.client_secrets.contains_key(client_id) {
                 return Err(aad_error(400, "invalid_client", 7000218));
             }
-            Ok(false)
+            Ok((false, None))
         }
         "password" => {
             let user = req.field("username").unwrap_or("");
@@ -745,16 +829,25 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
             if !ok || user.is_empty() {
                 return Err(aad_error(400, "invalid_grant", 50126));
             }
-            Ok(true)
+            Ok((true, None))
         }
         "authorization_code" => {
             let Some(binding) = s.auth_codes.remove(req.field("code").unwrap_or("")) else {
                 return Err(aad_error(400, "invalid_grant", 54005));
             };
-            if let Some(b) = binding {
-                check_binding(&b, req)?;
-            }
-            Ok(true)
+            let signed_in = match binding {
+                Some(b) => {
+                    check_binding(&b, req)?;
+                    (b.user, b.scope)
+                }
+                None => (
+                    s.signed_in
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_USER.to_owned()),
+                    requested,
+                ),
+            };
+            Ok((true, Some(signed_in)))
         }
         "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
             let code = req.field("device_code").or(req.field("code")).unwrap_or("");
@@ -768,7 +861,11 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
             match device.decision {
                 Some(true) => {
                     s.device_codes.remove(code);
-                    Ok(true)
+                    let user = s
+                        .signed_in
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_USER.to_owned());
+                    Ok((true, Some((user, device.scope))))
                 }
                 Some(false) => {
                     s.device_codes.remove(code);
@@ -816,7 +913,10 @@ fn device_authorization(s: &mut State, req: &Request) -> (u16, String) {
     if !req.is_v1() && req.field("resource").is_some() {
         return aad_error(400, "invalid_request", 901002);
     }
-    let device = s.new_device();
+    let mut device = s.new_device();
+    req.field("scope")
+        .unwrap_or("")
+        .clone_into(&mut device.scope);
     let code = s.unique("dc");
     let body = json!({
         "device_code": code,

@@ -934,3 +934,98 @@ fn the_fake_identity_platform_refuses_http_localhost_for_thunderbird_in_the_brow
         302
     );
 }
+
+/// An authcode login with `--no-browser`: the test plays the browser.
+fn login_through_the_browser(s: &Setup) -> Run {
+    let mut live = s.spawn(&["login", "work", "--no-browser"], &[], Stdio::null());
+    let location = authorize(&s.ca_file, &live.url());
+    follow(&location);
+    live.finish()
+}
+
+#[test]
+fn a_browser_signed_in_as_somebody_else_is_refused_naming_both_and_nothing_is_stored() {
+    let s = setup();
+    s.config("");
+    s.idp.sign_in_as(Some("mallory@fabrikam.example"));
+    let run = login_through_the_browser(&s);
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    let line = last_line(&run);
+    assert!(
+        line.contains("signed in as mallory@fabrikam.example")
+            && line.contains("email is alice@contoso.com")
+            && line.contains("nothing was stored"),
+        "{line}"
+    );
+    assert!(!s.sandbox.token_file("work").exists());
+    // What made the id_token name someone: Microsoft's OpenID scopes were asked for.
+    let asked = s.idp.requests()[0].query();
+    for scope in ["openid", "profile", "email", "offline_access"] {
+        assert!(
+            asked["scope"].split(' ').any(|w| w == scope),
+            "{}",
+            asked["scope"]
+        );
+    }
+}
+
+#[test]
+fn the_signed_in_identity_is_compared_case_insensitively_stored_and_shown_by_status() {
+    let s = setup();
+    s.config("");
+    s.idp.sign_in_as(Some("Alice@Contoso.com"));
+    let run = login_through_the_browser(&s);
+    assert_logged_in(&run, "logged in as Alice@Contoso.com");
+    assert_eq!(s.stored()["identity"], "Alice@Contoso.com");
+    let status = s.run(&["status", "work"], b"");
+    assert!(
+        status.stdout.contains("signed in as: Alice@Contoso.com\n"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn devicecode_signed_in_as_somebody_else_is_refused() {
+    let s = setup();
+    s.config("flow = \"devicecode\"\n");
+    s.idp.sign_in_as(Some("mallory@fabrikam.example"));
+    let mut live = s.spawn(&["login", "work"], &[], Stdio::null());
+    live.line(|l| l.contains("enter the code"));
+    let code = s.idp.last_user_code().unwrap();
+    s.idp.decide_user_code(&code, true);
+    let run = live.finish();
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    assert!(
+        last_line(&run).contains("mallory@fabrikam.example"),
+        "{}",
+        run.stderr
+    );
+    assert!(!s.sandbox.token_file("work").exists());
+}
+
+#[test]
+fn the_user_key_signs_in_and_authenticates_while_email_stays_the_sender() {
+    let s = setup();
+    s.config("user = \"delegate@contoso.com\"\n");
+    let run = login_through_the_browser(&s);
+    assert_logged_in(&run, "logged in as delegate@contoso.com");
+    assert_eq!(
+        s.idp.requests()[0].query()["login_hint"],
+        "delegate@contoso.com"
+    );
+    assert_eq!(s.stored()["identity"], "delegate@contoso.com");
+    s.run(&["-t"], MESSAGE).assert_silent_success();
+    let auth = s.smtp.auth_attempts();
+    assert_eq!(auth.last().unwrap().user, "delegate@contoso.com");
+    assert_eq!(s.smtp.deliveries()[0].from, "alice@contoso.com");
+    // Someone else than `user` is refused, naming the key.
+    s.idp.sign_in_as(Some("alice@contoso.com"));
+    let run = login_through_the_browser(&s);
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    assert!(
+        last_line(&run).contains("user is delegate@contoso.com"),
+        "{}",
+        run.stderr
+    );
+}
