@@ -123,6 +123,8 @@ pub struct OAuthSettings {
     /// Sent as `resource` (v1 endpoints, e.g. 21Vianet's password grant).
     pub resource: Option<String>,
     pub redirect_uri: String,
+    /// Extra parameters of the authorize request (see [`authorize_params`]).
+    pub authorize_params: Vec<(&'static str, &'static str)>,
     /// The extra trusted roots also apply to the token endpoint (tests, private clouds).
     pub ca_file: Option<PathBuf>,
 }
@@ -240,12 +242,13 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         authorize_url: endpoint(&account.authorize_url, authorize).unwrap_or_default(),
         token_url: endpoint(&account.token_url, token).ok_or_else(|| missing("token_url"))?,
         device_code_url: endpoint(&account.device_code_url, device).unwrap_or_default(),
-        scopes,
+        scopes: scopes.clone(),
         resource: account.resource.clone(),
         redirect_uri: account
             .redirect_uri
             .clone()
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
+        authorize_params: authorize_params(account.provider, &scopes),
         ca_file: account.tls_ca_file.clone(),
     };
     let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
@@ -270,6 +273,28 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
 /// (<https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference>,
 /// <https://learn.microsoft.com/en-us/entra/identity-platform/scopes-oidc#openid-connect-scopes>).
 const MICROSOFT_IDENTITY_SCOPES: &[&str] = &["openid", "profile", "email"];
+
+/// What the authorize request needs beyond the standard parameters for a refresh token
+/// to come back:
+/// - Google: `access_type=offline`, and `prompt=consent` so that a second login gets a
+///   refresh token again (Google issues one only on consent):
+///   <https://developers.google.com/identity/protocols/oauth2/web-server#offline>,
+///   <https://developers.google.com/identity/protocols/oauth2/web-server#request-parameter-prompt>;
+/// - a standard `OpenID` provider (`custom`) asked for `offline_access`: `prompt=consent`,
+///   else it must ignore `offline_access` (`OpenID` Connect Core §11,
+///   <https://openid.net/specs/openid-connect-core-1_0.html#OfflineAccess>);
+/// - Microsoft: no `prompt` (its `offline_access` needs none, and `prompt=consent` would
+///   ask users of Thunderbird's client id for consent on every login:
+///   <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow#request-an-authorization-code>).
+fn authorize_params(kind: ProviderKind, scopes: &[String]) -> Vec<(&'static str, &'static str)> {
+    match kind {
+        ProviderKind::Gmail => vec![("access_type", "offline"), ("prompt", "consent")],
+        ProviderKind::Custom if scopes.iter().any(|s| s == "offline_access") => {
+            vec![("prompt", "consent")]
+        }
+        _ => Vec::new(),
+    }
+}
 
 /// A provider's built-in values. `authority` may hold `{tenant}`.
 struct Preset {
@@ -528,5 +553,57 @@ mod tests {
         assert_eq!(form(ProviderKind::MicrosoftChina), AuthLine::Inline);
         assert_eq!(form(ProviderKind::Gmail), AuthLine::Rfc4954);
         assert_eq!(form(ProviderKind::Custom), AuthLine::Rfc4954);
+    }
+
+    #[test]
+    fn prompts_for_a_refresh_token_as_each_provider_documents() {
+        let params = |kind, scopes: Option<Vec<String>>| {
+            let mut a = account(kind);
+            a.smtp_host = Some("mail.example".into());
+            a.token_url = Some("https://idp.example/token".into());
+            a.scopes = scopes;
+            resolve("x", &a).unwrap().oauth.authorize_params
+        };
+        assert!(params(ProviderKind::Microsoft, None).is_empty());
+        assert!(params(ProviderKind::MicrosoftChina, None).is_empty());
+        assert_eq!(
+            params(ProviderKind::Gmail, None),
+            [("access_type", "offline"), ("prompt", "consent")]
+        );
+        let oidc = vec!["openid".to_owned(), "offline_access".to_owned()];
+        assert_eq!(
+            params(ProviderKind::Custom, Some(oidc)),
+            [("prompt", "consent")]
+        );
+        assert!(params(ProviderKind::Custom, Some(vec!["mail".into()])).is_empty());
+    }
+
+    #[test]
+    fn microsoft_interactive_flows_ask_for_the_openid_scopes_app_only_does_not() {
+        let scopes = |kind, flow| {
+            let mut a = account(kind);
+            a.client_id = Some("cid".into());
+            a.flow = Some(flow);
+            resolve("x", &a).unwrap().oauth.scopes
+        };
+        for kind in [ProviderKind::Microsoft, ProviderKind::MicrosoftChina] {
+            for flow in [Flow::Authcode, Flow::Devicecode] {
+                let s = scopes(kind, flow);
+                for want in ["openid", "profile", "email", "offline_access"] {
+                    assert!(s.iter().any(|x| x == want), "{kind:?} {flow:?} {s:?}");
+                }
+            }
+            assert!(
+                !scopes(kind, Flow::ClientCredentials)
+                    .iter()
+                    .any(|x| x == "openid")
+            );
+            assert!(!scopes(kind, Flow::Password).iter().any(|x| x == "openid"));
+        }
+        assert!(
+            !scopes(ProviderKind::Gmail, Flow::Authcode)
+                .iter()
+                .any(|x| x == "openid")
+        );
     }
 }

@@ -36,8 +36,17 @@ const MAX_DESCRIPTION: usize = 200;
 
 /// What to trade for tokens.
 pub enum Grant {
-    /// Renew with a refresh token (`grant_type=refresh_token`).
+    /// Redeem a refresh token whose grant is unknown (`--import-refresh-token`), asking
+    /// for the account's scopes (`grant_type=refresh_token`).
     RefreshToken(String),
+    /// Renew with a stored refresh token, asking for the scopes that were granted, or for
+    /// none (RFC 6749 §6: the same as granted), never more: a standard provider answers a
+    /// refresh that asks for more with `invalid_scope`.
+    Renew {
+        refresh_token: String,
+        /// The `scope` the token endpoint reported, as stored in the cache.
+        granted: Option<String>,
+    },
     /// App-only, with the client secret (`grant_type=client_credentials`).
     ClientCredentials,
     /// ROPC (`grant_type=password`): the account's email and this password, or when `None`
@@ -56,7 +65,7 @@ pub enum Grant {
 impl Grant {
     fn grant_type(&self) -> &'static str {
         match self {
-            Grant::RefreshToken(_) => "refresh_token",
+            Grant::RefreshToken(_) | Grant::Renew { .. } => "refresh_token",
             Grant::ClientCredentials => "client_credentials",
             Grant::Password(_) => "password",
             Grant::AuthorizationCode { .. } => "authorization_code",
@@ -514,7 +523,10 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
     let mut secrets = Vec::new();
     let client_secret = oauth.client_secret()?;
     match grant {
-        Grant::RefreshToken(rt) => {
+        Grant::RefreshToken(rt)
+        | Grant::Renew {
+            refresh_token: rt, ..
+        } => {
             fields.push(("refresh_token", rt.clone()));
             secrets.push(rt.clone());
         }
@@ -557,8 +569,14 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
             secrets.push(code.clone());
         }
     }
-    if !oauth.scopes.is_empty() {
-        fields.push(("scope", oauth.scopes.join(" ")));
+    match grant {
+        Grant::Renew { granted, .. } => {
+            if let Some(granted) = granted.as_deref().filter(|g| !g.trim().is_empty()) {
+                fields.push(("scope", granted.to_owned()));
+            }
+        }
+        _ if !oauth.scopes.is_empty() => fields.push(("scope", oauth.scopes.join(" "))),
+        _ => {}
     }
     if let Some(resource) = &oauth.resource {
         fields.push(("resource", resource.clone()));

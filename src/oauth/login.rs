@@ -179,7 +179,9 @@ async fn authcode_flow(account: &AccountSettings, no_browser: bool) -> Result<To
     crate::provider::check_redirect_registered(&account.name, oauth)?;
     let pkce = Pkce::new()?;
     let state = authcode::new_state()?;
-    let redirect = Redirect::bind(&oauth.redirect_uri).await?;
+    let redirect = Redirect::bind(&oauth.redirect_uri)
+        .await?
+        .expecting_issuer(Some(oauth.authorize_url.clone()));
     let url = authcode::authorize_url(
         oauth,
         client_id,

@@ -156,7 +156,15 @@ async fn renew(
 /// New tokens: with the refresh token, else by a grant the flow can do unattended.
 async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Result<TokenResponse> {
     match current.and_then(|t| t.refresh_token.clone()) {
-        Some(rt) => match grants::request(account, Grant::RefreshToken(rt)).await {
+        Some(rt) => match grants::request(
+            account,
+            Grant::Renew {
+                refresh_token: rt,
+                granted: current.and_then(|t| t.scope.clone()),
+            },
+        )
+        .await
+        {
             // A dead refresh token is no dead end for a flow that can sign in unattended.
             Err(e) if is_class(&e, TokenClass::NeedsLogin) => {
                 match grants::unattended_grant(account) {

@@ -197,6 +197,13 @@ struct State {
     counter: u64,
     random: RandomState,
     refresh_tokens: HashSet<String>,
+    /// The scope each refresh token was granted (those from `issue_refresh_token_for` and
+    /// from grants that asked for a scope).
+    granted: HashMap<String, String>,
+    /// As oidc-provider: a refresh asking for a scope not granted is `invalid_scope`.
+    strict_refresh_scopes: bool,
+    /// An `iss` parameter added to the authorize redirect (RFC 9207), as Google sends one.
+    redirect_iss: Option<String>,
     rotation_revokes_old: bool,
     omit_refresh_token_on_refresh: bool,
     expires_in: ExpiresIn,
@@ -294,6 +301,9 @@ impl FakeIdp {
                 device_codes: HashMap::new(),
                 device_expires_in: DEVICE_EXPIRES_IN,
                 signed_in: None,
+                granted: HashMap::new(),
+                strict_refresh_scopes: false,
+                redirect_iss: None,
             })),
             issued: Arc::new(Mutex::new(HashSet::new())),
         };
@@ -363,6 +373,20 @@ impl FakeIdp {
         rt
     }
 
+    /// A new valid refresh token granted `scope`.
+    #[must_use]
+    pub fn issue_refresh_token_for(&self, scope: &str) -> String {
+        let rt = self.issue_refresh_token();
+        self.state().granted.insert(rt.clone(), scope.to_owned());
+        rt
+    }
+
+    /// From now on a refresh that asks for a scope its refresh token was not granted gets
+    /// `invalid_scope` (RFC 6749 §6, as oidc-provider answers); Microsoft is lenient.
+    pub fn set_strict_refresh_scopes(&self, strict: bool) {
+        self.state().strict_refresh_scopes = strict;
+    }
+
     /// A new valid access token (as a login would have stored), of realistic size.
     #[must_use]
     pub fn issue_access_token(&self) -> String {
@@ -378,6 +402,11 @@ impl FakeIdp {
         let code = s.unique("code");
         s.auth_codes.insert(code.clone(), None);
         code
+    }
+
+    /// From now on the authorize redirect carries `iss=<iss>` (RFC 9207); `None` undoes it.
+    pub fn set_redirect_iss(&self, iss: Option<&str>) {
+        self.state().redirect_iss = iss.map(str::to_owned);
     }
 
     /// Who signs in at the browser or the device page from now on (`None`: the
@@ -675,6 +704,9 @@ impl FakeIdp {
             if let Some(state) = get("state") {
                 pairs.append_pair("state", state);
             }
+            if let Some(iss) = &s.redirect_iss {
+                pairs.append_pair("iss", iss);
+            }
         }
         Ok(url.to_string())
     }
@@ -686,8 +718,12 @@ impl FakeIdp {
         self.issued.lock().unwrap().insert(access.clone());
         let scope = req
             .field("scope")
-            .unwrap_or("https://outlook.office.com/SMTP.Send")
-            .to_owned();
+            .map(str::to_owned)
+            .or_else(|| {
+                req.field("refresh_token")
+                    .and_then(|old| s.granted.get(old).cloned())
+            })
+            .unwrap_or_else(|| "https://outlook.office.com/SMTP.Send".to_owned());
         let expires = match s.expires_in {
             ExpiresIn::Usual(n) if v1 => Some(json!(n.to_string())),
             ExpiresIn::Usual(n) | ExpiresIn::Number(n) => Some(json!(n)),
@@ -717,6 +753,14 @@ impl FakeIdp {
         if refresh {
             let rt = s.unique("rt");
             s.refresh_tokens.insert(rt.clone());
+            // What a refresh token is granted: what was asked, or on a refresh without
+            // scope what its predecessor had.
+            let inherited = req
+                .field("refresh_token")
+                .and_then(|old| s.granted.get(old).cloned());
+            if let Some(g) = req.field("scope").map(str::to_owned).or(inherited) {
+                s.granted.insert(rt.clone(), g);
+            }
             body["refresh_token"] = json!(rt);
         }
         (200, body.to_string())
@@ -811,6 +855,14 @@ fn check_grant(
             let rt = req.field("refresh_token").unwrap_or("");
             if !s.refresh_tokens.contains(rt) {
                 return Err(aad_error(400, "invalid_grant", 70008));
+            }
+            if s.strict_refresh_scopes
+                && let Some(granted) = s.granted.get(rt)
+                && requested
+                    .split(' ')
+                    .any(|w| !w.is_empty() && !granted.split(' ').any(|g| g == w))
+            {
+                return Err(aad_error(400, "invalid_scope", 70011));
             }
             if s.rotation_revokes_old {
                 s.refresh_tokens.remove(rt);
@@ -964,6 +1016,9 @@ fn aad_error(status: u16, error: &str, code: u64) -> (u16, String) {
         }
         501481 => {
             "The Code_Verifier does not match the code_challenge supplied in the authorization request."
+        }
+        70011 => {
+            "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid."
         }
         50196 => "The server terminated an operation because it encountered a client request loop.",
         _ => "The request failed.",

@@ -1029,3 +1029,20 @@ fn the_user_key_signs_in_and_authenticates_while_email_stays_the_sender() {
         run.stderr
     );
 }
+
+#[test]
+fn a_redirect_from_another_issuer_is_refused_and_the_own_issuer_accepted() {
+    let s = setup();
+    s.config("");
+    s.idp.set_redirect_iss(Some("https://idp.attacker.example"));
+    let run = login_through_the_browser(&s);
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    assert!(last_line(&run).contains("another issuer"), "{}", run.stderr);
+    assert!(!s.sandbox.token_file("work").exists());
+    s.idp
+        .set_redirect_iss(Some(&format!("{}/contoso/v2.0", s.idp.base_url())));
+    assert_logged_in(
+        &login_through_the_browser(&s),
+        "logged in as alice@contoso.com",
+    );
+}
