@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod clients;
+mod dovecot;
 mod dry_run;
 mod fake_idp;
 mod fake_smtp;
