@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode};
 use crate::error::{Error, Result};
 
-/// Thunderbird's public client (no secret; organisations and personal accounts). See
-/// `../shared/design/facts-oauth-microsoft.md` §4: the de-facto shared client for IMAP/SMTP.
+/// Thunderbird's public client (no secret; organisations and personal accounts): the
+/// de-facto shared client for IMAP/SMTP, the `clientId` of Microsoft's entry in
+/// Thunderbird's `mailnews/base/src/OAuth2Providers.sys.mjs`
+/// (<https://hg.mozilla.org/comm-central/file/tip/mailnews/base/src/OAuth2Providers.sys.mjs>).
 pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 
 /// The default `redirect_uri`: the loopback IP literal, the listener's port added at run
