@@ -118,7 +118,7 @@ fn check(account: &AccountSettings) -> Result<()> {
         "account {}: {} accepted XOAUTH2 for {}\n",
         account.name,
         account.smtp.address(),
-        account.email
+        account.xoauth2_user()
     ))
 }
 
