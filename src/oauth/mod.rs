@@ -457,6 +457,26 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_keeps_the_granted_scope_and_the_identity_when_the_answer_omits_them() {
+        let mut before = old();
+        before.scope = Some("https://outlook.office.com/SMTP.Send offline_access".into());
+        before.identity = Some("alice@contoso.com".into());
+        let t = merge(Some(before), response(None), 1000);
+        assert_eq!(
+            t.scope.as_deref(),
+            Some("https://outlook.office.com/SMTP.Send offline_access")
+        );
+        assert_eq!(t.identity.as_deref(), Some("alice@contoso.com"));
+        let mut newer = response(None);
+        newer.scope = Some("https://outlook.office.com/SMTP.Send".into());
+        let t = merge(Some(old()), newer, 1000);
+        assert_eq!(
+            t.scope.as_deref(),
+            Some("https://outlook.office.com/SMTP.Send")
+        );
+    }
+
+    #[test]
     fn debug_is_redacted() {
         let t = AccessToken {
             secret: "at-secret".into(),

@@ -253,10 +253,23 @@ impl Session {
         let size = super::wire::message_size(message);
         let (mail, rcpts) = self.envelope_commands(envelope, size)?;
         let mut pending = rcpts;
+        let mut delivered: Vec<String> = Vec::new();
         loop {
             let result = self.transaction(&mail, &pending, message, size).await;
             self.note_failure(&result);
-            let (reply, deferred) = result?;
+            let (reply, deferred) = match result {
+                Ok(r) => r,
+                Err(e) if delivered.is_empty() => return Err(e),
+                // All or nothing holds per transaction only: say who has the message, so
+                // that nobody resends it to them (not a "try again later": not queued).
+                Err(e) => return Err(partly_delivered(&delivered, &e)),
+            };
+            delivered.extend(
+                pending
+                    .iter()
+                    .filter(|r| !deferred.iter().any(|d| d.to == r.to))
+                    .map(|r| r.to.clone()),
+            );
             if deferred.is_empty() {
                 return Ok(reply);
             }
@@ -671,6 +684,28 @@ impl Session {
         })
         .await;
     }
+}
+
+/// A later transaction of a message split by the server's recipient limit failed after
+/// earlier ones were accepted.
+fn partly_delivered(delivered: &[String], e: &Error) -> Error {
+    let to: Vec<String> = delivered.iter().map(|a| format!("<{a}>")).collect();
+    let failure = match &e.kind {
+        Kind::RecipientsRefused(refused) => refused
+            .iter()
+            .map(|(a, r)| format!("<{a}>: {r}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => e.to_string(),
+    };
+    Error::protocol(
+        Phase::Rcpt,
+        format!(
+            "the server took the message for {} in earlier transactions (its limit of recipients \
+             per message), then failed for the others: {failure}; send it again only to those",
+            to.join(", ")
+        ),
+    )
 }
 
 /// 500 (line too long, Dovecot), 501 (syntax), 555 (Gmail's "command line too long"):
@@ -2036,5 +2071,30 @@ mod tests {
                 .wait_for(Duration::from_secs(5), FakeSmtp::quit_received)
         );
         assert!(f.fake.deliveries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_in_a_later_transaction_names_who_already_has_the_message() {
+        let f = fixture(
+            Behaviour::default()
+                .recipient_limit(1)
+                .refuse_rcpt("b@x.org", "550 5.1.1 no such user"),
+        );
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["a@x.org", "b@x.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        let line = e.to_string();
+        assert!(
+            line.contains("for <a@x.org> in earlier transactions"),
+            "{line}"
+        );
+        assert!(line.contains("<b@x.org>: 550 5.1.1 no such user"), "{line}");
+        assert!(
+            !e.is_temporary(),
+            "not queued: a resend would duplicate it for a@x.org"
+        );
+        assert_eq!(rcpts_of(&f), [vec!["a@x.org"]]);
     }
 }

@@ -45,6 +45,18 @@
 //!   the lifetime is set with [`FakeIdp::set_device_expires_in`]; a test reads the code with
 //!   [`FakeIdp::last_user_code`] and approves or declines it by that code.
 //!
+//! As strict as the real service where our client must be right:
+//! - access tokens are of realistic size ([`ACCESS_TOKEN_LEN`]: an XOAUTH2 string over
+//!   2,500 bytes);
+//! - Thunderbird's client id ([`THUNDERBIRD_CLIENT_ID`]) may only be sent back to the
+//!   redirects its registration holds ([`THUNDERBIRD_REDIRECTS`]);
+//! - a grant after an interactive sign-in that asked for `openid` returns an `id_token` for
+//!   whoever signed in ([`FakeIdp::sign_in_as`], else the `login_hint`), with
+//!   `preferred_username` only for `profile` and `email` only for `email`, as Microsoft;
+//! - with [`FakeIdp::set_strict_refresh_scopes`], a refresh asking for more than its refresh
+//!   token was granted is `invalid_scope`, as oidc-provider answers;
+//! - [`FakeIdp::set_redirect_iss`] adds an RFC 9207 `iss` to the authorize redirect.
+//!
 //! Every connection gets one answer and is closed (`Connection: close`).
 
 // AADSTS codes are identifiers, written as Microsoft prints them.

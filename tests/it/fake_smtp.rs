@@ -15,7 +15,10 @@
 //! It is strict where our client must be right: commands end in CRLF, AUTH only after
 //! TLS, MAIL only after AUTH, a message is only recorded after its final `.` line (or its
 //! `BDAT LAST` chunk, with MAIL and a RCPT accepted), and a connection that closes during
-//! DATA or a BDAT chunk delivers nothing (as real servers do).
+//! DATA or a BDAT chunk delivers nothing (as real servers do). Knobs make it as strict as
+//! Gmail and Dovecot about long AUTH lines ([`Behaviour::auth_line_limit`],
+//! [`Behaviour::gmail_line_limit`]) and as Exchange about recipients per transaction
+//! ([`Behaviour::recipient_limit`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -635,12 +638,13 @@ impl Conn {
         let Some((to, params)) = parse_path(arg, "TO:") else {
             return self.reply("501 5.5.4 Invalid arguments").await;
         };
-        if let Some(reply) = self.b().rcpt_replies.get(&to.to_ascii_lowercase()).cloned() {
-            return self.reply(&reply).await;
-        }
+        // The limit first, as Postfix's smtpd checks it before the recipient itself.
         if let Some((limit, reply)) = self.b().max_rcpts.clone()
             && self.rcpts.len() >= limit
         {
+            return self.reply(&reply).await;
+        }
+        if let Some(reply) = self.b().rcpt_replies.get(&to.to_ascii_lowercase()).cloned() {
             return self.reply(&reply).await;
         }
         self.rcpts.push((to, params));
