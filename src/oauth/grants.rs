@@ -989,7 +989,11 @@ mod tests {
                 "invalid_request",
                 50011,
                 78,
-                &["redirect_uri", "http://127.0.0.1"],
+                &[
+                    "redirect_uri",
+                    "\"http://127.0.0.1\"",
+                    "\"https://localhost\"",
+                ],
             ),
             (
                 "unauthorized_client",

@@ -683,7 +683,9 @@ impl FakeIdp {
             // Microsoft cannot send the browser back to an address the app does not hold:
             // it shows the error in the browser, and the program never hears of it.
             return Err(format!(
-                "<html><body>Sign in: Sorry, but we're having trouble signing you in. AADSTS50011:                  The redirect URI '{redirect_uri}' specified in the request does not match the                  redirect URIs configured for the application '{THUNDERBIRD_CLIENT_ID}'.</body></html>"
+                "<html><body>Sign in: Sorry, but we're having trouble signing you in. AADSTS50011: \
+                 The redirect URI '{redirect_uri}' specified in the request does not match the \
+                 redirect URIs configured for the application '{THUNDERBIRD_CLIENT_ID}'.</body></html>"
             ));
         }
         let mut s = self.state();
