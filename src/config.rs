@@ -40,6 +40,9 @@ pub struct Account {
     #[serde(skip)]
     pub provider: ProviderKind,
     pub email: String,
+    /// The identity that signs in and the XOAUTH2 user, when it is not `email` (shared
+    /// mailboxes, Send As, a Microsoft login that differs from the address).
+    pub user: Option<String>,
     #[serde(default)]
     pub from: Vec<String>,
     pub tenant: Option<String>,
@@ -259,6 +262,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         if account.email.trim().is_empty() {
             return Err(Error::config(format!(
                 "{}: key `accounts.{name}.email`: must not be empty",
+                path.display()
+            )));
+        }
+        if account.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            return Err(Error::config(format!(
+                "{}: key `accounts.{name}.user`: must not be empty",
                 path.display()
             )));
         }

@@ -34,20 +34,39 @@ pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Session> {
         (_, Err(e)) => return Err(with_context(e.at_server(&server))),
         (Err(e), Ok(_)) => return Err(with_context(e)),
     };
-    match session.authenticate(&account.email, &token.secret).await {
-        Ok(()) => {}
+    match authenticate(account, &mut session, &token).await {
+        Ok(()) => Ok(session),
+        Err(e) => {
+            // QUIT on the way out too: the server ends the session cleanly.
+            session.quit().await;
+            Err(with_context(e))
+        }
+    }
+}
+
+/// XOAUTH2 with `token`; a refused cached token is renewed once and tried again on the
+/// same connection.
+async fn authenticate(
+    account: &AccountSettings,
+    session: &mut Session,
+    token: &oauth::AccessToken,
+) -> Result<()> {
+    let server = account.smtp.address();
+    let user = account.xoauth2_user();
+    match session.authenticate(user, &token.secret).await {
+        Ok(()) => Ok(()),
         Err(e) if e.is_auth_refused() && !token.fresh => {
             // The cached token may have been revoked or issued for another scope: get a
             // new one (not this one) and try once more on the same connection.
+            let refusal = e.at_server(&server);
             let fresh = oauth::access_token(account, Some(&token.secret))
                 .await
-                .map_err(with_context)?;
+                .map_err(|renewal| oauth::explain_refused_cached_token(renewal, &refusal))?;
             session
-                .authenticate(&account.email, &fresh.secret)
+                .authenticate(user, &fresh.secret)
                 .await
-                .map_err(|e| with_context(e.at_server(&server)))?;
+                .map_err(|e| e.at_server(&server))
         }
-        Err(e) => return Err(with_context(e.at_server(&server))),
+        Err(e) => Err(e.at_server(&server)),
     }
-    Ok(session)
 }

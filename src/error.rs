@@ -370,7 +370,7 @@ fn hint(phase: Phase, reply: &Reply, account: &str) -> Option<String> {
                      Authenticated SMTP (https://aka.ms/smtp_auth_disabled)"
             .to_owned(),
         "5.7.3" => format!(
-            "the token was refused: check that `email` is the mailbox that signed in and that SMTP AUTH \
+            "the token was refused: check that `user` (or `email`) is the identity that signed in and that SMTP AUTH \
              is enabled for it, or run `oauth2-sendmail login {account}`"
         ),
         "5.7.57" => format!(

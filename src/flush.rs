@@ -228,6 +228,20 @@ pub async fn flush_after_send(
     let _ = flusher.account(settings, &due, Some(session)).await;
 }
 
+/// Whether `account` has queued messages due now: a direct send that has none to carry
+/// can end its session at once (QUIT in the same flight as the end of the data). Without a
+/// readable queue there is nothing to carry.
+pub fn has_due(account: &str) -> bool {
+    let now = clock::now();
+    Queue::open()
+        .and_then(|q| q.list())
+        .is_ok_and(|(entries, _)| {
+            entries
+                .iter()
+                .any(|e| e.meta.account == account && is_due(e, now))
+        })
+}
+
 /// The queue, its flush lock and its entries; `None` when a flush is running or the
 /// queue cannot be read.
 fn locked_listing() -> Option<(Queue, std::fs::File, Vec<Entry>)> {

@@ -96,7 +96,10 @@ pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
         if account.oauth.flow == Flow::ClientCredentials && args.import_refresh_token.is_none() {
             format!("app-only access for {} works", account.email)
         } else {
-            format!("logged in as {}", account.email)
+            format!(
+                "logged in as {}",
+                done.identity.as_deref().unwrap_or(account.xoauth2_user())
+            )
         };
     notify::forget(&account.name);
     print(&format!(
@@ -166,7 +169,7 @@ fn check(account: &AccountSettings) -> Result<()> {
         "account {}: {} accepted XOAUTH2 for {}\n",
         account.name,
         account.smtp.address(),
-        account.email
+        account.xoauth2_user()
     ))
 }
 

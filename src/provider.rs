@@ -8,9 +8,69 @@ use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode};
 use crate::error::{Error, Result};
 
 /// Thunderbird's public client (no secret; organisations and personal accounts): the
-/// de-facto shared client for IMAP/SMTP (Thunderbird's `OAuth2Providers.sys.mjs`; sources in
-/// `docs/provider-quirks.md`).
+/// de-facto shared client for IMAP/SMTP, the `clientId` of Microsoft's entry in
+/// Thunderbird's `mailnews/base/src/OAuth2Providers.sys.mjs`
+/// (<https://hg.mozilla.org/comm-central/file/tip/mailnews/base/src/OAuth2Providers.sys.mjs>).
 pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
+
+/// The default `redirect_uri`: the loopback IP literal, the listener's port added at run
+/// time (RFC 8252 §7.3, <https://www.rfc-editor.org/rfc/rfc8252#section-7.3>). Current
+/// Thunderbird sends exactly `http://127.0.0.1:PORT/` (`mailnews/base/src/OAuth2.sys.mjs`,
+/// <https://hg.mozilla.org/comm-central/file/tip/mailnews/base/src/OAuth2.sys.mjs>), and
+/// Microsoft recommends `127.0.0.1` over `localhost`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/reply-url>).
+pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1";
+
+/// The redirect URIs that Thunderbird's app registration holds (scheme and host; Microsoft
+/// ignores the port of a loopback redirect). `http://localhost:PORT` is refused with
+/// AADSTS50011 for this client id: <https://github.com/UvA-FNWI/M365-IMAP/issues/18>,
+/// <https://github.com/simonrob/email-oauth2-proxy/issues/267>; `https://localhost` works:
+/// <https://github.com/simonrob/email-oauth2-proxy/issues/281>.
+pub const THUNDERBIRD_REDIRECTS: &[&str] = &["http://127.0.0.1", "https://localhost"];
+
+/// What to do after AADSTS50011 (the redirect URI is not in the app's registration).
+pub const REDIRECT_HINT: &str = "Microsoft refuses a redirect_uri that the app's registration does not \
+     hold with AADSTS50011 (shown only in the browser); with Thunderbird's client id use \
+     redirect_uri = \"http://127.0.0.1\" (the default) or \"https://localhost\" (then paste the \
+     address the browser ends at)";
+
+/// Before the browser opens: with Thunderbird's client id, a `redirect_uri` that its
+/// registration does not hold would only fail in the browser (AADSTS50011), where the
+/// program cannot see it; refuse it here with what works.
+pub fn check_redirect_registered(account: &str, oauth: &OAuthSettings) -> Result<()> {
+    if oauth.client_id.as_deref() != Some(THUNDERBIRD_CLIENT_ID) {
+        return Ok(());
+    }
+    if is_registered(&oauth.redirect_uri, THUNDERBIRD_REDIRECTS) {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "account {account}: redirect_uri `{}` is not registered for Thunderbird's client id \
+         {THUNDERBIRD_CLIENT_ID}: {REDIRECT_HINT}",
+        oauth.redirect_uri
+    )))
+}
+
+/// Whether `uri` matches one of `registered` in scheme, host and path (not the port).
+#[must_use]
+pub fn is_registered(uri: &str, registered: &[&str]) -> bool {
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        return false;
+    };
+    registered.iter().any(|r| {
+        reqwest::Url::parse(r).is_ok_and(|r| {
+            r.scheme() == url.scheme() && r.host_str() == url.host_str() && r.path() == url.path()
+        })
+    })
+}
+
+/// Renew a cached access token that has less than this long left (seconds). Microsoft's
+/// High Volume Email endpoint refuses a token with less than about 10 minutes left
+/// (`501 5.5.127 Invalid XOAUTH2 auth data - Token will expire soon`: the warning in
+/// <https://github.com/tarickb/sasl-xoauth2#readme>, "`refresh_window` … at least 600
+/// seconds"); Microsoft issues tokens for 60–90 minutes, so 10 minutes costs little, and a
+/// slow SMTP set-up or a skewed clock never meets a dying token.
+pub const REFRESH_MARGIN: u64 = 600;
 
 /// Mail domains whose provider is known without asking DNS: Microsoft's consumer domains
 /// (Outlook.com, Hotmail, Live, MSN) and Google's. An account at one of them that names no
@@ -61,6 +121,25 @@ pub struct Server {
     pub tls: TlsMode,
     /// Extra trusted root certificates (PEM), added to the system's.
     pub ca_file: Option<PathBuf>,
+    /// How AUTH XOAUTH2 carries the token: on the AUTH line, or in two steps when long.
+    pub auth_line: AuthLine,
+}
+
+/// The form of `AUTH XOAUTH2`. Whatever the form, an inline AUTH answered with 500, 501
+/// or 555 is retried at once in two steps on the same connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthLine {
+    /// `AUTH XOAUTH2 <base64>` on one line whatever its length: what Microsoft documents
+    /// (<https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth>,
+    /// "SMTP Protocol Exchange") and what Thunderbird sends; one round trip fewer, and
+    /// Exchange tokens make XOAUTH2 strings of over 2,500 bytes.
+    Inline,
+    /// RFC 4954 §4 (<https://www.rfc-editor.org/rfc/rfc4954#section-4>): the initial
+    /// response goes on the AUTH line only when the line stays within 512 octets, else
+    /// after a `334`. Gmail refuses long command lines (`555 5.5.2 Syntax error, command
+    /// line too long`: <https://github.com/eclipse-ee4j/angus-mail/issues/201>) and
+    /// Dovecot's submission server answers `500 5.5.2 Line too long`.
+    Rfc4954,
 }
 
 impl Server {
@@ -87,6 +166,8 @@ pub struct OAuthSettings {
     /// Sent as `resource` (v1 endpoints, e.g. 21Vianet's password grant).
     pub resource: Option<String>,
     pub redirect_uri: String,
+    /// Extra parameters of the authorize request (see [`authorize_params`]).
+    pub authorize_params: Vec<(&'static str, &'static str)>,
     /// The extra trusted roots also apply to the token endpoint (tests, private clouds).
     pub ca_file: Option<PathBuf>,
 }
@@ -96,12 +177,20 @@ pub struct OAuthSettings {
 pub struct AccountSettings {
     pub name: String,
     pub provider: ProviderKind,
-    /// The mailbox: the XOAUTH2 user and the default envelope sender.
+    /// The mailbox: the default envelope sender, and the XOAUTH2 user unless `user` is set.
     pub email: String,
     pub smtp: Server,
     pub oauth: OAuthSettings,
     /// The account as configured (`rewrite_from`, `queue`, `from` patterns, commands).
     pub config: Account,
+}
+
+impl AccountSettings {
+    /// The identity that signs in and authenticates: `user` when set, else `email`.
+    #[must_use]
+    pub fn xoauth2_user(&self) -> &str {
+        self.config.user.as_deref().unwrap_or(&self.email)
+    }
 }
 
 impl OAuthSettings {
@@ -158,6 +247,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         }),
         tls,
         ca_file: account.tls_ca_file.clone(),
+        auth_line: preset.auth_line,
     };
     let endpoint = |configured: &Option<String>, path: &str| -> Option<String> {
         configured
@@ -175,7 +265,13 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         (None, None) if flow == Flow::ClientCredentials => {
             preset.app_scopes.iter().map(|s| (*s).to_owned()).collect()
         }
-        (None, None) => preset.scopes.iter().map(|s| (*s).to_owned()).collect(),
+        (None, None) => {
+            let mut scopes: Vec<String> = preset.scopes.iter().map(|s| (*s).to_owned()).collect();
+            if matches!(flow, Flow::Authcode | Flow::Devicecode) {
+                scopes.extend(preset.identity_scopes.iter().map(|s| (*s).to_owned()));
+            }
+            scopes
+        }
     };
     let oauth = OAuthSettings {
         flow,
@@ -189,15 +285,16 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         authorize_url: endpoint(&account.authorize_url, authorize).unwrap_or_default(),
         token_url: endpoint(&account.token_url, token).ok_or_else(|| missing("token_url"))?,
         device_code_url: endpoint(&account.device_code_url, device).unwrap_or_default(),
-        scopes,
+        scopes: scopes.clone(),
         resource: account.resource.clone(),
         redirect_uri: account
             .redirect_uri
             .clone()
-            .unwrap_or_else(|| "http://localhost".to_owned()),
+            .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
+        authorize_params: authorize_params(account.provider, &scopes),
         ca_file: account.tls_ca_file.clone(),
     };
-    let tenant = account.tenant.as_deref().unwrap_or("common");
+    let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
     let oauth = OAuthSettings {
         authorize_url: oauth.authorize_url.replace("{tenant}", tenant),
         token_url: oauth.token_url.replace("{tenant}", tenant),
@@ -214,6 +311,34 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     })
 }
 
+/// `OpenID` Connect scopes for Microsoft's interactive flows: the `id_token` carries
+/// `preferred_username` only with `profile` and `email` only with `email`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference>,
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/scopes-oidc#openid-connect-scopes>).
+const MICROSOFT_IDENTITY_SCOPES: &[&str] = &["openid", "profile", "email"];
+
+/// What the authorize request needs beyond the standard parameters for a refresh token
+/// to come back:
+/// - Google: `access_type=offline`, and `prompt=consent` so that a second login gets a
+///   refresh token again (Google issues one only on consent):
+///   <https://developers.google.com/identity/protocols/oauth2/web-server#offline>,
+///   <https://developers.google.com/identity/protocols/oauth2/web-server#request-parameter-prompt>;
+/// - a standard `OpenID` provider (`custom`) asked for `offline_access`: `prompt=consent`,
+///   else it must ignore `offline_access` (`OpenID` Connect Core §11,
+///   <https://openid.net/specs/openid-connect-core-1_0.html#OfflineAccess>);
+/// - Microsoft: no `prompt` (its `offline_access` needs none, and `prompt=consent` would
+///   ask users of Thunderbird's client id for consent on every login:
+///   <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow#request-an-authorization-code>).
+fn authorize_params(kind: ProviderKind, scopes: &[String]) -> Vec<(&'static str, &'static str)> {
+    match kind {
+        ProviderKind::Gmail => vec![("access_type", "offline"), ("prompt", "consent")],
+        ProviderKind::Custom if scopes.iter().any(|s| s == "offline_access") => {
+            vec![("prompt", "consent")]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// A provider's built-in values. `authority` may hold `{tenant}`.
 struct Preset {
     smtp_host: Option<&'static str>,
@@ -224,6 +349,11 @@ struct Preset {
     scopes: &'static [&'static str],
     app_scopes: &'static [&'static str],
     client_id: Option<&'static str>,
+    /// Added for the interactive flows, so that the `id_token` names who signed in.
+    identity_scopes: &'static [&'static str],
+    auth_line: AuthLine,
+    /// `{tenant}` when the account names none.
+    tenant: &'static str,
 }
 
 impl Preset {
@@ -250,6 +380,10 @@ impl Preset {
                 ],
                 app_scopes: &["https://outlook.office365.com/.default"],
                 client_id: Some(THUNDERBIRD_CLIENT_ID),
+                identity_scopes: MICROSOFT_IDENTITY_SCOPES,
+                auth_line: AuthLine::Inline,
+                // Work and personal accounts, as Thunderbird's multi-tenant client takes.
+                tenant: "common",
             },
             // 21Vianet: a separate cloud with its own app registrations.
             ProviderKind::MicrosoftChina => Preset {
@@ -266,6 +400,17 @@ impl Preset {
                 ],
                 app_scopes: &["https://partner.outlook.cn/.default"],
                 client_id: None,
+                identity_scopes: MICROSOFT_IDENTITY_SCOPES,
+                // 21Vianet's guide sends it inline to smtp.partner.outlook.cn (MailKit's
+                // SaslMechanismOAuth2, which uses SASL-IR whatever the length):
+                // <https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth>.
+                auth_line: AuthLine::Inline,
+                // 21Vianet has no personal accounts, and an app registered with the
+                // default "single tenant" gets AADSTS50194 on `/common`
+                // (<https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>);
+                // `organizations` takes any work account
+                // (<https://learn.microsoft.com/en-us/entra/identity-platform/msal-client-application-configuration#authority>).
+                tenant: "organizations",
             },
             ProviderKind::Gmail => Preset {
                 smtp_host: Some("smtp.gmail.com"),
@@ -276,6 +421,9 @@ impl Preset {
                 scopes: &["https://mail.google.com/"],
                 app_scopes: &["https://mail.google.com/"],
                 client_id: None,
+                identity_scopes: &[],
+                auth_line: AuthLine::Rfc4954,
+                tenant: "common",
             },
             ProviderKind::Custom => Preset {
                 smtp_host: None,
@@ -286,6 +434,9 @@ impl Preset {
                 scopes: &[],
                 app_scopes: &[],
                 client_id: None,
+                identity_scopes: &[],
+                auth_line: AuthLine::Rfc4954,
+                tenant: "common",
             },
         }
         .with_gmail_endpoints(account.provider)
@@ -383,5 +534,137 @@ mod tests {
         a.token_url = Some("https://idp.example/token".into());
         a.tls = Some(TlsMode::Implicit);
         assert_eq!(resolve("c", &a).unwrap().smtp.port, 465);
+    }
+
+    #[test]
+    fn the_default_redirect_is_the_loopback_ip_that_thunderbirds_registration_holds() {
+        let s = resolve("w", &account(ProviderKind::Microsoft)).unwrap();
+        assert_eq!(s.oauth.redirect_uri, "http://127.0.0.1");
+        check_redirect_registered("w", &s.oauth).unwrap();
+    }
+
+    #[test]
+    fn thunderbirds_client_id_with_an_unregistered_redirect_is_refused_naming_aadsts50011() {
+        for (redirect, ok) in [
+            ("http://localhost", false),
+            ("http://localhost:8080/", false),
+            ("http://127.0.0.1/callback", false),
+            ("https://127.0.0.1", false),
+            ("http://127.0.0.1:8080", true),
+            ("https://localhost", true),
+            ("https://localhost/", true),
+        ] {
+            let mut a = account(ProviderKind::Microsoft);
+            a.redirect_uri = Some(redirect.into());
+            let s = resolve("w", &a).unwrap();
+            match check_redirect_registered("w", &s.oauth) {
+                Ok(()) => assert!(ok, "{redirect}"),
+                Err(e) => {
+                    assert!(!ok, "{redirect}");
+                    assert_eq!(e.exit_code(), 78);
+                    let e = e.to_string();
+                    assert!(e.contains("AADSTS50011") && e.contains(redirect), "{e}");
+                    assert!(
+                        e.contains("\"http://127.0.0.1\"") && e.contains("\"https://localhost\""),
+                        "{e}"
+                    );
+                }
+            }
+            // Another app's registration is its own business.
+            a.client_id = Some("11111111-2222-3333-4444-555555555555".into());
+            let s = resolve("w", &a).unwrap();
+            check_redirect_registered("w", &s.oauth).unwrap();
+        }
+    }
+
+    #[test]
+    fn microsoft_china_defaults_to_tenant_organizations() {
+        let mut a = account(ProviderKind::MicrosoftChina);
+        a.client_id = Some("cid".into());
+        let s = resolve("cn", &a).unwrap();
+        assert_eq!(
+            s.oauth.token_url,
+            "https://login.partner.microsoftonline.cn/organizations/oauth2/v2.0/token"
+        );
+        assert!(s.oauth.authorize_url.contains("/organizations/"));
+        let s = resolve("w", &account(ProviderKind::Microsoft)).unwrap();
+        assert!(s.oauth.token_url.contains("/common/"));
+    }
+
+    #[test]
+    fn a_cached_token_is_renewed_with_less_than_ten_minutes_left() {
+        assert_eq!(REFRESH_MARGIN, 600);
+        assert_eq!(crate::oauth::REFRESH_MARGIN, REFRESH_MARGIN);
+    }
+
+    #[test]
+    fn auth_line_form_per_provider() {
+        let form = |kind| {
+            resolve("x", &{
+                let mut a = account(kind);
+                a.smtp_host = Some("mail.example".into());
+                a.token_url = Some("https://idp.example/token".into());
+                a
+            })
+            .unwrap()
+            .smtp
+            .auth_line
+        };
+        assert_eq!(form(ProviderKind::Microsoft), AuthLine::Inline);
+        assert_eq!(form(ProviderKind::MicrosoftChina), AuthLine::Inline);
+        assert_eq!(form(ProviderKind::Gmail), AuthLine::Rfc4954);
+        assert_eq!(form(ProviderKind::Custom), AuthLine::Rfc4954);
+    }
+
+    #[test]
+    fn prompts_for_a_refresh_token_as_each_provider_documents() {
+        let params = |kind, scopes: Option<Vec<String>>| {
+            let mut a = account(kind);
+            a.smtp_host = Some("mail.example".into());
+            a.token_url = Some("https://idp.example/token".into());
+            a.scopes = scopes;
+            resolve("x", &a).unwrap().oauth.authorize_params
+        };
+        assert!(params(ProviderKind::Microsoft, None).is_empty());
+        assert!(params(ProviderKind::MicrosoftChina, None).is_empty());
+        assert_eq!(
+            params(ProviderKind::Gmail, None),
+            [("access_type", "offline"), ("prompt", "consent")]
+        );
+        let oidc = vec!["openid".to_owned(), "offline_access".to_owned()];
+        assert_eq!(
+            params(ProviderKind::Custom, Some(oidc)),
+            [("prompt", "consent")]
+        );
+        assert!(params(ProviderKind::Custom, Some(vec!["mail".into()])).is_empty());
+    }
+
+    #[test]
+    fn microsoft_interactive_flows_ask_for_the_openid_scopes_app_only_does_not() {
+        let scopes = |kind, flow| {
+            let mut a = account(kind);
+            a.client_id = Some("cid".into());
+            a.flow = Some(flow);
+            resolve("x", &a).unwrap().oauth.scopes
+        };
+        for kind in [ProviderKind::Microsoft, ProviderKind::MicrosoftChina] {
+            for flow in [Flow::Authcode, Flow::Devicecode] {
+                let s = scopes(kind, flow);
+                for want in ["openid", "profile", "email", "offline_access"] {
+                    assert!(s.iter().any(|x| x == want), "{kind:?} {flow:?} {s:?}");
+                }
+            }
+            assert!(
+                !scopes(kind, Flow::ClientCredentials)
+                    .iter()
+                    .any(|x| x == "openid")
+            );
+            assert!(!scopes(kind, Flow::Password).iter().any(|x| x == "openid"));
+        }
+        assert!(
+            !scopes(ProviderKind::Gmail, Flow::Authcode)
+                .iter()
+                .any(|x| x == "openid")
+        );
     }
 }

@@ -94,8 +94,8 @@ fn should_queue(class: Class, policy: QueuePolicy, caller_cannot_keep: bool) -> 
         }
 }
 
-/// Sends over a fresh session; with `flush_on_send`, the account's queue follows over the
-/// same connection.
+/// Sends over a fresh session; with `flush_on_send`, the account's due queue follows over
+/// the same connection.
 async fn send_now(
     account: &AccountSettings,
     plan: &SendPlan,
@@ -104,15 +104,25 @@ async fn send_now(
     verbose: bool,
 ) -> Result<Reply> {
     let mut session = deliver::open(account, verbose).await?;
-    let reply = session.send(&plan.envelope, parts).await.map_err(|e| {
+    let context = |e: Error| {
         e.for_account(&account.name)
             .at_server(&account.smtp.address())
-    })?;
-    if account.config.flush_on_send {
-        flush::flush_after_send(account, session, journal, verbose).await;
-    } else {
-        session.quit().await;
+    };
+    if !(account.config.flush_on_send && flush::has_due(&account.name)) {
+        // Nothing follows: QUIT goes with the end of the data, and on errors too.
+        return session
+            .send_and_quit(&plan.envelope, parts)
+            .await
+            .map_err(context);
     }
+    let reply = match session.send(&plan.envelope, parts).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            session.quit().await;
+            return Err(context(e));
+        }
+    };
+    flush::flush_after_send(account, session, journal, verbose).await;
     Ok(reply)
 }
 

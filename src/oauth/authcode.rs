@@ -87,6 +87,9 @@ pub fn authorize_url(
     if let Some(resource) = &oauth.resource {
         params.push(("resource", resource.clone()));
     }
+    for (key, value) in &oauth.authorize_params {
+        params.push((key, (*value).to_owned()));
+    }
     reqwest::Url::parse_with_params(&oauth.authorize_url, &params)
         .map(String::from)
         .map_err(|e| {
@@ -102,6 +105,8 @@ pub fn authorize_url(
 pub struct Redirect {
     pub uri: String,
     listener: Option<TcpListener>,
+    /// RFC 9207: an `iss` in the redirect must be this issuer (see [`issuer_matches`]).
+    issuer: Option<String>,
 }
 
 impl Redirect {
@@ -122,6 +127,7 @@ impl Redirect {
             return Ok(Redirect {
                 uri: configured.to_owned(),
                 listener: None,
+                issuer: None,
             });
         }
         let listener = TcpListener::bind(("127.0.0.1", url.port().unwrap_or(0)))
@@ -140,7 +146,15 @@ impl Redirect {
         Ok(Redirect {
             uri: uri.to_string(),
             listener: Some(listener),
+            issuer: None,
         })
+    }
+
+    /// An `iss` parameter in the redirect (RFC 9207) must name `issuer`.
+    #[must_use]
+    pub fn expecting_issuer(mut self, issuer: Option<String>) -> Redirect {
+        self.issuer = issuer;
+        self
     }
 
     /// The loopback port waiting for the browser; `None` in paste-only mode (`https`).
@@ -158,7 +172,7 @@ impl Redirect {
         let wait = async {
             tokio::select! {
                 result = self.wait_on_listener(state), if self.listener.is_some() => result,
-                result = from_pasted_url(state, self.listener.is_none()) => result,
+                result = from_pasted_url(state, self.issuer.as_deref(), self.listener.is_none()) => result,
             }
         };
         tokio::time::timeout(timeout, wait).await.map_err(|_| {
@@ -196,7 +210,7 @@ impl Redirect {
                         let _ = respond(&mut stream, "404 Not Found", "Not the sign-in redirect.").await;
                         continue;
                     };
-                    let outcome = code_from_query(query, state);
+                    let outcome = code_from_query_from(query, state, self.issuer.as_deref());
                     let page = match &outcome {
                         Ok(_) => "Signed in. oauth2-sendmail has its token; you may close this window.",
                         Err(_) => "Sign-in failed; see the terminal for why. You may close this window.",
@@ -212,12 +226,12 @@ impl Redirect {
 /// Reads lines on stdin until one holds a redirected URL with a code (paste mode). When
 /// stdin closes, a listener may still get the redirect, so this waits on; without one
 /// (`https` redirects) nothing else can come, so it says so at once.
-async fn from_pasted_url(state: &str, only_way: bool) -> Result<String> {
+async fn from_pasted_url(state: &str, issuer: Option<&str>, only_way: bool) -> Result<String> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();
         if let Some((_, query)) = line.split_once('?') {
-            return code_from_query(query, state);
+            return code_from_query_from(query, state, issuer);
         }
     }
     if only_way {
@@ -268,8 +282,56 @@ async fn respond(
     stream.shutdown().await
 }
 
-/// The code from a redirect's query string, after checking `state` and `error`.
+/// The code from a redirect's query string, after checking `state` and `error` (no issuer
+/// to check: the tests' shorthand for [`code_from_query_from`]).
+#[cfg(test)]
 pub fn code_from_query(query: &str, expected_state: &str) -> Result<String> {
+    code_from_query_from(query, expected_state, None)
+}
+
+/// Whether the `iss` of a redirect names the provider's issuer: the same origin (scheme,
+/// host, port) as its authorize endpoint, e.g. Google's `https://accounts.google.com`;
+/// Microsoft's issuers are `https://login.microsoftonline.com/{tenant id}/v2.0`, below
+/// the authority the request went to.
+#[must_use]
+pub fn issuer_matches(iss: &str, authorize_url: &str) -> bool {
+    match (reqwest::Url::parse(iss), reqwest::Url::parse(authorize_url)) {
+        (Ok(i), Ok(a)) => i.origin() == a.origin() && i.scheme() == "https",
+        _ => false,
+    }
+}
+
+/// [`code_from_query`], and when the redirect carries `iss` (RFC 9207 §2.4) it must match
+/// `issuer` (the authorize endpoint's URL): a mix-up attack sends another provider's code.
+pub fn code_from_query_from(
+    query: &str,
+    expected_state: &str,
+    issuer: Option<&str>,
+) -> Result<String> {
+    if let Some(authorize_url) = issuer
+        && let Some(iss) = query_value(query, "iss")
+        && !issuer_matches(&iss, authorize_url)
+    {
+        return Err(Error::token(
+            TokenClass::NeedsLogin,
+            format!(
+                "the redirect names another issuer ({iss}) than this account's provider \
+                 (RFC 9207); nothing was stored, run the login again"
+            ),
+        ));
+    }
+    code_from_query_checked(query, expected_state)
+}
+
+fn query_value(query: &str, key: &str) -> Option<String> {
+    reqwest::Url::parse(&format!("http://localhost/?{query}"))
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn code_from_query_checked(query: &str, expected_state: &str) -> Result<String> {
     let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://localhost/?{query}"))
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
@@ -288,10 +350,15 @@ pub fn code_from_query(query: &str, expected_state: &str) -> Result<String> {
         } else {
             "the identity platform refused the sign-in"
         };
+        let after = if description.contains("AADSTS50011") {
+            format!("; {}", crate::provider::REDIRECT_HINT)
+        } else {
+            String::new()
+        };
         return Err(Error::token(
             TokenClass::NeedsLogin,
             format!(
-                "{hint}: {error}{}{description}",
+                "{hint}: {error}{}{description}{after}",
                 if description.is_empty() { "" } else { ": " }
             ),
         ));
@@ -448,5 +515,69 @@ mod tests {
         assert!(url.contains(&format!("code_challenge={}", pkce.challenge)));
         assert!(url.contains("redirect_uri=http%3A%2F%2Flocalhost%3A1234%2F"));
         assert!(url.contains("offline_access"));
+    }
+
+    #[test]
+    fn a_pasted_aadsts50011_error_address_names_the_redirects_that_work() {
+        let query = "error=invalid_request&error_description=AADSTS50011%3a+The+redirect+URI+\
+                     %27http%3a%2f%2flocalhost%3a1234%2f%27+specified+in+the+request+does+not+match\
+                     &state=st";
+        let e = code_from_query(query, "st").unwrap_err().to_string();
+        assert!(e.contains("AADSTS50011"), "{e}");
+        assert!(
+            e.contains("\"http://127.0.0.1\"") && e.contains("\"https://localhost\""),
+            "{e}"
+        );
+        let e = code_from_query("error=access_denied&state=st", "st").unwrap_err();
+        assert!(!e.to_string().contains("127.0.0.1"), "{e}");
+    }
+
+    #[test]
+    fn a_redirect_naming_another_issuer_is_refused_rfc_9207() {
+        let google = "https://accounts.google.com/o/oauth2/v2/auth";
+        let ok = "code=abc&state=st&iss=https%3A%2F%2Faccounts.google.com";
+        assert_eq!(code_from_query_from(ok, "st", Some(google)).unwrap(), "abc");
+        let evil = "code=abc&state=st&iss=https%3A%2F%2Fidp.attacker.example";
+        let e = code_from_query_from(evil, "st", Some(google)).unwrap_err();
+        assert!(e.to_string().contains("RFC 9207"), "{e}");
+        // No iss: nothing to check (Microsoft sends none).
+        assert_eq!(
+            code_from_query_from("code=abc&state=st", "st", Some(google)).unwrap(),
+            "abc"
+        );
+        assert!(issuer_matches(
+            "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+            "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+        ));
+    }
+
+    #[test]
+    fn the_authorize_url_carries_the_providers_prompt_parameters() {
+        let mut a = crate::config::Account {
+            provider: crate::config::ProviderKind::Gmail,
+            email: "a@gmail.com".into(),
+            client_id: Some("cid".into()),
+            ..crate::config::Account::default()
+        };
+        let pkce = Pkce::new().unwrap();
+        let url = |a: &crate::config::Account| {
+            let s = crate::provider::resolve("g", a).unwrap();
+            authorize_url(
+                &s.oauth,
+                "cid",
+                "http://127.0.0.1:1/",
+                "st",
+                &pkce,
+                "a@gmail.com",
+            )
+            .unwrap()
+        };
+        let g = url(&a);
+        assert!(
+            g.contains("access_type=offline") && g.contains("prompt=consent"),
+            "{g}"
+        );
+        a.provider = crate::config::ProviderKind::Microsoft;
+        assert!(!url(&a).contains("prompt="));
     }
 }

@@ -37,8 +37,17 @@ const MAX_DESCRIPTION: usize = 200;
 
 /// What to trade for tokens.
 pub enum Grant {
-    /// Renew with a refresh token (`grant_type=refresh_token`).
+    /// Redeem a refresh token whose grant is unknown (`--import-refresh-token`), asking
+    /// for the account's scopes (`grant_type=refresh_token`).
     RefreshToken(String),
+    /// Renew with a stored refresh token, asking for the scopes that were granted, or for
+    /// none (RFC 6749 §6: the same as granted), never more: a standard provider answers a
+    /// refresh that asks for more with `invalid_scope`.
+    Renew {
+        refresh_token: String,
+        /// The `scope` the token endpoint reported, as stored in the cache.
+        granted: Option<String>,
+    },
     /// App-only, with the client secret (`grant_type=client_credentials`).
     ClientCredentials,
     /// ROPC (`grant_type=password`): the account's email and this password, or when `None`
@@ -57,7 +66,7 @@ pub enum Grant {
 impl Grant {
     fn grant_type(&self) -> &'static str {
         match self {
-            Grant::RefreshToken(_) => "refresh_token",
+            Grant::RefreshToken(_) | Grant::Renew { .. } => "refresh_token",
             Grant::ClientCredentials => "client_credentials",
             Grant::Password(_) => "password",
             Grant::AuthorizationCode { .. } => "authorization_code",
@@ -82,6 +91,8 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     pub token_type: Option<String>,
     pub scope: Option<String>,
+    /// `OpenID` Connect's `id_token` (a JWT naming who signed in), when `openid` was asked.
+    pub id_token: Option<String>,
 }
 
 impl fmt::Debug for TokenResponse {
@@ -95,6 +106,7 @@ impl fmt::Debug for TokenResponse {
             )
             .field("token_type", &self.token_type)
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -108,6 +120,7 @@ struct RawSuccess {
     refresh_token: Option<String>,
     token_type: Option<String>,
     scope: Option<String>,
+    id_token: Option<String>,
 }
 
 /// The error body (RFC 6749 §5.2 plus Microsoft's `error_codes`).
@@ -133,6 +146,7 @@ pub fn parse_success(body: &[u8]) -> Option<TokenResponse> {
         refresh_token: raw.refresh_token.filter(|t| !t.is_empty()),
         token_type: raw.token_type,
         scope: raw.scope,
+        id_token: raw.id_token.filter(|t| !t.is_empty()),
     })
 }
 
@@ -253,7 +267,8 @@ const CONFIG_CODES: &[(u64, &str)] = &[
     (
         50011,
         "the redirect URI is not registered for this app: set redirect_uri to one it has \
-         (e.g. \"http://127.0.0.1\", \"http://localhost\" or \"https://localhost\")",
+         (Thunderbird's client id takes \"http://127.0.0.1\", the default, and \"https://localhost\", \
+         then paste the address the browser ends at)",
     ),
     (
         50020,
@@ -509,7 +524,10 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
     let mut secrets = Vec::new();
     let client_secret = oauth.client_secret()?;
     match grant {
-        Grant::RefreshToken(rt) => {
+        Grant::RefreshToken(rt)
+        | Grant::Renew {
+            refresh_token: rt, ..
+        } => {
             fields.push(("refresh_token", rt.clone()));
             secrets.push(rt.clone());
         }
@@ -532,7 +550,7 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
                     })?
                     .secret("password_cmd")?,
             };
-            fields.push(("username", account.email.clone()));
+            fields.push(("username", account.xoauth2_user().to_owned()));
             fields.push(("password", password.clone()));
             secrets.push(password);
         }
@@ -552,8 +570,14 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
             secrets.push(code.clone());
         }
     }
-    if !oauth.scopes.is_empty() {
-        fields.push(("scope", oauth.scopes.join(" ")));
+    match grant {
+        Grant::Renew { granted, .. } => {
+            if let Some(granted) = granted.as_deref().filter(|g| !g.trim().is_empty()) {
+                fields.push(("scope", granted.to_owned()));
+            }
+        }
+        _ if !oauth.scopes.is_empty() => fields.push(("scope", oauth.scopes.join(" "))),
+        _ => {}
     }
     if let Some(resource) = &oauth.resource {
         fields.push(("resource", resource.clone()));
@@ -966,7 +990,11 @@ mod tests {
                 "invalid_request",
                 50011,
                 78,
-                &["redirect_uri", "http://127.0.0.1"],
+                &[
+                    "redirect_uri",
+                    "\"http://127.0.0.1\"",
+                    "\"https://localhost\"",
+                ],
             ),
             (
                 "unauthorized_client",

@@ -55,6 +55,8 @@ pub struct LoggedIn {
     /// The client id an imported token file named and the redeem used (to be kept in the
     /// config, since the token only works with it).
     pub client_id_from_file: Option<String>,
+    /// Who signed in, when the `id_token` said.
+    pub identity: Option<String>,
 }
 
 /// Runs the login for `account` and saves the tokens.
@@ -76,7 +78,8 @@ pub async fn login(account: &AccountSettings, options: &Options) -> Result<Logge
         }
         None => (run_flow(account, options).await?, None, None),
     };
-    let mut done = save(account, response, imported).await?;
+    let identity = check_identity(account, &response)?;
+    let mut done = save(account, response, imported, identity).await?;
     done.client_id_from_file = file_client_id;
     Ok(done)
 }
@@ -107,6 +110,55 @@ async fn redeem_imported(account: &AccountSettings, refresh_token: &str) -> Resu
     }
 }
 
+/// Who signed in, from the `id_token`'s `preferred_username` or `email` (`OpenID` Connect
+/// Core §5.1), compared case-insensitively with the account's `user` (or `email`): a
+/// browser signed in as somebody else is refused, and nothing is stored. The `id_token` came
+/// straight from the token endpoint over verified TLS, so its signature need not be
+/// checked (`OpenID` Connect Core §3.1.3.7). No `id_token`, or one naming nobody: `None`.
+fn check_identity(account: &AccountSettings, response: &TokenResponse) -> Result<Option<String>> {
+    let Some(claims) = response.id_token.as_deref().and_then(id_token_claims) else {
+        return Ok(None);
+    };
+    let named: Vec<&str> = ["preferred_username", "email"]
+        .iter()
+        .filter_map(|k| claims.get(*k).and_then(serde_json::Value::as_str))
+        .filter(|v| !v.is_empty())
+        .collect();
+    let Some(first) = named.first() else {
+        return Ok(None);
+    };
+    let expected = account.xoauth2_user();
+    if let Some(same) = named.iter().find(|n| n.eq_ignore_ascii_case(expected)) {
+        return Ok(Some((*same).to_owned()));
+    }
+    let key = if account.config.user.is_some() {
+        "user"
+    } else {
+        "email"
+    };
+    Err(Error::token(
+        TokenClass::NeedsLogin,
+        format!(
+            "the browser signed in as {first}, but this account's {key} is {expected}: nothing \
+             was stored; run the login again and sign in as {expected} (a private window helps), \
+             or set `user = \"{first}\"` for the account if that identity sends its mail"
+        ),
+    ))
+}
+
+/// The claims of a JWT (its middle part, base64url), or `None` if it is not one.
+fn id_token_claims(jwt: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
 async fn run_flow(account: &AccountSettings, options: &Options) -> Result<TokenResponse> {
     match account.oauth.flow {
         Flow::Authcode => authcode_flow(account, options.no_browser).await,
@@ -126,12 +178,14 @@ async fn save(
     account: &AccountSettings,
     response: TokenResponse,
     imported: Option<String>,
+    identity: Option<String>,
 ) -> Result<LoggedIn> {
     let store = TokenStore::new(account)?;
     let mut stored: StoredToken = merge(None, response, now());
     if stored.refresh_token.is_none() {
         stored.refresh_token = imported;
     }
+    stored.identity = identity;
     blocking(move || {
         let lock = store.lock()?;
         store.save(&stored)?;
@@ -140,6 +194,7 @@ async fn save(
             expires_at: stored.expires_at,
             has_refresh_token: stored.refresh_token.is_some(),
             client_id_from_file: None,
+            identity: stored.identity,
         })
     })
     .await
@@ -162,16 +217,19 @@ async fn authcode_flow(account: &AccountSettings, no_browser: bool) -> Result<To
         )));
     }
     let client_id = oauth.client_id(&account.name, account.provider)?;
+    crate::provider::check_redirect_registered(&account.name, oauth)?;
     let pkce = Pkce::new()?;
     let state = authcode::new_state()?;
-    let redirect = Redirect::bind(&oauth.redirect_uri).await?;
+    let redirect = Redirect::bind(&oauth.redirect_uri)
+        .await?
+        .expecting_issuer(Some(oauth.authorize_url.clone()));
     let url = authcode::authorize_url(
         oauth,
         client_id,
         &redirect.uri,
         &state,
         &pkce,
-        &account.email,
+        account.xoauth2_user(),
     )?;
     let opened = !no_browser && open_browser(account, &url);
     tell_authcode(account, &url, &redirect, opened);
@@ -206,12 +264,12 @@ fn tell_authcode(account: &AccountSettings, url: &str, redirect: &Redirect, open
         &if opened {
             format!(
                 "a browser was opened to sign in as {}; if it did not open, open this URL:",
-                account.email
+                account.xoauth2_user()
             )
         } else {
             format!(
                 "to sign in as {}, open this URL in a browser:",
-                account.email
+                account.xoauth2_user()
             )
         },
     );
@@ -283,7 +341,9 @@ fn tell_devicecode(account: &AccountSettings, device: &DeviceAuthorization) {
     let text = device.message.clone().unwrap_or_else(|| {
         format!(
             "to sign in as {}, open {} in a browser and enter the code {}",
-            account.email, device.verification_uri, device.user_code
+            account.xoauth2_user(),
+            device.verification_uri,
+            device.user_code
         )
     });
     say(account, text.trim());
@@ -344,7 +404,7 @@ fn password_grant(account: &AccountSettings) -> Result<Grant> {
             account.name
         )));
     }
-    let password = rpassword::prompt_password(format!("Password for {}: ", account.email))
+    let password = rpassword::prompt_password(format!("Password for {}: ", account.xoauth2_user()))
         .map_err(|e| Error::io(format!("cannot read the password from the terminal: {e}")))?;
     if password.is_empty() {
         return Err(Error::usage("no password was typed"));

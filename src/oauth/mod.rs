@@ -23,10 +23,9 @@ use crate::provider::AccountSettings;
 use grants::{Grant, TokenResponse};
 use store::{StoredToken, TokenStore};
 
-/// A cached token is used only while it stays valid this much longer (seconds). Microsoft
-/// issues tokens for 60–90 minutes; renewing in the last five leaves room for a slow SMTP
-/// set-up and clock skew, and a message queued for a retry never starts with a dying token.
-pub const REFRESH_MARGIN: u64 = 300;
+/// A cached token is used only while it stays valid this much longer (seconds): see
+/// [`crate::provider::REFRESH_MARGIN`] for why it is 10 minutes.
+pub const REFRESH_MARGIN: u64 = crate::provider::REFRESH_MARGIN;
 /// A token another process saved while we waited for the lock is taken when it is still
 /// valid this much longer (seconds): enough to authenticate with it.
 pub const MIN_VALIDITY: u64 = 60;
@@ -157,7 +156,15 @@ async fn renew(
 /// New tokens: with the refresh token, else by a grant the flow can do unattended.
 async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Result<TokenResponse> {
     match current.and_then(|t| t.refresh_token.clone()) {
-        Some(rt) => match grants::request(account, Grant::RefreshToken(rt)).await {
+        Some(rt) => match grants::request(
+            account,
+            Grant::Renew {
+                refresh_token: rt,
+                granted: current.and_then(|t| t.scope.clone()),
+            },
+        )
+        .await
+        {
             // A dead refresh token is no dead end for a flow that can sign in unattended.
             Err(e) if is_class(&e, TokenClass::NeedsLogin) => {
                 match grants::unattended_grant(account) {
@@ -173,7 +180,9 @@ async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Resu
                 TokenClass::NeedsLogin,
                 format!(
                     "{}: run `oauth2-sendmail login {}`",
-                    if current.is_some() {
+                    if current.is_some_and(|t| t.valid_for(now(), 0)) {
+                        "no refresh token is stored to renew the access token"
+                    } else if current.is_some() {
                         "the access token has expired and no refresh token is stored"
                     } else {
                         "no token stored"
@@ -185,16 +194,64 @@ async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Resu
     }
 }
 
+/// The server refused a cached token and renewing it failed. When the renewal says a
+/// login is needed (no refresh token stored, or a refused one), the server's own reply
+/// says more than "expired": the token was valid, and the server's words and hint
+/// (e.g. `535 5.7.3`: SMTP AUTH disabled, another identity) are what to act on.
+#[must_use]
+pub fn explain_refused_cached_token(renewal: Error, refusal: &Error) -> Error {
+    match (&renewal.kind, &refusal.kind) {
+        (
+            Kind::Token {
+                class: TokenClass::NeedsLogin,
+                detail,
+            },
+            Kind::Reply { reply, .. },
+        ) => {
+            let server = refusal
+                .server
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            let mut e = Error::token(
+                TokenClass::NeedsLogin,
+                format!(
+                    "the server{server} refused the cached access token, which has not expired: {reply}; \
+                     {}; {detail}",
+                    match reply.enhanced() {
+                        Some("5.7.139") =>
+                            "SMTP AUTH is disabled for this tenant or mailbox \
+                                            (https://aka.ms/smtp_auth_disabled)",
+                        _ =>
+                            "check that `user` (or `email`) is the identity that signed in and \
+                              that SMTP AUTH is enabled for the mailbox",
+                    }
+                ),
+            );
+            e.account.clone_from(&renewal.account);
+            e
+        }
+        _ => renewal,
+    }
+}
+
 /// The new cache contents: a refresh token the server did not rotate is kept.
 fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken {
-    let old_refresh = old.and_then(|t| t.refresh_token);
+    let (old_refresh, old_scope, identity) = match old {
+        Some(t) => (t.refresh_token, t.scope, t.identity),
+        None => (None, None, None),
+    };
     StoredToken {
         access_token: new.access_token,
         expires_at: now.saturating_add(new.expires_in),
         refresh_token: new.refresh_token.or(old_refresh),
         token_type: new.token_type,
-        scope: new.scope,
+        // RFC 6749 §5.1: a response without `scope` granted what was asked, i.e. the
+        // scopes granted before.
+        scope: new.scope.or(old_scope),
         obtained_at: Some(now),
+        // Who signed in does not change with a refresh.
+        identity,
     }
 }
 
@@ -262,6 +319,7 @@ mod tests {
                     token_type: None,
                     scope: None,
                     obtained_at: None,
+                    identity: None,
                 })
                 .unwrap();
             rt
@@ -372,6 +430,7 @@ mod tests {
             refresh_token: rt.map(str::to_owned),
             token_type: Some("Bearer".into()),
             scope: None,
+            id_token: None,
         }
     }
 
@@ -383,6 +442,7 @@ mod tests {
             token_type: None,
             scope: None,
             obtained_at: None,
+            identity: None,
         }
     }
 
@@ -394,6 +454,26 @@ mod tests {
         let t = merge(Some(old()), response(None), 1000);
         assert_eq!(t.refresh_token.as_deref(), Some("rt-old"));
         assert_eq!(merge(None, response(None), 0).refresh_token, None);
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_granted_scope_and_the_identity_when_the_answer_omits_them() {
+        let mut before = old();
+        before.scope = Some("https://outlook.office.com/SMTP.Send offline_access".into());
+        before.identity = Some("alice@contoso.com".into());
+        let t = merge(Some(before), response(None), 1000);
+        assert_eq!(
+            t.scope.as_deref(),
+            Some("https://outlook.office.com/SMTP.Send offline_access")
+        );
+        assert_eq!(t.identity.as_deref(), Some("alice@contoso.com"));
+        let mut newer = response(None);
+        newer.scope = Some("https://outlook.office.com/SMTP.Send".into());
+        let t = merge(Some(old()), newer, 1000);
+        assert_eq!(
+            t.scope.as_deref(),
+            Some("https://outlook.office.com/SMTP.Send")
+        );
     }
 
     #[test]

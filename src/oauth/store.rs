@@ -82,6 +82,10 @@ pub struct StoredToken {
     /// When the token endpoint last issued these tokens (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obtained_at: Option<u64>,
+    /// Who signed in (the `id_token`'s `preferred_username` or `email`), when the login's
+    /// `id_token` named someone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl fmt::Debug for StoredToken {
@@ -96,6 +100,7 @@ impl fmt::Debug for StoredToken {
             .field("token_type", &self.token_type)
             .field("scope", &self.scope)
             .field("obtained_at", &self.obtained_at)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -352,6 +357,7 @@ mod tests {
             token_type: Some("Bearer".into()),
             scope: Some("a b".into()),
             obtained_at: Some(1_767_222_000),
+            identity: None,
         }
     }
 

@@ -26,7 +26,7 @@ use super::wire::{
 use super::{Envelope, Reply};
 use crate::config::TlsMode;
 use crate::error::{Error, Kind, Phase, Result};
-use crate::provider::Server;
+use crate::provider::{AuthLine, Server};
 use crate::tls;
 
 /// Test hook: when set to a number of milliseconds, every wait below is capped at that
@@ -119,6 +119,12 @@ pub struct Session {
     caps: Capabilities,
     /// False once the connection is closed, broken or out of step with the server.
     usable: bool,
+    /// The provider's form of `AUTH XOAUTH2`.
+    auth_line: AuthLine,
+    /// `send_and_quit`: QUIT goes with the last flight when PIPELINING allows.
+    quit_after: bool,
+    /// QUIT is on the wire: nothing more may be sent.
+    quit_sent: bool,
 }
 
 impl Session {
@@ -162,6 +168,9 @@ impl Session {
             conn,
             caps,
             usable: true,
+            auth_line: server.auth_line,
+            quit_after: false,
+            quit_sent: false,
         })
     }
 
@@ -190,21 +199,24 @@ impl Session {
         let inline = AuthXoauth2 {
             initial_response: Some(payload),
         };
-        // RFC 4954 §4: no initial response that makes the line longer than 512 octets.
-        let mut reply = if inline.to_string().len() <= MAX_COMMAND_LINE {
-            self.conn.command(&inline, Phase::Auth).await?
-        } else {
-            let start = AuthXoauth2 {
-                initial_response: None,
-            };
-            let go_ahead = self.conn.command(&start, Phase::Auth).await?;
-            if go_ahead.code != 334 {
-                return Err(Error::reply(Phase::Auth, go_ahead));
+        // `AuthLine::Rfc4954` (RFC 4954 §4): no initial response that makes the line
+        // longer than 512 octets. `AuthLine::Inline`: one line whatever its length.
+        let one_line =
+            self.auth_line == AuthLine::Inline || inline.to_string().len() <= MAX_COMMAND_LINE;
+        let payload = inline.initial_response.clone().unwrap_or_default();
+        let mut reply = if one_line {
+            let reply = self.conn.command(&inline, Phase::Auth).await?;
+            if is_line_refused(&reply) {
+                // Too long or not understood on one line (Gmail's 555, Dovecot's 500):
+                // the same payload in two steps, on the same connection.
+                self.conn
+                    .log_note("the server refused the one-line AUTH; sending it in two steps");
+                self.xoauth2_two_steps(payload).await?
+            } else {
+                reply
             }
-            let payload = inline.initial_response.unwrap_or_default();
-            self.conn
-                .command(&AuthResponse(payload), Phase::Auth)
-                .await?
+        } else {
+            self.xoauth2_two_steps(payload).await?
         };
         if reply.code == 334 {
             // Google's way of refusing: a base64 JSON error; an empty line gets the 5xx.
@@ -220,6 +232,18 @@ impl Session {
         }
     }
 
+    /// `AUTH XOAUTH2`, the `334`, then the payload on a line of its own.
+    async fn xoauth2_two_steps(&mut self, payload: String) -> Result<Reply> {
+        let start = AuthXoauth2 {
+            initial_response: None,
+        };
+        let go_ahead = self.conn.command(&start, Phase::Auth).await?;
+        if go_ahead.code != 334 {
+            return Err(Error::reply(Phase::Auth, go_ahead));
+        }
+        self.conn.command(&AuthResponse(payload), Phase::Auth).await
+    }
+
     /// MAIL, RCPT..., DATA (pipelined when offered), the message, and the final reply; or
     /// MAIL, RCPT, `BDAT LAST` and the message in one flight (see `transaction`).
     /// `message` is the message as parts to be sent one after another, with LF or CRLF
@@ -228,8 +252,43 @@ impl Session {
         self.check_usable(Phase::Mail)?;
         let size = super::wire::message_size(message);
         let (mail, rcpts) = self.envelope_commands(envelope, size)?;
-        let result = self.transaction(&mail, &rcpts, message, size).await;
-        self.note_failure(&result);
+        let mut pending = rcpts;
+        let mut delivered: Vec<String> = Vec::new();
+        loop {
+            let result = self.transaction(&mail, &pending, message, size).await;
+            self.note_failure(&result);
+            let (reply, deferred) = match result {
+                Ok(r) => r,
+                Err(e) if delivered.is_empty() => return Err(e),
+                // All or nothing holds per transaction only: say who has the message, so
+                // that nobody resends it to them (not a "try again later": not queued).
+                Err(e) => return Err(partly_delivered(&delivered, &e)),
+            };
+            delivered.extend(
+                pending
+                    .iter()
+                    .filter(|r| !deferred.iter().any(|d| d.to == r.to))
+                    .map(|r| r.to.clone()),
+            );
+            if deferred.is_empty() {
+                return Ok(reply);
+            }
+            // RFC 5321 §4.5.3.1.10: the server took as many as it takes in one
+            // transaction; the others follow in the next, on this connection.
+            self.conn.log_note(&format!(
+                "{} more recipient(s) in another transaction (the server's limit per message)",
+                deferred.len()
+            ));
+            pending = deferred;
+        }
+    }
+
+    /// `send`, then QUIT: pipelined after the end of the data when the server offers
+    /// PIPELINING (RFC 2920 §3.1: QUIT may end a group), and sent on error paths too.
+    pub async fn send_and_quit(mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Reply> {
+        self.quit_after = true;
+        let result = self.send(envelope, message).await;
+        self.quit().await;
         result
     }
 
@@ -245,22 +304,27 @@ impl Session {
         rcpts: &[Rcpt],
         message: &[&[u8]],
         size: u64,
-    ) -> Result<Reply> {
+    ) -> Result<(Reply, Vec<Rcpt>)> {
         if self.caps.pipelining && self.caps.chunking && rcpts.len() == 1 {
-            return self.transaction_bdat(mail, &rcpts[0], message, size).await;
+            // One recipient: a "too many" for it is a temporary refusal, nothing deferred.
+            let reply = self
+                .transaction_bdat(mail, &rcpts[0], message, size)
+                .await?;
+            return Ok((reply, Vec::new()));
         }
-        if self.caps.pipelining {
-            self.envelope_pipelined(mail, rcpts).await?;
+        let deferred = if self.caps.pipelining {
+            self.envelope_pipelined(mail, rcpts).await?
         } else {
-            self.envelope_stepwise(mail, rcpts).await?;
-        }
-        self.write_message(message).await?;
+            self.envelope_stepwise(mail, rcpts).await?
+        };
+        let quit = self.quit_after && deferred.is_empty() && self.caps.pipelining;
+        self.write_message(message, quit).await?;
         let reply = self
             .conn
             .read_reply(Phase::Message, self.conn.timeouts.data_end)
             .await?;
         if reply.is_success() {
-            Ok(reply)
+            Ok((reply, deferred))
         } else {
             Err(Error::reply(Phase::Message, reply))
         }
@@ -331,14 +395,14 @@ impl Session {
                 }
                 Err(e)
             }
-            (Ok(()), Some(e), _) => Err(e),
-            (Ok(()), None, Some(end)) if end.is_success() => Ok(end.clone()),
-            (Ok(()), None, Some(end)) => {
+            (Ok(_), Some(e), _) => Err(e),
+            (Ok(_), None, Some(end)) if end.is_success() => Ok(end.clone()),
+            (Ok(_), None, Some(end)) => {
                 let e = Error::reply(Phase::Message, end.clone());
                 self.reset().await;
                 Err(e)
             }
-            (Ok(()), None, None) => Err(Error::internal("a pipelined reply went missing")),
+            (Ok(_), None, None) => Err(Error::internal("a pipelined reply went missing")),
         }
     }
 
@@ -384,7 +448,19 @@ impl Session {
         }
         self.conn
             .log_client(&format!("<message data, {sent} bytes>"));
+        // This path needs PIPELINING, so QUIT may follow in the same flight.
+        if self.quit_after {
+            self.push_quit(&mut buf);
+        }
         self.conn.write_bytes(&buf, Phase::Data).await
+    }
+
+    /// Appends QUIT to a flight; from then on nothing else may be sent.
+    fn push_quit(&mut self, buf: &mut Vec<u8>) {
+        let quit = Simple::Quit;
+        self.conn.log_client(&quit.log_line());
+        buf.extend_from_slice(quit.to_string().as_bytes());
+        self.quit_sent = true;
     }
 
     /// MAIL and RCPT with the parameters this server understands; refuses what cannot be
@@ -451,7 +527,7 @@ impl Session {
     /// (RFC 5321 §4.1.1.4), and without it a server discards the data. Either way nothing
     /// is delivered. (The alternative, DATA only after every RCPT reply, costs a round
     /// trip on every message to save one on the rare refusal.)
-    async fn envelope_pipelined(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<()> {
+    async fn envelope_pipelined(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<Vec<Rcpt>> {
         let mut batch: Vec<&dyn Command> = vec![mail];
         batch.extend(rcpts.iter().map(|r| r as &dyn Command));
         batch.push(&Simple::Data);
@@ -484,33 +560,36 @@ impl Session {
                 self.reset().await;
                 Err(e)
             }
-            (Err(e), Some(_), _) | (Ok(()), Some(e), _) => {
+            (Err(e), Some(_), _) | (Ok(_), Some(e), _) => {
                 self.usable = false;
                 Err(e)
             }
-            (Ok(()), None, Some(data)) if data.code == 354 => Ok(()),
-            (Ok(()), None, Some(data)) => {
+            (Ok(deferred), None, Some(data)) if data.code == 354 => Ok(deferred),
+            (Ok(_), None, Some(data)) => {
                 self.reset().await;
                 Err(Error::reply(Phase::Data, data))
             }
-            (Ok(()), None, None) => Err(Error::internal("a pipelined reply went missing")),
+            (Ok(_), None, None) => Err(Error::internal("a pipelined reply went missing")),
         }
     }
 
     /// One command at a time, for servers without PIPELINING.
-    async fn envelope_stepwise(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<()> {
+    async fn envelope_stepwise(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<Vec<Rcpt>> {
         let mut replies = vec![self.conn.command(mail, Phase::Mail).await?];
         judge_envelope(&[], &replies)?;
         for rcpt in rcpts {
             replies.push(self.conn.command(rcpt, Phase::Rcpt).await?);
         }
-        if let Err(e) = judge_envelope(rcpts, &replies) {
-            self.reset().await;
-            return Err(e);
-        }
+        let deferred = match judge_envelope(rcpts, &replies) {
+            Ok(deferred) => deferred,
+            Err(e) => {
+                self.reset().await;
+                return Err(e);
+            }
+        };
         let data = self.conn.command(&Simple::Data, Phase::Data).await?;
         if data.code == 354 {
-            Ok(())
+            Ok(deferred)
         } else {
             self.reset().await;
             Err(Error::reply(Phase::Data, data))
@@ -518,7 +597,7 @@ impl Session {
     }
 
     /// The message, encoded chunk by chunk into one reused buffer, then `.` CRLF.
-    async fn write_message(&mut self, message: &[&[u8]]) -> Result<()> {
+    async fn write_message(&mut self, message: &[&[u8]], quit: bool) -> Result<()> {
         let mut encoder = DataEncoder::default();
         // Room for a chunk whose every byte doubles (LF → CRLF, `.` → `..`).
         let mut buf = Vec::with_capacity(2 * CHUNK + 8);
@@ -538,11 +617,17 @@ impl Session {
         self.conn
             .log_client(&format!("<message data, {sent} bytes>"));
         self.conn.log_client(".");
+        if quit {
+            self.push_quit(&mut buf);
+        }
         self.conn.write_bytes(&buf, Phase::Data).await
     }
 
     /// RSET after a failed envelope, so the connection can be used again; best effort.
     async fn reset(&mut self) {
+        if self.quit_sent {
+            return;
+        }
         if self.conn.command(&Simple::Rset, Phase::Mail).await.is_err() {
             self.usable = false;
         }
@@ -590,24 +675,53 @@ impl Session {
         if !self.usable {
             return;
         }
-        let quit = Simple::Quit;
-        self.conn.log_client(&quit.log_line());
-        let bytes = quit.to_string();
+        let mut bytes = Vec::new();
+        if !self.quit_sent {
+            self.push_quit(&mut bytes);
+        }
         let stream = self.conn.io.get_mut();
         let _ = tokio::time::timeout(self.conn.timeouts.quit, async {
-            stream.write_all(bytes.as_bytes()).await?;
+            stream.write_all(&bytes).await?;
             stream.shutdown().await
         })
         .await;
     }
 }
 
+/// A later transaction of a message split by the server's recipient limit failed after
+/// earlier ones were accepted.
+fn partly_delivered(delivered: &[String], e: &Error) -> Error {
+    let to: Vec<String> = delivered.iter().map(|a| format!("<{a}>")).collect();
+    let failure = match &e.kind {
+        Kind::RecipientsRefused(refused) => refused
+            .iter()
+            .map(|(a, r)| format!("<{a}>: {r}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => e.to_string(),
+    };
+    Error::protocol(
+        Phase::Rcpt,
+        format!(
+            "the server took the message for {} in earlier transactions (its limit of recipients \
+             per message), then failed for the others: {failure}; send it again only to those",
+            to.join(", ")
+        ),
+    )
+}
+
+/// 500 (line too long, Dovecot), 501 (syntax), 555 (Gmail's "command line too long"):
+/// the server did not take the one-line form; a refusal of the token is 535 or 334.
+fn is_line_refused(reply: &Reply) -> bool {
+    matches!(reply.code, 500 | 501 | 555)
+}
+
 /// MAIL's reply, then each RCPT's. A refused MAIL wins; then every permanently refused
 /// recipient (exit 67); then the first temporary refusal (exit 75). `replies` may be
 /// short (a broken connection); extra replies (DATA's) are ignored.
-fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<()> {
+fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<Vec<Rcpt>> {
     let Some((mail, rest)) = replies.split_first() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if !mail.is_success() {
         return Err(Error::reply(Phase::Mail, mail.clone()));
@@ -621,9 +735,36 @@ fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<()> {
     if !refused.is_empty() {
         return Err(Kind::RecipientsRefused(refused).into());
     }
-    match answered.iter().find(|(_, r)| !r.is_success()) {
-        Some((_, r)) => Err(Error::reply(Phase::Rcpt, (*r).clone())),
-        None => Ok(()),
+    if let Some((_, r)) = answered
+        .iter()
+        .find(|(_, r)| !r.is_success() && !is_too_many_recipients(r))
+    {
+        return Err(Error::reply(Phase::Rcpt, (*r).clone()));
+    }
+    let deferred: Vec<Rcpt> = answered
+        .iter()
+        .filter(|(_, r)| is_too_many_recipients(r))
+        .map(|(rcpt, _)| (*rcpt).clone())
+        .collect();
+    let accepted = answered.iter().filter(|(_, r)| r.is_success()).count();
+    if let Some((_, r)) = answered.iter().find(|(_, r)| is_too_many_recipients(r))
+        && accepted == 0
+        && answered.len() == rcpts.len()
+    {
+        // Not one recipient fits: a server busy or limited to none, try again later.
+        return Err(Error::reply(Phase::Rcpt, (*r).clone()));
+    }
+    Ok(deferred)
+}
+
+/// RFC 5321 §4.5.3.1.10: `452` (or, as Dovecot says it, `451 4.5.3`) to a RCPT means this
+/// transaction has as many recipients as the server takes, not that this one is refused:
+/// it goes in a further transaction. `452 4.3.1` (no storage) and others are temporary
+/// refusals.
+fn is_too_many_recipients(reply: &Reply) -> bool {
+    match reply.enhanced() {
+        Some(code) => reply.is_transient() && code == "4.5.3",
+        None => reply.code == 452,
     }
 }
 
@@ -977,6 +1118,7 @@ mod tests {
             port: fake.port(),
             tls,
             ca_file: Some(ca_file),
+            auth_line: AuthLine::Rfc4954,
         };
         Fixture {
             fake,
@@ -1750,5 +1892,229 @@ mod tests {
             "{e:?}"
         );
         assert!(s.send(&envelope(&["a@example.org"]), &[MSG]).await.is_err());
+    }
+
+    /// A realistic Exchange token: XOAUTH2 strings of real ones pass 2,500 bytes.
+    fn exchange_sized_token() -> String {
+        "eyJ0eXAiOiJKV1QiLCJub25jZSI6".repeat(80)
+    }
+
+    #[tokio::test]
+    async fn microsoft_sends_a_long_token_on_the_auth_line() {
+        let mut f = fixture(Behaviour::default());
+        f.server.auth_line = AuthLine::Inline;
+        let token = exchange_sized_token();
+        let mut s = connect(&f).await.unwrap();
+        s.authenticate("me@example.org", &token).await.unwrap();
+        let attempts = f.fake.auth_attempts();
+        assert_eq!(attempts.len(), 1);
+        assert!(attempts[0].inline, "one line, no 334 round trip");
+        assert_eq!(attempts[0].token, token);
+        assert!(super::super::wire::xoauth2_payload("me@example.org", &token).len() > 2500);
+    }
+
+    #[tokio::test]
+    async fn a_one_line_auth_refused_as_too_long_is_retried_in_two_steps_on_the_same_connection() {
+        for refusal in [
+            "555 5.5.2 Syntax error, command line too long. - gsmtp",
+            "500 5.5.2 Line too long",
+            "501 5.5.4 Invalid arguments",
+        ] {
+            let mut f = fixture(Behaviour {
+                auth_line_limit: Some((1000, refusal.to_owned())),
+                ..Behaviour::default()
+            });
+            f.server.auth_line = AuthLine::Inline;
+            let token = exchange_sized_token();
+            let mut s = connect(&f).await.unwrap();
+            s.authenticate("me@example.org", &token).await.unwrap();
+            s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+            let attempts = f.fake.auth_attempts();
+            assert_eq!(attempts.len(), 1, "{refusal}");
+            assert!(!attempts[0].inline);
+            assert_eq!(attempts[0].token, token);
+            assert_eq!(f.fake.connections(), 1);
+            let t = f.fake.transcript();
+            let refused = t
+                .iter()
+                .position(|l| *l == format!("S: {refusal}"))
+                .unwrap();
+            assert_eq!(t[refused + 1], "C: AUTH XOAUTH2", "{refusal}");
+            assert_eq!(f.fake.deliveries().len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn gmail_and_custom_keep_the_512_octet_rule_against_a_line_limit() {
+        let f = fixture(Behaviour::default().gmail_line_limit());
+        assert_eq!(f.server.auth_line, AuthLine::Rfc4954);
+        let mut s = connect(&f).await.unwrap();
+        s.authenticate("me@example.org", &exchange_sized_token())
+            .await
+            .unwrap();
+        assert!(!f.fake.transcript().iter().any(|l| l.starts_with("S: 555")));
+        assert_eq!(f.fake.auth_attempts().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_after_the_two_step_retry_is_still_an_auth_refusal() {
+        let mut f = fixture(Behaviour {
+            auth_line_limit: Some((1000, "500 5.5.2 Line too long".to_owned())),
+            ..Behaviour::default().accept_only("me@example.org", "other")
+        });
+        f.server.auth_line = AuthLine::Inline;
+        let mut s = connect(&f).await.unwrap();
+        let e = s
+            .authenticate("me@example.org", &exchange_sized_token())
+            .await
+            .unwrap_err();
+        assert!(e.is_auth_refused(), "{e:?}");
+        assert!(s.is_usable());
+    }
+
+    fn rcpts_of(f: &Fixture) -> Vec<Vec<String>> {
+        f.fake.deliveries().into_iter().map(|d| d.rcpts).collect()
+    }
+
+    #[tokio::test]
+    async fn too_many_recipients_go_in_further_transactions_on_the_same_connection() {
+        for (pipelining, chunking) in [(true, true), (true, false), (false, false)] {
+            let f = fixture(Behaviour {
+                pipelining,
+                chunking,
+                ..Behaviour::default().recipient_limit(2)
+            });
+            let mut s = ready(&f).await;
+            let all = ["a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org"];
+            let reply = s.send(&envelope(&all), &[MSG]).await.unwrap();
+            assert_eq!(reply.code, 250);
+            assert_eq!(
+                rcpts_of(&f),
+                [
+                    vec!["a@x.org", "b@x.org"],
+                    vec!["c@x.org", "d@x.org"],
+                    vec!["e@x.org"]
+                ],
+                "pipelining {pipelining} chunking {chunking}"
+            );
+            assert!(
+                f.fake
+                    .deliveries()
+                    .iter()
+                    .all(|d| d.data == b"Subject: hi\r\n\r\nhello\r\n")
+            );
+            assert_eq!(f.fake.connections(), 1);
+            assert!(s.is_usable());
+        }
+    }
+
+    #[tokio::test]
+    async fn dovecots_451_4_5_3_also_means_too_many_recipients() {
+        let f = fixture(Behaviour {
+            max_rcpts: Some((1, "451 4.5.3 Too many recipients".to_owned())),
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        s.send(&envelope(&["a@x.org", "b@x.org"]), &[MSG])
+            .await
+            .unwrap();
+        assert_eq!(rcpts_of(&f), [vec!["a@x.org"], vec!["b@x.org"]]);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_among_too_many_recipients_still_delivers_nothing() {
+        let f = fixture(
+            Behaviour::default()
+                .recipient_limit(2)
+                .refuse_rcpt("b@x.org", "550 5.1.1 no such user"),
+        );
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["a@x.org", "b@x.org", "c@x.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EX_NOUSER);
+        assert!(f.fake.deliveries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_room_for_any_recipient_is_a_temporary_failure() {
+        let f = fixture(Behaviour::default().recipient_limit(0));
+        let mut s = ready(&f).await;
+        for rcpts in [&["a@x.org"][..], &["a@x.org", "b@x.org"]] {
+            let e = s.send(&envelope(rcpts), &[MSG]).await.unwrap_err();
+            assert_eq!(e.exit_code(), EX_TEMPFAIL, "{e}");
+        }
+        assert!(f.fake.deliveries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn quit_is_pipelined_after_the_end_of_data_when_nothing_follows() {
+        for chunking in [true, false] {
+            let f = fixture(Behaviour {
+                chunking,
+                ..Behaviour::default()
+            });
+            let s = ready(&f).await;
+            s.send_and_quit(&envelope(&["a@x.org"]), &[MSG])
+                .await
+                .unwrap();
+            assert!(
+                f.fake
+                    .wait_for(Duration::from_secs(5), FakeSmtp::quit_received)
+            );
+            let quit = f.fake.flights_of(&["QUIT"]);
+            assert_eq!(quit, f.fake.data_end_flights(), "chunking {chunking}");
+            assert_eq!(f.fake.deliveries().len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn quit_is_sent_after_a_refused_message_too() {
+        let f = fixture(Behaviour {
+            mail_reply: Some(
+                "550 5.7.60 SMTP; Client does not have permissions to send as this sender".into(),
+            ),
+            ..Behaviour::default()
+        });
+        let s = ready(&f).await;
+        let e = s
+            .send_and_quit(&envelope(&["a@x.org", "b@x.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), EX_UNAVAILABLE);
+        assert!(
+            f.fake
+                .wait_for(Duration::from_secs(5), FakeSmtp::quit_received)
+        );
+        assert!(f.fake.deliveries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_in_a_later_transaction_names_who_already_has_the_message() {
+        let f = fixture(
+            Behaviour::default()
+                .recipient_limit(1)
+                .refuse_rcpt("b@x.org", "550 5.1.1 no such user"),
+        );
+        let mut s = ready(&f).await;
+        let e = s
+            .send(&envelope(&["a@x.org", "b@x.org"]), &[MSG])
+            .await
+            .unwrap_err();
+        let line = e.to_string();
+        assert!(
+            line.contains("for <a@x.org> in earlier transactions"),
+            "{line}"
+        );
+        assert!(line.contains("<b@x.org>: 550 5.1.1 no such user"), "{line}");
+        assert!(
+            !matches!(
+                e.class(),
+                crate::error::Class::Transient | crate::error::Class::Uncertain
+            ),
+            "not queued: a resend would duplicate it for a@x.org"
+        );
+        assert_eq!(rcpts_of(&f), [vec!["a@x.org"]]);
     }
 }

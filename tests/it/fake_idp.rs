@@ -35,12 +35,27 @@
 //! - `GET /{tenant}/oauth2/v2.0/authorize` and v1 `GET /{tenant}/oauth2/authorize` act like a
 //!   browser session that is already signed in: `302 Found` with `Location:
 //!   <redirect_uri>?code=…&state=<state>`, or `?error=access_denied…` after
-//!   [`FakeIdp::set_authorize_error`]. Scripted failures do not apply here.
+//!   [`FakeIdp::set_authorize_error`]. Scripted failures do not apply here. For
+//!   Thunderbird's client id, a redirect its registration does not hold (`http://localhost:*`)
+//!   gets the browser page with AADSTS50011 (`400`, no redirect), as Microsoft does, and a
+//!   code redeemed with one gets `invalid_grant` AADSTS50011.
 //! - `POST /{tenant}/oauth2/v2.0/devicecode` (and v1 `/oauth2/devicecode`) answer
 //!   `device_code`, `user_code`, `verification_uri`, `expires_in`, `interval` and `message`.
 //!   The interval is [`DEVICE_INTERVAL`] (1 s, not Microsoft's 5 s, so tests stay fast) and
 //!   the lifetime is set with [`FakeIdp::set_device_expires_in`]; a test reads the code with
 //!   [`FakeIdp::last_user_code`] and approves or declines it by that code.
+//!
+//! As strict as the real service where our client must be right:
+//! - access tokens are of realistic size ([`ACCESS_TOKEN_LEN`]: an XOAUTH2 string over
+//!   2,500 bytes);
+//! - Thunderbird's client id ([`THUNDERBIRD_CLIENT_ID`]) may only be sent back to the
+//!   redirects its registration holds ([`THUNDERBIRD_REDIRECTS`]);
+//! - a grant after an interactive sign-in that asked for `openid` returns an `id_token` for
+//!   whoever signed in ([`FakeIdp::sign_in_as`], else the `login_hint`), with
+//!   `preferred_username` only for `profile` and `email` only for `email`, as Microsoft;
+//! - with [`FakeIdp::set_strict_refresh_scopes`], a refresh asking for more than its refresh
+//!   token was granted is `invalid_scope`, as oidc-provider answers;
+//! - [`FakeIdp::set_redirect_iss`] adds an RFC 9207 `iss` to the authorize redirect.
 //!
 //! Every connection gets one answer and is closed (`Connection: close`).
 
@@ -194,6 +209,13 @@ struct State {
     counter: u64,
     random: RandomState,
     refresh_tokens: HashSet<String>,
+    /// The scope each refresh token was granted (those from `issue_refresh_token_for` and
+    /// from grants that asked for a scope).
+    granted: HashMap<String, String>,
+    /// As oidc-provider: a refresh asking for a scope not granted is `invalid_scope`.
+    strict_refresh_scopes: bool,
+    /// An `iss` parameter added to the authorize redirect (RFC 9207), as Google sends one.
+    redirect_iss: Option<String>,
     rotation_revokes_old: bool,
     omit_refresh_token_on_refresh: bool,
     expires_in: ExpiresIn,
@@ -209,6 +231,9 @@ struct State {
     authorize_error: Option<String>,
     device_codes: HashMap<String, Device>,
     device_expires_in: u64,
+    /// Who signs in at the browser or the device page; `None`: the `login_hint`, else
+    /// [`DEFAULT_USER`].
+    signed_in: Option<String>,
 }
 
 /// What an authorization code was issued for.
@@ -216,12 +241,18 @@ struct State {
 struct CodeBinding {
     redirect_uri: String,
     code_challenge: Option<String>,
+    /// Who signed in at the authorize endpoint.
+    user: String,
+    /// The scopes the authorize request asked for (the `id_token` follows them).
+    scope: String,
 }
 
 /// A device code: its user code, whether the user acted, and when it expires.
 #[derive(Clone, Debug)]
 struct Device {
     user_code: String,
+    /// The scopes the device authorization asked for.
+    scope: String,
     decision: Option<bool>,
     expires: std::time::Instant,
 }
@@ -239,6 +270,7 @@ impl State {
         let r = self.random.hash_one(self.counter);
         Device {
             user_code: format!("{:08X}", r & 0xffff_ffff),
+            scope: String::new(),
             decision: None,
             expires: std::time::Instant::now() + Duration::from_secs(self.device_expires_in),
         }
@@ -280,6 +312,10 @@ impl FakeIdp {
                 authorize_error: None,
                 device_codes: HashMap::new(),
                 device_expires_in: DEVICE_EXPIRES_IN,
+                signed_in: None,
+                granted: HashMap::new(),
+                strict_refresh_scopes: false,
+                redirect_iss: None,
             })),
             issued: Arc::new(Mutex::new(HashSet::new())),
         };
@@ -349,10 +385,24 @@ impl FakeIdp {
         rt
     }
 
-    /// A new valid access token (as a login would have stored).
+    /// A new valid refresh token granted `scope`.
+    #[must_use]
+    pub fn issue_refresh_token_for(&self, scope: &str) -> String {
+        let rt = self.issue_refresh_token();
+        self.state().granted.insert(rt.clone(), scope.to_owned());
+        rt
+    }
+
+    /// From now on a refresh that asks for a scope its refresh token was not granted gets
+    /// `invalid_scope` (RFC 6749 §6, as oidc-provider answers); Microsoft is lenient.
+    pub fn set_strict_refresh_scopes(&self, strict: bool) {
+        self.state().strict_refresh_scopes = strict;
+    }
+
+    /// A new valid access token (as a login would have stored), of realistic size.
     #[must_use]
     pub fn issue_access_token(&self) -> String {
-        let at = self.state().unique("at");
+        let at = realistic_size(self.state().unique("at"));
         self.issued.lock().unwrap().insert(at.clone());
         at
     }
@@ -364,6 +414,17 @@ impl FakeIdp {
         let code = s.unique("code");
         s.auth_codes.insert(code.clone(), None);
         code
+    }
+
+    /// From now on the authorize redirect carries `iss=<iss>` (RFC 9207); `None` undoes it.
+    pub fn set_redirect_iss(&self, iss: Option<&str>) {
+        self.state().redirect_iss = iss.map(str::to_owned);
+    }
+
+    /// Who signs in at the browser or the device page from now on (`None`: the
+    /// `login_hint`, else [`DEFAULT_USER`]): the `id_token` names that user.
+    pub fn sign_in_as(&self, user: Option<&str>) {
+        self.state().signed_in = user.map(str::to_owned);
     }
 
     /// From now on the authorize endpoint sends the browser back with `error=<error>`
@@ -586,7 +647,19 @@ impl FakeIdp {
             return aad_error(401, "invalid_client", 700025);
         }
         match check_grant(&mut s, req, client_id) {
-            Ok(refresh) => self.tokens(&mut s, req, refresh),
+            Ok((refresh, signed_in)) => {
+                let mut answer = self.tokens(&mut s, req, refresh);
+                if let Some((user, scope)) = signed_in
+                    && scope.split(' ').any(|w| w == "openid")
+                    && answer.0 == 200
+                {
+                    let mut body: Value = serde_json::from_str(&answer.1).unwrap();
+                    let iss = format!("{}/{}/v2.0", self.base_url(), body_tenant(&req.path));
+                    body["id_token"] = json!(id_token(&iss, client_id, &user, &scope));
+                    answer.1 = body.to_string();
+                }
+                answer
+            }
             Err(refused) => refused,
         }
     }
@@ -606,6 +679,15 @@ impl FakeIdp {
             _ => return Err("only code_challenge_method=S256 is accepted".into()),
         };
         let mut url = reqwest::Url::parse(&redirect_uri).map_err(|e| e.to_string())?;
+        if !redirect_registered(get("client_id").unwrap_or(""), &url) {
+            // Microsoft cannot send the browser back to an address the app does not hold:
+            // it shows the error in the browser, and the program never hears of it.
+            return Err(format!(
+                "<html><body>Sign in: Sorry, but we're having trouble signing you in. AADSTS50011: \
+                 The redirect URI '{redirect_uri}' specified in the request does not match the \
+                 redirect URIs configured for the application '{THUNDERBIRD_CLIENT_ID}'.</body></html>"
+            ));
+        }
         let mut s = self.state();
         {
             let mut pairs = url.query_pairs_mut();
@@ -617,17 +699,27 @@ impl FakeIdp {
                 );
             } else {
                 let code = s.unique("code");
+                let user = s
+                    .signed_in
+                    .clone()
+                    .or(get("login_hint").map(str::to_owned))
+                    .unwrap_or_else(|| DEFAULT_USER.to_owned());
                 s.auth_codes.insert(
                     code.clone(),
                     Some(CodeBinding {
                         redirect_uri: redirect_uri.clone(),
                         code_challenge: challenge,
+                        user,
+                        scope: get("scope").unwrap_or("").to_owned(),
                     }),
                 );
                 pairs.append_pair("code", &code);
             }
             if let Some(state) = get("state") {
                 pairs.append_pair("state", state);
+            }
+            if let Some(iss) = &s.redirect_iss {
+                pairs.append_pair("iss", iss);
             }
         }
         Ok(url.to_string())
@@ -636,12 +728,16 @@ impl FakeIdp {
     /// The success body: a new access token, and a new refresh token when `refresh`.
     fn tokens(&self, s: &mut State, req: &Request, refresh: bool) -> (u16, String) {
         let v1 = req.is_v1();
-        let access = s.unique("at");
+        let access = realistic_size(s.unique("at"));
         self.issued.lock().unwrap().insert(access.clone());
         let scope = req
             .field("scope")
-            .unwrap_or("https://outlook.office.com/SMTP.Send")
-            .to_owned();
+            .map(str::to_owned)
+            .or_else(|| {
+                req.field("refresh_token")
+                    .and_then(|old| s.granted.get(old).cloned())
+            })
+            .unwrap_or_else(|| "https://outlook.office.com/SMTP.Send".to_owned());
         let expires = match s.expires_in {
             ExpiresIn::Usual(n) if v1 => Some(json!(n.to_string())),
             ExpiresIn::Usual(n) | ExpiresIn::Number(n) => Some(json!(n)),
@@ -671,30 +767,127 @@ impl FakeIdp {
         if refresh {
             let rt = s.unique("rt");
             s.refresh_tokens.insert(rt.clone());
+            // What a refresh token is granted: what was asked, or on a refresh without
+            // scope what its predecessor had.
+            let inherited = req
+                .field("refresh_token")
+                .and_then(|old| s.granted.get(old).cloned());
+            if let Some(g) = req.field("scope").map(str::to_owned).or(inherited) {
+                s.granted.insert(rt.clone(), g);
+            }
             body["refresh_token"] = json!(rt);
         }
         (200, body.to_string())
     }
 }
 
-/// Checks the grant itself; `Ok(true)` when the answer is to carry a new refresh token.
-fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u16, String)> {
+/// Thunderbird's public client id, whose app registration holds only the redirect URIs in
+/// [`THUNDERBIRD_REDIRECTS`] (Microsoft ignores the port of a loopback redirect).
+pub const THUNDERBIRD_CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
+/// Scheme, host and path of the redirects Thunderbird's registration holds.
+pub const THUNDERBIRD_REDIRECTS: &[(&str, &str, &str)] =
+    &[("http", "127.0.0.1", "/"), ("https", "localhost", "/")];
+
+/// Whether the app `client_id` may send the browser back to `url`: Thunderbird's only to
+/// its registered redirects, any other (a test's own app) anywhere.
+fn redirect_registered(client_id: &str, url: &reqwest::Url) -> bool {
+    client_id != THUNDERBIRD_CLIENT_ID
+        || THUNDERBIRD_REDIRECTS.iter().any(|(scheme, host, path)| {
+            url.scheme() == *scheme && url.host_str() == Some(*host) && url.path() == *path
+        })
+}
+
+/// Who signs in when neither [`FakeIdp::sign_in_as`] nor a `login_hint` says.
+pub const DEFAULT_USER: &str = "alice@contoso.com";
+
+/// An `id_token` (`OpenID` Connect Core §2) for `user`, with the claims Microsoft puts in one:
+/// `preferred_username` only when `profile` was asked for, `email` only with `email`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference>).
+/// Unsigned (`alg` as Microsoft's, a dummy signature): the client takes it straight from
+/// the token endpoint over TLS and need not check it (`OpenID` Connect Core §3.1.3.7).
+fn id_token(iss: &str, client_id: &str, user: &str, scope: &str) -> String {
+    use base64::Engine as _;
+    let has = |s: &str| scope.split(' ').any(|w| w == s);
+    let mut claims = json!({
+        "aud": client_id,
+        "iss": iss,
+        "iat": now(),
+        "exp": now() + 3600,
+        "name": "Test User",
+        "tid": "9188040d-6c67-4c5b-b112-36a304b66dad",
+        "ver": "2.0",
+    });
+    if has("profile") {
+        claims["preferred_username"] = json!(user);
+    }
+    if has("email") {
+        claims["email"] = json!(user);
+    }
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(&json!({"typ": "JWT", "alg": "RS256", "kid": "fake"})),
+        b64(&claims)
+    )
+}
+
+/// Exchange Online access tokens are JWTs of about 2,000 characters and more (some users
+/// get over 4,096: <https://github.com/jstedfast/MailKit/issues/1948>), so the XOAUTH2
+/// string passes 2,500 bytes: the fake's tokens are that long, a unique head and a
+/// JWT-like tail.
+pub const ACCESS_TOKEN_LEN: usize = 2048;
+
+fn realistic_size(unique: String) -> String {
+    let tail = "eyJ0eXAiOiJKV1QiLCJub25jZSI6IkZha2UiLCJhbGciOiJSUzI1NiJ9.";
+    let mut token = unique;
+    token.push('.');
+    while token.len() < ACCESS_TOKEN_LEN {
+        token.push_str(tail);
+    }
+    token.truncate(ACCESS_TOKEN_LEN);
+    token
+}
+
+/// The tenant segment of a token path (`/contoso/oauth2/v2.0/token` → `contoso`).
+fn body_tenant(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
+/// Who signed in and the scopes asked for, for a grant that follows an interactive sign-in.
+type SignedIn = Option<(String, String)>;
+
+/// Checks the grant itself; `Ok((true, _))` when the answer is to carry a new refresh
+/// token, with who signed in for the authorization-code and device-code grants.
+fn check_grant(
+    s: &mut State,
+    req: &Request,
+    client_id: &str,
+) -> Result<(bool, SignedIn), (u16, String)> {
+    let requested = req.field("scope").unwrap_or("").to_owned();
     match req.grant_type() {
         "refresh_token" => {
             let rt = req.field("refresh_token").unwrap_or("");
             if !s.refresh_tokens.contains(rt) {
                 return Err(aad_error(400, "invalid_grant", 70008));
             }
+            if s.strict_refresh_scopes
+                && let Some(granted) = s.granted.get(rt)
+                && requested
+                    .split(' ')
+                    .any(|w| !w.is_empty() && !granted.split(' ').any(|g| g == w))
+            {
+                return Err(aad_error(400, "invalid_scope", 70011));
+            }
             if s.rotation_revokes_old {
                 s.refresh_tokens.remove(rt);
             }
-            Ok(!s.omit_refresh_token_on_refresh)
+            Ok((!s.omit_refresh_token_on_refresh, None))
         }
         "client_credentials" => {
             if !s.client_secrets.contains_key(client_id) {
                 return Err(aad_error(400, "invalid_client", 7000218));
             }
-            Ok(false)
+            Ok((false, None))
         }
         "password" => {
             let user = req.field("username").unwrap_or("");
@@ -702,16 +895,25 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
             if !ok || user.is_empty() {
                 return Err(aad_error(400, "invalid_grant", 50126));
             }
-            Ok(true)
+            Ok((true, None))
         }
         "authorization_code" => {
             let Some(binding) = s.auth_codes.remove(req.field("code").unwrap_or("")) else {
                 return Err(aad_error(400, "invalid_grant", 54005));
             };
-            if let Some(b) = binding {
-                check_binding(&b, req)?;
-            }
-            Ok(true)
+            let signed_in = match binding {
+                Some(b) => {
+                    check_binding(&b, req)?;
+                    (b.user, b.scope)
+                }
+                None => (
+                    s.signed_in
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_USER.to_owned()),
+                    requested,
+                ),
+            };
+            Ok((true, Some(signed_in)))
         }
         "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
             let code = req.field("device_code").or(req.field("code")).unwrap_or("");
@@ -725,7 +927,11 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
             match device.decision {
                 Some(true) => {
                     s.device_codes.remove(code);
-                    Ok(true)
+                    let user = s
+                        .signed_in
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_USER.to_owned());
+                    Ok((true, Some((user, device.scope))))
                 }
                 Some(false) => {
                     s.device_codes.remove(code);
@@ -740,7 +946,11 @@ fn check_grant(s: &mut State, req: &Request, client_id: &str) -> Result<bool, (u
 
 /// An authorize-endpoint code is redeemed with its redirect URI and PKCE verifier.
 fn check_binding(b: &CodeBinding, req: &Request) -> Result<(), (u16, String)> {
-    if req.field("redirect_uri") != Some(b.redirect_uri.as_str()) {
+    let registered = req
+        .field("redirect_uri")
+        .and_then(|r| reqwest::Url::parse(r).ok())
+        .is_some_and(|r| redirect_registered(req.field("client_id").unwrap_or(""), &r));
+    if req.field("redirect_uri") != Some(b.redirect_uri.as_str()) || !registered {
         return Err(aad_error(400, "invalid_grant", 50011));
     }
     if let Some(challenge) = &b.code_challenge {
@@ -769,7 +979,10 @@ fn device_authorization(s: &mut State, req: &Request) -> (u16, String) {
     if !req.is_v1() && req.field("resource").is_some() {
         return aad_error(400, "invalid_request", 901002);
     }
-    let device = s.new_device();
+    let mut device = s.new_device();
+    req.field("scope")
+        .unwrap_or("")
+        .clone_into(&mut device.scope);
     let code = s.unique("dc");
     let body = json!({
         "device_code": code,
@@ -817,6 +1030,9 @@ fn aad_error(status: u16, error: &str, code: u64) -> (u16, String) {
         }
         501481 => {
             "The Code_Verifier does not match the code_challenge supplied in the authorization request."
+        }
+        70011 => {
+            "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid."
         }
         50196 => "The server terminated an operation because it encountered a client request loop.",
         _ => "The request failed.",

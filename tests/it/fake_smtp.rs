@@ -16,7 +16,11 @@
 //! TLS, MAIL only after AUTH, a message is only recorded after its final `.` line (or its
 //! `BDAT LAST` chunk, with MAIL and a RCPT accepted), and a connection that closes during
 //! DATA or a BDAT chunk delivers nothing (as real servers do). [`AfterData`] makes it
-//! close, or fall silent, once a message has arrived (a lost final reply).
+//! close, or fall silent, once a message has arrived (a lost final reply). Knobs make it
+//! as strict as
+//! Gmail and Dovecot about long AUTH lines ([`Behaviour::auth_line_limit`],
+//! [`Behaviour::gmail_line_limit`]) and as Exchange about recipients per transaction
+//! ([`Behaviour::recipient_limit`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -85,6 +89,14 @@ pub struct Behaviour {
     pub end_reply: Option<String>,
     /// Wait this long before each reply (a slow server).
     pub reply_delay: Duration,
+    /// An `AUTH` command line longer than this many octets (with its CRLF) is answered
+    /// with the reply and not processed: Gmail's `555 5.5.2 Syntax error, command line
+    /// too long`, Dovecot's `500 5.5.2 Line too long`. The SASL response line after a
+    /// `334` is not limited (both servers take long ones).
+    pub auth_line_limit: Option<(usize, String)>,
+    /// At most this many accepted recipients per transaction; each further RCPT gets the
+    /// reply (Exchange: `452 4.5.3 Too many recipients`; Dovecot: `451 4.5.3 …`).
+    pub max_rcpts: Option<(usize, String)>,
     /// What happens once a whole message has arrived (after its final `.`, or its
     /// `BDAT LAST` chunk with MAIL and a RCPT accepted).
     pub after_data: AfterData,
@@ -129,6 +141,8 @@ impl Default for Behaviour {
             end_reply: None,
             reply_delay: Duration::ZERO,
             after_data: AfterData::Reply,
+            auth_line_limit: None,
+            max_rcpts: None,
         }
     }
 }
@@ -148,6 +162,23 @@ impl Behaviour {
     pub fn accept_only(mut self, user: &str, token: &str) -> Self {
         let (u, t) = (user.to_owned(), token.to_owned());
         self.accept = Arc::new(move |user, token| user == u && token == t);
+        self
+    }
+
+    /// Gmail's limit on command lines: an `AUTH` line over about 1,000 octets gets `555`.
+    #[must_use]
+    pub fn gmail_line_limit(mut self) -> Self {
+        self.auth_line_limit = Some((
+            1000,
+            "555 5.5.2 Syntax error, command line too long. - gsmtp".to_owned(),
+        ));
+        self
+    }
+
+    /// Exchange Online's answer past `n` recipients in one transaction.
+    #[must_use]
+    pub fn recipient_limit(mut self, n: usize) -> Self {
+        self.max_rcpts = Some((n, "452 4.5.3 Too many recipients".to_owned()));
         self
     }
 
@@ -206,6 +237,8 @@ struct Record {
     deliveries: Vec<Delivery>,
     connections: usize,
     quits: usize,
+    /// The flight of each message's end (DATA's `.` line, or a `BDAT LAST` chunk).
+    data_ends: Vec<usize>,
 }
 
 /// A running fake server; it lives until the test process ends.
@@ -288,6 +321,13 @@ impl FakeSmtp {
     #[must_use]
     pub fn connections(&self) -> usize {
         self.lock().connections
+    }
+
+    /// The flight that brought the end of each message (the `.` line or the last byte of
+    /// the `BDAT LAST` chunk): QUIT in the same flight was pipelined after the data.
+    #[must_use]
+    pub fn data_end_flights(&self) -> Vec<usize> {
+        self.lock().data_ends.clone()
     }
 
     /// Whether any connection sent QUIT.
@@ -402,6 +442,13 @@ impl Conn {
             self.log(format!("C: {text}"));
             let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
             self.note_command(&verb);
+            if let Some((limit, reply)) = self.b().auth_line_limit.clone()
+                && verb == "AUTH"
+                && line.len() + 2 > limit
+            {
+                self.reply(&reply).await?;
+                continue;
+            }
             if !self.dispatch(&verb, &text).await? {
                 return Ok(());
             }
@@ -610,6 +657,12 @@ impl Conn {
         let Some((to, params)) = parse_path(arg, "TO:") else {
             return self.reply("501 5.5.4 Invalid arguments").await;
         };
+        // The limit first, as Postfix's smtpd checks it before the recipient itself.
+        if let Some((limit, reply)) = self.b().max_rcpts.clone()
+            && self.rcpts.len() >= limit
+        {
+            return self.reply(&reply).await;
+        }
         if let Some(reply) = self.b().rcpt_replies.get(&to.to_ascii_lowercase()).cloned() {
             return self.reply(&reply).await;
         }
@@ -663,6 +716,14 @@ impl Conn {
             return Ok(false);
         };
         self.log(format!("C: <message data, {size} bytes>"));
+        if last {
+            self.server
+                .record
+                .lock()
+                .unwrap()
+                .data_ends
+                .push(self.flight);
+        }
         if self.mail.is_none() {
             self.reply("503 5.5.1 Bad sequence of commands").await?;
             return Ok(true);
@@ -701,6 +762,12 @@ impl Conn {
                 return Ok(None);
             };
             if line == b".\r\n" {
+                self.server
+                    .record
+                    .lock()
+                    .unwrap()
+                    .data_ends
+                    .push(self.flight);
                 return Ok(Some(data));
             }
             let unstuffed = line.strip_prefix(b".").unwrap_or(&line);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::fake_idp::{Failure, FakeIdp};
+use super::fake_idp::{Failure, FakeIdp, THUNDERBIRD_CLIENT_ID};
 use super::fake_smtp::{Behaviour, FakeSmtp};
 use super::support::{Run, Sandbox, TestCa, now, set_mode};
 
@@ -52,9 +52,14 @@ fn setup() -> Setup {
 impl Setup {
     /// Account `work` (Microsoft, v2 endpoints of the fake, SMTP on the fake), plus `extra`.
     fn config(&self, extra: &str) {
+        self.config_client(CLIENT_ID, extra);
+    }
+
+    /// `config` with another app's client id (e.g. Thunderbird's).
+    fn config_client(&self, client_id: &str, extra: &str) {
         self.sandbox.write_config(&format!(
             "[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-             client_id = \"{CLIENT_ID}\"\ntls_ca_file = \"{ca}\"\n\
+             client_id = \"{client_id}\"\ntls_ca_file = \"{ca}\"\n\
              authorize_url = \"{}\"\ntoken_url = \"{}\"\ndevice_code_url = \"{}\"\n\
              smtp_host = \"localhost\"\nsmtp_port = {}\n{extra}",
             self.idp.authorize_url_v2("contoso"),
@@ -305,7 +310,7 @@ fn authcode_with_no_browser_prints_the_url_and_the_listener_takes_the_redirect()
     let location = authorize(&s.ca_file, &url);
     let port = reqwest::Url::parse(&location).unwrap().port().unwrap();
     assert!(
-        location.starts_with(&format!("http://localhost:{port}/?code=")),
+        location.starts_with(&format!("http://127.0.0.1:{port}/?code=")),
         "{location}"
     );
     let page = follow(&location);
@@ -321,7 +326,7 @@ fn authcode_with_no_browser_prints_the_url_and_the_listener_takes_the_redirect()
     let requests = s.idp.requests();
     let asked = requests[0].query();
     assert_eq!(asked["code_challenge_method"], "S256");
-    assert_eq!(asked["redirect_uri"], format!("http://localhost:{port}/"));
+    assert_eq!(asked["redirect_uri"], format!("http://127.0.0.1:{port}/"));
     assert_eq!(asked["client_id"], CLIENT_ID);
     assert_eq!(asked["login_hint"], "alice@contoso.com");
     assert!(asked["scope"].contains("offline_access"));
@@ -330,7 +335,7 @@ fn authcode_with_no_browser_prints_the_url_and_the_listener_takes_the_redirect()
     assert_eq!(redeem.grant_type(), "authorization_code");
     assert_eq!(
         redeem.field("redirect_uri"),
-        Some(format!("http://localhost:{port}/").as_str())
+        Some(format!("http://127.0.0.1:{port}/").as_str())
     );
     assert!(redeem.field("code_verifier").is_some_and(|v| v.len() >= 43));
 
@@ -835,4 +840,209 @@ fn a_cron_send_that_needs_a_login_is_queued_under_on_failure_and_notifies() {
     let list = s.run(&["queue", "list"], b"");
     assert!(list.stdout.contains("bob@example.org"), "{list:?}");
     assert!(s.smtp.deliveries().is_empty());
+}
+
+/// GET the authorize URL as a browser: the status and the page (no redirect followed).
+fn browse(ca_file: &std::path::Path, url: &str) -> (u16, String) {
+    super::support::install_provider();
+    let pem = std::fs::read(ca_file).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = client.get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    })
+}
+
+#[test]
+fn thunderbirds_client_id_with_http_localhost_is_refused_before_the_browser_opens() {
+    let s = setup();
+    s.config_client(
+        THUNDERBIRD_CLIENT_ID,
+        "redirect_uri = \"http://localhost\"\n",
+    );
+    let (browser, record) = recording_browser(&s);
+    let mut cmd = s.sandbox.command(&["login", "work"]);
+    cmd.env("BROWSER", &browser);
+    let run = super::support::run_command(cmd, b"");
+    assert_eq!(run.code, 78, "{}", run.stderr);
+    let line = last_line(&run);
+    assert!(
+        line.contains("AADSTS50011") && line.contains("`http://localhost`"),
+        "{line}"
+    );
+    assert!(
+        line.contains("\"http://127.0.0.1\"") && line.contains("\"https://localhost\""),
+        "{line}"
+    );
+    assert!(!record.exists(), "no browser was opened");
+    assert!(s.idp.requests().is_empty());
+    assert!(!s.sandbox.token_file("work").exists());
+}
+
+#[test]
+fn thunderbirds_client_id_logs_in_with_the_default_loopback_redirect() {
+    let s = setup();
+    s.config_client(THUNDERBIRD_CLIENT_ID, "");
+    let mut live = s.spawn(&["login", "work", "--no-browser"], &[], Stdio::null());
+    let location = authorize(&s.ca_file, &live.url());
+    assert!(location.starts_with("http://127.0.0.1:"), "{location}");
+    follow(&location);
+    let run = live.finish();
+    assert_logged_in(&run, "logged in as alice@contoso.com");
+}
+
+#[test]
+fn the_fake_identity_platform_refuses_http_localhost_for_thunderbird_in_the_browser() {
+    let s = setup();
+    let url = |client: &str, redirect: &str| {
+        reqwest::Url::parse_with_params(
+            &s.idp.authorize_url_v2("common"),
+            &[
+                ("client_id", client),
+                ("response_type", "code"),
+                ("redirect_uri", redirect),
+                ("state", "st"),
+            ],
+        )
+        .unwrap()
+        .to_string()
+    };
+    let (status, page) = browse(
+        &s.ca_file,
+        &url(THUNDERBIRD_CLIENT_ID, "http://localhost:7598/"),
+    );
+    assert_eq!(status, 400);
+    assert!(page.contains("AADSTS50011"), "{page}");
+    for ok in ["http://127.0.0.1:7598/", "https://localhost"] {
+        assert_eq!(
+            browse(&s.ca_file, &url(THUNDERBIRD_CLIENT_ID, ok)).0,
+            302,
+            "{ok}"
+        );
+    }
+    assert_eq!(
+        browse(&s.ca_file, &url(CLIENT_ID, "http://localhost:7598/")).0,
+        302
+    );
+}
+
+/// An authcode login with `--no-browser`: the test plays the browser.
+fn login_through_the_browser(s: &Setup) -> Run {
+    let mut live = s.spawn(&["login", "work", "--no-browser"], &[], Stdio::null());
+    let location = authorize(&s.ca_file, &live.url());
+    follow(&location);
+    live.finish()
+}
+
+#[test]
+fn a_browser_signed_in_as_somebody_else_is_refused_naming_both_and_nothing_is_stored() {
+    let s = setup();
+    s.config("");
+    s.idp.sign_in_as(Some("mallory@fabrikam.example"));
+    let run = login_through_the_browser(&s);
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    let line = last_line(&run);
+    assert!(
+        line.contains("signed in as mallory@fabrikam.example")
+            && line.contains("email is alice@contoso.com")
+            && line.contains("nothing was stored"),
+        "{line}"
+    );
+    assert!(!s.sandbox.token_file("work").exists());
+    // What made the id_token name someone: Microsoft's OpenID scopes were asked for.
+    let asked = s.idp.requests()[0].query();
+    for scope in ["openid", "profile", "email", "offline_access"] {
+        assert!(
+            asked["scope"].split(' ').any(|w| w == scope),
+            "{}",
+            asked["scope"]
+        );
+    }
+}
+
+#[test]
+fn the_signed_in_identity_is_compared_case_insensitively_stored_and_shown_by_status() {
+    let s = setup();
+    s.config("");
+    s.idp.sign_in_as(Some("Alice@Contoso.com"));
+    let run = login_through_the_browser(&s);
+    assert_logged_in(&run, "logged in as Alice@Contoso.com");
+    assert_eq!(s.stored()["identity"], "Alice@Contoso.com");
+    let status = s.run(&["status", "work"], b"");
+    assert!(
+        status.stdout.contains("signed in as: Alice@Contoso.com\n"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn devicecode_signed_in_as_somebody_else_is_refused() {
+    let s = setup();
+    s.config("flow = \"devicecode\"\n");
+    s.idp.sign_in_as(Some("mallory@fabrikam.example"));
+    let mut live = s.spawn(&["login", "work"], &[], Stdio::null());
+    live.line(|l| l.contains("enter the code"));
+    let code = s.idp.last_user_code().unwrap();
+    s.idp.decide_user_code(&code, true);
+    let run = live.finish();
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    assert!(
+        last_line(&run).contains("mallory@fabrikam.example"),
+        "{}",
+        run.stderr
+    );
+    assert!(!s.sandbox.token_file("work").exists());
+}
+
+#[test]
+fn the_user_key_signs_in_and_authenticates_while_email_stays_the_sender() {
+    let s = setup();
+    s.config("user = \"delegate@contoso.com\"\n");
+    let run = login_through_the_browser(&s);
+    assert_logged_in(&run, "logged in as delegate@contoso.com");
+    assert_eq!(
+        s.idp.requests()[0].query()["login_hint"],
+        "delegate@contoso.com"
+    );
+    assert_eq!(s.stored()["identity"], "delegate@contoso.com");
+    s.run(&["-t"], MESSAGE).assert_silent_success();
+    let auth = s.smtp.auth_attempts();
+    assert_eq!(auth.last().unwrap().user, "delegate@contoso.com");
+    assert_eq!(s.smtp.deliveries()[0].from, "alice@contoso.com");
+    // Someone else than `user` is refused, naming the key.
+    s.idp.sign_in_as(Some("alice@contoso.com"));
+    let run = login_through_the_browser(&s);
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    assert!(
+        last_line(&run).contains("user is delegate@contoso.com"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_redirect_from_another_issuer_is_refused_and_the_own_issuer_accepted() {
+    let s = setup();
+    s.config("");
+    s.idp.set_redirect_iss(Some("https://idp.attacker.example"));
+    let run = login_through_the_browser(&s);
+    assert_eq!(run.code, 77, "{}", run.stderr);
+    assert!(last_line(&run).contains("another issuer"), "{}", run.stderr);
+    assert!(!s.sandbox.token_file("work").exists());
+    s.idp
+        .set_redirect_iss(Some(&format!("{}/contoso/v2.0", s.idp.base_url())));
+    assert_logged_in(
+        &login_through_the_browser(&s),
+        "logged in as alice@contoso.com",
+    );
 }

@@ -6,6 +6,7 @@
 
 mod clients;
 mod docs;
+mod dovecot;
 mod dry_run;
 mod fake_dns;
 mod fake_idp;

@@ -867,3 +867,97 @@ fn invoked_as_sendmail_words_are_recipients() {
     run.assert_silent_success();
     assert_eq!(w.delivered()[0].rcpts, ["alice@contoso.com"]);
 }
+
+#[test]
+fn microsoft_sends_a_realistic_token_on_one_auth_line_and_quit_with_the_data() {
+    let w = World::new();
+    w.expire_token();
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    run.assert_silent_success();
+    let auth = w.smtp.auth_attempts();
+    assert_eq!(auth.len(), 1);
+    assert!(auth[0].accepted && auth[0].inline, "{:?}", auth[0].inline);
+    // user=…\x01auth=Bearer …\x01\x01 in base64: over 2,500 bytes with a real-sized token.
+    let xoauth2 = format!(
+        "user={}\x01auth=Bearer {}\x01\x01",
+        auth[0].user, auth[0].token
+    );
+    assert!(xoauth2.len() * 4 / 3 > 2500, "{}", xoauth2.len());
+    assert!(
+        w.smtp
+            .wait_for(Duration::from_secs(5), FakeSmtp::quit_received)
+    );
+    assert_eq!(w.smtp.flights_of(&["QUIT"]), w.smtp.data_end_flights());
+}
+
+#[test]
+fn a_server_refusing_the_long_auth_line_gets_it_in_two_steps_on_the_same_connection() {
+    let w = World::with(
+        Behaviour {
+            auth_line_limit: Some((1000, "500 5.5.2 Line too long".to_owned())),
+            ..Behaviour::default()
+        },
+        "",
+    );
+    w.expire_token();
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    run.assert_silent_success();
+    let auth = w.smtp.auth_attempts();
+    assert_eq!(auth.len(), 1);
+    assert!(auth[0].accepted && !auth[0].inline);
+    assert_eq!(w.smtp.connections(), 1);
+    assert_eq!(w.delivered().len(), 1);
+}
+
+#[test]
+fn an_unexpired_cached_token_refused_without_a_refresh_token_reports_the_servers_reply() {
+    let w = World::refusing_tokens(Behaviour::default());
+    w.sandbox.seed_token(
+        "work",
+        &json!({"access_token": w.token, "expires_at": now() + 3000}),
+    );
+    let run = w.send(&["bob@fabrikam.example"], MESSAGE);
+    let line = run.assert_failure(77);
+    assert!(
+        line.contains("535 5.7.3 Authentication unsuccessful"),
+        "{line}"
+    );
+    assert!(line.contains("has not expired"), "{line}");
+    assert!(!line.contains("has expired"), "{line}");
+    assert!(line.contains("SMTP AUTH is enabled"), "{line}");
+    assert!(line.contains("oauth2-sendmail login work"), "{line}");
+    assert_eq!(w.idp.requests().len(), 0, "nothing to refresh with");
+    // QUIT on the error path too.
+    assert!(
+        w.smtp
+            .wait_for(Duration::from_secs(5), FakeSmtp::quit_received)
+    );
+}
+
+#[test]
+fn too_many_recipients_are_sent_in_further_transactions_on_one_connection() {
+    let w = World::with(Behaviour::default().recipient_limit(2), "");
+    let run = w.send(
+        &[
+            "bob@fabrikam.example",
+            "carol@fabrikam.example",
+            "erin@fabrikam.example",
+        ],
+        MESSAGE,
+    );
+    run.assert_silent_success();
+    let d = w.delivered();
+    let rcpts: Vec<Vec<String>> = d.iter().map(|d| d.rcpts.clone()).collect();
+    assert_eq!(
+        rcpts,
+        [
+            vec![
+                "bob@fabrikam.example".to_owned(),
+                "carol@fabrikam.example".to_owned()
+            ],
+            vec!["erin@fabrikam.example".to_owned()]
+        ]
+    );
+    assert_eq!(d[0].data, d[1].data);
+    assert_eq!(w.smtp.connections(), 1);
+}

@@ -113,13 +113,9 @@ fn an_expired_token_is_refreshed_once_and_the_rotated_refresh_token_saved() {
     assert_eq!(req.grant_type(), "refresh_token");
     assert_eq!(req.field("refresh_token"), Some(old_rt.as_str()));
     assert_eq!(req.field("client_id"), Some(CLIENT_ID));
-    assert_eq!(
-        req.field("scope"),
-        Some(
-            "https://outlook.office.com/SMTP.Send https://outlook.office.com/IMAP.AccessAsUser.All \
-             https://outlook.office.com/POP.AccessAsUser.All offline_access"
-        )
-    );
+    // The cache does not say what was granted: no scope, i.e. the same as granted
+    // (RFC 6749 §6), never the configured ones, which may be more.
+    assert_eq!(req.field("scope"), None);
     assert_eq!(
         req.field("client_secret"),
         None,
@@ -507,4 +503,57 @@ fn status_shows_validity_but_no_secret_and_logout_deletes() {
     assert!(run.stdout.contains("needs login"), "{}", run.stdout);
     s.run(&["token", "work"]).assert_failure(77);
     assert_eq!(s.idp.requests().len(), 0);
+}
+
+#[test]
+fn a_refresh_asks_for_the_scopes_that_were_granted_never_more() {
+    let s = setup();
+    s.config("");
+    // As a standard OpenID provider (oidc-provider) does: more than granted is invalid_scope.
+    s.idp.set_strict_refresh_scopes(true);
+    let granted = "https://outlook.office.com/SMTP.Send offline_access";
+    let rt = s.idp.issue_refresh_token_for(granted);
+    s.seed(&json!({
+        "access_token": "at-stale-0",
+        "expires_at": now() - 10,
+        "refresh_token": rt,
+        "scope": granted,
+    }));
+    let run = s.run(&["token", "work"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.idp.requests()[0].field("scope"), Some(granted));
+    // The answer's scope is kept for the next refresh, which also works.
+    assert_eq!(s.stored()["scope"], granted);
+    s.seed(&json!({
+        "access_token": "at-stale-1",
+        "expires_at": now() - 10,
+        "refresh_token": s.stored()["refresh_token"],
+        "scope": granted,
+    }));
+    assert_eq!(s.run(&["token", "work"]).code, 0);
+}
+
+#[test]
+fn the_strict_fake_refuses_a_refresh_asking_for_more_than_was_granted() {
+    let s = setup();
+    s.config("");
+    s.idp.set_strict_refresh_scopes(true);
+    let rt = s
+        .idp
+        .issue_refresh_token_for("https://outlook.office.com/SMTP.Send");
+    // A cache that claims more than was granted: the fake says invalid_scope, as
+    // oidc-provider does.
+    s.seed(&json!({
+        "access_token": "at-stale-0",
+        "expires_at": now() - 10,
+        "refresh_token": rt,
+        "scope": "https://outlook.office.com/SMTP.Send https://outlook.office.com/IMAP.AccessAsUser.All",
+    }));
+    let run = s.run(&["token", "work"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("invalid_scope") || run.stderr.contains("70011"),
+        "{}",
+        run.stderr
+    );
 }
