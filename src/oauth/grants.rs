@@ -33,6 +33,57 @@ pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_EXPIRES_IN: u64 = 3600;
 /// Longest error description kept in a message: one readable line, not a page.
 const MAX_DESCRIPTION: usize = 200;
+/// Largest HTTP answer body read from a token, device-code or Graph endpoint. Real answers
+/// are a few KiB (a token response with an `id_token` is under 10 KiB); anything past this is
+/// a broken or hostile peer, and reading stops at once.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Why an answer's body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the limit (announced by `Content-Length` or counted while reading).
+    TooLarge(usize),
+    /// The transport failed mid-body (the error on one line, without the URL).
+    Read(String),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::TooLarge(limit) => {
+                write!(
+                    f,
+                    "the answer is larger than {limit} bytes; reading stopped"
+                )
+            }
+            BodyError::Read(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Reads a response body chunk by chunk, stopping as soon as it exceeds `limit` bytes: an
+/// endless or huge body costs at most `limit` bytes of memory. Every HTTP caller (token,
+/// device code, Graph) reads its answers through this.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Read(one_line(&e.without_url())))?
+    {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// What to trade for tokens.
 pub enum Grant {
@@ -658,11 +709,16 @@ impl Form {
             .map_err(|e| transient("request failed", e))?;
         let status = response.status().as_u16();
         // The body first: error_for_status() would throw Microsoft's error JSON away.
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transient("reading the answer failed", e))?;
-        Ok((status, body.to_vec()))
+        let body = read_body(response, MAX_BODY).await.map_err(|e| {
+            Error::token(
+                TokenClass::Transient,
+                format!(
+                    "token service unreachable ({}): reading the answer failed: {e}; try again later",
+                    self.url
+                ),
+            )
+        })?;
+        Ok((status, body))
     }
 
     /// Replaces any secret a server might have echoed, and keeps the message on one line.

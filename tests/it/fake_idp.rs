@@ -80,6 +80,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The form fields, decoded; a repeated field keeps its last value.
     pub form: BTreeMap<String, String>,
+    /// The body as received (the URL-encoded form).
+    pub body: String,
 }
 
 impl Request {
@@ -146,6 +148,11 @@ pub enum Failure {
     Status(u16),
     /// This status and JSON body, as given.
     Json { status: u16, body: Value },
+    /// `200 OK`, chunked, and a JSON-looking body that never ends (a broken or hostile peer).
+    Endless,
+    /// 400 `invalid_request` whose `error_description` echoes the request body as received
+    /// (URL-encoded form), as some endpoints and proxies do.
+    EchoForm,
 }
 
 impl Failure {
@@ -524,6 +531,26 @@ impl FakeIdp {
             let _ = stream.shutdown().await;
             return;
         }
+        let endless = {
+            let mut s = self.state();
+            if matches!(s.failures.front(), Some(Failure::Endless)) {
+                s.failures.pop_front();
+                true
+            } else {
+                s.failures.is_empty() && matches!(s.always, Some(Failure::Endless))
+            }
+        };
+        if endless {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let piece = format!("{:x}\r\n{}\r\n", 64 * 1024, "a".repeat(64 * 1024));
+            // Until the client hangs up.
+            while stream.write_all(piece.as_bytes()).await.is_ok() {}
+            return;
+        }
         let (status, body) = self.answer(&request);
         let reason = match status {
             200 => "OK",
@@ -560,6 +587,19 @@ impl FakeIdp {
                     format!("<html><body>{status} Service Unavailable</body></html>"),
                 ),
                 Failure::Json { status, body } => (status, body.to_string()),
+                Failure::Endless => (500, json!({"error": "server_error"}).to_string()),
+                Failure::EchoForm => (
+                    400,
+                    json!({
+                        "error": "invalid_request",
+                        "error_description": format!(
+                            "AADSTS900144: The request body must contain the following parameter: 'x'. Received: {}",
+                            req.body
+                        ),
+                        "error_codes": [900144],
+                    })
+                    .to_string(),
+                ),
             };
         }
         if req.method == "POST" && req.path.ends_with("/devicecode") {
@@ -892,6 +932,7 @@ where
         path,
         headers,
         form,
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 

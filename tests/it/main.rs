@@ -8,6 +8,7 @@ mod clients;
 mod dry_run;
 mod fake_idp;
 mod fake_smtp;
+mod hardening;
 mod login;
 mod queue;
 mod scheduling;
