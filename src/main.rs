@@ -15,6 +15,8 @@
 //! |---|---|
 //! | `cli` | what was typed: sendmail flags and management words (clap) |
 //! | `config` | the TOML model, errors with file/line/key, secret commands |
+//! | `command` | the one runner for every `*_cmd`: time limit, bounded output, kill and reap |
+//! | `scrub` | peer text made printable: secrets removed in every encoding, control characters escaped, cut |
 //! | `paths` | XDG locations of config, tokens and queue |
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
 //! | `message` | reading stdin, the header view, Bcc stripping, header edits |
@@ -37,6 +39,7 @@
 
 mod cli;
 mod clock;
+mod command;
 mod config;
 mod deliver;
 mod error;
@@ -49,6 +52,7 @@ mod paths;
 mod plan;
 mod provider;
 mod queue;
+mod scrub;
 mod sendmail;
 mod smtp;
 mod tls;
@@ -81,6 +85,9 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 
+/// Longest error line printed (characters).
+const MAX_ERROR_LINE: usize = 2000;
+
 fn main() -> ExitCode {
     // One TLS provider for the process: reqwest and tokio-rustls share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -106,7 +113,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e.kind, error::Kind::Reported(_)) {
-                eprintln!("oauth2-sendmail: {e}");
+                // The last guard on every error line: no secret, no control character,
+                // no megabyte of echoed input.
+                eprintln!(
+                    "oauth2-sendmail: {}",
+                    scrub::for_output(&e.to_string(), MAX_ERROR_LINE)
+                );
             }
             ExitCode::from(e.exit_code())
         }

@@ -162,7 +162,7 @@ impl Queue {
         let state = State {
             attempts,
             next_attempt: now + backoff,
-            last_error: Some(error.to_owned()),
+            last_error: Some(crate::scrub::for_output(error, 2000)),
         };
         write_state(&self.dir, &entry.id, &state, "defer-before-rename")
     }
@@ -174,7 +174,7 @@ impl Queue {
         let state = State {
             attempts: entry.state.attempts + 1,
             next_attempt: 0,
-            last_error: Some(error.to_owned()),
+            last_error: Some(crate::scrub::for_output(error, 2000)),
         };
         // The reason first: a crash between the two steps leaves the entry queued (to be
         // tried again), never a failed message without its reason.

@@ -187,8 +187,9 @@ pub fn append_log(
     let from = envelope.from.as_deref().unwrap_or("");
     let rcpts = envelope.recipients.join(",");
     let line = format!(
-        "{} account={account} from=<{from}> recipients={rcpts} size={size} {result}\n",
-        clock::now()
+        "{} account={account} from=<{from}> recipients={rcpts} size={size} {}\n",
+        clock::now(),
+        crate::scrub::for_output(result, 2000)
     );
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);

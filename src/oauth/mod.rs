@@ -142,8 +142,17 @@ async fn renew(
     let stored = merge(current, response, now());
     // The save runs on a blocking thread: it completes even if this task is cancelled,
     // and the lock is released only after it.
+    let name = account.name.clone();
     blocking(move || {
-        store.save(&stored)?;
+        if let Err(e) = store.save(&stored) {
+            // A full disk, a read-only folder, a failing token_encrypt_cmd: the access token
+            // in hand is good for an hour, so it is used; the refresh token may be lost.
+            eprintln!(
+                "oauth2-sendmail: account {name}: {}; the new tokens were used but not saved: \
+                 if the next renewal fails, run `oauth2-sendmail login {name}`",
+                crate::scrub::for_output(&e.to_string(), 500)
+            );
+        }
         drop(lock);
         Ok(AccessToken {
             secret: stored.access_token,

@@ -101,6 +101,14 @@ impl fmt::Debug for StoredToken {
 }
 
 impl StoredToken {
+    /// Tells [`crate::scrub`] about the tokens, so that no output ever shows them.
+    pub fn register_secrets(&self) {
+        crate::scrub::register(&self.access_token);
+        if let Some(rt) = &self.refresh_token {
+            crate::scrub::register(rt);
+        }
+    }
+
     /// True when the access token is still valid `margin` seconds after `now`.
     #[must_use]
     pub fn valid_for(&self, now: u64, margin: u64) -> bool {
@@ -189,10 +197,15 @@ impl TokenStore {
         };
         self.narrow_file();
         let json = match &self.decrypt {
-            Some(cmd) => cmd.run("token_decrypt_cmd", Some(&raw), &[])?,
+            Some(cmd) => cmd.run(
+                "token_decrypt_cmd",
+                Some(&raw),
+                &[],
+                crate::command::TOKEN_OUTPUT,
+            )?,
             None => raw,
         };
-        serde_json::from_slice(&json).map(Some).map_err(|e| {
+        let token: StoredToken = serde_json::from_slice(&json).map_err(|e| {
             // Only the position: serde's own message may quote the file's contents.
             Error::io(format!(
                 "the token file {} is not a valid token cache ({:?} error at line {}, column {}): \
@@ -203,7 +216,9 @@ impl TokenStore {
                 e.column(),
                 a = self.account,
             ))
-        })
+        })?;
+        token.register_secrets();
+        Ok(Some(token))
     }
 
     /// Replaces the stored tokens atomically (temp file, fsync, rename, fsync the folder).
@@ -211,9 +226,34 @@ impl TokenStore {
         self.ensure_dir()?;
         let json = serde_json::to_vec_pretty(token)
             .map_err(|e| Error::internal(format!("cannot encode the token cache: {e}")))?;
-        let mut data = match &self.encrypt {
-            Some(cmd) => cmd.run("token_encrypt_cmd", Some(&json), &[])?,
-            None => json,
+        token.register_secrets();
+        let mut data = match (&self.encrypt, &self.decrypt) {
+            (Some(encrypt), Some(decrypt)) => {
+                let data = encrypt.run(
+                    "token_encrypt_cmd",
+                    Some(&json),
+                    &[],
+                    crate::command::TOKEN_OUTPUT,
+                )?;
+                // The file is only replaced by something that reads back: an encrypt command
+                // that printed nothing (or garbage) must not cost the refresh token.
+                let back = decrypt.run(
+                    "token_decrypt_cmd",
+                    Some(&data),
+                    &[],
+                    crate::command::TOKEN_OUTPUT,
+                )?;
+                let same = serde_json::from_slice::<StoredToken>(&back).is_ok_and(|t| t == *token);
+                if !same {
+                    return Err(Error::config(format!(
+                        "account {}: what token_encrypt_cmd printed ({} bytes) does not decrypt back                          to the tokens with token_decrypt_cmd; the token file was not replaced: check                          both commands",
+                        self.account,
+                        data.len()
+                    )));
+                }
+                data
+            }
+            _ => json,
         };
         if self.encrypt.is_none() {
             data.push(b'\n');

@@ -891,23 +891,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     fn log_client(&self, line: &str) {
         if self.verbose {
-            eprintln!("C: {line}");
+            eprintln!("C: {}", crate::scrub::for_output(line, VERBOSE_LINE));
         }
     }
 
     fn log_server(&self, line: &[u8]) {
         if self.verbose {
             let text = String::from_utf8_lossy(line);
-            eprintln!("S: {}", text.trim_end_matches(['\r', '\n']));
+            let text = text.trim_end_matches(['\r', '\n']);
+            eprintln!("S: {}", crate::scrub::for_output(text, VERBOSE_LINE));
         }
     }
 
     fn log_note(&self, note: &str) {
         if self.verbose {
-            eprintln!("-- {note}");
+            eprintln!("-- {}", crate::scrub::for_output(note, VERBOSE_LINE));
         }
     }
 }
+
+/// Longest `-v` transcript line (characters): a reply line is at most 512 bytes by RFC 5321,
+/// and ours are shorter.
+const VERBOSE_LINE: usize = 1000;
 
 fn io_error(phase: Phase, e: &io::Error) -> Error {
     let detail = match e.kind() {

@@ -150,8 +150,8 @@ pub enum Failure {
     Json { status: u16, body: Value },
     /// `200 OK`, chunked, and a JSON-looking body that never ends (a broken or hostile peer).
     Endless,
-    /// 400 `invalid_request` whose `error_description` echoes the request body as received
-    /// (URL-encoded form), as some endpoints and proxies do.
+    /// 400 `invalid_grant` (AADSTS70008) whose `error_description` echoes the request body
+    /// as received (the URL-encoded form, secrets and all), as some endpoints and proxies do.
     EchoForm,
 }
 
@@ -591,12 +591,12 @@ impl FakeIdp {
                 Failure::EchoForm => (
                     400,
                     json!({
-                        "error": "invalid_request",
+                        "error": "invalid_grant",
                         "error_description": format!(
-                            "AADSTS900144: The request body must contain the following parameter: 'x'. Received: {}",
+                            "AADSTS70008: The provided grant is invalid for the request {} (echoed)",
                             req.body
                         ),
-                        "error_codes": [900144],
+                        "error_codes": [70008],
                     })
                     .to_string(),
                 ),

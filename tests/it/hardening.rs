@@ -89,3 +89,238 @@ fn an_endless_device_code_answer_is_cut_at_the_body_limit_with_exit_75() {
     let line = run.assert_failure(75);
     assert!(line.contains("larger than 1048576 bytes"), "{line}");
 }
+
+// 2. `*_cmd` without limits.
+
+#[test]
+fn a_hanging_password_cmd_is_stopped_at_command_timeout_with_a_line_naming_it() {
+    let s = setup();
+    // Through a shell that waits for its own child: the whole process group is stopped.
+    s.config(
+        "command_timeout = 1",
+        "flow = \"password\"\npassword_cmd = [\"sh\", \"-c\", \"sleep 30; echo pw\"]\n",
+    );
+    let run = s.run(&["token", "work"]);
+    let line = run.assert_failure(78);
+    assert!(
+        line.contains("password_cmd") && line.contains("did not finish within 1 s"),
+        "{line}"
+    );
+    assert!(s.idp.requests().is_empty(), "no request without a password");
+}
+
+#[test]
+fn a_flooding_password_cmd_is_stopped_with_a_line_naming_it() {
+    let s = setup();
+    s.config("", "flow = \"password\"\npassword_cmd = [\"yes\"]\n");
+    let run = s.run(&["token", "work"]);
+    let line = run.assert_failure(78);
+    assert!(
+        line.contains("password_cmd") && line.contains("printed more than"),
+        "{line}"
+    );
+}
+
+#[test]
+fn command_timeout_zero_is_a_config_error() {
+    let s = setup();
+    s.config("command_timeout = 0", "");
+    let run = s.run(&["token", "work"]);
+    let line = run.assert_failure(78);
+    assert!(line.contains("command_timeout"), "{line}");
+}
+
+#[test]
+fn a_hanging_notify_cmd_runs_detached_and_never_holds_up_the_command() {
+    let s = setup();
+    let done = s.sandbox.path().join("notified");
+    s.config(
+        "",
+        &format!(
+            "notify_cmd = [\"sh\", \"-c\", \"sleep 2; echo \\\"$OAUTH2_SENDMAIL_ACCOUNT\\\" > '{}'\"]\n",
+            done.display()
+        ),
+    );
+    s.seed_expired();
+    s.idp.push_failure(Failure::invalid_grant(700082));
+    let run = s.sandbox.run(&["-t"], b"To: bob@example.org\n\nhi\n");
+    // Queued (on-failure) after the token service's refusal, while the notifier still sleeps.
+    run.assert_silent_success();
+    assert!(!done.exists(), "the command waited for its notifier");
+    assert_eq!(super::support::wait_for_line(&done), "work\n");
+}
+
+// 3. Echoed secrets.
+
+/// A client secret long enough to straddle any cut, with characters that URL-encoding and
+/// JSON-escaping change.
+fn long_secret() -> String {
+    format!("cs/{}+Tail Secret\"x\\y", "S3cr3t".repeat(50))
+}
+
+/// Fails when any 12-character piece of `secret` (raw or URL-encoded) is in `text`.
+#[track_caller]
+fn assert_no_piece_of(secret: &str, text: &str) {
+    let encoded: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    for form in [secret, encoded.as_str()] {
+        let chars: Vec<char> = form.chars().collect();
+        for w in chars.windows(12) {
+            let piece: String = w.iter().collect();
+            assert!(!text.contains(&piece), "`{piece}` of a secret in: {text}");
+        }
+    }
+}
+
+#[test]
+fn secrets_echoed_by_the_token_service_are_scrubbed_before_the_cut_on_stderr() {
+    let s = setup();
+    let secret = long_secret();
+    s.config(
+        "",
+        &format!(
+            "client_secret = {}\n",
+            serde_json::to_string(&secret).unwrap()
+        ),
+    );
+    let rt = s.seed_expired();
+    s.idp.set_failure(Some(Failure::EchoForm));
+    let run = s.run(&["token", "work"]);
+    let line = run.assert_failure(77);
+    assert!(line.contains("AADSTS70008"), "{line}");
+    assert!(line.contains("<redacted>"), "the echo was there: {line}");
+    assert_no_piece_of(&rt, line);
+    assert_no_piece_of(&secret, line);
+}
+
+#[test]
+fn a_password_echoed_by_the_token_service_reaches_neither_stderr_the_log_nor_notify_cmd() {
+    let s = setup();
+    let password = format!("pw {}/+&=%", "Pa55w0rd".repeat(40));
+    let pw_file = s.sandbox.write_file("pw", &format!("{password}\n"));
+    let notified = s.sandbox.path().join("notified");
+    let log = s.sandbox.path().join("state/log");
+    s.config(
+        &format!("logfile = \"{}\"", log.display()),
+        &format!(
+            "flow = \"password\"\npassword_cmd = [\"cat\", \"{}\"]\nqueue = \"never\"\n\
+             smtp_host = \"127.0.0.1\"\nsmtp_port = 1\n\
+             notify_cmd = [\"sh\", \"-c\", \"echo \\\"$OAUTH2_SENDMAIL_REASON\\\" > '{}'\"]\n",
+            pw_file.display(),
+            notified.display()
+        ),
+    );
+    s.idp.set_failure(Some(Failure::EchoForm));
+    let run = s.sandbox.run(
+        &["-t"],
+        b"From: alice@contoso.com\nTo: bob@example.org\n\nhi\n",
+    );
+    let line = run.assert_failure(77);
+    assert!(line.contains("<redacted>"), "the echo was there: {line}");
+    assert_no_piece_of(&password, line);
+    let note = super::support::wait_for_line(&notified);
+    assert!(note.contains("AADSTS70008"), "{note}");
+    assert_no_piece_of(&password, &note);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("AADSTS70008"), "{logged}");
+    assert_no_piece_of(&password, &logged);
+}
+
+// 4. Hostile numbers.
+
+#[test]
+fn a_huge_expires_in_in_a_device_code_answer_is_clamped_not_a_panic() {
+    let s = setup();
+    s.config("", "flow = \"devicecode\"\n");
+    s.idp.push_failure(Failure::Json {
+        status: 200,
+        body: json!({
+            "device_code": "dc-unknown-to-the-fake",
+            "user_code": "ABCD",
+            "verification_uri": "https://microsoft.com/devicelogin",
+            "expires_in": u64::MAX,
+            "interval": 1,
+        }),
+    });
+    // The unknown device code is refused at the first poll: a clean error, not exit 101.
+    let run = s.run(&["login", "work", "--no-browser"]);
+    assert!(
+        run.code != 101 && !run.stderr.contains("panicked"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("expires in 60 min"), "{}", run.stderr);
+}
+
+#[test]
+fn a_huge_expires_in_in_a_token_answer_is_clamped_to_a_day() {
+    let s = setup();
+    s.config("", "");
+    s.seed_expired();
+    s.idp
+        .set_expires_in(super::fake_idp::ExpiresIn::Number(u64::MAX));
+    let run = s.run(&["token", "work"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(s.sandbox.token_file("work")).unwrap()).unwrap();
+    let expires_at = stored["expires_at"].as_u64().unwrap();
+    assert!(expires_at <= now() + 24 * 3600, "{expires_at}");
+    let status = s.run(&["status", "work"]);
+    assert_eq!(status.code, 0, "{status:?}");
+}
+
+// 10. A token store that cannot be read back.
+
+#[test]
+fn a_token_encrypt_cmd_whose_output_does_not_decrypt_back_fails_the_login_and_keeps_the_file() {
+    let s = setup();
+    // `true` prints nothing: an empty "ciphertext".
+    s.config(
+        "",
+        "token_encrypt_cmd = [\"true\"]\ntoken_decrypt_cmd = [\"cat\"]\n",
+    );
+    let rt = s.idp.issue_refresh_token();
+    let run = s.sandbox.run(
+        &["login", "work", "--import-refresh-token", "-"],
+        rt.as_bytes(),
+    );
+    let line = run.assert_failure(78);
+    assert!(
+        line.contains("token_encrypt_cmd") && line.contains("does not decrypt back"),
+        "{line}"
+    );
+    assert!(!s.sandbox.token_file("work").exists(), "nothing was stored");
+}
+
+// 11. The rotated refresh token cannot be saved.
+
+#[test]
+fn tokens_that_cannot_be_saved_after_a_refresh_are_still_used_with_a_warning() {
+    let s = setup();
+    // Saving fails deterministically: the encrypt command fails (as a full disk would).
+    s.config(
+        "",
+        "token_encrypt_cmd = [\"false\"]\ntoken_decrypt_cmd = [\"cat\"]\n",
+    );
+    s.seed_expired();
+    let before = std::fs::read(s.sandbox.token_file("work")).unwrap();
+    let run = s.run(&["token", "work"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let token = run.stdout.trim_end();
+    assert!(s.idp.is_valid_access_token(token), "{token}");
+    let warning = run.stderr.trim_end();
+    assert!(
+        warning.contains("not saved") && warning.contains("oauth2-sendmail login work"),
+        "{warning}"
+    );
+    assert!(!warning.contains('\n'), "{warning}");
+    run.assert_never_shows("rt-");
+    assert_eq!(std::fs::read(s.sandbox.token_file("work")).unwrap(), before);
+}

@@ -816,7 +816,7 @@ fn a_send_that_needs_a_login_exits_77_and_notifies() {
     let run = s.run(&["-t"], MESSAGE);
     let line = run.assert_failure(77);
     assert!(line.contains("oauth2-sendmail login work"), "{line}");
-    let note = std::fs::read_to_string(&notified).expect("notify_cmd ran");
+    let note = super::support::wait_for_line(&notified);
     assert!(
         note.starts_with("work ") && note.contains("oauth2-sendmail login work"),
         "{note}"
@@ -830,7 +830,7 @@ fn a_send_that_needs_a_login_is_queued_under_on_failure_and_notifies() {
     let s = setup();
     let notified = notify_config(&s, "on-failure");
     s.run(&["-t"], MESSAGE).assert_silent_success();
-    let note = std::fs::read_to_string(&notified).expect("notify_cmd ran");
+    let note = super::support::wait_for_line(&notified);
     assert!(note.contains("AADSTS700082"), "{note}");
     let list = s.run(&["queue", "list"], b"");
     assert!(list.stdout.contains("bob@example.org"), "{list:?}");
