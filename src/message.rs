@@ -81,12 +81,13 @@ impl Message {
     }
 
     /// The same checks and header scan as `read`, on bytes already in memory.
-    pub fn from_bytes(mut raw: Vec<u8>) -> Result<Message> {
+    pub fn from_bytes(raw: Vec<u8>) -> Result<Message> {
         if let Some(pos) = raw.iter().position(|&b| b == 0) {
             return Err(Error::data(format!(
                 "the message holds a NUL byte (at byte {pos}); nothing was sent"
             )));
         }
+        let mut raw = normalize_bare_cr(raw);
         let start = mbox_line_end(&raw);
         if start == raw.len() {
             return Err(Error::data("empty message on stdin; nothing was sent"));
@@ -253,6 +254,32 @@ fn mbox_line_end(raw: &[u8]) -> usize {
 }
 
 /// The line ending of the first line: CRLF or LF (LF when there is no line end at all).
+/// A CR not followed by LF becomes a line break in the message's own style (CRLF when it
+/// has no LF at all). Servers (Exchange among them) end a line at a bare CR, and RFC 5321
+/// §2.3.8 forbids sending one: after this, the header block we read is the one the server
+/// reads (`To: a\rBcc: b` is two fields, and the Bcc is removed), and no bare CR reaches
+/// the wire.
+fn normalize_bare_cr(raw: Vec<u8>) -> Vec<u8> {
+    let bare = |i: usize| raw[i] == b'\r' && raw.get(i + 1) != Some(&b'\n');
+    if !(0..raw.len()).any(bare) {
+        return raw;
+    }
+    let eol: &[u8] = if raw.contains(&b'\n') {
+        line_ending(&raw)
+    } else {
+        b"\r\n"
+    };
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    for (i, &b) in raw.iter().enumerate() {
+        if bare(i) {
+            out.extend_from_slice(eol);
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
 fn line_ending(text: &[u8]) -> &'static [u8] {
     match text.iter().position(|&b| b == b'\n') {
         Some(i) if i > 0 && text[i - 1] == b'\r' => b"\r\n",
@@ -512,6 +539,25 @@ mod tests {
 
     fn addrs(list: &[Mailbox]) -> Vec<&str> {
         list.iter().map(|m| m.address.as_str()).collect()
+    }
+
+    #[test]
+    fn a_bare_cr_ends_a_header_line_as_the_server_reads_it() {
+        let m =
+            msg("To: a@b.example, c@d.example\rBcc: hidden@x.example\nSubject: s\n\nbody\rmore\n");
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            ["a@b.example", "c@d.example", "hidden@x.example"]
+        );
+        let out = plain(&m);
+        assert!(!out.contains("Bcc") && !out.contains("hidden"), "{out:?}");
+        assert!(!out.contains('\r'), "LF message, no CR at all: {out:?}");
+        assert!(out.ends_with("\n\nbody\nmore\n"), "{out:?}");
+        // A CRLF message gets CRLF; a message with no LF at all too.
+        let out = plain(&msg("Subject: s\r\nX: a\rY: b\r\n\r\nbody\r\n"));
+        assert_eq!(out, "Subject: s\r\nX: a\r\nY: b\r\n\r\nbody\r\n");
+        let out = plain(&msg("Subject: s\rTo: a@b.example\r\rbody\r"));
+        assert_eq!(out, "Subject: s\r\nTo: a@b.example\r\n\r\nbody\r\n");
     }
 
     #[test]

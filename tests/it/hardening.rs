@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::fake_idp::{Failure, FakeIdp};
+use super::fake_smtp::{Behaviour, FakeSmtp};
 use super::support::{Run, Sandbox, TestCa, now};
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
@@ -64,6 +65,32 @@ impl Setup {
     fn run(&self, args: &[&str]) -> Run {
         self.sandbox.run(args, b"")
     }
+}
+
+/// An account `work` with a valid cached token, sending to a fake SMTP server that accepts
+/// the tokens the fake identity platform issued; `extra` goes into the account table.
+fn with_smtp(behaviour: Behaviour, extra: &str) -> (Setup, FakeSmtp) {
+    let ca = TestCa::new();
+    let idp = FakeIdp::start(&ca);
+    let smtp = FakeSmtp::start(&ca, behaviour.accept_tokens(&idp.valid_access_tokens()));
+    let sandbox = Sandbox::new();
+    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
+    let s = Setup {
+        sandbox,
+        idp,
+        ca_file,
+    };
+    s.config(
+        "",
+        &format!(
+            "smtp_host = \"127.0.0.1\"\nsmtp_port = {}\nqueue = \"never\"\n{extra}",
+            smtp.port()
+        ),
+    );
+    let token = s.idp.issue_access_token();
+    let rt = s.idp.issue_refresh_token();
+    s.seed(&json!({"access_token": token, "expires_at": now() + 3600, "refresh_token": rt}));
+    (s, smtp)
 }
 
 // 1. Unbounded token-endpoint answers.
@@ -323,4 +350,30 @@ fn tokens_that_cannot_be_saved_after_a_refresh_are_still_used_with_a_warning() {
     assert!(!warning.contains('\n'), "{warning}");
     run.assert_never_shows("rt-");
     assert_eq!(std::fs::read(s.sandbox.token_file("work")).unwrap(), before);
+}
+
+// 5. Bare CR.
+
+#[test]
+fn a_bare_cr_in_the_header_is_a_line_break_so_a_smuggled_bcc_is_removed_and_no_bare_cr_is_sent() {
+    let (s, smtp) = with_smtp(Behaviour::default(), "");
+    let run = s.sandbox.run(
+        &["-t"],
+        b"From: alice@contoso.com\nTo: bob@example.org, carol@example.org\rBcc: hidden@example.net\n\
+          Subject: s\n\nbody\rline\n",
+    );
+    run.assert_silent_success();
+    let d = &smtp.deliveries()[0];
+    let data = String::from_utf8_lossy(&d.data).into_owned();
+    assert!(
+        !data.contains("Bcc") && !data.contains("hidden"),
+        "{data:?}"
+    );
+    let bare_cr = d
+        .data
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && d.data.get(i + 1) != Some(&b'\n'));
+    assert!(!bare_cr, "a bare CR reached the wire: {data:?}");
+    assert!(data.contains("body\r\nline\r\n"), "{data:?}");
 }
