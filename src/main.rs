@@ -18,6 +18,7 @@
 //! | `command` | the one runner for every `*_cmd`: time limit, bounded output, kill and reap |
 //! | `scrub` | peer text made printable: secrets removed in every encoding, control characters escaped, cut |
 //! | `paths` | XDG locations of config, tokens and queue |
+//! | `private_dir` | folders 0700 and files 0600 whatever the umask, loose or foreign folders refused, no symlinks followed |
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
 //! | `message` | reading stdin, the header view, Bcc stripping, header edits |
 //! | `plan` | pure resolution of account, envelope and header edits |
@@ -50,6 +51,7 @@ mod notify;
 mod oauth;
 mod paths;
 mod plan;
+mod private_dir;
 mod provider;
 mod queue;
 mod scrub;

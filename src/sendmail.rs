@@ -174,6 +174,16 @@ fn log(config: &Config, plan: &SendPlan, size: usize, result: &str) {
     );
 }
 
+/// Opens the log for appending: its folder created `0700` or checked (not another user's,
+/// not writable by others), the file `0600`, never through a symlink.
+pub fn open_log(path: &Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private_dir::ensure_dir(dir, "log folder")?;
+    }
+    crate::private_dir::open(path, std::fs::OpenOptions::new().create(true).append(true))
+        .map_err(|e| Error::io(format!("cannot open the log {}: {e}", path.display())))
+}
+
 /// Appends `TIME account=… from=<…> recipients=… size=… RESULT` to the logfile, if any.
 /// Also used by the queue flush, so each message's whole story is in one place.
 pub fn append_log(
@@ -191,13 +201,12 @@ pub fn append_log(
         clock::now(),
         crate::scrub::for_output(result, 2000)
     );
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    // The log is a convenience: failing to write it must not fail a sent message; a log
+    // folder that is not private is said on stderr and not written to.
+    if let Err(e) = open_log(path).and_then(|mut f| {
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io(format!("cannot write the log {}: {e}", path.display())))
+    }) {
+        eprintln!("oauth2-sendmail: {e}");
     }
-    // The log is a convenience: failing to write it must not fail a sent message.
-    let _ = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
 }

@@ -50,9 +50,8 @@
 //! server is never lost to a concurrent refresh.
 
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -60,12 +59,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::CommandSpec;
 use crate::error::{Error, Result};
 use crate::paths;
+use crate::private_dir;
 use crate::provider::AccountSettings;
-
-/// Mode of the token folder: only its owner may list or enter it.
-const DIR_MODE: u32 = 0o700;
-/// Mode of token, temporary and lock files: only their owner may read them.
-const FILE_MODE: u32 = 0o600;
 
 /// The token file's JSON object (a documented, stable format: see the module docs).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,7 +180,12 @@ impl TokenStore {
 
     /// The stored tokens, or `None` when there are none. Takes no lock.
     pub fn load(&self) -> Result<Option<StoredToken>> {
-        let raw = match fs::read(&self.file) {
+        if !self.dir.exists() {
+            return Ok(None);
+        }
+        // A folder another user owns or may write could hold anyone's tokens.
+        private_dir::check_dir(&self.dir, "token folder")?;
+        let raw = match private_dir::read(&self.file) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
@@ -195,7 +195,6 @@ impl TokenStore {
                 )));
             }
         };
-        self.narrow_file();
         let json = match &self.decrypt {
             Some(cmd) => cmd.run(
                 "token_decrypt_cmd",
@@ -270,11 +269,8 @@ impl TokenStore {
         let written = (|| {
             // A leftover from a killed process with our pid would only be ours; replace it.
             let _ = fs::remove_file(&tmp);
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&tmp)?;
+            let mut file =
+                private_dir::open(&tmp, OpenOptions::new().write(true).create_new(true))?;
             file.write_all(&data)?;
             file.sync_all()
         })();
@@ -316,19 +312,20 @@ impl TokenStore {
     }
 
     fn open_lock_file(&self) -> Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&self.lock_file)
-            .map_err(|e| {
-                Error::io(format!(
-                    "cannot open the lock file {}: {e}",
-                    self.lock_file.display()
-                ))
-            })
+        private_dir::open(
+            &self.lock_file,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(|e| {
+            Error::io(format!(
+                "cannot open the lock file {}: {e}",
+                self.lock_file.display()
+            ))
+        })
     }
 
     /// Deletes the stored tokens; false when there were none.
@@ -349,40 +346,17 @@ impl TokenStore {
         Ok(true)
     }
 
-    /// Puts a token file that others may read (restored from a backup, copied by hand) back
-    /// to `0600`. Best effort: reading it is still the owner's choice.
-    fn narrow_file(&self) {
-        if let Ok(meta) = fs::metadata(&self.file)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            let _ = fs::set_permissions(&self.file, fs::Permissions::from_mode(FILE_MODE));
-        }
-    }
-
-    /// Creates the token folder `0700`, or narrows it to `0700` when it is wider.
+    /// Creates the token folder `0700`, narrows it to `0700` when others may only read it,
+    /// and refuses one that another user owns or that others may write.
     fn ensure_dir(&self) -> Result<()> {
-        let error = |e: io::Error| {
-            Error::io(format!(
-                "cannot create the token folder {}: {e}",
-                self.dir.display()
-            ))
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(&self.dir)
-            .map_err(error)?;
-        let mode = fs::metadata(&self.dir).map_err(error)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            fs::set_permissions(&self.dir, fs::Permissions::from_mode(DIR_MODE)).map_err(error)?;
-        }
-        Ok(())
+        private_dir::ensure_dir(&self.dir, "token folder")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn token(at: &str, rt: Option<&str>) -> StoredToken {
         StoredToken {

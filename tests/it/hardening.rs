@@ -377,3 +377,88 @@ fn a_bare_cr_in_the_header_is_a_line_break_so_a_smuggled_bcc_is_removed_and_no_b
     assert!(!bare_cr, "a bare CR reached the wire: {data:?}");
     assert!(data.contains("body\r\nline\r\n"), "{data:?}");
 }
+
+// 8. Files and folders.
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn a_token_folder_owned_by_another_user_is_refused_with_the_fix() {
+    let s = setup();
+    s.config("", "");
+    s.seed(&json!({"access_token": "at-planted-1", "expires_at": now() + 3000}));
+    let dir = s.sandbox.token_file("work").parent().unwrap().to_owned();
+    std::os::unix::fs::chown(&dir, Some(54321), None).unwrap();
+    let run = s.run(&["token", "work"]);
+    let line = run.assert_failure(74);
+    assert!(
+        line.contains("token folder")
+            && line.contains("belongs to user 54321")
+            && line.contains("chown"),
+        "{line}"
+    );
+    run.assert_never_shows("at-planted-1");
+}
+
+#[test]
+fn a_queue_folder_others_may_write_or_a_symlink_to_one_is_refused_with_the_fix() {
+    let s = setup();
+    s.config("", "");
+    let queue = s.sandbox.path().join("state/oauth2-sendmail/queue");
+    let loose = s.sandbox.path().join("loose");
+    std::fs::create_dir_all(&loose).unwrap();
+    super::support::set_mode(&loose, 0o777);
+    std::fs::create_dir_all(queue.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&loose, &queue).unwrap();
+    let run = s
+        .sandbox
+        .run(&["-odq", "-t"], b"To: bob@example.org\n\nhi\n");
+    let line = run.assert_failure(74);
+    assert!(
+        line.contains("queue folder") && line.contains("chmod 700"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&loose).unwrap().count(),
+        0,
+        "nothing queued"
+    );
+    let run = s.run(&["queue", "list"]);
+    assert!(run.assert_failure(74).contains("chmod 700"));
+}
+
+#[test]
+fn a_symlink_at_the_lock_path_is_not_followed() {
+    let s = setup();
+    s.config("", "");
+    s.seed_expired();
+    let target = s.sandbox.path().join("elsewhere");
+    let lock = s.sandbox.token_file("work").with_extension("lock");
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let run = s.run(&["token", "work"]);
+    run.assert_failure(74);
+    assert!(!target.exists(), "the symlink's target was created");
+    assert_eq!(s.idp.refresh_count(), 0);
+}
+
+#[test]
+fn the_log_is_created_0600_in_a_0700_folder_even_under_umask_000() {
+    let (s, _smtp) = with_smtp(Behaviour::default(), "");
+    let log = s.sandbox.path().join("state/logs/sent.log");
+    let config =
+        std::fs::read_to_string(s.sandbox.path().join("config/oauth2-sendmail/config.toml"))
+            .unwrap();
+    s.sandbox
+        .write_config(&format!("logfile = \"{}\"\n{config}", log.display()));
+    let exe = env!("CARGO_BIN_EXE_oauth2-sendmail");
+    let mut cmd = s.sandbox.program("sh");
+    cmd.args(["-c", "umask 000; exec \"$0\" \"$@\"", exe, "-t"]);
+    let run =
+        super::support::run_command(cmd, b"From: alice@contoso.com\nTo: bob@example.org\n\nhi\n");
+    run.assert_silent_success();
+    assert_eq!(mode(&log), 0o600);
+    assert_eq!(mode(log.parent().unwrap()), 0o700);
+}
