@@ -344,6 +344,14 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 /// checked with `lettre::Address`. A bare word without `@` is a local name. `what` names
 /// the source in errors.
 pub fn parse_addresses(value: &[u8], what: &str) -> Result<Vec<Mailbox>> {
+    // mail-parser recovers from broken syntax by dropping what it cannot read; a list
+    // must parse whole, or a recipient silently goes missing.
+    if let Some(problem) = unbalanced(value) {
+        return Err(Error::data(format!(
+            "cannot read the addresses in {what}: {problem} in `{}`; nothing was sent",
+            shown(value)
+        )));
+    }
     // mail-parser reads a whole header block; give it one To field and its end.
     let mut block = b"To:".to_vec();
     block.extend_from_slice(value);
@@ -372,6 +380,45 @@ pub fn parse_addresses(value: &[u8], what: &str) -> Result<Vec<Mailbox>> {
         .into_iter()
         .filter_map(|a| mailbox(a, what).transpose())
         .collect()
+}
+
+/// What keeps an address list from parsing whole (RFC 5322 §3.4): an unterminated comment,
+/// quoted string or `<…>`, or a `>` that closes nothing.
+fn unbalanced(value: &[u8]) -> Option<&'static str> {
+    let mut comment = 0usize;
+    let mut quoted = false;
+    let mut angle = false;
+    let mut escaped = false;
+    for &b in value {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if quoted || comment > 0 => escaped = true,
+            b'"' if comment == 0 => quoted = !quoted,
+            _ if quoted => {}
+            b'(' => comment += 1,
+            b')' if comment > 0 => comment -= 1,
+            _ if comment > 0 => {}
+            b')' => return Some("a `)` that closes no comment"),
+            b'<' if angle => return Some("a `<` inside `<…>`"),
+            b'<' => angle = true,
+            b'>' if angle => angle = false,
+            b'>' => return Some("a `>` that closes no `<`"),
+            b',' | b';' if angle => return Some("an unterminated `<`"),
+            _ => {}
+        }
+    }
+    if comment > 0 {
+        Some("an unterminated comment")
+    } else if quoted {
+        Some("an unterminated quoted string")
+    } else if angle {
+        Some("an unterminated `<`")
+    } else {
+        None
+    }
 }
 
 /// One parsed address as a checked mailbox; `None` when it holds nothing at all.
@@ -558,6 +605,28 @@ mod tests {
         assert_eq!(out, "Subject: s\r\nX: a\r\nY: b\r\n\r\nbody\r\n");
         let out = plain(&msg("Subject: s\rTo: a@b.example\r\rbody\r"));
         assert_eq!(out, "Subject: s\r\nTo: a@b.example\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn an_address_list_that_does_not_parse_whole_is_refused_naming_the_header() {
+        for value in [
+            " a@b.example (unterminated comment, c@d.example",
+            " \"open quote a@b.example",
+            " x@y.example> SIZE=1 <z",
+            " <a@b.example, c@d.example>",
+            " a@b.example)",
+        ] {
+            let e = parse_addresses(value.as_bytes(), "To").unwrap_err();
+            assert_eq!(e.exit_code(), 65, "{value}");
+            assert!(e.to_string().contains("in To:"), "{e}");
+        }
+        for value in [
+            " \"Doe, (J)\" <j@d.example>, (a comment (nested)) k@d.example",
+            " \"a\\\"b\" <a@b.example>",
+            " undisclosed-recipients:;",
+        ] {
+            assert!(parse_addresses(value.as_bytes(), "To").is_ok(), "{value}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 // AADSTS codes are identifiers, written as Microsoft prints them.
 #![allow(clippy::unreadable_literal)]
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
@@ -461,4 +462,75 @@ fn the_log_is_created_0600_in_a_0700_folder_even_under_umask_000() {
     run.assert_silent_success();
     assert_eq!(mode(&log), 0o600);
     assert_eq!(mode(log.parent().unwrap()), 0o700);
+}
+
+// 9. Envelope and headers.
+
+#[test]
+fn a_sender_that_is_no_address_or_not_one_address_is_refused_with_65() {
+    let s = setup();
+    s.config("", "");
+    for f in [";", "x@y.example> SIZE=1 <z", "(comment only)"] {
+        let run = s.sandbox.run(
+            &["--dry-run", "-f", f, "bob@example.org"],
+            b"Subject: s\n\nhi\n",
+        );
+        let line = run.assert_failure(65);
+        assert!(line.contains("-f"), "{f}: {line}");
+    }
+    // The null sender is still spelled `<>`.
+    let run = s.sandbox.run(
+        &["--dry-run", "-f", "<>", "bob@example.org"],
+        b"Subject: s\n\nhi\n",
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+#[test]
+fn an_address_list_that_does_not_parse_whole_is_refused_with_65_naming_the_header() {
+    let s = setup();
+    s.config("", "");
+    let run = s.sandbox.run(
+        &["--dry-run", "-t"],
+        b"To: a@b.example (unterminated comment, c@d.example\nSubject: s\n\nhi\n",
+    );
+    let line = run.assert_failure(65);
+    assert!(
+        line.contains("To") && line.contains("unterminated comment"),
+        "{line}"
+    );
+}
+
+#[test]
+fn aliases_are_expanded_once_per_name_with_a_depth_limit() {
+    let s = setup();
+    // Each name forty times the next: 40^7 paths (hours, expanded path by path), one address.
+    let mut aliases = String::from("[aliases]\n");
+    for i in 0..7 {
+        let next = vec![format!("a{}", i + 1); 40].join(", ");
+        let _ = writeln!(aliases, "a{i} = \"{next}\"");
+    }
+    aliases.push_str("a7 = \"ops@contoso.com\"\n");
+    s.config(&aliases, "");
+    let run = s.sandbox.run(&["--dry-run", "a0"], b"Subject: s\n\nhi\n");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.stdout.matches("ops@contoso.com").count(),
+        1,
+        "{}",
+        run.stdout
+    );
+    // Deeper than the limit: a clear config error, not a long wait.
+    let mut deep = String::from("[aliases]\n");
+    for i in 0..20 {
+        let _ = writeln!(deep, "d{i} = \"d{}\"", i + 1);
+    }
+    deep.push_str("d20 = \"ops@contoso.com\"\n");
+    s.config(&deep, "");
+    let run = s.sandbox.run(&["--dry-run", "d0"], b"Subject: s\n\nhi\n");
+    let line = run.assert_failure(78);
+    assert!(
+        line.contains("[aliases]") && line.contains("deep"),
+        "{line}"
+    );
 }
