@@ -84,6 +84,9 @@ pub struct Behaviour {
     pub end_reply: Option<String>,
     /// Wait this long before each reply (a slow server).
     pub reply_delay: Duration,
+    /// Reply lines sent unasked right after a successful `235` (CRLF-separated; a broken
+    /// or hostile server whose replies run ahead of the commands).
+    pub after_auth: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -111,6 +114,7 @@ impl Default for Behaviour {
             data_reply: None,
             end_reply: None,
             reply_delay: Duration::ZERO,
+            after_auth: None,
         }
     }
 }
@@ -540,7 +544,13 @@ impl Conn {
             });
         if accepted {
             self.authenticated = true;
-            return self.reply("235 2.7.0 Authentication successful").await;
+            return match b.after_auth.clone() {
+                Some(extra) => {
+                    self.reply(&format!("235 2.7.0 Authentication successful\r\n{extra}"))
+                        .await
+                }
+                None => self.reply("235 2.7.0 Authentication successful").await,
+            };
         }
         if b.challenge_on_failure {
             let json = r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#;

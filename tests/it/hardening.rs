@@ -534,3 +534,31 @@ fn aliases_are_expanded_once_per_name_with_a_depth_limit() {
         "{line}"
     );
 }
+
+// 13. Replies out of step.
+
+#[test]
+fn replies_that_arrive_before_their_commands_are_a_protocol_error_never_a_sent() {
+    // Exactly the replies the flight expects, ahead of it: read in step they would be a
+    // false "sent" (BDAT: MAIL, RCPT, BDAT LAST; DATA: MAIL, RCPT, DATA, the final dot).
+    let bdat = "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n250 2.0.0 OK <fake> queued";
+    let data = "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 go ahead\r\n\
+                250 2.0.0 OK <fake> queued";
+    for (chunking, extra) in [(true, bdat), (false, data)] {
+        let (s, smtp) = with_smtp(
+            Behaviour {
+                chunking,
+                after_auth: Some(extra.to_owned()),
+                ..Behaviour::default()
+            },
+            "",
+        );
+        let run = s.sandbox.run(
+            &["-t"],
+            b"From: alice@contoso.com\nTo: bob@example.org\nSubject: s\n\nhi\n",
+        );
+        let line = run.assert_failure(76);
+        assert!(line.contains("out of step"), "chunking {chunking}: {line}");
+        assert!(smtp.deliveries().is_empty(), "chunking {chunking}");
+    }
+}
