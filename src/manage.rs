@@ -219,7 +219,8 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
             let report = flush::flush(&config::load(config_file)?, false)?;
             let mut text = String::new();
             for line in report.lines() {
-                text.push_str(line);
+                // The server's words, made safe for a terminal.
+                text.push_str(&crate::scrub::for_output(line, 2000));
                 text.push('\n');
             }
             print(&text)?;

@@ -562,3 +562,54 @@ fn replies_that_arrive_before_their_commands_are_a_protocol_error_never_a_sent()
         assert!(smtp.deliveries().is_empty(), "chunking {chunking}");
     }
 }
+
+// 7. Control characters from peers.
+
+#[test]
+fn control_characters_from_the_server_are_escaped_on_stderr_and_in_the_transcript() {
+    let (s, _smtp) = with_smtp(
+        Behaviour {
+            greeting: "554 \u{1b}]0;owned\u{7}\u{1b}[2J go away".to_owned(),
+            ..Behaviour::default()
+        },
+        "",
+    );
+    let msg = b"From: alice@contoso.com\nTo: bob@example.org\n\nhi\n";
+    let run = s.sandbox.run(&["-t"], msg);
+    let line = run.assert_failure(69);
+    assert!(
+        line.contains("\\x1b]0;owned\\x07\\x1b[2J go away"),
+        "{line}"
+    );
+    let run = s.sandbox.run(&["-v", "-t"], msg);
+    assert!(
+        !run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{7}'),
+        "{:?}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("S: 554 \\x1b]0;owned"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn control_characters_in_a_device_code_message_are_escaped() {
+    let s = setup();
+    s.config("", "flow = \"devicecode\"\n");
+    s.idp.push_failure(Failure::Json {
+        status: 200,
+        body: json!({
+            "device_code": "dc-unknown-to-the-fake",
+            "user_code": "ABCD",
+            "verification_uri": "https://microsoft.com/devicelogin",
+            "expires_in": 900,
+            "interval": 1,
+            "message": "Open \u{1b}[8mhidden\u{1b}[0m now",
+        }),
+    });
+    let run = s.run(&["login", "work", "--no-browser"]);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(run.stderr.contains("Open \\x1b[8mhidden"), "{}", run.stderr);
+}
