@@ -253,7 +253,6 @@ fn mbox_line_end(raw: &[u8]) -> usize {
         .map_or(raw.len(), |i| i + 1)
 }
 
-/// The line ending of the first line: CRLF or LF (LF when there is no line end at all).
 /// A CR not followed by LF becomes a line break in the message's own style (CRLF when it
 /// has no LF at all). Servers (Exchange among them) end a line at a bare CR, and RFC 5321
 /// §2.3.8 forbids sending one: after this, the header block we read is the one the server
@@ -280,6 +279,7 @@ fn normalize_bare_cr(raw: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// The line ending of the first line: CRLF or LF (LF when there is no line end at all).
 fn line_ending(text: &[u8]) -> &'static [u8] {
     match text.iter().position(|&b| b == b'\n') {
         Some(i) if i > 0 && text[i - 1] == b'\r' => b"\r\n",
@@ -494,17 +494,47 @@ fn check_local_name(local: &str, what: &str) -> Result<()> {
 
 /// Input quoted in an error line: one line, control characters escaped.
 fn shown(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .trim()
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    let mut out: String = text
         .chars()
+        .take(MAX_SHOWN)
         .flat_map(char::escape_debug)
-        .collect()
+        .collect();
+    if text.chars().count() > MAX_SHOWN {
+        out.push('…');
+    }
+    out
 }
+
+/// Longest piece of input echoed in an error (characters).
+const MAX_SHOWN: usize = 200;
+/// Where the fields we write are folded (RFC 5322 §2.2.3: lines SHOULD be at most 78
+/// characters).
+const FOLD_AT: usize = 78;
 
 /// `Name: value` with the given line ending; a CR or LF in the value becomes a space, so
 /// nothing from `-F` or the config can start a field of its own.
 fn field_line(name: &str, value: &str, eol: &[u8]) -> Vec<u8> {
-    let mut line = format!("{name}: {}", value.replace(['\r', '\n'], " ")).into_bytes();
+    let value = value.replace(['\r', '\n'], " ");
+    let mut line = Vec::with_capacity(name.len() + value.len() + 8);
+    line.extend_from_slice(name.as_bytes());
+    line.push(b':');
+    // Folded before a space once a line would pass FOLD_AT (RFC 5322 §2.2.3): unfolding
+    // (removing the line breaks) gives the value back exactly.
+    let mut width = line.len();
+    // Never fold before the first word of a line (that would leave a blank line).
+    let mut word_on_line = false;
+    for word in value.split(' ') {
+        if word_on_line && !word.is_empty() && width + 1 + word.len() > FOLD_AT {
+            line.extend_from_slice(eol);
+            width = 0;
+        }
+        line.push(b' ');
+        line.extend_from_slice(word.as_bytes());
+        width += 1 + word.len();
+        word_on_line |= !word.is_empty();
+    }
     line.extend_from_slice(eol);
     line
 }
@@ -627,6 +657,33 @@ mod tests {
         ] {
             assert!(parse_addresses(value.as_bytes(), "To").is_ok(), "{value}");
         }
+    }
+
+    #[test]
+    fn long_fields_we_write_are_folded_and_unfold_to_the_value() {
+        let name = "word ".repeat(60);
+        let value = format!("\"{}\" <a@b.example>", name.trim_end());
+        let line = field_line("From", &value, b"\r\n");
+        let text = String::from_utf8(line).unwrap();
+        for l in text.trim_end().split("\r\n") {
+            assert!(l.len() <= FOLD_AT, "{l:?}");
+        }
+        assert!(text.matches("\r\n ").count() > 2, "{text}");
+        assert_eq!(text.replace("\r\n", ""), format!("From: {value}"));
+        // A short field stays on one line; a word longer than a line is not broken.
+        assert_eq!(field_line("Date", "x y", b"\n"), b"Date: x y\n");
+        let long = "x".repeat(200);
+        assert_eq!(
+            field_line("X", &long, b"\n"),
+            format!("X: {long}\n").into_bytes()
+        );
+    }
+
+    #[test]
+    fn echoed_input_is_cut_with_an_ellipsis() {
+        let e = parse_addresses(format!(" <{}", "a".repeat(5000)).as_bytes(), "To").unwrap_err();
+        let line = e.to_string();
+        assert!(line.len() < 400 && line.contains('…'), "{line}");
     }
 
     #[test]

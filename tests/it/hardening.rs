@@ -613,3 +613,63 @@ fn control_characters_in_a_device_code_message_are_escaped() {
     assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
     assert!(run.stderr.contains("Open \\x1b[8mhidden"), "{}", run.stderr);
 }
+
+// 12. Sizes of what we print and write.
+
+#[test]
+fn an_error_line_echoing_huge_input_is_cut_with_an_ellipsis() {
+    let s = setup();
+    s.config("", "");
+    // As long as one argument may be (128 KiB), and 3 MB in a header.
+    let long = format!("<{}", "a".repeat(100_000));
+    let run = s.sandbox.run(
+        &["--dry-run", "-f", &long, "bob@example.org"],
+        b"Subject: s\n\nhi\n",
+    );
+    let line = run.assert_failure(65);
+    assert!(
+        line.len() < 3000 && line.contains('…'),
+        "{} bytes",
+        line.len()
+    );
+    let run = s.sandbox.run(&["--dry-run", &long], b"Subject: s\n\nhi\n");
+    let line = run.assert_failure(65);
+    assert!(
+        line.len() < 3000 && line.contains('…'),
+        "{} bytes",
+        line.len()
+    );
+    let message = format!("To: <{}\nSubject: s\n\nhi\n", "b".repeat(3_000_000));
+    let run = s.sandbox.run(&["--dry-run", "-t"], message.as_bytes());
+    let line = run.assert_failure(65);
+    assert!(
+        line.len() < 3000 && line.contains('…'),
+        "{} bytes",
+        line.len()
+    );
+}
+
+#[test]
+fn a_long_full_name_makes_a_folded_from_line() {
+    let (s, smtp) = with_smtp(Behaviour::default(), "");
+    let name = "Alice Longname ".repeat(2000);
+    let run = s.sandbox.run(
+        &["-F", name.trim_end(), "bob@example.org"],
+        b"Subject: s\n\nhi\n",
+    );
+    run.assert_silent_success();
+    let data = String::from_utf8_lossy(&smtp.deliveries()[0].data).into_owned();
+    let header = data.split("\r\n\r\n").next().unwrap();
+    for line in header.split("\r\n") {
+        assert!(line.len() <= 78, "{} bytes: {}…", line.len(), &line[..60]);
+    }
+    let from = header
+        .split("\r\nFrom:")
+        .nth(1)
+        .or_else(|| header.strip_prefix("From:"))
+        .expect("a From field");
+    assert!(
+        from.contains("\r\n Alice") || from.contains("\r\n Longname"),
+        "folded"
+    );
+}
