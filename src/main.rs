@@ -82,6 +82,9 @@ mod fake_smtp;
 )]
 #[path = "../tests/it/support.rs"]
 mod support;
+// Property tests of the readers of peer and user input (proptest).
+#[cfg(test)]
+mod proptests;
 
 use std::process::ExitCode;
 
