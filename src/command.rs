@@ -1,7 +1,7 @@
 //! The one runner for every `*_cmd` (`password_cmd`, `client_secret_cmd`,
 //! `token_encrypt_cmd`, `token_decrypt_cmd`, `notify_cmd`): no shell, a time limit
 //! (`command_timeout`, 60 s by default), a bounded output, and a child that is always killed
-//! (with its process group) and reaped. A command that hangs or floods fails with one line
+//! and reaped. A command that hangs or floods fails with one line
 //! naming it; a notifier runs detached and never holds up a send.
 
 use std::io::{Read, Write};
@@ -67,8 +67,10 @@ pub fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group: a timeout kills whatever it started, too.
-        .process_group(0)
+        // In our process group, not its own: a command that asks on the terminal (gpg with
+        // a loopback pinentry, a `read` from /dev/tty) must stay in the foreground group or
+        // it is stopped (SIGTTIN). A timeout kills the child; whatever it left running
+        // keeps only its own end of our pipes, which we stop reading.
         .spawn()
         .map_err(|e| Error::config(format!("{what}: cannot run `{program}`: {e}")))?;
     let deadline = Instant::now() + limit;
@@ -159,8 +161,8 @@ pub fn secret(what: &str, argv: &[String]) -> Result<String> {
     Ok(line.to_owned())
 }
 
-/// Starts `argv` detached: no input, output discarded, not waited for. A watcher thread
-/// kills it after [`timeout`] if this process still runs then. Only a failure to start is
+/// Starts `argv` detached, in its own process group: no input, output discarded, not waited
+/// for. A watcher thread kills the group after [`timeout`] if this process still runs then. Only a failure to start is
 /// reported.
 pub fn spawn_detached(what: &str, argv: &[String], env: &[(&str, &str)]) -> Result<()> {
     let program = &argv[0];
@@ -182,7 +184,7 @@ pub fn spawn_detached(what: &str, argv: &[String], env: &[(&str, &str)]) -> Resu
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        kill(&mut child);
+        kill_group(&mut child);
     });
     Ok(())
 }
@@ -192,14 +194,19 @@ fn pid(child: &Child) -> rustix::process::Pid {
     rustix::process::Pid::from_raw(child.id().cast_signed()).unwrap_or(rustix::process::Pid::INIT)
 }
 
-/// Kills the child's process group and reaps the child.
+/// Kills and reaps the child.
 fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Kills a detached child's process group (its own) and reaps the child.
+fn kill_group(child: &mut Child) {
     let pid = pid(child);
     if pid != rustix::process::Pid::INIT {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    kill(child);
 }
 
 /// Reads a pipe to its end on a thread: at most `max` bytes kept. When `drain`, the rest is

@@ -123,7 +123,7 @@ fn an_endless_device_code_answer_is_cut_at_the_body_limit_with_exit_75() {
 #[test]
 fn a_hanging_password_cmd_is_stopped_at_command_timeout_with_a_line_naming_it() {
     let s = setup();
-    // Through a shell that waits for its own child: the whole process group is stopped.
+    // Through a shell that waits for its own child: the shell is stopped, its child left alone.
     s.config(
         "command_timeout = 1",
         "flow = \"password\"\npassword_cmd = [\"sh\", \"-c\", \"sleep 30; echo pw\"]\n",
