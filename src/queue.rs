@@ -155,13 +155,13 @@ impl Queue {
 
     /// Records a temporary failure: one more attempt, the next one later.
     pub fn defer(&self, entry: &Entry, error: &str, now: u64) -> Result<()> {
-        let attempts = entry.state.attempts + 1;
+        let attempts = entry.state.attempts.saturating_add(1);
         let backoff = FIRST_BACKOFF_SECS
             .saturating_mul(1 << (attempts - 1).min(16))
             .min(MAX_BACKOFF_SECS);
         let state = State {
             attempts,
-            next_attempt: now + backoff,
+            next_attempt: now.saturating_add(backoff),
             last_error: Some(crate::scrub::for_output(error, 2000)),
         };
         write_state(&self.dir, &entry.id, &state, "defer-before-rename")
@@ -172,7 +172,7 @@ impl Queue {
         let failed = self.failed_dir();
         create_private_dir(&failed)?;
         let state = State {
-            attempts: entry.state.attempts + 1,
+            attempts: entry.state.attempts.saturating_add(1),
             next_attempt: 0,
             last_error: Some(crate::scrub::for_output(error, 2000)),
         };
