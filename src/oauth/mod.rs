@@ -5,6 +5,7 @@
 //! ```text
 //! access_token(account, reject)
 //!   read the cache (no lock) ── valid > REFRESH_MARGIN and ≠ reject ──► cached token
+//!   no refresh token, unattended flow: password_cmd / client_secret_cmd run here, unlocked
 //!   └─ spawned task (runs to its save even if the caller gives up):
 //!        lock the account (off the async thread)
 //!        re-read ── another process refreshed meanwhile ──► its token
@@ -84,6 +85,15 @@ pub async fn access_token_in(
             fresh: false,
         });
     }
+    // Without a refresh token the renewal runs password_cmd or client_secret_cmd: run them
+    // now, before the account's lock, so a slow command never holds up the other senders.
+    let prepared = match (
+        seen.as_ref().and_then(|t| t.refresh_token.as_ref()),
+        grants::unattended_grant(account),
+    ) {
+        (None, Some(grant)) => Some(grants::prepare(account, grant).await?),
+        _ => None,
+    };
     // Once started, a renewal runs to its save even if our caller is dropped: the server
     // may have rotated the refresh token, and the new one must not be lost.
     let renewal = renew(
@@ -91,6 +101,7 @@ pub async fn access_token_in(
         store,
         seen.map(|t| t.access_token),
         reject.map(str::to_owned),
+        prepared,
     );
     tokio::spawn(renewal)
         .await
@@ -103,6 +114,7 @@ async fn renew(
     store: TokenStore,
     seen: Option<String>,
     reject: Option<String>,
+    prepared: Option<grants::Form>,
 ) -> Result<AccessToken> {
     let (store, lock, current) = blocking(move || {
         let lock = store.lock()?;
@@ -121,7 +133,7 @@ async fn renew(
             fresh: false,
         });
     }
-    let response = match fetch(&account, current.as_ref()).await {
+    let response = match fetch(&account, current.as_ref(), prepared).await {
         Ok(r) => r,
         Err(e) => {
             // An outage during an early renewal: the cached token still works for a while.
@@ -164,7 +176,12 @@ async fn renew(
 }
 
 /// New tokens: with the refresh token, else by a grant the flow can do unattended.
-async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Result<TokenResponse> {
+/// `prepared` is the unattended grant's form, built before the lock.
+async fn fetch(
+    account: &AccountSettings,
+    current: Option<&StoredToken>,
+    prepared: Option<grants::Form>,
+) -> Result<TokenResponse> {
     match current.and_then(|t| t.refresh_token.clone()) {
         Some(rt) => match grants::request(account, Grant::RefreshToken(rt)).await {
             // A dead refresh token is no dead end for a flow that can sign in unattended.
@@ -176,9 +193,10 @@ async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Resu
             }
             other => other,
         },
-        None => match grants::unattended_grant(account) {
-            Some(grant) => grants::request(account, grant).await,
-            None => Err(Error::token(
+        None => match (prepared, grants::unattended_grant(account)) {
+            (Some(form), _) => form.send().await,
+            (None, Some(grant)) => grants::request(account, grant).await,
+            (None, None) => Err(Error::token(
                 TokenClass::NeedsLogin,
                 format!(
                     "{}: run `oauth2-sendmail login {}`",

@@ -673,3 +673,52 @@ fn a_long_full_name_makes_a_folded_from_line() {
         "folded"
     );
 }
+
+#[test]
+fn a_slow_password_cmd_runs_without_holding_the_account_lock() {
+    let s = setup();
+    let started = s.sandbox.path().join("started");
+    s.config(
+        "",
+        &format!(
+            "flow = \"password\"\npassword_cmd = [\"sh\", \"-c\", \"touch '{}'; sleep 2; echo pw-1234\"]\n",
+            started.display()
+        ),
+    );
+    s.idp.add_user("alice@contoso.com", "pw-1234");
+    let child = s
+        .sandbox
+        .command(&["token", "work"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let begin = std::time::Instant::now();
+    while !started.exists() {
+        assert!(begin.elapsed().as_secs() < 20, "password_cmd never ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // While the command runs, another sender can take the account's lock.
+    let lock_path = s.sandbox.token_file("work").with_extension("lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    assert!(
+        lock.try_lock().is_ok(),
+        "the lock is held during password_cmd"
+    );
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(s.idp.is_valid_access_token(token.trim_end()), "{token}");
+}
