@@ -722,3 +722,40 @@ fn a_slow_password_cmd_runs_without_holding_the_account_lock() {
     let token = String::from_utf8(out.stdout).unwrap();
     assert!(s.idp.is_valid_access_token(token.trim_end()), "{token}");
 }
+
+#[test]
+fn a_secret_echoed_by_the_token_service_never_reaches_a_queue_file() {
+    let s = setup();
+    let secret = long_secret();
+    s.config(
+        "",
+        &format!(
+            "client_secret = {}\nsmtp_host = \"127.0.0.1\"\nsmtp_port = 1\n",
+            serde_json::to_string(&secret).unwrap()
+        ),
+    );
+    let rt = s.seed_expired();
+    // Queued without trying, then a flush meets the echoing token service.
+    let run = s.sandbox.run(
+        &["-odq", "-t"],
+        b"From: alice@contoso.com\nTo: bob@example.org\n\nhi\n",
+    );
+    run.assert_silent_success();
+    s.idp.set_failure(Some(Failure::EchoForm));
+    let flush = s.run(&["queue", "flush"]);
+    assert_ne!(flush.code, 0, "{flush:?}");
+    let queue = s.sandbox.path().join("state/oauth2-sendmail/queue");
+    let mut seen_state = false;
+    for entry in std::fs::read_dir(&queue).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            seen_state |= text.contains("AADSTS70008");
+            assert_no_piece_of(&secret, &text);
+            assert_no_piece_of(&rt, &text);
+        }
+    }
+    assert!(seen_state, "the flush recorded the refusal");
+    assert_no_piece_of(&secret, &flush.stdout);
+    assert_no_piece_of(&secret, &flush.stderr);
+}
