@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -17,6 +16,8 @@ pub const CONFIG_ENV: &str = "OAUTH2_SENDMAIL_CONFIG";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub default_account: Option<String>,
+    /// Seconds any `*_cmd` may run (default 60).
+    pub command_timeout: Option<u64>,
     pub logfile: Option<PathBuf>,
     /// Bare local names (cron's `root`) to addresses; `"*"` catches any other name.
     #[serde(default)]
@@ -167,55 +168,25 @@ impl CommandSpec {
         Ok(argv)
     }
 
-    /// Runs the command with `input` on stdin and returns its stdout; a non-zero exit is an
-    /// error that names the command (`what` says which setting it is) and its stderr.
-    pub fn run(&self, what: &str, input: Option<&[u8]>, env: &[(&str, &str)]) -> Result<Vec<u8>> {
-        let argv = self.argv()?;
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .envs(env.iter().copied())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::config(format!("{what}: cannot run `{}`: {e}", argv[0])))?;
-        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
-            use std::io::Write;
-            // A command that exits without reading all of its input is judged by its status.
-            let _ = stdin.write_all(data);
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::config(format!("{what}: `{}` failed: {e}", argv[0])))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let first = stderr.lines().next().unwrap_or("").trim();
-            return Err(Error::config(format!(
-                "{what}: `{}` exited with {}{}{first}",
-                argv[0],
-                out.status,
-                if first.is_empty() { "" } else { ": " }
-            )));
-        }
-        Ok(out.stdout)
+    /// Runs the command with `input` on stdin and returns its stdout; a non-zero exit, a
+    /// hang past `command_timeout` or an output past `max_output` bytes is an error that
+    /// names the command (`what` says which setting it is). See [`crate::command`].
+    pub fn run(
+        &self,
+        what: &str,
+        input: Option<&[u8]>,
+        env: &[(&str, &str)],
+        max_output: usize,
+    ) -> Result<Vec<u8>> {
+        crate::command::run(what, &self.argv()?, input, env, max_output)
     }
 
-    /// Runs the command and takes the first line of its output as a secret.
+    /// Runs the command and takes the first line of its output as a secret (remembered by
+    /// [`crate::scrub`], so that no output ever shows it).
     pub fn secret(&self, what: &str) -> Result<String> {
-        let out = self.run(what, None, &[])?;
-        let text = String::from_utf8(out)
-            .map_err(|_| Error::config(format!("{what}: the command's output is not UTF-8")))?;
-        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-        if line.is_empty() {
-            return Err(Error::config(format!(
-                "{what}: the command printed nothing"
-            )));
-        }
-        Ok(line.to_owned())
+        let secret = crate::command::secret(what, &self.argv()?)?;
+        crate::scrub::register(&secret);
+        Ok(secret)
     }
 }
 
@@ -257,6 +228,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         located(path, text, Some(&key), e.inner())
     })?;
     config.path = path.to_path_buf();
+    if config.command_timeout == Some(0) {
+        return Err(Error::config(format!(
+            "{}: key `command_timeout`: must be at least 1 (seconds)",
+            path.display()
+        )));
+    }
+    crate::command::set_timeout(
+        config
+            .command_timeout
+            .unwrap_or(crate::command::DEFAULT_TIMEOUT_SECS),
+    );
     config.logfile = config.logfile.map(|p| expand_tilde(&p));
     for (name, account) in &mut config.accounts {
         if account.email.trim().is_empty() {

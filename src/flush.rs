@@ -389,7 +389,7 @@ impl<'a> Flusher<'a> {
             &format!(
                 "result=deferred id={} attempts={} error={why:?}",
                 entry.id,
-                entry.state.attempts + 1
+                entry.state.attempts.saturating_add(1)
             ),
         );
         self.report

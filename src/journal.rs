@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::clock;
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::smtp::Envelope;
 
 /// Where log lines go; `None` = off.
@@ -53,57 +54,39 @@ impl Journal {
         self.line(&format!("account={account} {event}"));
     }
 
-    /// Appends one line. The log is a record, not the outcome: failing to write it never
-    /// fails a message (and never prints, since sendmail mode must stay silent).
+    /// Appends one line, secrets scrubbed and control characters escaped. The log is a
+    /// record, not the outcome: failing to write it never fails a message; only a log
+    /// that cannot be written (a folder that is not private: another user's, or writable
+    /// by others) is said on stderr, since nobody would otherwise learn that nothing is
+    /// logged.
     fn line(&self, text: &str) {
         let Some(path) = &self.path else { return };
-        let line = format!("{} {text}\n", clock::rfc3339(clock::now()));
-        let _ = append(path, line.as_bytes());
+        let line = format!(
+            "{} {}\n",
+            clock::rfc3339(clock::now()),
+            crate::scrub::for_output(text, MAX_LINE)
+        );
+        if let Err(e) = append(path, line.as_bytes()) {
+            eprintln!("oauth2-sendmail: {e}");
+        }
     }
 }
 
-/// Appends `bytes` to `path`, creating its folders `0700` and the file `0600` (modes set
-/// explicitly after creation, so the umask has no say).
-fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::fs::{OpenOptions, Permissions};
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+/// Longest log line (characters): a server reply or an error is cut, never a whole message.
+const MAX_LINE: usize = 4000;
+
+/// Appends `bytes` to `path`: its folder created `0700` or checked (ours, not writable by
+/// others), the file `0600` whatever the umask, never through a symlink.
+fn append(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dirs(dir)?;
+        crate::private_dir::ensure_dir(dir, "log folder")?;
     }
-    let mut file = match OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => {
-            f.set_permissions(Permissions::from_mode(0o600))?;
-            f
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            OpenOptions::new().append(true).open(path)?
-        }
-        Err(e) => return Err(e),
-    };
+    let mut file =
+        crate::private_dir::open(path, std::fs::OpenOptions::new().create(true).append(true))
+            .map_err(|e| Error::io(format!("cannot open the log {}: {e}", path.display())))?;
     // One write per line: lines from processes writing at once never interleave.
     file.write_all(bytes)
-}
-
-/// Creates the missing folders of `dir`, each `0700`; existing ones are left as they are.
-pub fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
-    use std::fs::{self, Permissions};
-    use std::os::unix::fs::PermissionsExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_private_dirs(parent)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => fs::set_permissions(dir, Permissions::from_mode(0o700)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+        .map_err(|e| Error::io(format!("cannot write the log {}: {e}", path.display())))
 }
 
 #[cfg(test)]

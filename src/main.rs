@@ -15,7 +15,10 @@
 //! |---|---|
 //! | `cli` | what was typed: sendmail flags and management words (clap) |
 //! | `config` | the TOML model, errors with file/line/key, secret commands |
+//! | `command` | the one runner for every `*_cmd`: time limit, bounded output, kill and reap |
+//! | `scrub` | peer text made printable: secrets removed in every encoding, control characters escaped, cut |
 //! | `paths` | XDG locations of config, tokens and queue |
+//! | `private_dir` | folders 0700 and files 0600 whatever the umask, loose or foreign folders refused, no symlinks followed |
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
 //! | `message` | reading stdin, the header view, Bcc stripping, header edits |
 //! | `plan` | pure resolution of account, envelope and header edits |
@@ -40,6 +43,7 @@
 
 mod cli;
 mod clock;
+mod command;
 mod config;
 mod deliver;
 mod error;
@@ -52,8 +56,10 @@ mod notify;
 mod oauth;
 mod paths;
 mod plan;
+mod private_dir;
 mod provider;
 mod queue;
+mod scrub;
 mod sendmail;
 mod setup;
 mod smtp;
@@ -82,10 +88,16 @@ mod fake_smtp;
 )]
 #[path = "../tests/it/support.rs"]
 mod support;
+// Property tests of the readers of peer and user input (proptest).
+#[cfg(test)]
+mod proptests;
 
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
+
+/// Longest error line printed (characters).
+const MAX_ERROR_LINE: usize = 2000;
 
 fn main() -> ExitCode {
     // One TLS provider for the process: reqwest and tokio-rustls share it.
@@ -115,7 +127,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e.kind, error::Kind::Reported(_)) {
-                eprintln!("oauth2-sendmail: {e}");
+                // The last guard on every error line: no secret, no control character,
+                // no megabyte of echoed input.
+                eprintln!(
+                    "oauth2-sendmail: {}",
+                    scrub::for_output(&e.to_string(), MAX_ERROR_LINE)
+                );
             }
             ExitCode::from(e.exit_code())
         }

@@ -131,7 +131,7 @@ fn flush_after_login(config: &Config, account: &AccountSettings) -> Result<()> {
         if tried == 1 { "" } else { "s" }
     );
     for line in report.lines().filter(|l| !l.contains(": sent: ")) {
-        let _ = writeln!(text, "  {line}");
+        let _ = writeln!(text, "  {}", crate::scrub::for_output(line, 2000));
     }
     print(&text)
 }
@@ -359,7 +359,8 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
                 flush::flush(&config::load(config_file)?, flush::Scope::Everything, false)?;
             let mut text = String::new();
             for line in report.lines().chain(report.logins()) {
-                text.push_str(line);
+                // The server's words, made safe for a terminal.
+                text.push_str(&crate::scrub::for_output(line, 2000));
                 text.push('\n');
             }
             print(&text)?;

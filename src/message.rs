@@ -81,12 +81,13 @@ impl Message {
     }
 
     /// The same checks and header scan as `read`, on bytes already in memory.
-    pub fn from_bytes(mut raw: Vec<u8>) -> Result<Message> {
+    pub fn from_bytes(raw: Vec<u8>) -> Result<Message> {
         if let Some(pos) = raw.iter().position(|&b| b == 0) {
             return Err(Error::data(format!(
                 "the message holds a NUL byte (at byte {pos}); nothing was sent"
             )));
         }
+        let mut raw = normalize_bare_cr(raw);
         let start = mbox_line_end(&raw);
         if start == raw.len() {
             return Err(Error::data("empty message on stdin; nothing was sent"));
@@ -252,6 +253,32 @@ fn mbox_line_end(raw: &[u8]) -> usize {
         .map_or(raw.len(), |i| i + 1)
 }
 
+/// A CR not followed by LF becomes a line break in the message's own style (CRLF when it
+/// has no LF at all). Servers (Exchange among them) end a line at a bare CR, and RFC 5321
+/// §2.3.8 forbids sending one: after this, the header block we read is the one the server
+/// reads (`To: a\rBcc: b` is two fields, and the Bcc is removed), and no bare CR reaches
+/// the wire.
+fn normalize_bare_cr(raw: Vec<u8>) -> Vec<u8> {
+    let bare = |i: usize| raw[i] == b'\r' && raw.get(i + 1) != Some(&b'\n');
+    if !(0..raw.len()).any(bare) {
+        return raw;
+    }
+    let eol: &[u8] = if raw.contains(&b'\n') {
+        line_ending(&raw)
+    } else {
+        b"\r\n"
+    };
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    for (i, &b) in raw.iter().enumerate() {
+        if bare(i) {
+            out.extend_from_slice(eol);
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// The line ending of the first line: CRLF or LF (LF when there is no line end at all).
 fn line_ending(text: &[u8]) -> &'static [u8] {
     match text.iter().position(|&b| b == b'\n') {
@@ -317,6 +344,14 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 /// checked with `lettre::Address`. A bare word without `@` is a local name. `what` names
 /// the source in errors.
 pub fn parse_addresses(value: &[u8], what: &str) -> Result<Vec<Mailbox>> {
+    // mail-parser recovers from broken syntax by dropping what it cannot read; a list
+    // must parse whole, or a recipient silently goes missing.
+    if let Some(problem) = unbalanced(value) {
+        return Err(Error::data(format!(
+            "cannot read the addresses in {what}: {problem} in `{}`; nothing was sent",
+            shown(value)
+        )));
+    }
     // mail-parser reads a whole header block; give it one To field and its end.
     let mut block = b"To:".to_vec();
     block.extend_from_slice(value);
@@ -345,6 +380,45 @@ pub fn parse_addresses(value: &[u8], what: &str) -> Result<Vec<Mailbox>> {
         .into_iter()
         .filter_map(|a| mailbox(a, what).transpose())
         .collect()
+}
+
+/// What keeps an address list from parsing whole (RFC 5322 §3.4): an unterminated comment,
+/// quoted string or `<…>`, or a `>` that closes nothing.
+fn unbalanced(value: &[u8]) -> Option<&'static str> {
+    let mut comment = 0usize;
+    let mut quoted = false;
+    let mut angle = false;
+    let mut escaped = false;
+    for &b in value {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if quoted || comment > 0 => escaped = true,
+            b'"' if comment == 0 => quoted = !quoted,
+            _ if quoted => {}
+            b'(' => comment += 1,
+            b')' if comment > 0 => comment -= 1,
+            _ if comment > 0 => {}
+            b')' => return Some("a `)` that closes no comment"),
+            b'<' if angle => return Some("a `<` inside `<…>`"),
+            b'<' => angle = true,
+            b'>' if angle => angle = false,
+            b'>' => return Some("a `>` that closes no `<`"),
+            b',' | b';' if angle => return Some("an unterminated `<`"),
+            _ => {}
+        }
+    }
+    if comment > 0 {
+        Some("an unterminated comment")
+    } else if quoted {
+        Some("an unterminated quoted string")
+    } else if angle {
+        Some("an unterminated `<`")
+    } else {
+        None
+    }
 }
 
 /// One parsed address as a checked mailbox; `None` when it holds nothing at all.
@@ -420,17 +494,47 @@ fn check_local_name(local: &str, what: &str) -> Result<()> {
 
 /// Input quoted in an error line: one line, control characters escaped.
 fn shown(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .trim()
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    let mut out: String = text
         .chars()
+        .take(MAX_SHOWN)
         .flat_map(char::escape_debug)
-        .collect()
+        .collect();
+    if text.chars().count() > MAX_SHOWN {
+        out.push('…');
+    }
+    out
 }
+
+/// Longest piece of input echoed in an error (characters).
+const MAX_SHOWN: usize = 200;
+/// Where the fields we write are folded (RFC 5322 §2.2.3: lines SHOULD be at most 78
+/// characters).
+const FOLD_AT: usize = 78;
 
 /// `Name: value` with the given line ending; a CR or LF in the value becomes a space, so
 /// nothing from `-F` or the config can start a field of its own.
 fn field_line(name: &str, value: &str, eol: &[u8]) -> Vec<u8> {
-    let mut line = format!("{name}: {}", value.replace(['\r', '\n'], " ")).into_bytes();
+    let value = value.replace(['\r', '\n'], " ");
+    let mut line = Vec::with_capacity(name.len() + value.len() + 8);
+    line.extend_from_slice(name.as_bytes());
+    line.push(b':');
+    // Folded before a space once a line would pass FOLD_AT (RFC 5322 §2.2.3): unfolding
+    // (removing the line breaks) gives the value back exactly.
+    let mut width = line.len();
+    // Never fold before the first word of a line (that would leave a blank line).
+    let mut word_on_line = false;
+    for word in value.split(' ') {
+        if word_on_line && !word.is_empty() && width + 1 + word.len() > FOLD_AT {
+            line.extend_from_slice(eol);
+            width = 0;
+        }
+        line.push(b' ');
+        line.extend_from_slice(word.as_bytes());
+        width += 1 + word.len();
+        word_on_line |= !word.is_empty();
+    }
     line.extend_from_slice(eol);
     line
 }
@@ -512,6 +616,74 @@ mod tests {
 
     fn addrs(list: &[Mailbox]) -> Vec<&str> {
         list.iter().map(|m| m.address.as_str()).collect()
+    }
+
+    #[test]
+    fn a_bare_cr_ends_a_header_line_as_the_server_reads_it() {
+        let m =
+            msg("To: a@b.example, c@d.example\rBcc: hidden@x.example\nSubject: s\n\nbody\rmore\n");
+        assert_eq!(
+            addrs(&m.recipients().unwrap()),
+            ["a@b.example", "c@d.example", "hidden@x.example"]
+        );
+        let out = plain(&m);
+        assert!(!out.contains("Bcc") && !out.contains("hidden"), "{out:?}");
+        assert!(!out.contains('\r'), "LF message, no CR at all: {out:?}");
+        assert!(out.ends_with("\n\nbody\nmore\n"), "{out:?}");
+        // A CRLF message gets CRLF; a message with no LF at all too.
+        let out = plain(&msg("Subject: s\r\nX: a\rY: b\r\n\r\nbody\r\n"));
+        assert_eq!(out, "Subject: s\r\nX: a\r\nY: b\r\n\r\nbody\r\n");
+        let out = plain(&msg("Subject: s\rTo: a@b.example\r\rbody\r"));
+        assert_eq!(out, "Subject: s\r\nTo: a@b.example\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn an_address_list_that_does_not_parse_whole_is_refused_naming_the_header() {
+        for value in [
+            " a@b.example (unterminated comment, c@d.example",
+            " \"open quote a@b.example",
+            " x@y.example> SIZE=1 <z",
+            " <a@b.example, c@d.example>",
+            " a@b.example)",
+        ] {
+            let e = parse_addresses(value.as_bytes(), "To").unwrap_err();
+            assert_eq!(e.exit_code(), 65, "{value}");
+            assert!(e.to_string().contains("in To:"), "{e}");
+        }
+        for value in [
+            " \"Doe, (J)\" <j@d.example>, (a comment (nested)) k@d.example",
+            " \"a\\\"b\" <a@b.example>",
+            " undisclosed-recipients:;",
+        ] {
+            assert!(parse_addresses(value.as_bytes(), "To").is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn long_fields_we_write_are_folded_and_unfold_to_the_value() {
+        let name = "word ".repeat(60);
+        let value = format!("\"{}\" <a@b.example>", name.trim_end());
+        let line = field_line("From", &value, b"\r\n");
+        let text = String::from_utf8(line).unwrap();
+        for l in text.trim_end().split("\r\n") {
+            assert!(l.len() <= FOLD_AT, "{l:?}");
+        }
+        assert!(text.matches("\r\n ").count() > 2, "{text}");
+        assert_eq!(text.replace("\r\n", ""), format!("From: {value}"));
+        // A short field stays on one line; a word longer than a line is not broken.
+        assert_eq!(field_line("Date", "x y", b"\n"), b"Date: x y\n");
+        let long = "x".repeat(200);
+        assert_eq!(
+            field_line("X", &long, b"\n"),
+            format!("X: {long}\n").into_bytes()
+        );
+    }
+
+    #[test]
+    fn echoed_input_is_cut_with_an_ellipsis() {
+        let e = parse_addresses(format!(" <{}", "a".repeat(5000)).as_bytes(), "To").unwrap_err();
+        let line = e.to_string();
+        assert!(line.len() < 400 && line.contains('…'), "{line}");
     }
 
     #[test]

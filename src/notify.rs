@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Class, Error};
 use crate::provider::AccountSettings;
 
+/// Longest reason handed to the notifier (characters).
+const MAX_REASON: usize = 1000;
+
 /// Tells the user about `error` when it needs them (`Class::NeedsUser`); remembers a
 /// needed login for `status`. A notifier that fails is reported on stderr but changes
 /// nothing else: the mail's own outcome stands.
@@ -24,15 +27,23 @@ pub fn needs_user(account: &AccountSettings, error: &Error) {
         return;
     }
     remember(account, error);
-    let reason = error.to_string();
+    let reason = crate::scrub::for_output(&error.to_string(), MAX_REASON);
     match &account.config.notify_cmd {
         Some(cmd) => {
             let env = [
                 ("OAUTH2_SENDMAIL_ACCOUNT", account.name.as_str()),
                 ("OAUTH2_SENDMAIL_REASON", reason.as_str()),
             ];
-            if let Err(e) = cmd.run("notify_cmd", None, &env) {
-                eprintln!("oauth2-sendmail: account {}: {e}", account.name);
+            // Detached: a notifier that hangs must never hold up the mail's own outcome.
+            let started = cmd
+                .argv()
+                .and_then(|argv| crate::command::spawn_detached("notify_cmd", &argv, &env));
+            if let Err(e) = started {
+                eprintln!(
+                    "oauth2-sendmail: account {}: {}",
+                    account.name,
+                    crate::scrub::for_output(&e.to_string(), 1000)
+                );
             }
         }
         None => desktop_notice(&account.name, &reason),
@@ -132,18 +143,19 @@ pub fn forget(account: &str) {
 
 fn write_private(path: &std::path::Path, note: &LoginNeeded) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        crate::journal::create_private_dirs(dir)?;
+        crate::private_dir::ensure_dir(dir, "state folder")
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     let json = serde_json::to_vec(note).map_err(std::io::Error::other)?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(&json)
+    crate::private_dir::open(
+        path,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )?
+    .write_all(&json)
 }
 
 /// `AADSTS700082` out of an error line.

@@ -34,6 +34,9 @@ pub struct Context {
 
 /// Aliases may point at other local names; this bounds a loop in the config.
 const MAX_ALIAS_DEPTH: usize = 8;
+/// Most recipients one message may have after alias expansion (Exchange Online allows 1000
+/// per message).
+const MAX_RECIPIENTS: usize = 1000;
 
 /// The envelope sender as asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +131,10 @@ fn parse_sender(text: &str) -> Result<Sender> {
         return Ok(Sender::Null);
     }
     match message::parse_addresses(text.as_bytes(), "-f")?.as_slice() {
-        [] => Ok(Sender::Null),
+        // Only the spellings above are the null sender: `-f ';'` is a mistake.
+        [] => Err(Error::data(format!(
+            "-f: `{text}` holds no address (the null sender is `-f '<>'`); nothing was sent"
+        ))),
         [one] if one.is_local() => Ok(Sender::Local),
         [one] => Ok(Sender::Address(one.address.clone())),
         _ => Err(Error::data(format!("-f takes one address, not `{text}`"))),
@@ -227,8 +233,15 @@ fn recipients(args: &SendArgs, config: &Config, message: &Message) -> Result<Vec
         wanted.extend(message.recipients()?);
     }
     let mut addresses = Vec::new();
+    let mut expanded = std::collections::HashSet::new();
     for mailbox in wanted {
-        expand(&mailbox.address, config, 0, &mut addresses)?;
+        expand(
+            &mailbox.address,
+            config,
+            &mut Vec::new(),
+            &mut expanded,
+            &mut addresses,
+        )?;
     }
     let mut seen = std::collections::HashSet::new();
     addresses.retain(|a| seen.insert(dedup_key(a)));
@@ -249,31 +262,51 @@ fn dedup_key(address: &str) -> String {
 }
 
 /// An address as is; a local name through `[aliases]` (`"*"` for any other name), whose
-/// values may be lists and may name other local names.
-fn expand(address: &str, config: &Config, depth: usize, out: &mut Vec<String>) -> Result<()> {
-    if !address.contains('@') {
-        if depth >= MAX_ALIAS_DEPTH {
-            return Err(Error::config(format!(
-                "{}: [aliases]: `{address}` is part of a loop",
+/// values may be lists and may name other local names. Each name is expanded once (`done`),
+/// at most [`MAX_ALIAS_DEPTH`] deep, into at most [`MAX_RECIPIENTS`] addresses; `path` is
+/// the chain of names being expanded (a name in it again is a loop).
+fn expand(
+    address: &str,
+    config: &Config,
+    path: &mut Vec<String>,
+    done: &mut std::collections::HashSet<String>,
+    out: &mut Vec<String>,
+) -> Result<()> {
+    if address.contains('@') {
+        if out.len() >= MAX_RECIPIENTS {
+            return Err(Error::data(format!(
+                "more than {MAX_RECIPIENTS} recipients (after [aliases] in {}); nothing was sent",
                 config.path.display()
             )));
         }
-        let value = alias(config, address).ok_or_else(|| {
-            Error::data(format!(
-                "recipient `{address}` is a local name and [aliases] in {} has no entry for it; \
-                 add e.g. {address} = \"you@example.com\" (or \"*\" = \"you@example.com\")",
-                config.path.display()
-            ))
-        })?;
-        let what = format!("[aliases] {address}");
-        let targets = message::parse_addresses(value.as_bytes(), &what)
-            .map_err(|e| Error::config(format!("{}: {e}", config.path.display())))?;
-        for target in targets {
-            expand(&target.address, config, depth + 1, out)?;
-        }
+        out.push(address.to_owned());
         return Ok(());
     }
-    out.push(address.to_owned());
+    let key = address.to_ascii_lowercase();
+    if path.contains(&key) || path.len() >= MAX_ALIAS_DEPTH {
+        return Err(Error::config(format!(
+            "{}: [aliases]: `{address}` is part of a loop or nested more than {MAX_ALIAS_DEPTH} deep",
+            config.path.display()
+        )));
+    }
+    if !done.insert(key.clone()) {
+        return Ok(());
+    }
+    let value = alias(config, address).ok_or_else(|| {
+        Error::data(format!(
+            "recipient `{address}` is a local name and [aliases] in {} has no entry for it; \
+             add e.g. {address} = \"you@example.com\" (or \"*\" = \"you@example.com\")",
+            config.path.display()
+        ))
+    })?;
+    let what = format!("[aliases] {address}");
+    let targets = message::parse_addresses(value.as_bytes(), &what)
+        .map_err(|e| Error::config(format!("{}: {e}", config.path.display())))?;
+    path.push(key);
+    for target in targets {
+        expand(&target.address, config, path, done, out)?;
+    }
+    path.pop();
     Ok(())
 }
 

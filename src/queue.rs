@@ -175,14 +175,14 @@ impl Queue {
 
     /// Records a temporary failure: one more attempt, the next one later.
     pub fn defer(&self, entry: &Entry, error: &str, now: u64) -> Result<()> {
-        let attempts = entry.state.attempts + 1;
+        let attempts = entry.state.attempts.saturating_add(1);
         let backoff = FIRST_BACKOFF_SECS
             .saturating_mul(1 << (attempts - 1).min(16))
             .min(MAX_BACKOFF_SECS);
         let state = State {
             attempts,
-            next_attempt: now + backoff,
-            last_error: Some(error.to_owned()),
+            next_attempt: now.saturating_add(backoff),
+            last_error: Some(crate::scrub::for_output(error, 2000)),
         };
         write_state(&self.dir, &entry.id, &state, "defer-before-rename")
     }
@@ -192,9 +192,9 @@ impl Queue {
         let failed = self.failed_dir();
         create_private_dir(&failed)?;
         let state = State {
-            attempts: entry.state.attempts + 1,
+            attempts: entry.state.attempts.saturating_add(1),
             next_attempt: 0,
-            last_error: Some(error.to_owned()),
+            last_error: Some(crate::scrub::for_output(error, 2000)),
         };
         // The reason first: a crash between the two steps leaves the entry queued (to be
         // tried again), never a failed message without its reason.
@@ -248,12 +248,11 @@ impl Queue {
     fn lock_file(&self) -> Result<(File, PathBuf)> {
         create_private_dir(&self.dir)?;
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        let file = crate::private_dir::open(
+            &path,
+            OpenOptions::new().create(true).truncate(false).write(true),
+        )
+        .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
         Ok((file, path))
     }
 
@@ -310,6 +309,10 @@ fn remove_entry(dir: &Path, id: &str) -> Result<bool> {
 }
 
 fn list_dir(dir: &Path) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
+    if dir.exists() {
+        // Messages in a folder others may write could be anyone's: not sent.
+        crate::private_dir::check_dir(dir, "queue folder")?;
+    }
     let read = match fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
@@ -380,29 +383,19 @@ fn new_id() -> String {
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))
+    crate::private_dir::ensure_dir(dir, "queue folder")
 }
 
 /// Writes `parts` to a `0600` temp file beside `path`, fsyncs it, renames it over `path`
 /// and fsyncs the folder. `crash` names the crash test hook's point before the rename.
 fn write_atomically(path: &Path, parts: &[&[u8]], crash: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut file = crate::private_dir::open(&tmp, OpenOptions::new().write(true).create_new(true))?;
     let written = parts
         .iter()
         .try_for_each(|p| file.write_all(p))

@@ -158,7 +158,7 @@ pub fn list_queue() -> Result<()> {
 fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     let report = flush::flush(config, flush::Scope::Due, verbose)?;
     for line in report.problems().chain(report.logins()) {
-        eprintln!("oauth2-sendmail: {line}");
+        eprintln!("oauth2-sendmail: {}", crate::scrub::for_output(line, 2000));
     }
     match report.exit_code() {
         0 => Ok(()),

@@ -23,6 +23,8 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// A connection that does not send its request in this time is dropped (e.g. a browser's
 /// speculative pre-connect), so it cannot block the real redirect.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept()` (a transient EMFILE) before listening again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// PKCE (S256): the secret verifier and its challenge.
 pub struct Pkce {
@@ -195,7 +197,13 @@ impl Redirect {
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         loop {
             tokio::select! {
-                Ok((mut stream, _)) = listener.accept() => {
+                accepted = listener.accept() => {
+                    let Ok((mut stream, _)) = accepted else {
+                        // EMFILE, ECONNABORTED and the like pass: keep listening, without
+                        // spinning while the condition lasts.
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        continue;
+                    };
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let read = tokio::time::timeout(REQUEST_TIMEOUT, read_request_target(&mut stream)).await;
@@ -210,6 +218,21 @@ impl Redirect {
                         let _ = respond(&mut stream, "404 Not Found", "Not the sign-in redirect.").await;
                         continue;
                     };
+                    if !state_matches(query, state) {
+                        // Any local program can send a request here: only the redirect of
+                        // this login (its state) may end it.
+                        let _ = respond(
+                            &mut stream,
+                            "400 Bad Request",
+                            "This is not the redirect of the sign-in oauth2-sendmail is waiting for.",
+                        )
+                        .await;
+                        eprintln!(
+                            "oauth2-sendmail: a redirect with a wrong or missing state was refused; \
+                             still waiting for the sign-in"
+                        );
+                        continue;
+                    }
                     let outcome = code_from_query_from(query, state, self.issuer.as_deref());
                     let page = match &outcome {
                         Ok(_) => "Signed in. oauth2-sendmail has its token; you may close this window.",
@@ -221,6 +244,18 @@ impl Redirect {
             }
         }
     }
+}
+
+/// Whether a redirect's query carries this login's `state`.
+fn state_matches(query: &str, expected: &str) -> bool {
+    reqwest::Url::parse(&format!("http://localhost/?{query}"))
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "state")
+                .map(|(_, v)| v.into_owned())
+        })
+        .is_some_and(|got| got == expected)
 }
 
 /// Reads lines on stdin until one holds a redirected URL with a code (paste mode). When

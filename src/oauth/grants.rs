@@ -32,8 +32,62 @@ pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime assumed when a response has no usable `expires_in` (some providers omit it;
 /// Microsoft's access tokens live 60–90 minutes).
 pub const DEFAULT_EXPIRES_IN: u64 = 3600;
+/// Longest access-token lifetime believed (seconds): Microsoft's live 60–90 minutes; a
+/// longer claim only makes us renew earlier than needed, never overflow a clock.
+pub const MAX_EXPIRES_IN: u64 = 24 * 3600;
 /// Longest error description kept in a message: one readable line, not a page.
 const MAX_DESCRIPTION: usize = 200;
+/// Largest HTTP answer body read from a token, device-code or Graph endpoint. Real answers
+/// are a few KiB (a token response with an `id_token` is under 10 KiB); anything past this is
+/// a broken or hostile peer, and reading stops at once.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Why an answer's body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the limit (announced by `Content-Length` or counted while reading).
+    TooLarge(usize),
+    /// The transport failed mid-body (the error on one line, without the URL).
+    Read(String),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::TooLarge(limit) => {
+                write!(
+                    f,
+                    "the answer is larger than {limit} bytes; reading stopped"
+                )
+            }
+            BodyError::Read(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Reads a response body chunk by chunk, stopping as soon as it exceeds `limit` bytes: an
+/// endless or huge body costs at most `limit` bytes of memory. Every HTTP caller (token,
+/// device code, Graph) reads its answers through this.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| BodyError::Read(one_line(&e.without_url())))?
+    {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
 
 /// What to trade for tokens.
 pub enum Grant {
@@ -139,7 +193,13 @@ pub struct ErrorBody {
 pub fn parse_success(body: &[u8]) -> Option<TokenResponse> {
     let raw: RawSuccess = serde_json::from_slice(body).ok()?;
     let access_token = raw.access_token.filter(|t| !t.is_empty())?;
-    let expires_in = number(raw.expires_in).unwrap_or(DEFAULT_EXPIRES_IN);
+    crate::scrub::register(&access_token);
+    if let Some(rt) = &raw.refresh_token {
+        crate::scrub::register(rt);
+    }
+    let expires_in = number(raw.expires_in)
+        .unwrap_or(DEFAULT_EXPIRES_IN)
+        .min(MAX_EXPIRES_IN);
     Some(TokenResponse {
         access_token,
         expires_in,
@@ -189,6 +249,11 @@ impl fmt::Debug for DeviceAuthorization {
 pub const DEFAULT_DEVICE_EXPIRES_IN: u64 = 900;
 /// RFC 8628 §3.2: "If no value is provided, clients MUST use 5 as the default."
 pub const DEFAULT_POLL_INTERVAL: u64 = 5;
+/// Longest device-code lifetime believed (seconds): Microsoft's is 15 minutes; a peer's huge
+/// number must not overflow a clock.
+pub const MAX_DEVICE_EXPIRES_IN: u64 = 3600;
+/// Longest poll interval believed (seconds).
+pub const MAX_POLL_INTERVAL: u64 = 60;
 
 #[derive(Deserialize)]
 struct RawDevice {
@@ -209,12 +274,18 @@ struct RawDevice {
 pub fn parse_device_authorization(body: &[u8]) -> Option<DeviceAuthorization> {
     let raw: RawDevice = serde_json::from_slice(body).ok()?;
     let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let device_code = non_empty(raw.device_code)?;
+    crate::scrub::register(&device_code);
     Some(DeviceAuthorization {
-        device_code: non_empty(raw.device_code)?,
+        device_code,
         user_code: non_empty(raw.user_code)?,
         verification_uri: non_empty(raw.verification_uri.or(raw.verification_url))?,
-        expires_in: number(raw.expires_in).unwrap_or(DEFAULT_DEVICE_EXPIRES_IN),
-        interval: number(raw.interval).unwrap_or(DEFAULT_POLL_INTERVAL),
+        expires_in: number(raw.expires_in)
+            .unwrap_or(DEFAULT_DEVICE_EXPIRES_IN)
+            .min(MAX_DEVICE_EXPIRES_IN),
+        interval: number(raw.interval)
+            .unwrap_or(DEFAULT_POLL_INTERVAL)
+            .min(MAX_POLL_INTERVAL),
         message: non_empty(raw.message),
     })
 }
@@ -586,6 +657,9 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
         fields.push(("client_secret", secret.clone()));
         secrets.push(secret);
     }
+    for secret in &secrets {
+        crate::scrub::register(secret);
+    }
     Ok(Form {
         url: oauth.token_url.clone(),
         ca_file: oauth.ca_file.clone(),
@@ -643,7 +717,7 @@ impl Form {
                 ))
             });
         }
-        let body: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let body = self.error_body(&body);
         Ok(Answer::Refused { status, body })
     }
 
@@ -683,20 +757,35 @@ impl Form {
             .map_err(|e| transient("request failed", e))?;
         let status = response.status().as_u16();
         // The body first: error_for_status() would throw Microsoft's error JSON away.
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transient("reading the answer failed", e))?;
-        Ok((status, body.to_vec()))
+        let body = read_body(response, MAX_BODY).await.map_err(|e| {
+            Error::token(
+                TokenClass::Transient,
+                format!(
+                    "token service unreachable ({}): reading the answer failed: {e}; try again later",
+                    self.url
+                ),
+            )
+        })?;
+        Ok((status, body))
+    }
+
+    /// The error JSON of a refusal, with every secret the server may have echoed (in any
+    /// encoding) scrubbed from its text before anything cuts it short.
+    fn error_body(&self, body: &[u8]) -> ErrorBody {
+        let mut body: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        body.error = self.scrub_text(&body.error);
+        body.error_description = body.error_description.map(|d| self.scrub_text(&d));
+        body
+    }
+
+    fn scrub_text(&self, text: &str) -> String {
+        crate::scrub::scrub(&crate::scrub::scrub_with(text, &self.secrets))
     }
 
     /// Replaces any secret a server might have echoed, and keeps the message on one line.
     fn scrub(&self, mut e: Error) -> Error {
         if let crate::error::Kind::Token { detail, .. } = &mut e.kind {
-            for secret in self.secrets.iter().filter(|s| s.len() >= 4) {
-                *detail = detail.replace(secret.as_str(), "<redacted>");
-            }
-            *detail = detail.replace(['\r', '\n'], " ");
+            *detail = self.scrub_text(detail).replace(['\r', '\n'], " ");
         }
         e
     }
@@ -732,7 +821,7 @@ pub async fn device_authorization(account: &AccountSettings) -> Result<DeviceAut
             )
         });
     }
-    let body: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+    let body = form.error_body(&body);
     Err(form.refused(status, &body))
 }
 

@@ -36,6 +36,8 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 8628 §3.5: on `slow_down`, "the interval MUST be increased by 5 seconds for this
 /// and all subsequent requests".
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+/// The longest wait between polls, whatever the server asks.
+const MAX_POLL: Duration = Duration::from_secs(grants::MAX_POLL_INTERVAL);
 
 /// What `login` was asked to do, beyond the account's own settings.
 #[derive(Debug, Default)]
@@ -202,7 +204,11 @@ async fn save(
 
 /// `oauth2-sendmail: account NAME: ` before every line meant for the user.
 fn say(account: &AccountSettings, text: &str) {
-    eprintln!("oauth2-sendmail: account {}: {text}", account.name);
+    eprintln!(
+        "oauth2-sendmail: account {}: {}",
+        account.name,
+        crate::scrub::for_output(text, 2000)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,13 +304,20 @@ async fn devicecode_flow(account: &AccountSettings) -> Result<TokenResponse> {
     let device = grants::device_authorization(account).await?;
     tell_devicecode(account, &device);
     let form = grants::prepare(account, Grant::DeviceCode(device.device_code.clone())).await?;
-    let deadline = Instant::now() + Duration::from_secs(device.expires_in);
-    let mut interval = Duration::from_secs(device.interval).max(MIN_POLL_INTERVAL);
+    // Clamped when parsed; checked here too: a peer's number never panics a clock.
+    let start = Instant::now();
+    let deadline = start
+        .checked_add(Duration::from_secs(device.expires_in))
+        .unwrap_or(start);
+    let mut interval = Duration::from_secs(device.interval).clamp(MIN_POLL_INTERVAL, MAX_POLL);
     // An outage while the user signs in is no reason to give up a valid code; it is
     // reported if the code runs out before the service comes back.
     let mut outage: Option<Error> = None;
     loop {
-        if Instant::now() + interval > deadline {
+        if Instant::now()
+            .checked_add(interval)
+            .is_none_or(|t| t > deadline)
+        {
             return Err(outage.unwrap_or_else(|| device_expired(account)));
         }
         tokio::time::sleep(interval).await;
@@ -320,7 +333,7 @@ async fn devicecode_flow(account: &AccountSettings) -> Result<TokenResponse> {
         outage = None;
         match poll_outcome(&body.error) {
             Poll::Pending => {}
-            Poll::SlowDown => interval += SLOW_DOWN_STEP,
+            Poll::SlowDown => interval = (interval + SLOW_DOWN_STEP).min(MAX_POLL),
             Poll::Expired => return Err(device_expired(account)),
             Poll::Declined => {
                 return Err(Error::token(

@@ -5,6 +5,7 @@
 //! ```text
 //! access_token(account, reject)
 //!   read the cache (no lock) ── valid > REFRESH_MARGIN and ≠ reject ──► cached token
+//!   no refresh token, unattended flow: password_cmd / client_secret_cmd run here, unlocked
 //!   └─ spawned task (runs to its save even if the caller gives up):
 //!        lock the account (off the async thread)
 //!        re-read ── another process refreshed meanwhile ──► its token
@@ -83,6 +84,15 @@ pub async fn access_token_in(
             fresh: false,
         });
     }
+    // Without a refresh token the renewal runs password_cmd or client_secret_cmd: run them
+    // now, before the account's lock, so a slow command never holds up the other senders.
+    let prepared = match (
+        seen.as_ref().and_then(|t| t.refresh_token.as_ref()),
+        grants::unattended_grant(account),
+    ) {
+        (None, Some(grant)) => Some(grants::prepare(account, grant).await?),
+        _ => None,
+    };
     // Once started, a renewal runs to its save even if our caller is dropped: the server
     // may have rotated the refresh token, and the new one must not be lost.
     let renewal = renew(
@@ -90,6 +100,7 @@ pub async fn access_token_in(
         store,
         seen.map(|t| t.access_token),
         reject.map(str::to_owned),
+        prepared,
     );
     tokio::spawn(renewal)
         .await
@@ -102,6 +113,7 @@ async fn renew(
     store: TokenStore,
     seen: Option<String>,
     reject: Option<String>,
+    prepared: Option<grants::Form>,
 ) -> Result<AccessToken> {
     let (store, lock, current) = blocking(move || {
         let lock = store.lock()?;
@@ -120,7 +132,7 @@ async fn renew(
             fresh: false,
         });
     }
-    let response = match fetch(&account, current.as_ref()).await {
+    let response = match fetch(&account, current.as_ref(), prepared).await {
         Ok(r) => r,
         Err(e) => {
             // An outage during an early renewal: the cached token still works for a while.
@@ -141,8 +153,17 @@ async fn renew(
     let stored = merge(current, response, now());
     // The save runs on a blocking thread: it completes even if this task is cancelled,
     // and the lock is released only after it.
+    let name = account.name.clone();
     blocking(move || {
-        store.save(&stored)?;
+        if let Err(e) = store.save(&stored) {
+            // A full disk, a read-only folder, a failing token_encrypt_cmd: the access token
+            // in hand is good for an hour, so it is used; the refresh token may be lost.
+            eprintln!(
+                "oauth2-sendmail: account {name}: {}; the new tokens were used but not saved: \
+                 if the next renewal fails, run `oauth2-sendmail login {name}`",
+                crate::scrub::for_output(&e.to_string(), 500)
+            );
+        }
         drop(lock);
         Ok(AccessToken {
             secret: stored.access_token,
@@ -154,7 +175,12 @@ async fn renew(
 }
 
 /// New tokens: with the refresh token, else by a grant the flow can do unattended.
-async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Result<TokenResponse> {
+/// `prepared` is the unattended grant's form, built before the lock.
+async fn fetch(
+    account: &AccountSettings,
+    current: Option<&StoredToken>,
+    prepared: Option<grants::Form>,
+) -> Result<TokenResponse> {
     match current.and_then(|t| t.refresh_token.clone()) {
         Some(rt) => match grants::request(
             account,
@@ -174,9 +200,10 @@ async fn fetch(account: &AccountSettings, current: Option<&StoredToken>) -> Resu
             }
             other => other,
         },
-        None => match grants::unattended_grant(account) {
-            Some(grant) => grants::request(account, grant).await,
-            None => Err(Error::token(
+        None => match (prepared, grants::unattended_grant(account)) {
+            (Some(form), _) => form.send().await,
+            (None, Some(grant)) => grants::request(account, grant).await,
+            (None, None) => Err(Error::token(
                 TokenClass::NeedsLogin,
                 format!(
                     "{}: run `oauth2-sendmail login {}`",

@@ -50,9 +50,8 @@
 //! server is never lost to a concurrent refresh.
 
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -60,12 +59,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::CommandSpec;
 use crate::error::{Error, Result};
 use crate::paths;
+use crate::private_dir;
 use crate::provider::AccountSettings;
-
-/// Mode of the token folder: only its owner may list or enter it.
-const DIR_MODE: u32 = 0o700;
-/// Mode of token, temporary and lock files: only their owner may read them.
-const FILE_MODE: u32 = 0o600;
 
 /// The token file's JSON object (a documented, stable format: see the module docs).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +101,14 @@ impl fmt::Debug for StoredToken {
 }
 
 impl StoredToken {
+    /// Tells [`crate::scrub`] about the tokens, so that no output ever shows them.
+    pub fn register_secrets(&self) {
+        crate::scrub::register(&self.access_token);
+        if let Some(rt) = &self.refresh_token {
+            crate::scrub::register(rt);
+        }
+    }
+
     /// True when the access token is still valid `margin` seconds after `now`.
     #[must_use]
     pub fn valid_for(&self, now: u64, margin: u64) -> bool {
@@ -182,7 +185,12 @@ impl TokenStore {
 
     /// The stored tokens, or `None` when there are none. Takes no lock.
     pub fn load(&self) -> Result<Option<StoredToken>> {
-        let raw = match fs::read(&self.file) {
+        if !self.dir.exists() {
+            return Ok(None);
+        }
+        // A folder another user owns or may write could hold anyone's tokens.
+        private_dir::check_dir(&self.dir, "token folder")?;
+        let raw = match private_dir::read(&self.file) {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
@@ -192,12 +200,16 @@ impl TokenStore {
                 )));
             }
         };
-        self.narrow_file();
         let json = match &self.decrypt {
-            Some(cmd) => cmd.run("token_decrypt_cmd", Some(&raw), &[])?,
+            Some(cmd) => cmd.run(
+                "token_decrypt_cmd",
+                Some(&raw),
+                &[],
+                crate::command::TOKEN_OUTPUT,
+            )?,
             None => raw,
         };
-        serde_json::from_slice(&json).map(Some).map_err(|e| {
+        let token: StoredToken = serde_json::from_slice(&json).map_err(|e| {
             // Only the position: serde's own message may quote the file's contents.
             Error::io(format!(
                 "the token file {} is not a valid token cache ({:?} error at line {}, column {}): \
@@ -208,7 +220,9 @@ impl TokenStore {
                 e.column(),
                 a = self.account,
             ))
-        })
+        })?;
+        token.register_secrets();
+        Ok(Some(token))
     }
 
     /// Replaces the stored tokens atomically (temp file, fsync, rename, fsync the folder).
@@ -216,9 +230,34 @@ impl TokenStore {
         self.ensure_dir()?;
         let json = serde_json::to_vec_pretty(token)
             .map_err(|e| Error::internal(format!("cannot encode the token cache: {e}")))?;
-        let mut data = match &self.encrypt {
-            Some(cmd) => cmd.run("token_encrypt_cmd", Some(&json), &[])?,
-            None => json,
+        token.register_secrets();
+        let mut data = match (&self.encrypt, &self.decrypt) {
+            (Some(encrypt), Some(decrypt)) => {
+                let data = encrypt.run(
+                    "token_encrypt_cmd",
+                    Some(&json),
+                    &[],
+                    crate::command::TOKEN_OUTPUT,
+                )?;
+                // The file is only replaced by something that reads back: an encrypt command
+                // that printed nothing (or garbage) must not cost the refresh token.
+                let back = decrypt.run(
+                    "token_decrypt_cmd",
+                    Some(&data),
+                    &[],
+                    crate::command::TOKEN_OUTPUT,
+                )?;
+                let same = serde_json::from_slice::<StoredToken>(&back).is_ok_and(|t| t == *token);
+                if !same {
+                    return Err(Error::config(format!(
+                        "account {}: what token_encrypt_cmd printed ({} bytes) does not decrypt back                          to the tokens with token_decrypt_cmd; the token file was not replaced: check                          both commands",
+                        self.account,
+                        data.len()
+                    )));
+                }
+                data
+            }
+            _ => json,
         };
         if self.encrypt.is_none() {
             data.push(b'\n');
@@ -235,11 +274,8 @@ impl TokenStore {
         let written = (|| {
             // A leftover from a killed process with our pid would only be ours; replace it.
             let _ = fs::remove_file(&tmp);
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&tmp)?;
+            let mut file =
+                private_dir::open(&tmp, OpenOptions::new().write(true).create_new(true))?;
             file.write_all(&data)?;
             file.sync_all()
         })();
@@ -281,19 +317,20 @@ impl TokenStore {
     }
 
     fn open_lock_file(&self) -> Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&self.lock_file)
-            .map_err(|e| {
-                Error::io(format!(
-                    "cannot open the lock file {}: {e}",
-                    self.lock_file.display()
-                ))
-            })
+        private_dir::open(
+            &self.lock_file,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(|e| {
+            Error::io(format!(
+                "cannot open the lock file {}: {e}",
+                self.lock_file.display()
+            ))
+        })
     }
 
     /// Deletes the stored tokens; false when there were none.
@@ -314,40 +351,17 @@ impl TokenStore {
         Ok(true)
     }
 
-    /// Puts a token file that others may read (restored from a backup, copied by hand) back
-    /// to `0600`. Best effort: reading it is still the owner's choice.
-    fn narrow_file(&self) {
-        if let Ok(meta) = fs::metadata(&self.file)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            let _ = fs::set_permissions(&self.file, fs::Permissions::from_mode(FILE_MODE));
-        }
-    }
-
-    /// Creates the token folder `0700`, or narrows it to `0700` when it is wider.
+    /// Creates the token folder `0700`, narrows it to `0700` when others may only read it,
+    /// and refuses one that another user owns or that others may write.
     fn ensure_dir(&self) -> Result<()> {
-        let error = |e: io::Error| {
-            Error::io(format!(
-                "cannot create the token folder {}: {e}",
-                self.dir.display()
-            ))
-        };
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(&self.dir)
-            .map_err(error)?;
-        let mode = fs::metadata(&self.dir).map_err(error)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            fs::set_permissions(&self.dir, fs::Permissions::from_mode(DIR_MODE)).map_err(error)?;
-        }
-        Ok(())
+        private_dir::ensure_dir(&self.dir, "token folder")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn token(at: &str, rt: Option<&str>) -> StoredToken {
         StoredToken {

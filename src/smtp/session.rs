@@ -417,6 +417,7 @@ impl Session {
         message: &[&[u8]],
         size: u64,
     ) -> Result<()> {
+        self.conn.nothing_unasked(Phase::Mail).await?;
         let bdat = Bdat { size, last: true };
         let mut buf = Vec::with_capacity(2 * CHUNK + 3 * MAX_COMMAND_LINE);
         for cmd in [mail as &dyn Command, rcpt, &bdat] {
@@ -966,6 +967,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Writes commands in one write (one TCP segment, one TLS record).
     async fn write_commands(&mut self, cmds: &[&dyn Command], phase: Phase) -> Result<()> {
+        self.nothing_unasked(phase).await?;
         let mut bytes = String::new();
         for cmd in cmds {
             self.log_client(&cmd.log_line());
@@ -988,6 +990,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 format!("the server took no data for {}", human(self.timeouts.write)),
             )),
         }
+    }
+
+    /// Every reply so far has been read as the answer to a command we sent; a byte waiting
+    /// now (buffered, or ready on the socket) came before the command it would answer, and
+    /// would shift every later reply by one (a false "sent"). A protocol error (exit 76).
+    async fn nothing_unasked(&mut self, phase: Phase) -> Result<()> {
+        let waiting = if self.io.buffer().is_empty() {
+            // Polled once, without waiting: only data already there counts.
+            matches!(
+                tokio::time::timeout(Duration::ZERO, self.io.fill_buf()).await,
+                Ok(Ok(buf)) if !buf.is_empty()
+            )
+        } else {
+            true
+        };
+        if waiting {
+            let text = String::from_utf8_lossy(self.io.buffer());
+            let first = text.lines().next().unwrap_or("").to_owned();
+            self.log_server(first.as_bytes());
+            return Err(Error::protocol(
+                phase,
+                format!(
+                    "the server sent a reply before the command it would answer (`{}`); \
+                     its replies are out of step, so nothing it says can be trusted",
+                    crate::scrub::printable(&first, 100)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn read_reply(&mut self, phase: Phase, wait: Duration) -> Result<Reply> {
@@ -1034,20 +1065,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     fn log_client(&self, line: &str) {
         if self.verbose {
-            eprintln!("C: {line}");
+            eprintln!("C: {}", crate::scrub::for_output(line, VERBOSE_LINE));
         }
     }
 
     fn log_server(&self, line: &[u8]) {
         if self.verbose {
             let text = String::from_utf8_lossy(line);
-            eprintln!("S: {}", text.trim_end_matches(['\r', '\n']));
+            let text = text.trim_end_matches(['\r', '\n']);
+            eprintln!("S: {}", crate::scrub::for_output(text, VERBOSE_LINE));
         }
     }
 
     fn log_note(&self, note: &str) {
         if self.verbose {
-            eprintln!("-- {note}");
+            eprintln!("-- {}", crate::scrub::for_output(note, VERBOSE_LINE));
         }
     }
 }
@@ -1066,6 +1098,9 @@ fn after_end_of_data(e: Error) -> Error {
         _ => e,
     }
 }
+/// Longest `-v` transcript line (characters): a reply line is at most 512 bytes by RFC 5321,
+/// and ours are shorter.
+const VERBOSE_LINE: usize = 1000;
 
 fn io_error(phase: Phase, e: &io::Error) -> Error {
     let detail = match e.kind() {

@@ -95,6 +95,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The form fields, decoded; a repeated field keeps its last value.
     pub form: BTreeMap<String, String>,
+    /// The body as received (the URL-encoded form).
+    pub body: String,
 }
 
 impl Request {
@@ -161,6 +163,11 @@ pub enum Failure {
     Status(u16),
     /// This status and JSON body, as given.
     Json { status: u16, body: Value },
+    /// `200 OK`, chunked, and a JSON-looking body that never ends (a broken or hostile peer).
+    Endless,
+    /// 400 `invalid_grant` (AADSTS70008) whose `error_description` echoes the request body
+    /// as received (the URL-encoded form, secrets and all), as some endpoints and proxies do.
+    EchoForm,
 }
 
 impl Failure {
@@ -585,6 +592,26 @@ impl FakeIdp {
             let _ = stream.shutdown().await;
             return;
         }
+        let endless = {
+            let mut s = self.state();
+            if matches!(s.failures.front(), Some(Failure::Endless)) {
+                s.failures.pop_front();
+                true
+            } else {
+                s.failures.is_empty() && matches!(s.always, Some(Failure::Endless))
+            }
+        };
+        if endless {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let piece = format!("{:x}\r\n{}\r\n", 64 * 1024, "a".repeat(64 * 1024));
+            // Until the client hangs up.
+            while stream.write_all(piece.as_bytes()).await.is_ok() {}
+            return;
+        }
         let (status, body) = self.answer(&request);
         let reason = match status {
             200 => "OK",
@@ -621,6 +648,19 @@ impl FakeIdp {
                     format!("<html><body>{status} Service Unavailable</body></html>"),
                 ),
                 Failure::Json { status, body } => (status, body.to_string()),
+                Failure::Endless => (500, json!({"error": "server_error"}).to_string()),
+                Failure::EchoForm => (
+                    400,
+                    json!({
+                        "error": "invalid_grant",
+                        "error_description": format!(
+                            "AADSTS70008: The provided grant is invalid for the request {} (echoed)",
+                            req.body
+                        ),
+                        "error_codes": [70008],
+                    })
+                    .to_string(),
+                ),
             };
         }
         if req.method == "POST" && req.path.ends_with("/devicecode") {
@@ -1108,6 +1148,7 @@ where
         path,
         headers,
         form,
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 

@@ -89,6 +89,9 @@ pub struct Behaviour {
     pub end_reply: Option<String>,
     /// Wait this long before each reply (a slow server).
     pub reply_delay: Duration,
+    /// Reply lines sent unasked right after a successful `235` (CRLF-separated; a broken
+    /// or hostile server whose replies run ahead of the commands).
+    pub after_auth: Option<String>,
     /// An `AUTH` command line longer than this many octets (with its CRLF) is answered
     /// with the reply and not processed: Gmail's `555 5.5.2 Syntax error, command line
     /// too long`, Dovecot's `500 5.5.2 Line too long`. The SASL response line after a
@@ -143,6 +146,7 @@ impl Default for Behaviour {
             after_data: AfterData::Reply,
             auth_line_limit: None,
             max_rcpts: None,
+            after_auth: None,
         }
     }
 }
@@ -605,7 +609,13 @@ impl Conn {
             });
         if accepted {
             self.authenticated = true;
-            return self.reply("235 2.7.0 Authentication successful").await;
+            return match b.after_auth.clone() {
+                Some(extra) => {
+                    self.reply(&format!("235 2.7.0 Authentication successful\r\n{extra}"))
+                        .await
+                }
+                None => self.reply("235 2.7.0 Authentication successful").await,
+            };
         }
         if b.challenge_on_failure {
             let json = r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#;

@@ -12,6 +12,7 @@ mod fake_dns;
 mod fake_idp;
 mod fake_smtp;
 mod first_run;
+mod hardening;
 mod login;
 mod manual;
 mod migrate;

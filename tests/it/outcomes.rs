@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::fake_idp::{Failure, FakeIdp};
 use super::fake_smtp::{AfterData, Behaviour, FakeSmtp};
-use super::support::{Run, Sandbox, TestCa, now, run_command};
+use super::support::{self, Run, Sandbox, TestCa, now, run_command};
 
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const BOB: &str = "bob@example.org";
@@ -112,11 +112,18 @@ impl World {
         self.sandbox.path().join("notified.env")
     }
 
-    /// The environment `notify_cmd` ran with, if it ran; the file is removed.
-    fn take_notification(&self) -> Option<String> {
-        let text = std::fs::read_to_string(self.notified_file()).ok()?;
+    /// The environment `notify_cmd` ran with (it runs detached, so this waits for its whole
+    /// output, up to 20 s); the file is removed.
+    fn take_notification(&self) -> String {
+        let text = support::wait_for_line(&self.notified_file());
         std::fs::remove_file(self.notified_file()).unwrap();
-        Some(text)
+        text
+    }
+
+    /// True when no `notify_cmd` ran, allowing a detached one half a second to show.
+    fn no_notification(&self) -> bool {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        !self.notified_file().exists()
     }
 
     /// An expired access token whose refresh the token endpoint refuses (AADSTS700082).
@@ -212,10 +219,7 @@ fn a_4xx_is_queued_silently_for_every_caller_with_the_attempt_and_the_reply() {
             "{list}"
         );
         assert!(list.contains("next try in"), "{list}");
-        assert!(
-            w.take_notification().is_none(),
-            "{caller:?}: no one needs telling"
-        );
+        assert!(w.no_notification(), "{caller:?}: no one needs telling");
         w.clear_queue();
     }
     assert!(w.smtp.deliveries().is_empty());
@@ -237,7 +241,7 @@ fn a_dead_refresh_token_exits_77_for_mail_programs_and_queues_nothing() {
             w.queued().is_empty(),
             "{caller:?}: the mail program keeps it"
         );
-        let env = w.take_notification().expect("notify_cmd ran");
+        let env = w.take_notification();
         assert_eq!(env_var(&env, "OAUTH2_SENDMAIL_ACCOUNT"), Some("work"));
         assert!(env_var(&env, "OAUTH2_SENDMAIL_REASON").is_some_and(|r| r.contains("login work")));
     }
@@ -261,7 +265,7 @@ fn a_dead_refresh_token_is_queued_for_cron_with_exit_0_and_notify_cmd() {
         let list = w.list();
         assert!(list.contains("attempts 1"), "{list}");
         assert!(list.contains("AADSTS700082"), "{list}");
-        let env = w.take_notification().expect("notify_cmd ran");
+        let env = w.take_notification();
         assert_eq!(env_var(&env, "OAUTH2_SENDMAIL_ACCOUNT"), Some("work"));
         assert!(
             env_var(&env, "OAUTH2_SENDMAIL_REASON").is_some_and(|r| r.contains("AADSTS700082"))
@@ -279,7 +283,7 @@ fn queue_never_hands_a_needed_login_back_even_to_cron() {
     let line = w.run(DEBIAN_CRON, MESSAGE).assert_failure(77).to_owned();
     assert!(line.contains("oauth2-sendmail login work"), "{line}");
     assert!(w.queued().is_empty());
-    assert!(w.take_notification().is_some(), "notify_cmd ran");
+    w.take_notification();
 }
 
 #[test]
@@ -289,11 +293,11 @@ fn refused_authentication_needs_the_user_not_the_queue() {
     let line = run.assert_failure(77);
     assert!(line.contains("535 5.7.3"), "{line}");
     assert!(w.queued().is_empty());
-    assert!(w.take_notification().is_some(), "notify_cmd ran");
+    w.take_notification();
     w.run(DEBIAN_CRON, MESSAGE).assert_silent_success();
     assert_eq!(w.queued().len(), 1);
     assert!(w.list().contains("535 5.7.3"));
-    assert!(w.take_notification().is_some(), "notify_cmd ran");
+    w.take_notification();
     assert!(w.smtp.deliveries().is_empty());
 }
 
@@ -315,7 +319,7 @@ fn a_permanent_refusal_is_never_queued_whoever_calls() {
             "{line}"
         );
         assert!(w.queued().is_empty(), "{caller:?}");
-        assert!(w.take_notification().is_none());
+        assert!(w.no_notification());
     }
     let run = w.run(&["-oem", "-i", "nobody@example.org"], MESSAGE);
     assert!(run.assert_failure(67).contains("550 5.1.1"));
@@ -353,7 +357,7 @@ fn a_lost_reply_after_the_data_exits_75_may_have_been_delivered_for_mail_program
                 w.queued().is_empty(),
                 "{caller:?}: a resend may duplicate it"
             );
-            assert!(w.take_notification().is_none());
+            assert!(w.no_notification());
         }
         assert_eq!(w.smtp.deliveries().len(), 2, "the server received both");
     }
@@ -480,7 +484,7 @@ fn both_flushes_print_one_line_per_account_that_needs_a_login() {
         lines[0]
     );
     assert!(lines[0].contains("2 queued messages wait"), "{}", lines[0]);
-    assert!(w.take_notification().is_some(), "notify_cmd ran");
+    w.take_notification();
     let asked = w.run(&["queue", "flush"], "");
     assert_eq!(asked.code, 77, "{asked:?}");
     let logins: Vec<&str> = asked
@@ -575,7 +579,7 @@ fn a_refused_renewal_is_heard_on_the_q_line_and_through_notify_cmd() {
     let line = run.stderr.trim_end();
     assert!(!line.contains('\n'), "{line}");
     assert!(line.contains("oauth2-sendmail login work") && line.contains("AADSTS700082"));
-    let env = w.take_notification().expect("notify_cmd ran");
+    let env = w.take_notification();
     assert_eq!(env_var(&env, "OAUTH2_SENDMAIL_ACCOUNT"), Some("work"));
     assert!(w.log().contains("result=renewal-refused"), "{}", w.log());
 }

@@ -254,6 +254,26 @@ pub fn run_command(mut cmd: Command, stdin: &[u8]) -> Run {
     }
 }
 
+/// The contents of `path` once a detached writer (a notifier) has finished a line there;
+/// panics after 20 s.
+#[must_use]
+pub fn wait_for_line(path: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing was written to {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
