@@ -41,6 +41,7 @@ mod config;
 mod deliver;
 mod error;
 mod flush;
+mod graph;
 mod manage;
 mod message;
 mod notify;
@@ -52,6 +53,7 @@ mod queue;
 mod sendmail;
 mod smtp;
 mod tls;
+mod transport;
 
 // The integration tests' harness and fake servers, shared with the unit tests that drive
 // the SMTP session and the token cache over real sockets (the fakes name `super::support`).

@@ -25,3 +25,9 @@ pub fn token_dir() -> Option<PathBuf> {
 pub fn queue_dir() -> Option<PathBuf> {
     project().and_then(|p| p.state_dir().map(|s| s.join("queue")))
 }
+
+/// `$XDG_STATE_HOME/oauth2-sendmail`: what the program remembers between runs.
+#[must_use]
+pub fn state_dir() -> Option<PathBuf> {
+    project().and_then(|p| p.state_dir().map(std::path::Path::to_path_buf))
+}

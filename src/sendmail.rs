@@ -13,7 +13,8 @@ use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
-use crate::smtp::{Envelope, Reply};
+use crate::smtp::Envelope;
+use crate::transport::Receipt;
 use crate::{deliver, flush, notify};
 
 pub fn run(args: &SendArgs) -> Result<()> {
@@ -85,7 +86,7 @@ async fn send_now(
     parts: &[&[u8]],
     logfile: Option<&Path>,
     verbose: bool,
-) -> Result<Reply> {
+) -> Result<Receipt> {
     let mut session = deliver::open(account, verbose).await?;
     let reply = session.send(&plan.envelope, parts).await.map_err(|e| {
         e.for_account(&account.name)
@@ -94,7 +95,7 @@ async fn send_now(
     if account.config.flush_on_send {
         flush::flush_after_send(account, session, logfile, verbose).await;
     } else {
-        session.quit().await;
+        session.close().await;
     }
     Ok(reply)
 }
