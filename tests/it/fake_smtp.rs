@@ -84,6 +84,9 @@ pub struct Behaviour {
     pub end_reply: Option<String>,
     /// Wait this long before each reply (a slow server).
     pub reply_delay: Duration,
+    /// The reply to a refused XOAUTH2 token instead of `535 5.7.3 …`, e.g. Exchange's
+    /// `535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled …`.
+    pub auth_refusal: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -111,6 +114,7 @@ impl Default for Behaviour {
             data_reply: None,
             end_reply: None,
             reply_delay: Duration::ZERO,
+            auth_refusal: None,
         }
     }
 }
@@ -555,8 +559,11 @@ impl Conn {
                 .reply("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials")
                 .await;
         }
-        self.reply("535 5.7.3 Authentication unsuccessful [FAKE.PROD.OUTLOOK.COM]")
-            .await
+        let refusal = b
+            .auth_refusal
+            .as_deref()
+            .unwrap_or("535 5.7.3 Authentication unsuccessful [FAKE.PROD.OUTLOOK.COM]");
+        self.reply(refusal).await
     }
 
     async fn mail(&mut self, arg: &str) -> Io<()> {

@@ -6,8 +6,10 @@
 
 mod clients;
 mod dry_run;
+mod fake_graph;
 mod fake_idp;
 mod fake_smtp;
+mod graph;
 mod login;
 mod queue;
 mod scheduling;
