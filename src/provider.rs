@@ -429,6 +429,49 @@ mod tests {
     }
 
     #[test]
+    fn graph_defaults_per_cloud_and_flow() {
+        let s = resolve("w", &account(ProviderKind::Microsoft)).unwrap();
+        let g = s.graph.as_ref().unwrap();
+        assert_eq!(g.url, "https://graph.microsoft.com");
+        assert_eq!(
+            g.scopes,
+            ["https://graph.microsoft.com/Mail.Send", "offline_access"]
+        );
+        assert_eq!(
+            g.send_url("a@contoso.com"),
+            "https://graph.microsoft.com/v1.0/me/sendMail"
+        );
+        let mut cn = account(ProviderKind::MicrosoftChina);
+        cn.flow = Some(Flow::ClientCredentials);
+        cn.transport = TransportKind::Graph;
+        let s = resolve("cn", &cn).unwrap();
+        let g = s.graph.as_ref().unwrap();
+        assert_eq!(
+            g.scopes,
+            ["https://microsoftgraph.chinacloudapi.cn/.default"]
+        );
+        assert_eq!(
+            g.send_url("a b@contoso.cn"),
+            "https://microsoftgraph.chinacloudapi.cn/v1.0/users/a%20b@contoso.cn/sendMail"
+        );
+        // The token request for Graph: the same client, Graph's scopes.
+        let for_graph = s.for_graph().unwrap();
+        assert_eq!(for_graph.oauth.scopes, g.scopes);
+        assert_eq!(for_graph.oauth.token_url, s.oauth.token_url);
+        // Gmail has no Graph: transport = graph is a config error naming graph_url.
+        let mut gm = account(ProviderKind::Gmail);
+        gm.transport = TransportKind::Auto;
+        let e = resolve("g", &gm).unwrap_err();
+        assert!(e.to_string().contains("graph_url"), "{e}");
+        assert!(
+            resolve("g", &account(ProviderKind::Gmail))
+                .unwrap()
+                .graph
+                .is_none()
+        );
+    }
+
+    #[test]
     fn implicit_tls_defaults_to_465() {
         let mut a = account(ProviderKind::Custom);
         a.smtp_host = Some("mail.example".into());

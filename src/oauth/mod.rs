@@ -509,6 +509,84 @@ mod tests {
         assert!(e.token(None).await.unwrap().fresh);
     }
 
+    /// The same account with Graph configured (the fake's URL as `graph_url`).
+    fn graph_account(e: &Env) -> AccountSettings {
+        let mut a = e.account.clone();
+        a.graph = Some(crate::provider::GraphSettings {
+            url: "https://graph.example".into(),
+            scopes: vec![
+                "https://graph.example/Mail.Send".into(),
+                "offline_access".into(),
+            ],
+            app_only: false,
+        });
+        a.for_graph().unwrap()
+    }
+
+    #[tokio::test]
+    async fn smtp_and_graph_renewals_share_one_rotating_refresh_token() {
+        let e = std::sync::Arc::new(env());
+        e.seed("at-smtp-old", 0);
+        e.idp.set_rotation_revokes_old(true);
+        e.idp.set_delay(Duration::from_millis(200));
+        let graph = graph_account(&e);
+        // Both audiences renew at once: the lock orders them, and the second one uses the
+        // refresh token the first one's rotation saved (the old one is revoked).
+        let smtp = {
+            let e = e.clone();
+            tokio::spawn(async move { e.token(None).await })
+        };
+        let g = graph_token_in(e.store(), &graph, None).await.unwrap();
+        let s = smtp.await.unwrap().unwrap();
+        assert!(g.fresh && s.fresh && g.secret != s.secret);
+        assert_eq!(e.idp.refresh_count(), 2);
+        let scopes: Vec<String> = e
+            .idp
+            .requests()
+            .iter()
+            .map(|r| r.field("scope").unwrap_or("").to_owned())
+            .collect();
+        assert!(scopes.contains(&"https://graph.example/Mail.Send offline_access".to_owned()));
+        let main = e.store().load().unwrap().unwrap();
+        assert_eq!(main.access_token, s.secret);
+        assert!(
+            e.idp
+                .refresh_token_valid(main.refresh_token.as_ref().unwrap())
+        );
+        let cached = e.store().graph().load().unwrap().unwrap();
+        assert_eq!(cached.access_token, g.secret);
+        assert_eq!(
+            cached.refresh_token, None,
+            "one refresh token, in the main file"
+        );
+        // Cached now: no request; a refused one is renewed with the latest refresh token.
+        let again = graph_token_in(e.store(), &graph, None).await.unwrap();
+        assert_eq!(
+            (again.secret.as_str(), again.fresh),
+            (g.secret.as_str(), false)
+        );
+        let renewed = graph_token_in(e.store(), &graph, Some(&g.secret))
+            .await
+            .unwrap();
+        assert!(renewed.fresh && renewed.secret != g.secret);
+        let main2 = e.store().load().unwrap().unwrap();
+        assert_ne!(main2.refresh_token, main.refresh_token, "rotation saved");
+        assert_eq!(main2.access_token, s.secret, "the SMTP token is kept");
+        assert!(
+            e.idp
+                .refresh_token_valid(main2.refresh_token.as_ref().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_graph_token_without_any_refresh_token_asks_for_a_login() {
+        let e = env();
+        let graph = graph_account(&e);
+        let err = graph_token_in(e.store(), &graph, None).await.unwrap_err();
+        assert_eq!(err.exit_code(), 77);
+        assert!(err.to_string().contains("oauth2-sendmail login w"), "{err}");
+    }
+
     fn response(rt: Option<&str>) -> TokenResponse {
         TokenResponse {
             access_token: "at-new".into(),
