@@ -45,6 +45,11 @@ pub struct OAuthSettings {
     pub scopes: Vec<String>,
     /// Sent as `resource` (v1 endpoints, e.g. 21Vianet's password grant).
     pub resource: Option<String>,
+    /// More scopes to consent to in the browser sign-in only (MSAL's
+    /// `extraScopesToConsent`): Graph's `Mail.Send` for an account that may send through
+    /// Graph, so the one refresh token later redeems for a Graph token too. Never in a
+    /// token request: one token is for one resource.
+    pub consent_scopes: Vec<String>,
     pub redirect_uri: String,
     /// The extra trusted roots also apply to the token endpoint (tests, private clouds).
     pub ca_file: Option<PathBuf>,
@@ -111,6 +116,7 @@ impl AccountSettings {
         let graph = self.graph.as_ref()?;
         let mut a = self.clone();
         a.oauth.scopes.clone_from(&graph.scopes);
+        a.oauth.consent_scopes.clear();
         // v1 endpoints name the audience as `resource`; v2 names it in the scopes.
         if a.oauth.resource.is_some() {
             a.oauth.resource = Some(graph.url.clone());
@@ -207,6 +213,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         device_code_url: endpoint(&account.device_code_url, device).unwrap_or_default(),
         scopes,
         resource: account.resource.clone(),
+        consent_scopes: Vec::new(),
         redirect_uri: account
             .redirect_uri
             .clone()
@@ -221,6 +228,18 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         ..oauth
     };
     let graph = graph_settings(name, account, &preset, flow)?;
+    let mut oauth = oauth;
+    if account.transport != TransportKind::Smtp
+        && let Some(g) = &graph
+        && !g.app_only
+    {
+        oauth.consent_scopes = g
+            .scopes
+            .iter()
+            .filter(|s| !oauth.scopes.contains(s))
+            .cloned()
+            .collect();
+    }
     Ok(AccountSettings {
         name: name.to_owned(),
         provider: account.provider,
@@ -453,6 +472,22 @@ mod tests {
         assert_eq!(
             g.send_url("a b@contoso.cn"),
             "https://microsoftgraph.chinacloudapi.cn/v1.0/users/a%20b@contoso.cn/sendMail"
+        );
+        // A delegated account that may use Graph consents to Mail.Send at sign-in.
+        let mut auto = account(ProviderKind::Microsoft);
+        auto.transport = TransportKind::Auto;
+        let a = resolve("a", &auto).unwrap();
+        assert_eq!(
+            a.oauth.consent_scopes,
+            ["https://graph.microsoft.com/Mail.Send"]
+        );
+        assert!(a.for_graph().unwrap().oauth.consent_scopes.is_empty());
+        assert!(
+            resolve("w", &account(ProviderKind::Microsoft))
+                .unwrap()
+                .oauth
+                .consent_scopes
+                .is_empty()
         );
         // The token request for Graph: the same client, Graph's scopes.
         let for_graph = s.for_graph().unwrap();

@@ -587,3 +587,19 @@ fn the_fake_graph_is_as_strict_as_graph() {
     let (s, _) = post("/v1.0/users/b@x/sendMail", &app, "VG86IGJAeA0KDQp4");
     assert_eq!(s, 202);
 }
+
+#[test]
+fn check_proves_the_graph_token_and_connection_and_logout_deletes_both_caches() {
+    let w = World::new("graph", "");
+    w.seed_graph("at-graph-stale", now() - 5);
+    let check = w.send(&["check", "work"], b"");
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(check.stdout.contains("Microsoft Graph"), "{}", check.stdout);
+    assert_eq!(w.idp.refresh_count(), 1, "check renews the Graph token");
+    assert!(w.graph.connections() >= 1);
+    assert!(w.graph.sent().is_empty(), "check sends nothing");
+    let logout = w.send(&["logout", "work"], b"");
+    assert_eq!(logout.code, 0, "{}", logout.stderr);
+    assert!(!w.graph_file().exists());
+    assert!(!w.sandbox.token_file("work").exists());
+}
