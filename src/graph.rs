@@ -392,32 +392,35 @@ async fn warm_up(http: &reqwest::Client, base: &str, verbose: bool) {
     }
 }
 
-/// A network failure talking to Graph: temporary.
+/// A network failure talking to Graph: temporary. After the connection was made, the
+/// request may have reached Graph (phase `Message`, as for SMTP after the data).
 fn network(e: &reqwest::Error) -> Error {
     let phase = if e.is_connect() {
         Phase::Connect
     } else {
         Phase::Message
     };
-    Error::network(phase, one_line(&e.without_url_ref()))
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut text = self.to_string();
-        if let Some(url) = self.url() {
-            text = text.replace(url.as_str(), "");
+    // The causes, not reqwest's own line (which repeats the URL).
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !parts.iter().any(|p| p.contains(&part)) {
+            parts.push(part);
         }
-        text
+        source = s.source();
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.replace(['\r', '\n'], " ")
+    if parts.is_empty() {
+        parts.push(
+            if e.is_timeout() {
+                "timed out"
+            } else {
+                "request failed"
+            }
+            .to_owned(),
+        );
+    }
+    Error::network(phase, parts.join(": ").replace(['\r', '\n'], " "))
 }
 
 /// `graph.microsoft.com` of `https://graph.microsoft.com/…`.

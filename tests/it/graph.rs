@@ -603,3 +603,27 @@ fn check_proves_the_graph_token_and_connection_and_logout_deletes_both_caches() 
     assert!(!w.graph_file().exists());
     assert!(!w.sandbox.token_file("work").exists());
 }
+
+#[test]
+fn an_unreachable_graph_is_temporary_75_or_queued() {
+    let w = World::new("graph", "");
+    // A closed port: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config =
+        std::fs::read_to_string(w.sandbox.path().join("config/oauth2-sendmail/config.toml"))
+            .unwrap()
+            .replace(&w.graph.base_url(), &format!("https://127.0.0.1:{port}"));
+    w.sandbox.write_config(&config);
+    let msg: &[u8] = b"To: bob@fabrikam.example\n\nx\n";
+    let args = ["-oi", "--", "bob@fabrikam.example"];
+    let line = w.send(&args, msg).assert_failure(75).to_owned();
+    assert!(line.contains("network failure"), "{line}");
+    w.sandbox
+        .write_config(&config.replace("queue = \"never\"", "queue = \"on-failure\""));
+    w.send(&args, msg).assert_silent_success();
+    assert!(w.send(&["queue", "list"], b"").stdout.contains("1 queued"));
+}
