@@ -172,6 +172,12 @@ impl Run<'_> {
         }
         let g: Vec<ConnLog> = graph_proxy.take(SETTLE);
         let i: Vec<ConnLog> = idp_proxy.take(SETTLE);
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            println!("trace: graph (cached {cached}), wall {wall:?}");
+            for c in g.iter().chain(&i) {
+                print!("{}", c.timeline());
+            }
+        }
         Ok((
             wall,
             (
