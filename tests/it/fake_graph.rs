@@ -19,7 +19,8 @@
 //! Graph's 4 MB, and a MIME message with at least one recipient. `HEAD`/`GET` of anything
 //! without a token: `401` (Graph's answer), which is all a connection warm-up needs.
 //! Faults: 429 with `Retry-After`, 503 with `Retry-After`, 403 `ErrorAccessDenied`, 401
-//! `InvalidAuthenticationToken`, 413; each applies to one `sendMail` request.
+//! `InvalidAuthenticationToken`, 413, 400 `ErrorInvalidRecipients`; each applies to one
+//! `sendMail` request.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -52,6 +53,8 @@ pub enum Fault {
     Unauthorized,
     /// `413` `RequestEntityTooLarge`.
     TooLarge,
+    /// `400` `ErrorInvalidRecipients` (any other refusal of the message).
+    InvalidRecipients,
 }
 
 /// One message Graph accepted.
@@ -375,6 +378,12 @@ fn fault_answer(fault: Fault) -> (u16, &'static str, &'static str, Option<u64>) 
             413,
             "RequestEntityTooLarge",
             "The request is larger than the limit.",
+            None,
+        ),
+        Fault::InvalidRecipients => (
+            400,
+            "ErrorInvalidRecipients",
+            "At least one recipient is not valid.",
             None,
         ),
     }

@@ -201,6 +201,36 @@ fn each_callers_flags_deliver_through_graph_with_exactly_the_envelope() {
             vec!["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
             cron,
             vec!["ops@contoso.com"],
+        ),        (
+            "mu4e",
+            vec![
+                "-oi",
+                "-f",
+                "alice@contoso.com",
+                "--read-envelope-from",
+                "-t",
+            ],
+            MESSAGE,
+            vec![
+                "bob@fabrikam.example",
+                "carol@fabrikam.example",
+                "dave@fabrikam.example",
+            ],
+        ),
+        (
+            "cronie",
+            vec![
+                "-FCronDaemon",
+                "-i",
+                "-odi",
+                "-oem",
+                "-oi",
+                "-t",
+                "-f",
+                "root",
+            ],
+            cron,
+            vec!["ops@contoso.com"],
         ),
     ];
     for (i, (caller, args, message, rcpts)) in cases.iter().enumerate() {
@@ -308,6 +338,13 @@ fn graph_refusals_map_to_the_contracts_exit_codes() {
     // 503: temporary.
     w.graph.push_fault(Fault::Unavailable(5));
     w.send(&args, msg).assert_failure(75);
+    // Another 4xx: 69 with Graph's code and message.
+    w.graph.push_fault(Fault::InvalidRecipients);
+    let line = w.send(&args, msg).assert_failure(69).to_owned();
+    assert!(
+        line.contains("400 ErrorInvalidRecipients: At least one recipient is not valid."),
+        "{line}"
+    );
     assert!(w.graph.sent().is_empty());
     // Over Graph's 4 MB request: 65 before any upload.
     let posts = w.posts();
