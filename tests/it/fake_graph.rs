@@ -15,9 +15,11 @@
 //!
 //! Routes: `POST /v1.0/me/sendMail` (delegated tokens only: an app-only token gets Graph's
 //! 400 "/me request is only valid with delegated authentication flow") and `POST
-//! /v1.0/users/{id}/sendMail` (any valid token; the mailbox is recorded). The body must be `Content-Type: text/plain`, valid base64, at most
-//! Graph's 4 MB, and a MIME message with at least one recipient. `HEAD`/`GET` of anything
-//! without a token: `401` (Graph's answer), which is all a connection warm-up needs.
+//! /v1.0/users/{id}/sendMail` (any valid token; the mailbox is recorded). The body must be
+//! `Content-Type: text/plain`, valid base64, at most Graph's 4 MB, and a MIME message with
+//! at least one recipient. A request without a valid token for this server's audience gets
+//! `401` (so does the connection warm-up's `HEAD`, which only needs the connection); any
+//! other route `404`.
 //! Faults: 429 with `Retry-After`, 503 with `Retry-After`, 403 `ErrorAccessDenied`, 401
 //! `InvalidAuthenticationToken`, 413, 400 `ErrorInvalidRecipients`; each applies to one
 //! `sendMail` request.
