@@ -121,6 +121,10 @@ impl Client {
             }
             self.throttled = None;
         }
+        // A long queue flush can outlast the token it started with.
+        if self.token.expires_at <= crate::clock::now() + oauth::MIN_VALIDITY {
+            self.token = oauth::graph_token(&self.account, None).await?;
+        }
         let body = base64::engine::general_purpose::STANDARD.encode(&mime);
         drop(mime);
         let mut answer = self.post(&body).await?;
