@@ -19,7 +19,7 @@ use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
-use crate::smtp::Reply;
+use crate::transport::Receipt;
 use crate::{deliver, flush, notify};
 
 pub fn run(args: &SendArgs) -> Result<()> {
@@ -102,7 +102,7 @@ async fn send_now(
     parts: &[&[u8]],
     journal: &Journal,
     verbose: bool,
-) -> Result<Reply> {
+) -> Result<Receipt> {
     let mut session = deliver::open(account, verbose).await?;
     let reply = session.send(&plan.envelope, parts).await.map_err(|e| {
         e.for_account(&account.name)
@@ -111,7 +111,7 @@ async fn send_now(
     if account.config.flush_on_send {
         flush::flush_after_send(account, session, journal, verbose).await;
     } else {
-        session.quit().await;
+        session.close().await;
     }
     Ok(reply)
 }

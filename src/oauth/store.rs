@@ -3,7 +3,9 @@
 //! # Where
 //!
 //! `$XDG_DATA_HOME/oauth2-sendmail/tokens/ACCOUNT.json` (usually
-//! `~/.local/share/oauth2-sendmail/tokens/`). The folder is created `0700` (and put back to
+//! `~/.local/share/oauth2-sendmail/tokens/`); an account that sends through Microsoft Graph
+//! also has `ACCOUNT.graph.json`, the same format, holding the Graph access token (its
+//! refresh token stays in `ACCOUNT.json`: Microsoft's refresh tokens serve both audiences). The folder is created `0700` (and put back to
 //! `0700` when it is found wider); token files are created `0600` (and put back to `0600`
 //! when read with a wider mode). Next to each token file
 //! sits `ACCOUNT.lock`, an empty file that only serves as the account's lock
@@ -168,6 +170,21 @@ impl TokenStore {
         })
     }
 
+    /// The same account's Microsoft Graph token: `ACCOUNT.graph.json` beside `ACCOUNT.json`,
+    /// in the same format, under the same lock (the two share one refresh token, kept in
+    /// `ACCOUNT.json`).
+    #[must_use]
+    pub fn graph(&self) -> TokenStore {
+        TokenStore {
+            account: self.account.clone(),
+            dir: self.dir.clone(),
+            file: self.dir.join(format!("{}.graph.json", self.account)),
+            lock_file: self.lock_file.clone(),
+            encrypt: self.encrypt.clone(),
+            decrypt: self.decrypt.clone(),
+        }
+    }
+
     /// The token file.
     #[must_use]
     #[allow(dead_code, reason = "for `login` and tests")]
@@ -218,9 +235,8 @@ impl TokenStore {
         if self.encrypt.is_none() {
             data.push(b'\n');
         }
-        let tmp = self
-            .dir
-            .join(format!(".{}.json.{}.tmp", self.account, std::process::id()));
+        let name = self.file.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let io_error = |what: &str, e: io::Error| {
             Error::io(format!(
                 "cannot save the token cache: {what} {}: {e}",
