@@ -230,6 +230,16 @@ impl Error {
         }
     }
 
+    /// The seconds the server asked to wait before the next try (Graph's `Retry-After`
+    /// on a 429 or 503), when it said.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Graph(g) => g.retry_after,
+            _ => None,
+        }
+    }
+
     /// True when the user must run `oauth2-sendmail login` (no token, refresh refused).
     #[must_use]
     pub fn needs_login(&self) -> bool {

@@ -369,7 +369,8 @@ impl<'a> Flusher<'a> {
                 &format!("gave up after {days} days in the queue; last error: {why}"),
             );
         }
-        self.queue.defer(entry, &why, now)?;
+        let wait = error.retry_after().unwrap_or(0);
+        self.queue.defer(entry, &why, now, wait)?;
         self.log(
             entry,
             &format!(

@@ -176,7 +176,8 @@ impl Client {
                 .map(str::to_owned)
         };
         let request_id = header("request-id");
-        let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after =
+            header("retry-after").and_then(|v| retry_after(&v, std::time::SystemTime::now()));
         if self.verbose {
             eprintln!(
                 "<- {:?} {status}{}",
@@ -346,6 +347,17 @@ pub fn for_graph(envelope: &Envelope, message: &[&[u8]]) -> Result<Vec<u8>> {
     // At the top: the field order of a header block carries no meaning for Bcc.
     raw.splice(0..0, field);
     Ok(raw)
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3) in seconds from `now`: a number of seconds, as Graph
+/// sends it, or an HTTP-date (a date already past is 0). Anything else is ignored.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).map_or(0, |d| d.as_secs()))
 }
 
 /// The length of `n` bytes in padded base64.
@@ -538,6 +550,19 @@ mod tests {
         assert_eq!(e(429).class(), crate::error::Class::Transient);
         assert_eq!(e(403).class(), crate::error::Class::NeedsUser);
         assert_eq!(e(400).class(), crate::error::Class::Permanent);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        assert_eq!(retry_after(" 120 ", now), Some(120));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:50:00 GMT", now),
+            Some(1_320)
+        );
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(0));
+        assert_eq!(retry_after("-5", now), None);
+        assert_eq!(retry_after("soon", now), None);
     }
 
     #[test]

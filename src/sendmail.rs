@@ -127,7 +127,13 @@ fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<
     let queue = Queue::open()?;
     match attempt {
         None => queue.enqueue(&meta, parts),
-        Some(e) => queue.enqueue_after_attempt(&meta, parts, &e.to_string(), now),
+        Some(e) => queue.enqueue_after_attempt(
+            &meta,
+            parts,
+            &e.to_string(),
+            now,
+            e.retry_after().unwrap_or(0),
+        ),
     }
     .map_err(|e| e.for_account(&plan.account))
 }

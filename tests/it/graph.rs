@@ -542,6 +542,68 @@ fn the_queue_waits_out_graph_throttling_then_flushes_over_one_http2_connection()
     assert!(w.graph.sent().iter().all(|s| s.version == "HTTP/2.0"));
 }
 
+/// The next attempt of each queued message, in seconds from `now`.
+fn next_attempts_from(sandbox: &Sandbox, now: u64) -> Vec<i64> {
+    let dir = sandbox.path().join("state/oauth2-sendmail/queue");
+    let mut waits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "state") {
+            let next = World::read_json(&path)["next_attempt"].as_u64().unwrap();
+            waits.push(i64::try_from(next).unwrap() - i64::try_from(now).unwrap());
+        }
+    }
+    waits
+}
+
+#[test]
+fn a_throttled_send_is_queued_until_graphs_retry_after_and_minus_q_waits_for_it() {
+    let w = World::new("graph", "queue = \"on-failure\"\n");
+    // 15 minutes: well past the queue's first back-off (60 s).
+    w.graph.push_fault(Fault::Throttle(900));
+    let before = now();
+    w.send(
+        &["-oi", "--", "bob@fabrikam.example"],
+        b"To: bob@fabrikam.example\n\nx\n",
+    )
+    .assert_silent_success();
+    let waits = next_attempts_from(&w.sandbox, before);
+    assert_eq!(waits.len(), 1);
+    assert!((900..=905).contains(&waits[0]), "{waits:?}");
+    // A timer run before then leaves it alone: Graph is not asked again.
+    let run = w.send(&["-q"], b"");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(w.posts(), 1);
+    assert!(w.send(&["queue", "list"], b"").stdout.contains("1 queued"));
+}
+
+#[test]
+fn a_flush_defers_by_graphs_retry_after_clamped_to_the_queues_hour() {
+    let w = World::new("graph", "");
+    let msg: &[u8] = b"To: bob@fabrikam.example\n\nx\n";
+    for _ in 0..2 {
+        w.send(&["-odq", "-oi", "--", "bob@fabrikam.example"], msg)
+            .assert_silent_success();
+    }
+    // 503 with half an hour: both wait that long (the second without asking Graph).
+    w.graph.push_fault(Fault::Unavailable(1800));
+    let before = now();
+    let run = w.send(&["queue", "flush"], b"");
+    assert_eq!(run.code, 75, "{}", run.stdout);
+    assert_eq!(w.posts(), 1);
+    let waits = next_attempts_from(&w.sandbox, before);
+    assert_eq!(waits.len(), 2);
+    assert!(waits.iter().all(|s| (1790..=1805).contains(s)), "{waits:?}");
+    // A day is more than the queue ever waits: an hour.
+    make_all_due(&w.sandbox);
+    w.graph.push_fault(Fault::Throttle(86_400));
+    let before = now();
+    let run = w.send(&["queue", "flush"], b"");
+    assert_eq!(run.code, 75, "{}", run.stdout);
+    let waits = next_attempts_from(&w.sandbox, before);
+    assert!(waits.iter().all(|s| (3600..=3605).contains(s)), "{waits:?}");
+}
+
 /// Sets every queued message's next attempt to now.
 fn make_all_due(sandbox: &Sandbox) {
     let dir = sandbox.path().join("state/oauth2-sendmail/queue");
