@@ -408,8 +408,10 @@ async fn warm_up(http: &reqwest::Client, base: &str, verbose: bool) {
     }
 }
 
-/// A network failure talking to Graph: temporary. After the connection was made, the
-/// request may have reached Graph (phase `Message`, as for SMTP after the data).
+/// A network failure talking to Graph. Connecting (TCP, TLS) failed: nothing was sent, a
+/// passing failure (`Class::Transient`). Anything later: the request may have reached
+/// Graph, which may have accepted the message (phase `Message`: `Class::Uncertain`, "may
+/// have been delivered", as for SMTP after the end of the data).
 fn network(e: &reqwest::Error) -> Error {
     let phase = if e.is_connect() {
         Phase::Connect

@@ -21,11 +21,10 @@
 //! `401` (so does the connection warm-up's `HEAD`, which only needs the connection); any
 //! other route `404`.
 //! Faults: 429 with `Retry-After`, 503 with `Retry-After`, 403 `ErrorAccessDenied`, 401
-//! `InvalidAuthenticationToken`, 413, 400 `ErrorInvalidRecipients`; each applies to one
-//! `sendMail` request.
+//! `InvalidAuthenticationToken`, 413, 400 `ErrorInvalidRecipients`, and the answer lost
+//! after the message was accepted; each applies to one `sendMail` request.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +37,9 @@ use serde_json::json;
 
 use super::fake_idp::{Audiences, FakeIdp};
 use super::support::{TestCa, spawn_server};
+
+/// The status recorded for a request whose answer was lost (`Fault::LostAnswer`).
+pub const LOST: u16 = 0;
 
 /// Graph's request limit: 4 MB.
 pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
@@ -57,6 +59,10 @@ pub enum Fault {
     TooLarge,
     /// `400` `ErrorInvalidRecipients` (any other refusal of the message).
     InvalidRecipients,
+    /// The message is checked and accepted (recorded as sent: the worst case for the
+    /// client, which cannot know), then the answer is lost: the stream is reset
+    /// (HTTP/2 `RST_STREAM`; HTTP/1.1: the connection closes) instead of the `202`.
+    LostAnswer,
 }
 
 /// One message Graph accepted.
@@ -151,7 +157,7 @@ impl FakeGraph {
                     };
                     let service = hyper::service::service_fn(move |req| {
                         let graph = graph.clone();
-                        async move { Ok::<_, Infallible>(graph.handle(req, connection).await) }
+                        async move { graph.handle(req, connection).await }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -204,7 +210,13 @@ impl FakeGraph {
         self.state.lock().unwrap().connections
     }
 
-    async fn handle(&self, req: Request<Incoming>, connection: usize) -> Response<Full<Bytes>> {
+    /// The answer, or an error when it is to be lost (`Fault::LostAnswer`): hyper then
+    /// resets the stream.
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        connection: usize,
+    ) -> std::io::Result<Response<Full<Bytes>>> {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let version = format!("{:?}", req.version());
@@ -243,6 +255,11 @@ impl FakeGraph {
             connection,
             version,
         });
+        if status == LOST {
+            return Err(std::io::Error::other(
+                "the answer is lost (Fault::LostAnswer)",
+            ));
+        }
         let mut response = Response::builder()
             .status(status)
             .header("request-id", format!("req-{connection}-{status}"))
@@ -250,10 +267,10 @@ impl FakeGraph {
         if let Some(secs) = retry_after {
             response = response.header("retry-after", secs.to_string());
         }
-        response.body(Full::new(Bytes::from(body))).unwrap()
+        Ok(response.body(Full::new(Bytes::from(body))).unwrap())
     }
 
-    /// Status, Retry-After and body for one request.
+    /// Status, Retry-After and body for one request; `LOST` for no answer at all.
     fn answer(
         &self,
         method: &str,
@@ -309,7 +326,9 @@ impl FakeGraph {
                 "/me request is only valid with delegated authentication flow.",
             );
         }
-        if let Some(fault) = self.state.lock().unwrap().faults.pop_front() {
+        let fault = self.state.lock().unwrap().faults.pop_front();
+        let lose = fault == Some(Fault::LostAnswer);
+        if let Some(fault) = fault.filter(|_| !lose) {
             let (status, code, message, retry) = fault_answer(fault);
             let (status, _, body) = error(status, code, message);
             return (status, retry, body);
@@ -350,7 +369,7 @@ impl FakeGraph {
             );
         }
         self.state.lock().unwrap().sent.push(sent);
-        (202, None, Vec::new())
+        (if lose { LOST } else { 202 }, None, Vec::new())
     }
 }
 
@@ -388,6 +407,7 @@ fn fault_answer(fault: Fault) -> (u16, &'static str, &'static str, Option<u64>) 
             "At least one recipient is not valid.",
             None,
         ),
+        Fault::LostAnswer => unreachable!("answered by losing the answer"),
     }
 }
 

@@ -720,9 +720,62 @@ fn an_unreachable_graph_is_temporary_75_or_queued() {
     let msg: &[u8] = b"To: bob@fabrikam.example\n\nx\n";
     let args = ["-oi", "--", "bob@fabrikam.example"];
     let line = w.send(&args, msg).assert_failure(75).to_owned();
+    // Before any request: nothing can have been delivered, and the queue may try again.
     assert!(line.contains("network failure"), "{line}");
+    assert!(line.contains("nothing was sent"), "{line}");
     w.sandbox
         .write_config(&config.replace("queue = \"never\"", "queue = \"on-failure\""));
     w.send(&args, msg).assert_silent_success();
     assert!(w.send(&["queue", "list"], b"").stdout.contains("1 queued"));
+}
+
+#[test]
+fn a_graph_answer_lost_after_the_upload_may_have_been_delivered_and_is_queued_only_for_cron() {
+    let w = World::new("graph", "queue = \"on-failure\"\n");
+    let msg: &[u8] = b"To: bob@fabrikam.example\n\nx\n";
+    // mutt's flags: the caller keeps the message, so it is handed back, not queued.
+    w.graph.push_fault(Fault::LostAnswer);
+    let line = w
+        .send(&["-oi", "--", "bob@fabrikam.example"], msg)
+        .assert_failure(75)
+        .to_owned();
+    assert!(line.contains("may have been delivered"), "{line}");
+    assert!(!line.contains("nothing was sent"), "{line}");
+    assert_eq!(w.graph.sent().len(), 1, "Graph did accept it");
+    assert_eq!(w.posts(), 1, "not posted again behind the user's back");
+    let list = w.send(&["queue", "list"], b"");
+    assert!(
+        list.stdout.contains("Mail queue is empty"),
+        "{}",
+        list.stdout
+    );
+    // Debian cron cannot keep it: queued (at least once), exit 0.
+    w.graph.push_fault(Fault::LostAnswer);
+    w.send(
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        b"To: root\nSubject: cron\n\nout\n",
+    )
+    .assert_silent_success();
+    assert_eq!(w.posts(), 2);
+    let list = w.send(&["queue", "list"], b"");
+    assert!(list.stdout.contains("1 queued"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("may have been delivered"),
+        "{}",
+        list.stdout
+    );
+    // A flush that loses the answer again keeps it for the next one, saying so.
+    w.graph.push_fault(Fault::LostAnswer);
+    let run = w.send(&["queue", "flush"], b"");
+    assert_eq!(run.code, 75, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("may have been delivered"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        w.send(&["queue", "list"], b"")
+            .stdout
+            .contains("attempts 2")
+    );
 }
