@@ -140,7 +140,10 @@ impl Run<'_> {
         };
         let file = sandbox
             .path()
-            .join(format!("data/oauth2-sendmail/tokens/{ACCOUNT}.graph.json"));
+            .join(format!("data/oauth2-sendmail/tokens/graph/{ACCOUNT}.json"));
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
         std::fs::write(
             &file,
             json!({"access_token": at, "expires_at": exp}).to_string(),

@@ -155,7 +155,7 @@ async fn renew(
 }
 
 /// A valid Microsoft Graph token for the account (`graph_scopes`): cached in
-/// `ACCOUNT.graph.json`, renewed under the account's one lock with the account's one
+/// `tokens/graph/ACCOUNT.json`, renewed under the account's one lock with the account's one
 /// refresh token (Microsoft's refresh tokens are multi-resource), whose rotation is saved
 /// in `ACCOUNT.json`, where the SMTP renewal reads it too.
 pub async fn graph_token(account: &AccountSettings, reject: Option<&str>) -> Result<AccessToken> {

@@ -3,6 +3,7 @@
 //! account's one refresh token), the message handed to the fake Graph over HTTPS. Every
 //! run is checked for every token this world knows.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -23,7 +24,7 @@ struct World {
     /// The cached SMTP token and the refresh token (in `work.json`).
     smtp_token: String,
     refresh: String,
-    /// The cached Graph token (in `work.graph.json`).
+    /// The cached Graph token (in `graph/work.json`).
     graph_token: String,
 }
 
@@ -100,10 +101,16 @@ impl World {
     fn graph_file(&self) -> PathBuf {
         self.sandbox
             .path()
-            .join("data/oauth2-sendmail/tokens/work.graph.json")
+            .join("data/oauth2-sendmail/tokens/graph/work.json")
     }
 
     fn seed_graph(&self, token: &str, expires_at: u64) {
+        let dir = self.graph_file().parent().unwrap().to_owned();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .unwrap();
         std::fs::write(
             self.graph_file(),
             json!({"access_token": token, "expires_at": expires_at}).to_string(),
@@ -291,7 +298,7 @@ fn an_expired_graph_token_is_renewed_with_the_shared_refresh_token_and_its_rotat
         Some(format!("{}/Mail.Send offline_access", w.graph.base_url()).as_str())
     );
     // The rotated refresh token is in work.json (the SMTP token kept), the Graph token
-    // in work.graph.json without a refresh token of its own.
+    // in graph/work.json without a refresh token of its own.
     let main = World::read_json(&w.sandbox.token_file("work"));
     let rotated = main["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(rotated, w.refresh);
