@@ -72,6 +72,25 @@ pub struct Account {
     pub device_code_url: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub resource: Option<String>,
+    /// How mail leaves: SMTP, Microsoft Graph `sendMail`, or SMTP until a 5.7.139.
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// Microsoft Graph's base URL (default per provider).
+    pub graph_url: Option<String>,
+    /// Scopes of the Graph token (delegated; app-only uses `{graph_url}/.default`).
+    pub graph_scopes: Option<Vec<String>>,
+}
+
+/// `transport`: which way an account's mail leaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    #[default]
+    Smtp,
+    /// Microsoft Graph `sendMail` (tenants that disable SMTP AUTH).
+    Graph,
+    /// SMTP, and Graph from the first `5.7.139` on (remembered in the state folder).
+    Auto,
 }
 
 fn default_flush_on_send() -> bool {

@@ -1,14 +1,51 @@
-//! One account's SMTP session, ready to send: the token and the connection are got at the
-//! same time (the user waits for the slower, not the sum), then XOAUTH2 with one retry
-//! when the server refuses a token that came from the cache.
+//! One account's way out, ready to send (`transport`): an SMTP session or a Microsoft Graph
+//! client, as the account's `transport` says (`auto`: SMTP, and Graph from the first
+//! 5.7.139 on). For SMTP the token and the connection are got at the same time (the user
+//! waits for the slower, not the sum), then XOAUTH2 with one retry when the server refuses
+//! a token that came from the cache.
 
+use crate::config::TransportKind;
 use crate::error::{Error, Result, TokenClass};
+use crate::graph;
 use crate::oauth;
 use crate::provider::AccountSettings;
 use crate::smtp::Session;
+use crate::transport::{self, Transport};
 
-/// An authenticated session for `account`.
-pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Session> {
+/// The account's transport, open and authenticated.
+pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Transport> {
+    match account.config.transport {
+        TransportKind::Smtp => open_smtp(account, verbose).await.map(Transport::Smtp),
+        TransportKind::Graph => open_graph(account, verbose).await,
+        TransportKind::Auto if transport::remembered_graph(&account.name).is_some() => {
+            open_graph(account, verbose).await
+        }
+        TransportKind::Auto => match open_smtp(account, verbose).await {
+            Ok(s) => Ok(Transport::Smtp(s)),
+            Err(e) if transport::is_smtp_auth_disabled(&e) => {
+                if verbose {
+                    eprintln!(
+                        "-- SMTP AUTH is disabled (5.7.139): sending through Microsoft Graph"
+                    );
+                }
+                transport::remember_graph(&account.name, &e);
+                open_graph(account, verbose).await
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// A Microsoft Graph client for `account` (its token and connection at once).
+pub async fn open_graph(account: &AccountSettings, verbose: bool) -> Result<Transport> {
+    graph::Client::open(account, verbose)
+        .await
+        .map(Transport::Graph)
+        .map_err(|e| e.for_account(&account.name))
+}
+
+/// An authenticated SMTP session for `account`.
+pub async fn open_smtp(account: &AccountSettings, verbose: bool) -> Result<Session> {
     let (token, session) = tokio::join!(
         oauth::access_token(account, None),
         Session::connect(&account.smtp, verbose)

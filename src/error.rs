@@ -95,8 +95,23 @@ pub enum Kind {
     RecipientsRefused(Vec<(String, Reply)>),
     /// Getting a token failed.
     Token { class: TokenClass, detail: String },
+    /// Microsoft Graph answered with an error status: its `error.code` and message, what to
+    /// do (e.g. the permission to grant) and any `Retry-After` (seconds).
+    Graph(Box<GraphRefusal>),
     /// Already told the user (e.g. a flush's per-message lines): only the exit code is left.
     Reported(u8),
+}
+
+/// Microsoft Graph's error answer, as [`Kind::Graph`] carries it.
+#[derive(Debug)]
+pub struct GraphRefusal {
+    pub status: u16,
+    /// Graph's `error.code`, e.g. `ErrorAccessDenied`; empty when the body had none.
+    pub code: String,
+    pub message: String,
+    pub hint: Option<String>,
+    /// Seconds, from `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -199,12 +214,29 @@ impl Error {
                 phase: Phase::Auth,
                 reply,
             } if reply.is_permanent() => Class::NeedsUser,
+            // Graph's answers by their exit code: throttled or unavailable clears by
+            // itself, a refused token or permission needs the user, the rest is for good.
+            Kind::Graph(g) => match graph_exit_code(g.status) {
+                EX_TEMPFAIL => Class::Transient,
+                EX_NOPERM => Class::NeedsUser,
+                _ => Class::Permanent,
+            },
             Kind::Reported(code) => match *code {
                 EX_TEMPFAIL => Class::Transient,
                 EX_NOPERM | EX_CONFIG => Class::NeedsUser,
                 _ => Class::Permanent,
             },
             _ => Class::Permanent,
+        }
+    }
+
+    /// The seconds the server asked to wait before the next try (Graph's `Retry-After`
+    /// on a 429 or 503), when it said.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Graph(g) => g.retry_after,
+            _ => None,
         }
     }
 
@@ -244,6 +276,7 @@ impl Error {
                 TokenClass::Config => EX_CONFIG,
             },
             Kind::Reply { phase, reply } => reply_exit_code(*phase, reply),
+            Kind::Graph(g) => graph_exit_code(g.status),
             Kind::Reported(code) => *code,
         }
     }
@@ -261,6 +294,17 @@ fn reply_exit_code(phase: Phase, reply: &Reply) -> u8 {
         Phase::Auth => EX_NOPERM,
         Phase::Rcpt => EX_NOUSER,
         Phase::Mail | Phase::Data | Phase::Message if is_size_refusal(reply) => EX_DATAERR,
+        _ => EX_UNAVAILABLE,
+    }
+}
+
+/// Microsoft Graph's answers, mapped as SMTP's are: throttled or unavailable is temporary,
+/// a refused token or permission needs the user, too large is the message's fault.
+fn graph_exit_code(status: u16) -> u8 {
+    match status {
+        408 | 429 | 500..=599 => EX_TEMPFAIL,
+        401 | 403 => EX_NOPERM,
+        413 => EX_DATAERR,
         _ => EX_UNAVAILABLE,
     }
 }
@@ -347,6 +391,32 @@ impl fmt::Display for Error {
                 write!(f, "{at}; fix or remove them and send again")
             }
             Kind::Token { detail, .. } => f.write_str(detail),
+            Kind::Graph(g) => {
+                let GraphRefusal {
+                    status,
+                    code,
+                    message,
+                    hint,
+                    retry_after,
+                } = &**g;
+                write!(f, "Microsoft Graph{at} refused the message: HTTP {status}")?;
+                if !code.is_empty() {
+                    write!(f, " {code}")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                if let Some(h) = hint {
+                    write!(f, "; {h}")?;
+                }
+                match retry_after {
+                    Some(s) => write!(f, "; try again after {s} s (Retry-After)"),
+                    None if graph_exit_code(*status) == EX_TEMPFAIL => {
+                        f.write_str("; try again later")
+                    }
+                    None => Ok(()),
+                }
+            }
             Kind::Reported(code) => write!(f, "exit status {code}"),
         }
     }
@@ -367,7 +437,8 @@ fn hint(phase: Phase, reply: &Reply, account: &str) -> Option<String> {
                 .to_owned()
         }
         "5.7.139" => "SMTP AUTH is disabled for this tenant or mailbox: an administrator must enable \
-                     Authenticated SMTP (https://aka.ms/smtp_auth_disabled)"
+                     Authenticated SMTP (https://aka.ms/smtp_auth_disabled), or set transport = \"auto\" \
+                     (or \"graph\") to send through Microsoft Graph"
             .to_owned(),
         "5.7.3" => format!(
             "the token was refused: check that `user` (or `email`) is the identity that signed in and that SMTP AUTH \

@@ -20,7 +20,7 @@ use crate::journal::Journal;
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::{self, Entry, Queue};
-use crate::smtp::{Reply, Session};
+use crate::transport::{Receipt, Transport};
 use crate::{deliver, notify};
 
 /// `-q` renews a refresh token not used for this long (30 days): Microsoft's expire after
@@ -211,12 +211,12 @@ async fn renew_idle_tokens(config: &Config, journal: &Journal, report: &mut Repo
 /// the send just made; they are in the logfile and in `queue list`.
 pub async fn flush_after_send(
     settings: &AccountSettings,
-    session: Session,
+    session: Transport,
     journal: &Journal,
     verbose: bool,
 ) {
     let Some((queue, _lock, entries)) = locked_listing() else {
-        session.quit().await;
+        session.close().await;
         return;
     };
     let now = clock::now();
@@ -292,7 +292,7 @@ impl<'a> Flusher<'a> {
         &mut self,
         settings: &AccountSettings,
         entries: &[&Entry],
-        mut session: Option<Session>,
+        mut session: Option<Transport>,
     ) -> Result<()> {
         for (i, entry) in entries.iter().enumerate() {
             let mut open = match session.take() {
@@ -317,7 +317,7 @@ impl<'a> Flusher<'a> {
             session = keep.then_some(open);
         }
         if let Some(s) = session {
-            s.quit().await;
+            s.close().await;
         }
         Ok(())
     }
@@ -326,7 +326,7 @@ impl<'a> Flusher<'a> {
     async fn send(
         &mut self,
         settings: &AccountSettings,
-        session: &mut Session,
+        session: &mut Transport,
         entry: &Entry,
     ) -> Result<bool> {
         let message = match self.queue.message(&entry.id) {
@@ -359,7 +359,7 @@ impl<'a> Flusher<'a> {
     /// After the final 250: logged (with the server's queue id, which the reply carries)
     /// before the entry is removed, so even a crash in between that causes a duplicate
     /// leaves a record of the first delivery.
-    fn sent(&mut self, entry: &Entry, reply: &Reply) -> Result<()> {
+    fn sent(&mut self, entry: &Entry, reply: &Receipt) -> Result<()> {
         self.log(
             entry,
             &format!("result=sent id={} reply={:?}", entry.id, reply.to_string()),
@@ -383,7 +383,8 @@ impl<'a> Flusher<'a> {
                 &format!("gave up after {days} days in the queue; last error: {why}"),
             );
         }
-        self.queue.defer(entry, &why, now)?;
+        let wait = error.retry_after().unwrap_or(0);
+        self.queue.defer(entry, &why, now, wait)?;
         self.log(
             entry,
             &format!(

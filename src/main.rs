@@ -9,6 +9,8 @@
 //!          deliver: oauth::access_token ∥ smtp::Session::connect
 //!                   ─► authenticate (XOAUTH2, one retry on a refused cached token)
 //!                   ─► send (MAIL/RCPT/DATA pipelined) ─► exit 0
+//!          (transport = "graph", or "auto" after a 5.7.139: oauth::graph_token ∥ the
+//!           HTTPS connection ─► POST /v1.0/me/sendMail, the MIME message in base64)
 //! ```
 //!
 //! | module | one job |
@@ -25,7 +27,9 @@
 //! | `oauth` | the token cache (`store`), the HTTP grants (`grants`), the interactive flows (`login`, `authcode`) |
 //! | `smtp` | our ESMTP client: wire bytes, the session |
 //! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
-//! | `deliver` | one account's session: token and connection at once, auth with retry |
+//! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport` |
+//! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
+//! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
@@ -48,6 +52,7 @@ mod config;
 mod deliver;
 mod error;
 mod flush;
+mod graph;
 mod journal;
 mod manage;
 mod manual;
@@ -64,6 +69,7 @@ mod sendmail;
 mod setup;
 mod smtp;
 mod tls;
+mod transport;
 
 // The integration tests' harness and fake servers, shared with the unit tests that drive
 // the SMTP session and the token cache over real sockets (the fakes name `super::support`).

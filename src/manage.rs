@@ -157,24 +157,79 @@ fn token(account: &AccountSettings) -> Result<()> {
     print(&format!("{}\n", token.secret))
 }
 
-/// Connects, authenticates and quits, sending nothing.
+/// Connects, authenticates and quits, sending nothing; `auto` checks SMTP and Graph.
 fn check(account: &AccountSettings) -> Result<()> {
-    let session = runtime()?.block_on(async {
-        let session = deliver::open(account, false).await?;
-        session.quit().await;
-        Ok::<_, Error>(())
-    });
-    session.inspect_err(|e| notify::remember(account, e))?;
-    print(&format!(
-        "account {}: {} accepted XOAUTH2 for {}\n",
-        account.name,
-        account.smtp.address(),
-        account.xoauth2_user()
-    ))
+    check_transports(account).inspect_err(|e| notify::remember(account, e))
+}
+
+/// `check`'s work: SMTP, Graph, or (`auto`) both.
+fn check_transports(account: &AccountSettings) -> Result<()> {
+    use crate::config::TransportKind;
+    let rt = runtime()?;
+    let smtp = || {
+        rt.block_on(async {
+            let session = deliver::open_smtp(account, false).await?;
+            session.quit().await;
+            Ok::<_, Error>(format!(
+                "account {}: {} accepted XOAUTH2 for {}\n",
+                account.name,
+                account.smtp.address(),
+                account.xoauth2_user()
+            ))
+        })
+    };
+    let graph = || {
+        rt.block_on(async {
+            let client = crate::graph::Client::open(account, false)
+                .await
+                .map_err(|e| e.for_account(&account.name))?;
+            client.reach().await?;
+            Ok::<_, Error>(format!(
+                "account {}: Microsoft Graph ({}) reachable, token for {} valid (sending \
+                 needs Mail.Send, which only a send proves)\n",
+                account.name,
+                client.host(),
+                account
+                    .graph
+                    .as_ref()
+                    .map_or(String::new(), |g| g.scopes.join(" "))
+            ))
+        })
+    };
+    match account.config.transport {
+        TransportKind::Smtp => print(&smtp()?),
+        TransportKind::Graph => print(&graph()?),
+        TransportKind::Auto => {
+            let first = match smtp() {
+                Ok(line) => {
+                    print(&line)?;
+                    None
+                }
+                Err(e) if crate::transport::is_smtp_auth_disabled(&e) => {
+                    crate::transport::remember_graph(&account.name, &e);
+                    print(&format!(
+                        "account {}: SMTP AUTH is disabled ({e}); transport = \"auto\" sends \
+                         through Microsoft Graph\n",
+                        account.name
+                    ))?;
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            let second = graph().and_then(|line| print(&line));
+            match (first, second) {
+                (Some(e), _) | (None, Err(e)) => Err(e),
+                (None, Ok(())) => Ok(()),
+            }
+        }
+    }
 }
 
 fn logout(account: &AccountSettings) -> Result<()> {
-    let removed = TokenStore::new(account)?.remove()?;
+    let store = TokenStore::new(account)?;
+    let removed = store.remove()?;
+    // The Graph token goes too; it was got with the refresh token just deleted.
+    let removed = store.graph().remove()? || removed;
     print(&format!(
         "account {}: {}\n",
         account.name,
@@ -217,10 +272,11 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         };
         let _ = write!(
             out,
-            "  provider: {}\n  email: {}\n  server: {}\n  flow: {}\n",
+            "  provider: {}\n  email: {}\n  server: {}\n  transport: {}\n  flow: {}\n",
             provider_name(account.provider),
             account.email,
             account.smtp.address(),
+            crate::transport::describe(&account),
             flow_name(account.oauth.flow),
         );
         if let Some(who) = signed_in_identity(&account) {

@@ -210,6 +210,27 @@ mod tests {
     }
 
     #[test]
+    fn documented_boolean_defaults_are_the_configs_defaults() {
+        let page = String::from_utf8(man_page()).unwrap();
+        let config =
+            crate::config::parse("[accounts.w]\nemail = \"a@b.c\"\n", Path::new("/c.toml"))
+                .unwrap();
+        let account = &config.accounts["w"];
+        let documented = |key: &str| {
+            let entry = &page[page.find(&format!(".B {key}\n")).expect(key)..];
+            let line = entry.lines().nth(1).unwrap();
+            line.strip_prefix("Boolean; default: \\fB")
+                .and_then(|l| l.split("\\fR").next())
+                .unwrap_or_else(|| panic!("{key}: {line}"))
+                .to_owned()
+        };
+        assert_eq!(
+            documented("flush_on_send"),
+            account.flush_on_send.to_string()
+        );
+    }
+
+    #[test]
     fn the_page_has_every_section_and_refers_only_to_pages_that_exist() {
         let page = String::from_utf8(man_page()).unwrap();
         for section in [

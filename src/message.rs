@@ -159,6 +159,17 @@ impl Message {
         Ok(out)
     }
 
+    /// Every mailbox of every field with one of these names (case-insensitive), in order.
+    pub fn addresses_in(&self, names: &[&str]) -> Result<Vec<Mailbox>> {
+        let mut out = Vec::new();
+        for field in &self.fields {
+            if names.iter().any(|n| field.name.eq_ignore_ascii_case(n)) {
+                out.extend(self.addresses(field)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The names of the fields `render` leaves out, one per occurrence.
     #[must_use]
     pub fn removed_fields(&self) -> Vec<String> {

@@ -38,3 +38,9 @@ pub fn log_file() -> Option<PathBuf> {
 pub fn account_state_dir() -> Option<PathBuf> {
     project().and_then(|p| p.state_dir().map(|s| s.join("accounts")))
 }
+
+/// `$XDG_STATE_HOME/oauth2-sendmail`: what the program remembers between runs.
+#[must_use]
+pub fn state_dir() -> Option<PathBuf> {
+    project().and_then(|p| p.state_dir().map(std::path::Path::to_path_buf))
+}

@@ -2,9 +2,10 @@
 //! endpoints, scopes and client ids, with every value overridable from the account.
 //! Pure: no I/O; secrets stay as commands until a grant needs them.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode};
+use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode, TransportKind};
 use crate::error::{Error, Result};
 
 /// Thunderbird's public client (no secret; organisations and personal accounts): the
@@ -165,6 +166,11 @@ pub struct OAuthSettings {
     pub scopes: Vec<String>,
     /// Sent as `resource` (v1 endpoints, e.g. 21Vianet's password grant).
     pub resource: Option<String>,
+    /// More scopes to consent to in the browser sign-in only (MSAL's
+    /// `extraScopesToConsent`): Graph's `Mail.Send` for an account that may send through
+    /// Graph, so the one refresh token later redeems for a Graph token too. Never in a
+    /// token request: one token is for one resource.
+    pub consent_scopes: Vec<String>,
     pub redirect_uri: String,
     /// Extra parameters of the authorize request (see [`authorize_params`]).
     pub authorize_params: Vec<(&'static str, &'static str)>,
@@ -183,9 +189,82 @@ pub struct AccountSettings {
     pub oauth: OAuthSettings,
     /// The account as configured (`rewrite_from`, `queue`, `from` patterns, commands).
     pub config: Account,
+    /// Microsoft Graph, where the provider has it (or `graph_url` is set).
+    pub graph: Option<GraphSettings>,
+}
+
+/// Where and with which scopes Microsoft Graph `sendMail` is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphSettings {
+    /// The base URL without a trailing slash, e.g. `https://graph.microsoft.com`.
+    pub url: String,
+    /// Scopes of the Graph token: `graph_scopes`, else `{url}/Mail.Send offline_access`
+    /// (delegated) or `{url}/.default` (client credentials).
+    pub scopes: Vec<String>,
+    /// App-only: send as `/v1.0/users/{email}` instead of `/v1.0/me`.
+    pub app_only: bool,
+}
+
+impl GraphSettings {
+    /// `POST` here to send: `…/v1.0/me/sendMail`, or `…/v1.0/users/{email}/sendMail`.
+    #[must_use]
+    pub fn send_url(&self, email: &str) -> String {
+        if self.app_only {
+            let user: String = url_path_segment(email);
+            format!("{}/v1.0/users/{user}/sendMail", self.url)
+        } else {
+            format!("{}/v1.0/me/sendMail", self.url)
+        }
+    }
+}
+
+/// `email` as one URL path segment (percent-encoding what a path segment cannot hold).
+fn url_path_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"@.-_~+".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 impl AccountSettings {
+    /// The account with its OAuth scopes replaced by Graph's: what a token request for the
+    /// Graph audience sends (same client, tenant, endpoints and refresh token).
+    #[must_use]
+    pub fn for_graph(&self) -> Option<AccountSettings> {
+        let graph = self.graph.as_ref()?;
+        let mut a = self.clone();
+        a.oauth.scopes.clone_from(&graph.scopes);
+        a.oauth.consent_scopes.clear();
+        // v1 endpoints name the audience as `resource`; v2 names it in the scopes.
+        if a.oauth.resource.is_some() {
+            a.oauth.resource = Some(graph.url.clone());
+            a.oauth.scopes.clear();
+        }
+        Some(a)
+    }
+}
+
+impl AccountSettings {
+    /// The scope a refresh asks for when the cache records none as granted (a cache written
+    /// by hand or by an older version). Microsoft's refresh tokens are multi-resource: a
+    /// refresh that names no scope gets a token for whichever resource the token service
+    /// picks, so it names the configured scopes, which the login asked for
+    /// (<https://learn.microsoft.com/en-us/entra/identity-platform/refresh-tokens>). Others:
+    /// none, which means "as granted" (RFC 6749 §6).
+    #[must_use]
+    pub fn refresh_scope_when_unknown(&self) -> Option<String> {
+        let microsoft = matches!(
+            self.provider,
+            ProviderKind::Microsoft | ProviderKind::MicrosoftChina
+        );
+        (microsoft && !self.oauth.scopes.is_empty()).then(|| self.oauth.scopes.join(" "))
+    }
+
     /// The identity that signs in and authenticates: `user` when set, else `email`.
     #[must_use]
     pub fn xoauth2_user(&self) -> &str {
@@ -287,6 +366,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         device_code_url: endpoint(&account.device_code_url, device).unwrap_or_default(),
         scopes: scopes.clone(),
         resource: account.resource.clone(),
+        consent_scopes: Vec::new(),
         redirect_uri: account
             .redirect_uri
             .clone()
@@ -301,6 +381,19 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         device_code_url: oauth.device_code_url.replace("{tenant}", tenant),
         ..oauth
     };
+    let graph = graph_settings(name, account, &preset, flow)?;
+    let mut oauth = oauth;
+    if account.transport != TransportKind::Smtp
+        && let Some(g) = &graph
+        && !g.app_only
+    {
+        oauth.consent_scopes = g
+            .scopes
+            .iter()
+            .filter(|s| !oauth.scopes.contains(s))
+            .cloned()
+            .collect();
+    }
     Ok(AccountSettings {
         name: name.to_owned(),
         provider: account.provider,
@@ -308,6 +401,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         smtp,
         oauth,
         config: account.clone(),
+        graph,
     })
 }
 
@@ -339,6 +433,50 @@ fn authorize_params(kind: ProviderKind, scopes: &[String]) -> Vec<(&'static str,
     }
 }
 
+/// Graph's URL and scopes; a config error when `transport` needs Graph and there is none.
+fn graph_settings(
+    name: &str,
+    account: &Account,
+    preset: &Preset,
+    flow: Flow,
+) -> Result<Option<GraphSettings>> {
+    let url = account
+        .graph_url
+        .clone()
+        .or(preset.graph_url.map(str::to_owned));
+    let Some(url) = url else {
+        if account.transport != TransportKind::Smtp {
+            return Err(Error::config(format!(
+                "account {name}: transport = \"graph\" or \"auto\" needs Microsoft Graph: set \
+                 `graph_url` (this provider has none)"
+            )));
+        }
+        return Ok(None);
+    };
+    if account.transport != TransportKind::Smtp && !is_https(&url) {
+        return Err(Error::config(format!(
+            "account {name}: graph_url `{url}` is not https://: tokens are only sent over TLS"
+        )));
+    }
+    let url = url.trim_end_matches('/').to_owned();
+    let app_only = flow == Flow::ClientCredentials;
+    let scopes = match &account.graph_scopes {
+        Some(s) => s.clone(),
+        None if app_only => vec![format!("{url}/.default")],
+        None => vec![format!("{url}/Mail.Send"), "offline_access".to_owned()],
+    };
+    Ok(Some(GraphSettings {
+        url,
+        scopes,
+        app_only,
+    }))
+}
+
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
 /// A provider's built-in values. `authority` may hold `{tenant}`.
 struct Preset {
     smtp_host: Option<&'static str>,
@@ -354,6 +492,8 @@ struct Preset {
     auth_line: AuthLine,
     /// `{tenant}` when the account names none.
     tenant: &'static str,
+    /// Microsoft Graph's base URL in this cloud.
+    graph_url: Option<&'static str>,
 }
 
 impl Preset {
@@ -384,6 +524,8 @@ impl Preset {
                 auth_line: AuthLine::Inline,
                 // Work and personal accounts, as Thunderbird's multi-tenant client takes.
                 tenant: "common",
+                // Graph's global service root (learn.microsoft.com/graph/deployments).
+                graph_url: Some("https://graph.microsoft.com"),
             },
             // 21Vianet: a separate cloud with its own app registrations.
             ProviderKind::MicrosoftChina => Preset {
@@ -411,6 +553,8 @@ impl Preset {
                 // `organizations` takes any work account
                 // (<https://learn.microsoft.com/en-us/entra/identity-platform/msal-client-application-configuration#authority>).
                 tenant: "organizations",
+                // Graph operated by 21Vianet (learn.microsoft.com/graph/deployments).
+                graph_url: Some("https://microsoftgraph.chinacloudapi.cn"),
             },
             ProviderKind::Gmail => Preset {
                 smtp_host: Some("smtp.gmail.com"),
@@ -424,6 +568,7 @@ impl Preset {
                 identity_scopes: &[],
                 auth_line: AuthLine::Rfc4954,
                 tenant: "common",
+                graph_url: None,
             },
             ProviderKind::Custom => Preset {
                 smtp_host: None,
@@ -437,6 +582,7 @@ impl Preset {
                 identity_scopes: &[],
                 auth_line: AuthLine::Rfc4954,
                 tenant: "common",
+                graph_url: None,
             },
         }
         .with_gmail_endpoints(account.provider)
@@ -528,6 +674,65 @@ mod tests {
     }
 
     #[test]
+    fn graph_defaults_per_cloud_and_flow() {
+        let s = resolve("w", &account(ProviderKind::Microsoft)).unwrap();
+        let g = s.graph.as_ref().unwrap();
+        assert_eq!(g.url, "https://graph.microsoft.com");
+        assert_eq!(
+            g.scopes,
+            ["https://graph.microsoft.com/Mail.Send", "offline_access"]
+        );
+        assert_eq!(
+            g.send_url("a@contoso.com"),
+            "https://graph.microsoft.com/v1.0/me/sendMail"
+        );
+        let mut cn = account(ProviderKind::MicrosoftChina);
+        cn.flow = Some(Flow::ClientCredentials);
+        cn.transport = TransportKind::Graph;
+        let s = resolve("cn", &cn).unwrap();
+        let g = s.graph.as_ref().unwrap();
+        assert_eq!(
+            g.scopes,
+            ["https://microsoftgraph.chinacloudapi.cn/.default"]
+        );
+        assert_eq!(
+            g.send_url("a b@contoso.cn"),
+            "https://microsoftgraph.chinacloudapi.cn/v1.0/users/a%20b@contoso.cn/sendMail"
+        );
+        // A delegated account that may use Graph consents to Mail.Send at sign-in.
+        let mut auto = account(ProviderKind::Microsoft);
+        auto.transport = TransportKind::Auto;
+        let a = resolve("a", &auto).unwrap();
+        assert_eq!(
+            a.oauth.consent_scopes,
+            ["https://graph.microsoft.com/Mail.Send"]
+        );
+        assert!(a.for_graph().unwrap().oauth.consent_scopes.is_empty());
+        assert!(
+            resolve("w", &account(ProviderKind::Microsoft))
+                .unwrap()
+                .oauth
+                .consent_scopes
+                .is_empty()
+        );
+        // The token request for Graph: the same client, Graph's scopes.
+        let for_graph = s.for_graph().unwrap();
+        assert_eq!(for_graph.oauth.scopes, g.scopes);
+        assert_eq!(for_graph.oauth.token_url, s.oauth.token_url);
+        // Gmail has no Graph: transport = graph is a config error naming graph_url.
+        let mut gm = account(ProviderKind::Gmail);
+        gm.transport = TransportKind::Auto;
+        let e = resolve("g", &gm).unwrap_err();
+        assert!(e.to_string().contains("graph_url"), "{e}");
+        assert!(
+            resolve("g", &account(ProviderKind::Gmail))
+                .unwrap()
+                .graph
+                .is_none()
+        );
+    }
+
+    #[test]
     fn implicit_tls_defaults_to_465() {
         let mut a = account(ProviderKind::Custom);
         a.smtp_host = Some("mail.example".into());
@@ -595,6 +800,28 @@ mod tests {
     fn a_cached_token_is_renewed_with_less_than_ten_minutes_left() {
         assert_eq!(REFRESH_MARGIN, 600);
         assert_eq!(crate::oauth::REFRESH_MARGIN, REFRESH_MARGIN);
+    }
+
+    #[test]
+    fn a_refresh_without_a_recorded_grant_names_microsofts_audience_and_nothing_elsewhere() {
+        let unknown = |kind| {
+            resolve("x", &{
+                let mut a = account(kind);
+                a.smtp_host = Some("mail.example".into());
+                a.token_url = Some("https://idp.example/token".into());
+                a.client_id = Some("app".into());
+                a
+            })
+            .unwrap()
+            .refresh_scope_when_unknown()
+        };
+        let microsoft = unknown(ProviderKind::Microsoft).unwrap();
+        assert!(
+            microsoft.contains("https://outlook.office.com/SMTP.Send"),
+            "{microsoft}"
+        );
+        assert_eq!(unknown(ProviderKind::Custom), None);
+        assert_eq!(unknown(ProviderKind::Gmail), None);
     }
 
     #[test]

@@ -134,20 +134,23 @@ impl Queue {
     }
 
     /// Stores a message whose first attempt (at send time) just failed with `error`: it
-    /// counts as attempt 1, and the next one waits the first back-off. A crash between the
-    /// two writes leaves the message queued as never tried, which loses nothing.
+    /// counts as attempt 1, and the next one waits the first back-off, or `wait_at_least`
+    /// seconds when the server asked for longer (Graph's `Retry-After`; at most
+    /// `MAX_BACKOFF_SECS`). A crash between the two writes leaves the message queued as
+    /// never tried, which loses nothing.
     pub fn enqueue_after_attempt(
         &self,
         meta: &Meta,
         message: &[&[u8]],
         error: &str,
         now: u64,
+        wait_at_least: u64,
     ) -> Result<String> {
         let id = self.enqueue(meta, message)?;
         let state = State {
             attempts: 1,
-            next_attempt: now + FIRST_BACKOFF_SECS,
-            last_error: Some(error.to_owned()),
+            next_attempt: next_attempt(now, FIRST_BACKOFF_SECS, wait_at_least),
+            last_error: Some(crate::scrub::for_output(error, 2000)),
         };
         write_state(&self.dir, &id, &state, "enqueue-state-before-rename")?;
         Ok(id)
@@ -173,15 +176,17 @@ impl Queue {
         Ok(bytes)
     }
 
-    /// Records a temporary failure: one more attempt, the next one later.
-    pub fn defer(&self, entry: &Entry, error: &str, now: u64) -> Result<()> {
+    /// Records a temporary failure: one more attempt, the next one later (the back-off,
+    /// or `wait_at_least` seconds when the server asked for longer, e.g. Graph's
+    /// `Retry-After`; at most `MAX_BACKOFF_SECS`).
+    pub fn defer(&self, entry: &Entry, error: &str, now: u64, wait_at_least: u64) -> Result<()> {
         let attempts = entry.state.attempts.saturating_add(1);
         let backoff = FIRST_BACKOFF_SECS
             .saturating_mul(1 << (attempts - 1).min(16))
             .min(MAX_BACKOFF_SECS);
         let state = State {
             attempts,
-            next_attempt: now.saturating_add(backoff),
+            next_attempt: next_attempt(now, backoff, wait_at_least),
             last_error: Some(crate::scrub::for_output(error, 2000)),
         };
         write_state(&self.dir, &entry.id, &state, "defer-before-rename")
@@ -413,6 +418,13 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// When the next attempt is due: after the back-off, or after the wait the server asked
+/// for when that is longer; never more than `MAX_BACKOFF_SECS` away, so a bogus huge
+/// `Retry-After` cannot park a message for days.
+fn next_attempt(now: u64, backoff: u64, wait_at_least: u64) -> u64 {
+    now.saturating_add(backoff.max(wait_at_least).min(MAX_BACKOFF_SECS))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,10 +475,10 @@ mod tests {
         let q = Queue::at(dir.path().to_owned());
         q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
         let entry = q.list().unwrap().0.remove(0);
-        q.defer(&entry, "451 4.7.0 later", 1000).unwrap();
+        q.defer(&entry, "451 4.7.0 later", 1000, 0).unwrap();
         let entry = q.list().unwrap().0.remove(0);
         assert_eq!((entry.state.attempts, entry.state.next_attempt), (1, 1060));
-        q.defer(&entry, "451 again", 2000).unwrap();
+        q.defer(&entry, "451 again", 2000, 0).unwrap();
         let entry = q.list().unwrap().0.remove(0);
         assert_eq!(entry.state.next_attempt, 2120);
         q.fail(&entry, "550 5.1.1 no such user").unwrap();
@@ -476,6 +488,28 @@ mod tests {
             failed[0].state.last_error.as_deref(),
             Some("550 5.1.1 no such user")
         );
+    }
+
+    #[test]
+    fn a_retry_after_delays_the_next_attempt_up_to_the_longest_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().to_owned());
+        let id = q
+            .enqueue_after_attempt(&meta("w", 1), &[b"x\n"], "429", 1000, 600)
+            .unwrap();
+        let entry = q.list().unwrap().0.remove(0);
+        assert_eq!(entry.id, id);
+        assert_eq!((entry.state.attempts, entry.state.next_attempt), (1, 1600));
+        // Shorter than the back-off: the back-off (120 s at attempt 2) wins.
+        q.defer(&entry, "429", 2000, 5).unwrap();
+        let entry = q.list().unwrap().0.remove(0);
+        assert_eq!(entry.state.next_attempt, 2120);
+        // A day: clamped to the hour the queue waits at most.
+        q.defer(&entry, "503", 3000, 86_400).unwrap();
+        let entry = q.list().unwrap().0.remove(0);
+        assert_eq!(entry.state.next_attempt, 3000 + MAX_BACKOFF_SECS);
+        q.defer(&entry, "503", u64::MAX - 10, u64::MAX).unwrap();
+        assert_eq!(q.list().unwrap().0[0].state.next_attempt, u64::MAX);
     }
 
     #[test]
@@ -510,7 +544,7 @@ mod tests {
         let q = Queue::at(dir.path().to_owned());
         let id = q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
         let entry = q.list().unwrap().0.remove(0);
-        q.defer(&entry, "451", 10).unwrap();
+        q.defer(&entry, "451", 10, 0).unwrap();
         let fresh_tmp = dir.path().join(format!(".{id}.mail.1.tmp"));
         let orphan = dir.path().join("00000000000000001-1-00000000.state");
         fs::write(&fresh_tmp, b"partial").unwrap();

@@ -11,7 +11,7 @@ use std::io::Write;
 
 use crate::cli::SendArgs;
 use crate::clock;
-use crate::config::{self, Config, QueuePolicy};
+use crate::config::{self, Config, QueuePolicy, TransportKind};
 use crate::error::{Class, Error, Result};
 use crate::journal::Journal;
 use crate::message::Message;
@@ -19,8 +19,8 @@ use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
-use crate::smtp::Reply;
-use crate::{deliver, flush, notify};
+use crate::transport::Receipt;
+use crate::{deliver, flush, graph, notify, transport};
 
 pub fn run(args: &SendArgs) -> Result<()> {
     match args.mode.as_deref() {
@@ -102,28 +102,28 @@ async fn send_now(
     parts: &[&[u8]],
     journal: &Journal,
     verbose: bool,
-) -> Result<Reply> {
-    let mut session = deliver::open(account, verbose).await?;
+) -> Result<Receipt> {
+    let mut transport = deliver::open(account, verbose).await?;
     let context = |e: Error| {
         e.for_account(&account.name)
             .at_server(&account.smtp.address())
     };
     if !(account.config.flush_on_send && flush::has_due(&account.name)) {
-        // Nothing follows: QUIT goes with the end of the data, and on errors too.
-        return session
-            .send_and_quit(&plan.envelope, parts)
+        // Nothing follows: SMTP's QUIT goes with the end of the data, and on errors too.
+        return transport
+            .send_and_close(&plan.envelope, parts)
             .await
             .map_err(context);
     }
-    let reply = match session.send(&plan.envelope, parts).await {
-        Ok(reply) => reply,
+    let receipt = match transport.send(&plan.envelope, parts).await {
+        Ok(receipt) => receipt,
         Err(e) => {
-            session.quit().await;
+            transport.close().await;
             return Err(context(e));
         }
     };
-    flush::flush_after_send(account, session, journal, verbose).await;
-    Ok(reply)
+    flush::flush_after_send(account, transport, journal, verbose).await;
+    Ok(receipt)
 }
 
 /// Queues the message; `attempt` is the failure of the attempt just made, which counts.
@@ -137,7 +137,13 @@ fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<
     let queue = Queue::open()?;
     match attempt {
         None => queue.enqueue(&meta, parts),
-        Some(e) => queue.enqueue_after_attempt(&meta, parts, &e.to_string(), now),
+        Some(e) => queue.enqueue_after_attempt(
+            &meta,
+            parts,
+            &e.to_string(),
+            now,
+            e.retry_after().unwrap_or(0),
+        ),
     }
     .map_err(|e| e.for_account(&plan.account))
 }
@@ -179,18 +185,51 @@ fn context() -> plan::Context {
 }
 
 fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u8]]) -> Result<()> {
-    let mut out = std::io::stdout().lock();
     let size: usize = parts.iter().map(|p| p.len()).sum();
+    let way = match (account.config.transport, &account.graph) {
+        (TransportKind::Graph, Some(g)) => {
+            // What Graph would refuse, a dry run refuses too (no network needed).
+            graph::for_graph(&plan.envelope, parts)?;
+            graph_way(g, account)
+        }
+        (TransportKind::Auto, Some(g)) if transport::remembered_graph(&account.name).is_some() => {
+            graph::for_graph(&plan.envelope, parts)?;
+            format!(
+                "{}; transport auto: Graph since a 5.7.139",
+                graph_way(g, account)
+            )
+        }
+        (TransportKind::Auto, Some(g)) => format!(
+            "{}; transport auto: {} after a 5.7.139",
+            smtp_way(account),
+            graph_way(g, account)
+        ),
+        _ => smtp_way(account),
+    };
+    let text = format!(
+        "account: {} ({way})\n{plan}size: {size} bytes\n",
+        account.name
+    );
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+}
+
+/// `HOST:PORT, starttls, user EMAIL`: where an SMTP send goes.
+fn smtp_way(account: &provider::AccountSettings) -> String {
     let tls = match account.smtp.tls {
         config::TlsMode::Starttls => "starttls",
         config::TlsMode::Implicit => "implicit tls",
     };
-    let text = format!(
-        "account: {} ({}, {tls}, user {})\n{plan}size: {size} bytes\n",
-        account.name,
-        account.smtp.address(),
-        account.email,
-    );
-    out.write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+    format!("{}, {tls}, user {}", account.smtp.address(), account.email)
+}
+
+/// `Microsoft Graph POST URL, user EMAIL`: where a Graph send goes.
+fn graph_way(graph: &provider::GraphSettings, account: &provider::AccountSettings) -> String {
+    format!(
+        "Microsoft Graph POST {}, user {}",
+        graph.send_url(&account.email),
+        account.email
+    )
 }

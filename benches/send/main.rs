@@ -12,11 +12,15 @@
 #![allow(clippy::cast_precision_loss)]
 
 #[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
+#[path = "../../tests/it/fake_graph.rs"]
+mod fake_graph;
+#[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
 #[path = "../../tests/it/fake_idp.rs"]
 mod fake_idp;
 #[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
 #[path = "../../tests/it/fake_smtp.rs"]
 mod fake_smtp;
+mod graph;
 mod proxy;
 #[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
 #[path = "../../tests/it/support.rs"]
@@ -377,6 +381,10 @@ impl Bench {
         }
         println!();
         print!("{}", self.table(&rows));
+        // Microsoft Graph (issue #11): its own rows; BENCH_GRAPH=0 skips them.
+        if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
+            graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+        }
         if !self.notes.is_empty() {
             println!();
             for n in &self.notes {

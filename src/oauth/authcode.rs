@@ -84,7 +84,15 @@ pub fn authorize_url(
         ("login_hint", login_hint.to_owned()),
     ];
     if !oauth.scopes.is_empty() {
-        params.push(("scope", oauth.scopes.join(" ")));
+        // Consent to Graph's scopes too, where the account may send through Graph; the
+        // code is redeemed for `scopes` alone.
+        let all: Vec<&str> = oauth
+            .scopes
+            .iter()
+            .chain(&oauth.consent_scopes)
+            .map(String::as_str)
+            .collect();
+        params.push(("scope", all.join(" ")));
     }
     if let Some(resource) = &oauth.resource {
         params.push(("resource", resource.clone()));

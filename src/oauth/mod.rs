@@ -174,6 +174,157 @@ async fn renew(
     .await
 }
 
+/// A valid Microsoft Graph token for the account (`graph_scopes`): cached in
+/// `tokens/graph/ACCOUNT.json`, renewed under the account's one lock with the account's one
+/// refresh token (Microsoft's refresh tokens are multi-resource), whose rotation is saved
+/// in `ACCOUNT.json`, where the SMTP renewal reads it too.
+pub async fn graph_token(account: &AccountSettings, reject: Option<&str>) -> Result<AccessToken> {
+    let name = account.name.clone();
+    let result = match (TokenStore::new(account), account.for_graph()) {
+        (Ok(main), Some(graph)) => graph_token_in(main, &graph, reject).await,
+        (Err(e), _) => Err(e),
+        (_, None) => Err(Error::config(
+            "Microsoft Graph is not configured for this account: set `graph_url`",
+        )),
+    };
+    result.map_err(|e| e.for_account(&name))
+}
+
+/// The cached Graph token when it stays valid for a while yet; `None` otherwise (and on
+/// any error: [`graph_token`] then says what is wrong).
+pub async fn graph_token_cached(account: &AccountSettings) -> Option<AccessToken> {
+    let store = TokenStore::new(account).ok()?.graph();
+    let seen = blocking(move || store.load()).await.ok()??;
+    seen.valid_for(now(), REFRESH_MARGIN).then(|| AccessToken {
+        secret: seen.access_token.clone(),
+        expires_at: seen.expires_at,
+        fresh: false,
+    })
+}
+
+/// [`graph_token`] with the account's main cache in `main`; `graph` is the account with
+/// Graph's scopes ([`AccountSettings::for_graph`]).
+pub async fn graph_token_in(
+    main: TokenStore,
+    graph: &AccountSettings,
+    reject: Option<&str>,
+) -> Result<AccessToken> {
+    let store = main.graph();
+    let (main, store, seen) = blocking(move || {
+        let seen = store.load()?;
+        Ok((main, store, seen))
+    })
+    .await?;
+    if let Some(t) = &seen
+        && t.valid_for(now(), REFRESH_MARGIN)
+        && Some(t.access_token.as_str()) != reject
+    {
+        return Ok(AccessToken {
+            secret: t.access_token.clone(),
+            expires_at: t.expires_at,
+            fresh: false,
+        });
+    }
+    let renewal = renew_graph(
+        graph.clone(),
+        main,
+        store,
+        seen.map(|t| t.access_token),
+        reject.map(str::to_owned),
+    );
+    tokio::spawn(renewal)
+        .await
+        .map_err(|e| Error::internal(format!("the token renewal task failed: {e}")))?
+}
+
+/// [`renew`] for the Graph token: the same lock, the refresh token read from (and a
+/// rotated one saved to) the main cache, the access token saved in the Graph cache.
+async fn renew_graph(
+    account: AccountSettings,
+    main: TokenStore,
+    store: TokenStore,
+    seen: Option<String>,
+    reject: Option<String>,
+) -> Result<AccessToken> {
+    let (main, store, lock, current, primary) = blocking(move || {
+        let lock = store.lock()?;
+        let current = store.load()?;
+        let primary = main.load()?;
+        Ok((main, store, lock, current, primary))
+    })
+    .await?;
+    let cached = |t: &StoredToken| AccessToken {
+        secret: t.access_token.clone(),
+        expires_at: t.expires_at,
+        fresh: false,
+    };
+    if let Some(t) = &current
+        && Some(&t.access_token) != seen.as_ref()
+        && Some(&t.access_token) != reject.as_ref()
+        && t.valid_for(now(), MIN_VALIDITY)
+    {
+        return Ok(cached(t));
+    }
+    // The account's refresh token lives in the main cache; a Graph cache written by hand
+    // may hold one of its own.
+    let refresh = primary
+        .as_ref()
+        .and_then(|t| t.refresh_token.clone())
+        .or_else(|| current.as_ref().and_then(|t| t.refresh_token.clone()));
+    // The renewal names Graph's scopes (what the Graph cache says was granted, else the
+    // configured ones): without a scope Microsoft could issue a token for SMTP's audience.
+    let graph_scope = current
+        .as_ref()
+        .and_then(|t| t.scope.clone())
+        .or_else(|| account.refresh_scope_when_unknown());
+    let basis = match refresh {
+        Some(rt) => Some(StoredToken {
+            access_token: String::new(),
+            expires_at: 0,
+            refresh_token: Some(rt),
+            token_type: None,
+            scope: graph_scope,
+            obtained_at: None,
+            identity: None,
+        }),
+        None => current.clone().or_else(|| primary.clone()),
+    };
+    let mut response = match fetch(&account, basis.as_ref(), None).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(t) = &current
+                && is_class(&e, TokenClass::Transient)
+                && t.valid_for(now(), MIN_VALIDITY)
+                && Some(&t.access_token) != reject.as_ref()
+            {
+                return Ok(cached(t));
+            }
+            return Err(e);
+        }
+    };
+    let rotated = response.refresh_token.take();
+    blocking(move || {
+        // The rotated refresh token first: it is the one thing that cannot be got again.
+        let mut graph = merge(None, response, now());
+        match (rotated, primary) {
+            (Some(rt), Some(mut p)) => {
+                p.refresh_token = Some(rt);
+                main.save(&p)?;
+            }
+            (Some(rt), None) => graph.refresh_token = Some(rt),
+            (None, _) => {}
+        }
+        store.save(&graph)?;
+        drop(lock);
+        Ok(AccessToken {
+            secret: graph.access_token,
+            expires_at: graph.expires_at,
+            fresh: true,
+        })
+    })
+    .await
+}
+
 /// New tokens: with the refresh token, else by a grant the flow can do unattended.
 /// `prepared` is the unattended grant's form, built before the lock.
 async fn fetch(
@@ -186,7 +337,9 @@ async fn fetch(
             account,
             Grant::Renew {
                 refresh_token: rt,
-                granted: current.and_then(|t| t.scope.clone()),
+                granted: current
+                    .and_then(|t| t.scope.clone())
+                    .or_else(|| account.refresh_scope_when_unknown()),
             },
         )
         .await
@@ -448,6 +601,84 @@ mod tests {
         assert_eq!(e.token(None).await.unwrap_err().exit_code(), 75);
         // And it recovers once the service does.
         assert!(e.token(None).await.unwrap().fresh);
+    }
+
+    /// The same account with Graph configured (the fake's URL as `graph_url`).
+    fn graph_account(e: &Env) -> AccountSettings {
+        let mut a = e.account.clone();
+        a.graph = Some(crate::provider::GraphSettings {
+            url: "https://graph.example".into(),
+            scopes: vec![
+                "https://graph.example/Mail.Send".into(),
+                "offline_access".into(),
+            ],
+            app_only: false,
+        });
+        a.for_graph().unwrap()
+    }
+
+    #[tokio::test]
+    async fn smtp_and_graph_renewals_share_one_rotating_refresh_token() {
+        let e = std::sync::Arc::new(env());
+        e.seed("at-smtp-old", 0);
+        e.idp.set_rotation_revokes_old(true);
+        e.idp.set_delay(Duration::from_millis(200));
+        let graph = graph_account(&e);
+        // Both audiences renew at once: the lock orders them, and the second one uses the
+        // refresh token the first one's rotation saved (the old one is revoked).
+        let smtp = {
+            let e = e.clone();
+            tokio::spawn(async move { e.token(None).await })
+        };
+        let g = graph_token_in(e.store(), &graph, None).await.unwrap();
+        let s = smtp.await.unwrap().unwrap();
+        assert!(g.fresh && s.fresh && g.secret != s.secret);
+        assert_eq!(e.idp.refresh_count(), 2);
+        let scopes: Vec<String> = e
+            .idp
+            .requests()
+            .iter()
+            .map(|r| r.field("scope").unwrap_or("").to_owned())
+            .collect();
+        assert!(scopes.contains(&"https://graph.example/Mail.Send offline_access".to_owned()));
+        let main = e.store().load().unwrap().unwrap();
+        assert_eq!(main.access_token, s.secret);
+        assert!(
+            e.idp
+                .refresh_token_valid(main.refresh_token.as_ref().unwrap())
+        );
+        let cached = e.store().graph().load().unwrap().unwrap();
+        assert_eq!(cached.access_token, g.secret);
+        assert_eq!(
+            cached.refresh_token, None,
+            "one refresh token, in the main file"
+        );
+        // Cached now: no request; a refused one is renewed with the latest refresh token.
+        let again = graph_token_in(e.store(), &graph, None).await.unwrap();
+        assert_eq!(
+            (again.secret.as_str(), again.fresh),
+            (g.secret.as_str(), false)
+        );
+        let renewed = graph_token_in(e.store(), &graph, Some(&g.secret))
+            .await
+            .unwrap();
+        assert!(renewed.fresh && renewed.secret != g.secret);
+        let main2 = e.store().load().unwrap().unwrap();
+        assert_ne!(main2.refresh_token, main.refresh_token, "rotation saved");
+        assert_eq!(main2.access_token, s.secret, "the SMTP token is kept");
+        assert!(
+            e.idp
+                .refresh_token_valid(main2.refresh_token.as_ref().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_graph_token_without_any_refresh_token_asks_for_a_login() {
+        let e = env();
+        let graph = graph_account(&e);
+        let err = graph_token_in(e.store(), &graph, None).await.unwrap_err();
+        assert_eq!(err.exit_code(), 77);
+        assert!(err.to_string().contains("oauth2-sendmail login w"), "{err}");
     }
 
     fn response(rt: Option<&str>) -> TokenResponse {

@@ -3,7 +3,12 @@
 //! # Where
 //!
 //! `$XDG_DATA_HOME/oauth2-sendmail/tokens/ACCOUNT.json` (usually
-//! `~/.local/share/oauth2-sendmail/tokens/`). The folder is created `0700` (and put back to
+//! `~/.local/share/oauth2-sendmail/tokens/`); an account that sends through Microsoft Graph
+//! also has `tokens/graph/ACCOUNT.json`, the same format, holding the Graph access token (its
+//! refresh token stays in `tokens/ACCOUNT.json`: Microsoft's refresh tokens serve both
+//! audiences). A folder of its own, because an account name may hold a `.`: a
+//! `tokens/ACCOUNT.graph.json` would be the SMTP cache of an account named `ACCOUNT.graph`,
+//! while no account name holds a `/`. The folders are created `0700` (and put back to
 //! `0700` when it is found wider); token files are created `0600` (and put back to `0600`
 //! when read with a wider mode). Next to each token file
 //! sits `ACCOUNT.lock`, an empty file that only serves as the account's lock
@@ -176,6 +181,23 @@ impl TokenStore {
         })
     }
 
+    /// The same account's Microsoft Graph token: `graph/ACCOUNT.json` below the folder of
+    /// `ACCOUNT.json` (no account's own cache can have that path: names hold no `/`), in
+    /// the same format, under the same lock (the two share one refresh token, kept in
+    /// `ACCOUNT.json`).
+    #[must_use]
+    pub fn graph(&self) -> TokenStore {
+        let dir = self.dir.join("graph");
+        TokenStore {
+            account: self.account.clone(),
+            file: dir.join(format!("{}.json", self.account)),
+            dir,
+            lock_file: self.lock_file.clone(),
+            encrypt: self.encrypt.clone(),
+            decrypt: self.decrypt.clone(),
+        }
+    }
+
     /// The token file.
     #[must_use]
     #[allow(dead_code, reason = "for `login` and tests")]
@@ -262,9 +284,8 @@ impl TokenStore {
         if self.encrypt.is_none() {
             data.push(b'\n');
         }
-        let tmp = self
-            .dir
-            .join(format!(".{}.json.{}.tmp", self.account, std::process::id()));
+        let name = self.file.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let io_error = |what: &str, e: io::Error| {
             Error::io(format!(
                 "cannot save the token cache: {what} {}: {e}",
@@ -354,6 +375,9 @@ impl TokenStore {
     /// Creates the token folder `0700`, narrows it to `0700` when others may only read it,
     /// and refuses one that another user owns or that others may write.
     fn ensure_dir(&self) -> Result<()> {
+        // The token folder (where the lock lives) and, for the Graph cache, its `graph/`.
+        let lock_dir = self.lock_file.parent().unwrap_or(&self.dir);
+        private_dir::ensure_dir(lock_dir, "token folder")?;
         private_dir::ensure_dir(&self.dir, "token folder")
     }
 }
@@ -402,6 +426,34 @@ mod tests {
         assert!(store.remove().unwrap());
         assert!(!store.remove().unwrap());
         assert!(store.load().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_graph_cache_cannot_be_another_accounts_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tokens");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let work = TokenStore::in_dir(&dir, "work", None, None).unwrap();
+        // An account may be named `work.graph`: its own cache is not `work`'s Graph cache.
+        let dotted = TokenStore::in_dir(&dir, "work.graph", None, None).unwrap();
+        assert_ne!(work.graph().path(), dotted.path());
+        assert_ne!(work.graph().path(), dotted.graph().path());
+        assert_eq!(work.graph().path(), dir.join("graph/work.json"));
+        work.graph().save(&token("graph-at", None)).unwrap();
+        dotted.save(&token("smtp-at", Some("rt"))).unwrap();
+        assert_eq!(
+            work.graph().load().unwrap().unwrap().access_token,
+            "graph-at"
+        );
+        assert_eq!(dotted.load().unwrap().unwrap().access_token, "smtp-at");
+        // Both folders private; the Graph cache shares the account's lock.
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("graph")), 0o700);
+        assert_eq!(mode(work.graph().path()), 0o600);
+        assert_eq!(work.graph().lock_file, work.lock_file);
+        assert!(work.graph().remove().unwrap());
+        assert!(dotted.load().unwrap().is_some());
     }
 
     #[test]

@@ -374,3 +374,61 @@ fn usage_errors_are_64() {
     let run = dry_run(&["-N", "sometimes", "b@fabrikam.example"], FULL);
     assert!(run.assert_failure(64).contains("-N"));
 }
+
+/// One Microsoft account `g` with `transport`; SMTP, Graph and the token endpoint at
+/// closed ports.
+fn graph_sandbox(transport: &str) -> Sandbox {
+    let s = Sandbox::new();
+    s.write_config(&format!(
+        "[accounts.g]\nprovider = \"microsoft\"\nemail = \"alice@contoso.example\"\n\
+         smtp_host = \"127.0.0.1\"\nsmtp_port = 1\ntoken_url = \"https://127.0.0.1:1/\"\n\
+         graph_url = \"https://127.0.0.1:1\"\ntransport = \"{transport}\"\n"
+    ));
+    s
+}
+
+#[test]
+fn a_graph_account_shows_the_graph_endpoint_instead_of_the_smtp_server() {
+    let graph =
+        "Microsoft Graph POST https://127.0.0.1:1/v1.0/me/sendMail, user alice@contoso.example";
+    let smtp = "127.0.0.1:1, starttls, user alice@contoso.example";
+    let args = ["--dry-run", "-oi", "--", "bob@fabrikam.example"];
+    let s = graph_sandbox("graph");
+    assert_eq!(
+        report(&s.run(&args, FULL.as_bytes()))[0],
+        format!("account: g ({graph})")
+    );
+    // auto: SMTP until a 5.7.139, then Graph, as remembered in the state folder.
+    let s = graph_sandbox("auto");
+    assert_eq!(
+        report(&s.run(&args, FULL.as_bytes()))[0],
+        format!("account: g ({smtp}; transport auto: {graph} after a 5.7.139)")
+    );
+    let memory = s.path().join("state/oauth2-sendmail/transport");
+    std::fs::create_dir_all(&memory).unwrap();
+    std::fs::write(
+        memory.join("g"),
+        "graph since 2026-12-01T11:00:00Z: SMTP said: 535 5.7.139\n",
+    )
+    .unwrap();
+    assert_eq!(
+        report(&s.run(&args, FULL.as_bytes()))[0],
+        format!("account: g ({graph}; transport auto: Graph since a 5.7.139)")
+    );
+    // SMTP accounts are shown as before.
+    assert_eq!(
+        report(&graph_sandbox("smtp").run(&args, FULL.as_bytes()))[0],
+        format!("account: g ({smtp})")
+    );
+}
+
+#[test]
+fn a_graph_dry_run_refuses_a_header_recipient_outside_the_envelope_as_the_send_would() {
+    let run = graph_sandbox("graph").run(
+        &["--dry-run", "-oi", "--", "carol@fabrikam.example"],
+        FULL.as_bytes(),
+    );
+    let line = run.assert_failure(65);
+    assert!(line.contains("<bob@fabrikam.example>"), "{line}");
+    assert!(line.contains("Microsoft Graph"), "{line}");
+}

@@ -290,7 +290,16 @@ pub struct FakeIdp {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     issued: Arc<Mutex<HashSet<String>>>,
+    /// Each issued access token's audience (the resource it is for) and whether it is
+    /// app-only (client credentials): what a fake resource server checks.
+    audiences: Audiences,
 }
+
+/// Access token → (audience, app-only), shared with a fake resource server (Graph).
+pub type Audiences = Arc<Mutex<HashMap<String, (String, bool)>>>;
+
+/// The audience Microsoft gives tokens for SMTP/IMAP/POP (`https://outlook.office.com/…`).
+pub const OUTLOOK_AUDIENCE: &str = "https://outlook.office.com";
 
 impl FakeIdp {
     /// Starts the server on its own thread; it lives until the test process ends.
@@ -325,6 +334,7 @@ impl FakeIdp {
                 redirect_iss: None,
             })),
             issued: Arc::new(Mutex::new(HashSet::new())),
+            audiences: Arc::new(Mutex::new(HashMap::new())),
         };
         let acceptor = ca.acceptor();
         let server = idp.clone();
@@ -406,12 +416,40 @@ impl FakeIdp {
         self.state().strict_refresh_scopes = strict;
     }
 
-    /// A new valid access token (as a login would have stored), of realistic size.
+    /// A new valid access token (as a login would have stored), for SMTP's audience, of
+    /// realistic size.
     #[must_use]
     pub fn issue_access_token(&self) -> String {
+        self.issue_access_token_for(OUTLOOK_AUDIENCE, false)
+    }
+
+    /// A new valid access token for `audience` (e.g. `https://graph.microsoft.com`),
+    /// delegated or app-only.
+    #[must_use]
+    pub fn issue_access_token_for(&self, audience: &str, app_only: bool) -> String {
         let at = realistic_size(self.state().unique("at"));
         self.issued.lock().unwrap().insert(at.clone());
+        self.audiences
+            .lock()
+            .unwrap()
+            .insert(at.clone(), (audience.to_owned(), app_only));
         at
+    }
+
+    /// Every issued access token's audience, for a fake resource server.
+    #[must_use]
+    pub fn audiences(&self) -> Audiences {
+        self.audiences.clone()
+    }
+
+    /// The audience `token` was issued for, if this fake issued it.
+    #[must_use]
+    pub fn audience_of(&self, token: &str) -> Option<String> {
+        self.audiences
+            .lock()
+            .unwrap()
+            .get(token)
+            .map(|(a, _)| a.clone())
     }
 
     /// A single-use authorization code.
@@ -686,6 +724,11 @@ impl FakeIdp {
         } else if req.field("client_secret").is_some() {
             return aad_error(401, "invalid_client", 700025);
         }
+        // One token is for one resource: scopes of two resources are refused (AADSTS28000),
+        // as Microsoft does, before any grant is used.
+        if !req.is_v1() && resources(req.field("scope").unwrap_or("")).len() > 1 {
+            return aad_error(400, "invalid_scope", 28000);
+        }
         match check_grant(&mut s, req, client_id) {
             Ok((refresh, signed_in)) => {
                 let mut answer = self.tokens(&mut s, req, refresh);
@@ -768,8 +811,6 @@ impl FakeIdp {
     /// The success body: a new access token, and a new refresh token when `refresh`.
     fn tokens(&self, s: &mut State, req: &Request, refresh: bool) -> (u16, String) {
         let v1 = req.is_v1();
-        let access = realistic_size(s.unique("at"));
-        self.issued.lock().unwrap().insert(access.clone());
         let scope = req
             .field("scope")
             .map(str::to_owned)
@@ -778,6 +819,20 @@ impl FakeIdp {
                     .and_then(|old| s.granted.get(old).cloned())
             })
             .unwrap_or_else(|| "https://outlook.office.com/SMTP.Send".to_owned());
+        let audience = if v1 {
+            req.field("resource").unwrap_or(OUTLOOK_AUDIENCE).to_owned()
+        } else {
+            resources(&scope)
+                .pop()
+                .unwrap_or_else(|| OUTLOOK_AUDIENCE.to_owned())
+        };
+        let access = realistic_size(s.unique("at"));
+        self.issued.lock().unwrap().insert(access.clone());
+        let app_only = req.grant_type() == "client_credentials";
+        self.audiences
+            .lock()
+            .unwrap()
+            .insert(access.clone(), (audience, app_only));
         let expires = match s.expires_in {
             ExpiresIn::Usual(n) if v1 => Some(json!(n.to_string())),
             ExpiresIn::Usual(n) | ExpiresIn::Number(n) => Some(json!(n)),
@@ -895,6 +950,29 @@ fn body_tenant(path: &str) -> &str {
 
 /// Who signed in and the scopes asked for, for a grant that follows an interactive sign-in.
 type SignedIn = Option<(String, String)>;
+
+/// `https://graph.microsoft.com` of `https://graph.microsoft.com/Mail.Send`; `None` for a
+/// scope without a resource (`offline_access`, `openid`). The global Outlook hosts are one
+/// resource (Exchange Online).
+fn resource_of(scope: &str) -> Option<String> {
+    let rest = scope.strip_prefix("https://")?;
+    let host = rest.split('/').next()?;
+    Some(match host {
+        "outlook.office.com" | "outlook.office365.com" => OUTLOOK_AUDIENCE.to_owned(),
+        h => format!("https://{h}"),
+    })
+}
+
+/// The distinct resources the scopes name.
+fn resources(scope: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in scope.split(' ').filter_map(resource_of) {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
 
 /// Checks the grant itself; `Ok((true, _))` when the answer is to carry a new refresh
 /// token, with who signed in for the authorization-code and device-code grants.

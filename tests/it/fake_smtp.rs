@@ -103,6 +103,9 @@ pub struct Behaviour {
     /// What happens once a whole message has arrived (after its final `.`, or its
     /// `BDAT LAST` chunk with MAIL and a RCPT accepted).
     pub after_data: AfterData,
+    /// The reply to a refused XOAUTH2 token instead of `535 5.7.3 …`, e.g. Exchange's
+    /// `535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled …`.
+    pub auth_refusal: Option<String>,
 }
 
 /// The end of a transaction, as a server that crashes or hangs there shows it.
@@ -147,6 +150,7 @@ impl Default for Behaviour {
             auth_line_limit: None,
             max_rcpts: None,
             after_auth: None,
+            auth_refusal: None,
         }
     }
 }
@@ -630,8 +634,11 @@ impl Conn {
                 .reply("535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 https://support.google.com/mail/?p=BadCredentials")
                 .await;
         }
-        self.reply("535 5.7.3 Authentication unsuccessful [FAKE.PROD.OUTLOOK.COM]")
-            .await
+        let refusal = b
+            .auth_refusal
+            .as_deref()
+            .unwrap_or("535 5.7.3 Authentication unsuccessful [FAKE.PROD.OUTLOOK.COM]");
+        self.reply(refusal).await
     }
 
     async fn mail(&mut self, arg: &str) -> Io<()> {
