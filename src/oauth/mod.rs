@@ -62,6 +62,18 @@ pub async fn access_token(account: &AccountSettings, reject: Option<&str>) -> Re
     result.map_err(|e| e.for_account(&name))
 }
 
+/// The cached access token, when it has more than [`REFRESH_MARGIN`] left and is not the
+/// one the server just refused.
+fn usable(t: &StoredToken, reject: Option<&str>) -> Option<AccessToken> {
+    (t.valid_for(now(), REFRESH_MARGIN) && Some(t.access_token.as_str()) != reject).then(|| {
+        AccessToken {
+            secret: t.access_token.clone(),
+            expires_at: t.expires_at,
+            fresh: false,
+        }
+    })
+}
+
 /// [`access_token`] with the cache in `store`.
 pub async fn access_token_in(
     store: TokenStore,
@@ -74,15 +86,8 @@ pub async fn access_token_in(
         Ok((store, seen))
     })
     .await?;
-    if let Some(t) = &seen
-        && t.valid_for(now(), REFRESH_MARGIN)
-        && Some(t.access_token.as_str()) != reject
-    {
-        return Ok(AccessToken {
-            secret: t.access_token.clone(),
-            expires_at: t.expires_at,
-            fresh: false,
-        });
+    if let Some(cached) = seen.as_ref().and_then(|t| usable(t, reject)) {
+        return Ok(cached);
     }
     // Without a refresh token the renewal runs password_cmd or client_secret_cmd: run them
     // now, before the account's lock, so a slow command never holds up the other senders.
@@ -215,15 +220,8 @@ pub async fn graph_token_in(
         Ok((main, store, seen))
     })
     .await?;
-    if let Some(t) = &seen
-        && t.valid_for(now(), REFRESH_MARGIN)
-        && Some(t.access_token.as_str()) != reject
-    {
-        return Ok(AccessToken {
-            secret: t.access_token.clone(),
-            expires_at: t.expires_at,
-            fresh: false,
-        });
+    if let Some(cached) = seen.as_ref().and_then(|t| usable(t, reject)) {
+        return Ok(cached);
     }
     let renewal = renew_graph(
         graph.clone(),
