@@ -23,10 +23,39 @@ use crate::error::{Error, Phase, Result};
 
 /// A client config trusting the platform's roots and those in `ca_file` (PEM).
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
-    let extra = match ca_file {
-        Some(path) => read_roots(path)?,
-        None => Vec::new(),
-    };
+    build(extra_roots(ca_file)?)
+}
+
+/// [`client_config`] for a caller that has network work to do first: the CA file is read
+/// now (its errors are configuration errors before any network use), and the platform's
+/// roots (on Debian some 150 files, about 10 ms) load on a blocking thread while the
+/// caller connects, greets and asks for STARTTLS.
+pub fn client_config_soon(ca_file: Option<&Path>) -> Result<PendingConfig> {
+    let extra = extra_roots(ca_file)?;
+    Ok(PendingConfig(tokio::task::spawn_blocking(move || {
+        build(extra)
+    })))
+}
+
+/// A client config being built (see [`client_config_soon`]).
+pub struct PendingConfig(tokio::task::JoinHandle<Result<Arc<ClientConfig>>>);
+
+impl PendingConfig {
+    pub async fn ready(self) -> Result<Arc<ClientConfig>> {
+        self.0
+            .await
+            .map_err(|e| Error::internal(format!("TLS set-up: {e}")))?
+    }
+}
+
+fn extra_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>> {
+    match ca_file {
+        Some(path) => read_roots(path),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn build(extra: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>> {
     let provider = provider();
     let pinned = extra.clone();
     let verifier = Verifier::new_with_extra_roots(extra, provider.clone()).map_err(|e| {

@@ -140,8 +140,9 @@ impl Session {
         verbose: bool,
         timeouts: Timeouts,
     ) -> Result<Session> {
-        // Config problems (CA file, host name) show before any network use.
-        let config = tls::client_config(server.ca_file.as_deref())?;
+        // Config problems (CA file, host name) show before any network use; the
+        // platform's roots load while the connection is set up.
+        let config = tls::client_config_soon(server.ca_file.as_deref())?;
         let name = tls::server_name(&server.host)?;
         let tcp = open_tcp(server, timeouts.connect).await?;
         let local = tcp
@@ -158,7 +159,7 @@ impl Session {
                 plain.into_inner()?
             }
         };
-        let tls_stream = handshake(tcp, config, name, timeouts.tls, verbose).await?;
+        let tls_stream = handshake(tcp, config.ready().await?, name, timeouts.tls, verbose).await?;
         let mut conn = Conn::new(tls_stream, timeouts, verbose);
         if server.tls == TlsMode::Implicit {
             conn.greeting().await?;
