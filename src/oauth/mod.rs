@@ -200,11 +200,7 @@ pub async fn graph_token(account: &AccountSettings, reject: Option<&str>) -> Res
 pub async fn graph_token_cached(account: &AccountSettings) -> Option<AccessToken> {
     let store = TokenStore::new(account).ok()?.graph();
     let seen = blocking(move || store.load()).await.ok()??;
-    seen.valid_for(now(), REFRESH_MARGIN).then(|| AccessToken {
-        secret: seen.access_token.clone(),
-        expires_at: seen.expires_at,
-        fresh: false,
-    })
+    usable(&seen, None)
 }
 
 /// [`graph_token`] with the account's main cache in `main`; `graph` is the account with
