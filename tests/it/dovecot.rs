@@ -260,6 +260,68 @@ impl Drop for Dovecot {
     }
 }
 
+/// Everything an interop test needs: the fake identity platform whose tokens the
+/// introspection endpoint vouches for, Dovecot's submission service relaying to a fake
+/// SMTP server, and a sandbox whose account `work` (`provider`) submits to Dovecot with a
+/// cached token.
+struct Interop {
+    idp: FakeIdp,
+    relay: FakeSmtp,
+    introspection: Introspection,
+    dovecot: Dovecot,
+    sandbox: Sandbox,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Interop {
+    fn start(provider: &str, dovecot_extra: &str) -> Interop {
+        let ca = TestCa::new();
+        let idp = FakeIdp::start(&ca);
+        let token = idp.issue_access_token();
+        let relay = FakeSmtp::start(
+            &ca,
+            Behaviour {
+                require_auth: false,
+                ..Behaviour::default()
+            },
+        );
+        let introspection = Introspection::start(idp.valid_access_tokens());
+        let dir = tempfile::tempdir().unwrap();
+        // Dovecot's unprivileged processes must reach their sockets below base_dir.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let (dovecot, ca_pem) =
+            Dovecot::start(dir.path(), relay.port(), introspection.port, dovecot_extra);
+        let sandbox = Sandbox::new();
+        let ca_file = sandbox.write_file("dovecot-ca.pem", &ca_pem);
+        sandbox.write_config(&format!(
+            "[accounts.work]\nprovider = \"{provider}\"\nemail = \"{USER}\"\n\
+             smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntoken_url = \"{}\"\n\
+             tls_ca_file = \"{}\"\nqueue = \"never\"\n",
+            dovecot.port,
+            idp.token_url_v2("contoso"),
+            ca_file.display()
+        ));
+        sandbox.seed_token(
+            "work",
+            &json!({"access_token": token, "expires_at": now() + 3600}),
+        );
+        Interop {
+            idp,
+            relay,
+            introspection,
+            dovecot,
+            sandbox,
+            token,
+            _dir: dir,
+        }
+    }
+}
+
 const MESSAGE: &[u8] = b"From: Alice <alice@contoso.com>\r\nTo: Bob <bob@fabrikam.example>\r\n\
 Subject: through Dovecot\r\nDate: Tue, 01 Dec 2026 11:00:00 +0000\r\n\
 Message-ID: <dovecot-1@contoso.com>\r\n\r\nHello through Dovecot.\r\n.leading dot\r\n\
@@ -271,40 +333,15 @@ fn dovecot_submission_takes_the_two_step_xoauth2_and_relays_the_message_byte_exa
         return;
     }
     let started = Instant::now();
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let token = idp.issue_access_token();
-    let relay = FakeSmtp::start(
-        &ca,
-        Behaviour {
-            require_auth: false,
-            ..Behaviour::default()
-        },
-    );
-    let introspection = Introspection::start(idp.valid_access_tokens());
-    let dir = tempfile::tempdir().unwrap();
-    // Dovecot's unprivileged processes must reach their sockets below base_dir.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let (dovecot, ca_pem) = Dovecot::start(dir.path(), relay.port(), introspection.port, "");
-
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("dovecot-ca.pem", &ca_pem);
-    sandbox.write_config(&format!(
-        "[accounts.work]\nprovider = \"custom\"\nemail = \"{USER}\"\n\
-         smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntoken_url = \"{}\"\ntls_ca_file = \"{}\"\n\
-         queue = \"never\"\n",
-        dovecot.port,
-        idp.token_url_v2("contoso"),
-        ca_file.display()
-    ));
-    sandbox.seed_token(
-        "work",
-        &json!({"access_token": token, "expires_at": now() + 3600}),
-    );
+    let Interop {
+        idp: _idp,
+        relay,
+        introspection,
+        dovecot,
+        sandbox,
+        token,
+        _dir,
+    } = Interop::start("custom", "");
     let run = sandbox.run(&["-v", "-oi", "--", "bob@fabrikam.example"], MESSAGE);
     run.assert_never_shows(&token);
     assert_eq!(
@@ -359,38 +396,15 @@ fn dovecots_line_too_long_for_a_one_line_auth_is_retried_in_two_steps() {
     if !dovecot_available() {
         return;
     }
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let token = idp.issue_access_token();
-    let relay = FakeSmtp::start(
-        &ca,
-        Behaviour {
-            require_auth: false,
-            ..Behaviour::default()
-        },
-    );
-    let introspection = Introspection::start(idp.valid_access_tokens());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let (dovecot, ca_pem) = Dovecot::start(dir.path(), relay.port(), introspection.port, "");
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("dovecot-ca.pem", &ca_pem);
-    sandbox.write_config(&format!(
-        "[accounts.work]\nprovider = \"microsoft\"\nemail = \"{USER}\"\n\
-         smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntoken_url = \"{}\"\ntls_ca_file = \"{}\"\n\
-         queue = \"never\"\n",
-        dovecot.port,
-        idp.token_url_v2("contoso"),
-        ca_file.display()
-    ));
-    sandbox.seed_token(
-        "work",
-        &json!({"access_token": token, "expires_at": now() + 3600}),
-    );
+    let Interop {
+        idp: _idp,
+        relay,
+        introspection: _introspection,
+        dovecot,
+        sandbox,
+        token,
+        _dir,
+    } = Interop::start("microsoft", "");
     let run = sandbox.run(&["-v", "-oi", "--", "bob@fabrikam.example"], MESSAGE);
     run.assert_never_shows(&token);
     assert_eq!(
@@ -411,43 +425,15 @@ fn dovecots_451_4_5_3_too_many_recipients_sends_the_rest_in_further_transactions
     if !dovecot_available() {
         return;
     }
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let token = idp.issue_access_token();
-    let relay = FakeSmtp::start(
-        &ca,
-        Behaviour {
-            require_auth: false,
-            ..Behaviour::default()
-        },
-    );
-    let introspection = Introspection::start(idp.valid_access_tokens());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let (dovecot, ca_pem) = Dovecot::start(
-        dir.path(),
-        relay.port(),
-        introspection.port,
-        "submission_max_recipients = 2\n",
-    );
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("dovecot-ca.pem", &ca_pem);
-    sandbox.write_config(&format!(
-        "[accounts.work]\nprovider = \"custom\"\nemail = \"{USER}\"\n\
-         smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntoken_url = \"{}\"\ntls_ca_file = \"{}\"\n\
-         queue = \"never\"\n",
-        dovecot.port,
-        idp.token_url_v2("contoso"),
-        ca_file.display()
-    ));
-    sandbox.seed_token(
-        "work",
-        &json!({"access_token": token, "expires_at": now() + 3600}),
-    );
+    let Interop {
+        idp: _idp,
+        relay,
+        introspection: _introspection,
+        dovecot,
+        sandbox,
+        token: _token,
+        _dir,
+    } = Interop::start("custom", "submission_max_recipients = 2\n");
     let rcpts = [
         "a@fabrikam.example",
         "b@fabrikam.example",
