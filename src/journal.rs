@@ -49,6 +49,11 @@ impl Journal {
         ));
     }
 
+    /// `TIME EVENT` for something about no one account (the maildrop's pickup).
+    pub fn event(&self, event: &str) {
+        self.line(event);
+    }
+
     /// `TIME account=… EVENT` for something about an account, not a message.
     pub fn account(&self, account: &str, event: &str) {
         self.line(&format!("account={account} {event}"));

@@ -19,7 +19,8 @@
 //! | `config` | the TOML model, errors with file/line/key, secret commands |
 //! | `command` | the one runner for every `*_cmd`: time limit, bounded output, kill and reap |
 //! | `scrub` | peer text made printable: secrets removed in every encoding, control characters escaped, cut |
-//! | `paths` | XDG locations of config, tokens and queue |
+//! | `scope` | who runs us, decided once: user mode, or system mode (root sends with the host's account, anyone else drops) |
+//! | `paths` | where config, tokens, queue and log live: the caller's XDG folders, or the host's in system mode |
 //! | `private_dir` | folders 0700 and files 0600 whatever the umask, loose or foreign folders refused, no symlinks followed |
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
 //! | `message` | reading stdin, the header view, Bcc stripping, header edits |
@@ -31,6 +32,7 @@
 //! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
+//! | `maildrop` | other users' messages for the system account: the drop (any user) and the pickup (root's checks) |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
@@ -54,6 +56,7 @@ mod error;
 mod flush;
 mod graph;
 mod journal;
+mod maildrop;
 mod manage;
 mod manual;
 mod message;
@@ -64,6 +67,7 @@ mod plan;
 mod private_dir;
 mod provider;
 mod queue;
+mod scope;
 mod scrub;
 mod sendmail;
 mod setup;
@@ -126,8 +130,18 @@ fn main() -> ExitCode {
         cli::Invocation::Send(args) if args.generate.is_some() => {
             manual::generate(args.generate.unwrap_or(cli::GenerateArg::Man))
         }
-        cli::Invocation::Send(args) => sendmail::run(&args),
-        cli::Invocation::Manage(args) => manage::run(args),
+        cli::Invocation::Send(args) => scope::decide(scope::Asked {
+            config: args.config.as_deref(),
+            system: args.system,
+            creates_own_config: false,
+        })
+        .and_then(|_| sendmail::run(&args)),
+        cli::Invocation::Manage(args) => scope::decide(scope::Asked {
+            config: args.config.as_deref(),
+            system: args.system,
+            creates_own_config: manage::creates_own_config(&args),
+        })
+        .and_then(|_| manage::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

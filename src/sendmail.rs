@@ -19,10 +19,14 @@ use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
+use crate::scope::{self, Mode};
 use crate::transport::Receipt;
-use crate::{deliver, flush, graph, notify, transport};
+use crate::{deliver, flush, graph, maildrop, notify, transport};
 
 pub fn run(args: &SendArgs) -> Result<()> {
+    if scope::current() == Mode::Drop {
+        return drop_for_the_system(args);
+    }
     match args.mode.as_deref() {
         None | Some("m") => {}
         Some("p") => return list_queue(),
@@ -84,6 +88,19 @@ pub fn run(args: &SendArgs) -> Result<()> {
     Err(e)
 }
 
+/// A user with no config of their own on a host whose MTA is the system account: the
+/// message goes into the maildrop for the root flusher; what needs the system config
+/// (the queue, a dry run) is root's.
+fn drop_for_the_system(args: &SendArgs) -> Result<()> {
+    match (args.mode.as_deref(), args.queue_run.is_some(), args.dry_run) {
+        (Some("p"), _, _) => Err(scope::not_yours("queue list")),
+        (_, true, _) => Err(scope::not_yours("-q")),
+        (_, _, true) => Err(scope::not_yours("status")),
+        (None | Some("m"), _, _) => maildrop::drop_message(args),
+        (Some(m), _, _) => Err(Error::usage(format!("unsupported mode -b{m}"))),
+    }
+}
+
 /// Whether a failed send is queued (exit 0) rather than handed back to the caller.
 fn should_queue(class: Class, policy: QueuePolicy, caller_cannot_keep: bool) -> bool {
     policy == QueuePolicy::OnFailure
@@ -133,6 +150,7 @@ fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<
         account: plan.account.clone(),
         envelope: plan.envelope.clone(),
         created_at: now,
+        submitter: None,
     };
     let queue = Queue::open()?;
     match attempt {
@@ -162,6 +180,9 @@ pub fn list_queue() -> Result<()> {
 /// printed (stderr, one line each); idle refresh tokens are renewed. The exit code is
 /// `queue flush`'s (0; 75 some deferred; 77 an account needs a login; 69 some failed).
 fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
+    if scope::current() == Mode::System {
+        maildrop::pickup(config, &Journal::from_config(config))?;
+    }
     let report = flush::flush(config, flush::Scope::Due, verbose)?;
     for line in report.problems().chain(report.logins()) {
         eprintln!("oauth2-sendmail: {}", crate::scrub::for_output(line, 2000));

@@ -24,4 +24,5 @@ mod queue;
 mod scheduling;
 mod send;
 mod support;
+mod system;
 mod token;
