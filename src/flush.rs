@@ -150,15 +150,20 @@ fn flush_accounts(
             ),
         );
     }
+    if crate::scope::current() == crate::scope::Mode::System {
+        flusher.notices = Some(config);
+    }
     let runtime = crate::runtime()?;
-    for (name, due) in by_account(&entries) {
-        match config
-            .account(name)
-            .and_then(|a| provider::resolve(name, a))
-        {
-            Ok(settings) => runtime.block_on(flusher.account(&settings, &due, None))?,
-            Err(e) => flusher.temporary_all(&due, &e.for_account(name))?,
-        }
+    flusher.accounts(config, &runtime, &entries)?;
+    // System mode: the notices of this flush's failures go out now, not a timer later.
+    let notice_ids = std::mem::take(&mut flusher.noticed);
+    if !notice_ids.is_empty() {
+        let (queued, _) = queue.list()?;
+        let written: Vec<Entry> = queued
+            .into_iter()
+            .filter(|e| notice_ids.contains(&e.id))
+            .collect();
+        flusher.accounts(config, &runtime, &written)?;
     }
     if scope == Scope::Due && only.is_none() {
         runtime.block_on(renew_idle_tokens(config, &journal, &mut flusher.report));
@@ -274,6 +279,10 @@ struct Flusher<'a> {
     journal: &'a Journal,
     verbose: bool,
     report: Report,
+    /// System mode: the config that a failure's notice is written with (`notice`).
+    notices: Option<&'a Config>,
+    /// The queue ids of the notices written in this flush.
+    noticed: Vec<String>,
 }
 
 impl<'a> Flusher<'a> {
@@ -283,7 +292,28 @@ impl<'a> Flusher<'a> {
             journal,
             verbose,
             report: Report::default(),
+            notices: None,
+            noticed: Vec::new(),
         }
+    }
+
+    /// Each account's entries over one session per account.
+    fn accounts(
+        &mut self,
+        config: &Config,
+        runtime: &tokio::runtime::Runtime,
+        entries: &[Entry],
+    ) -> Result<()> {
+        for (name, due) in by_account(entries) {
+            match config
+                .account(name)
+                .and_then(|a| provider::resolve(name, a))
+            {
+                Ok(settings) => runtime.block_on(self.account(&settings, &due, None))?,
+                Err(e) => self.temporary_all(&due, &e.for_account(name))?,
+            }
+        }
+        Ok(())
     }
 
     /// Sends `entries` over one session (`session`, or a new one), reopened only when a
@@ -411,6 +441,11 @@ impl<'a> Flusher<'a> {
         );
         self.report
             .note(Outcome::Failed, format!("{}: failed: {why}", entry.id));
+        if let Some(config) = self.notices
+            && let Some(id) = crate::notice::failed(config, self.queue, self.journal, entry, why)
+        {
+            self.noticed.push(id);
+        }
         Ok(())
     }
 

@@ -40,6 +40,7 @@
 //! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add the account to the config |
 //! | `manual` | the man page (clap's options plus the hand-written reference) and completions: `--generate` |
 //! | `clock` | times as people read them (`status`, `login`) |
+//! | `notice` | system mode: a short mail to the submitter (their alias, or root's) when their message fails for good |
 //! | `notify` | telling the user an account needs them (`notify_cmd`, desktop); a refused refresh remembered for `status` |
 //! | `error` | one error type → the stderr line, the exit code, the failure class |
 //!
@@ -60,6 +61,7 @@ mod maildrop;
 mod manage;
 mod manual;
 mod message;
+mod notice;
 mod notify;
 mod oauth;
 mod paths;

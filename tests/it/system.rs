@@ -21,6 +21,8 @@ use super::support::{Run, TestCa, now, run_command, set_mode};
 const CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 const OPS: &str = "ops@contoso.com";
 const NOBODY: u32 = 65_534;
+/// The `[aliases]` entry of the unprivileged user `nobody`.
+const HELPDESK: &str = "helpdesk@contoso.com";
 
 /// Mounts the test's folders over the system ones, then runs the program (as `$1` user
 /// when not empty). `$T` is the test's folder.
@@ -125,7 +127,8 @@ impl Host {
 
     fn config(&self, extra_top: &str) {
         let text = format!(
-            "{extra_top}[aliases]\nroot = \"{OPS}\"\n\"*\" = \"{OPS}\"\n\n[accounts.ops]\n\
+            "{extra_top}[aliases]\nroot = \"{OPS}\"\nnobody = \"{HELPDESK}\"\n\"*\" = \"{OPS}\"\n\n\
+             [accounts.ops]\n\
              provider = \"microsoft\"\nemail = \"{OPS}\"\nclient_id = \"{CLIENT_ID}\"\n\
              token_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
              notify_cmd = [\"sh\", \"-c\", \"env > '{}'\"]\n",
@@ -524,4 +527,49 @@ fn a_dead_login_keeps_the_mail_notifies_and_status_says_77_until_login() {
     let status = host.run(None, &["--system", "status"], "");
     assert_eq!(status.code, 0, "{status:?}");
     assert!(host.log().contains("result=sent"));
+}
+
+#[test]
+fn a_users_message_refused_for_good_is_kept_and_a_notice_goes_to_their_alias() {
+    if !namespaces_work() {
+        return;
+    }
+    let host = Host::new(
+        Behaviour::default().refuse_rcpt("gone@fabrikam.example", "550 5.1.1 User unknown"),
+    );
+    host.run(
+        Some(NOBODY),
+        &["-i", "gone@fabrikam.example"],
+        "Subject: lost\n\nx\n",
+    )
+    .assert_silent_success();
+    let flush = host.run(None, &["--system", "-q"], "");
+    assert_eq!(flush.code, 69, "{flush:?}");
+    assert!(flush.stderr.contains("550 5.1.1"), "{flush:?}");
+    let failed: Vec<String> = names_in(&host.path("spool/queue/failed"))
+        .into_iter()
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "mail"))
+        .collect();
+    assert_eq!(failed.len(), 1, "kept in failed/");
+    // The notice went out in the same flush, from the system account to nobody's alias.
+    let deliveries = host.smtp.deliveries();
+    assert_eq!(deliveries.len(), 1, "{:?}", host.smtp.transcript());
+    assert_eq!(deliveries[0].rcpts, [HELPDESK]);
+    let notice = String::from_utf8_lossy(&deliveries[0].data);
+    for want in [
+        "Subject: Undelivered mail on ",
+        "550 5.1.1 User unknown",
+        "submitted by: nobody",
+        "gone@fabrikam.example",
+        "oauth2-sendmail --system queue list",
+        "Auto-Submitted: auto-generated",
+    ] {
+        assert!(notice.contains(want), "{want}: {notice}");
+    }
+    assert!(host.queued().is_empty(), "{:?}", host.queued());
+    let log = host.log();
+    assert!(
+        log.contains("result=failed") && log.contains("notice="),
+        "{log}"
+    );
 }

@@ -1,0 +1,105 @@
+//! System mode: a short mail to the person whose message failed for good — what failed,
+//! the server's reply, what to run — since a daemon or a user behind the maildrop has no
+//! terminal to read an exit code on. It goes to the submitting user's `[aliases]` entry
+//! (root's when they have none, or for root's own mail), from the system account, through
+//! the system queue like any message; a notice is never sent about a notice.
+
+use crate::cli::SendArgs;
+use crate::clock;
+use crate::config::Config;
+use crate::error::Result;
+use crate::journal::Journal;
+use crate::message::Message;
+use crate::plan;
+use crate::queue::{self, Entry, Queue};
+
+/// The `submitter` of a notice in the queue: a failed notice is not noticed again.
+pub const NOTICE_SUBMITTER: &str = "MAILER-DAEMON";
+
+/// Queues a notice that `entry` failed for good with `why`; returns its queue id, or
+/// `None` when there is nobody to tell (a notice, or no alias for the user nor root).
+pub fn failed(
+    config: &Config,
+    queue: &Queue,
+    journal: &Journal,
+    entry: &Entry,
+    why: &str,
+) -> Option<String> {
+    let submitter = entry.meta.submitter.as_deref();
+    if submitter == Some(NOTICE_SUBMITTER) {
+        return None;
+    }
+    let text = body(entry, why);
+    let to = [submitter.unwrap_or("root"), "root"];
+    let queued = to
+        .iter()
+        .find_map(|name| enqueue(config, queue, &entry.meta.account, name, &text).ok());
+    match &queued {
+        Some(id) => journal.event(&format!(
+            "account={} notice={id} about={} to={}",
+            entry.meta.account,
+            entry.id,
+            submitter.unwrap_or("root")
+        )),
+        None => journal.event(&format!(
+            "account={} about={} result=no-notice (no [aliases] entry for {} nor root)",
+            entry.meta.account,
+            entry.id,
+            submitter.unwrap_or("root")
+        )),
+    }
+    queued
+}
+
+fn enqueue(config: &Config, queue: &Queue, account: &str, to: &str, text: &str) -> Result<String> {
+    let message = Message::read(text.as_bytes())?;
+    let args = SendArgs {
+        recipients: vec![to.to_owned()],
+        account: Some(account.to_owned()),
+        full_name: Some("oauth2-sendmail".to_owned()),
+        ..SendArgs::default()
+    };
+    let mut seed = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+    let ctx = plan::Context {
+        now: clock::now(),
+        random: u64::from_le_bytes(seed),
+    };
+    let plan = plan::resolve(&args, config, &message, ctx)?;
+    let rendered = message.render(&plan.edits);
+    let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
+    queue.enqueue(
+        &queue::Meta {
+            account: plan.account,
+            envelope: plan.envelope,
+            created_at: clock::now(),
+            submitter: Some(NOTICE_SUBMITTER.to_owned()),
+        },
+        &parts,
+    )
+}
+
+/// The notice: headers (no From: the plan adds the account's) and a few lines.
+fn body(entry: &Entry, why: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "this host".to_owned(), |h| h.trim().to_owned());
+    let why = why.replace(['\r', '\n'], " ");
+    let from = entry.meta.envelope.from.as_deref().unwrap_or("");
+    format!(
+        "Subject: Undelivered mail on {host}\nAuto-Submitted: auto-generated\n\
+         Content-Type: text/plain; charset=utf-8\n\n\
+         A message could not be delivered and was kept on {host}.\n\n\
+         \x20 queue id:     {id}\n\
+         \x20 submitted by: {by}\n\
+         \x20 from:         <{from}>\n\
+         \x20 to:           {to}\n\
+         \x20 reason:       {why}\n\n\
+         It is kept in the system queue's failed/ folder. To see it:\n\
+         \x20 sudo oauth2-sendmail --system queue list\n\
+         To remove it:\n\
+         \x20 sudo oauth2-sendmail --system queue remove {id}\n",
+        id = entry.id,
+        by = entry.meta.submitter.as_deref().unwrap_or("root"),
+        to = entry.meta.envelope.recipients.join(", "),
+    )
+}
