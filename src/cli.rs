@@ -20,6 +20,8 @@ Files:
   $XDG_DATA_HOME/oauth2-sendmail/tokens/ACCOUNT.json   the token cache (0600): access_token,
       expires_at (Unix seconds), refresh_token, token_type, scope, obtained_at
   $XDG_STATE_HOME/oauth2-sendmail/queue/   messages waiting to be sent; failed/ keeps refusals
+  /etc/oauth2-sendmail/config.toml   the system config, when the caller has none (system mode;
+      root sends with it, other users' mail goes through /var/spool/oauth2-sendmail/maildrop/)
 
 Exit status (sysexits.h):
   0 sent (or queued)   64 bad command line   65 unusable message   67 a recipient refused
