@@ -25,6 +25,7 @@ mod proxy;
 #[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
 #[path = "../../tests/it/support.rs"]
 mod support;
+mod system;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -149,6 +150,11 @@ struct Bench {
 }
 
 fn main() {
+    // Inside the system-mode bench's mount namespace: time the runs asked for, nothing else.
+    if let Ok(mode) = std::env::var("BENCH_SYSTEM_CHILD") {
+        system::child(&mode);
+        return;
+    }
     // `cargo bench` passes --bench; any other run (`cargo test --all-targets`) skips.
     if !std::env::args().any(|a| a == "--bench") {
         println!("send bench: skipped (run scripts/bench or cargo bench --bench send)");
@@ -384,6 +390,10 @@ impl Bench {
         // Microsoft Graph (issue #11): its own rows; BENCH_GRAPH=0 skips them.
         if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
             graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+        }
+        // System mode (issue #14): the maildrop and the flusher; BENCH_SYSTEM=0 skips them.
+        if std::env::var("BENCH_SYSTEM").map_or(true, |v| v != "0") {
+            system::run(&self.exe, self.opts.rtt, self.opts.reps, self.opts.queue_n);
         }
         if !self.notes.is_empty() {
             println!();

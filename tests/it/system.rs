@@ -130,9 +130,11 @@ impl Host {
             "{extra_top}[aliases]\nroot = \"{OPS}\"\nnobody = \"{HELPDESK}\"\n\"*\" = \"{OPS}\"\n\n\
              [accounts.ops]\n\
              provider = \"microsoft\"\nemail = \"{OPS}\"\nclient_id = \"{CLIENT_ID}\"\n\
-             token_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
+             token_url = \"{}\"\ndevice_code_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\n\
+             smtp_port = {}\ntls_ca_file = \"{}\"\n\
              notify_cmd = [\"sh\", \"-c\", \"env > '{}'\"]\n",
             self.idp.token_url_v2("contoso"),
+            self.idp.device_code_url_v2("contoso"),
             self.smtp.port(),
             self.path("ca.pem").display(),
             self.path("notified.env").display(),
@@ -197,6 +199,49 @@ impl Host {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.path("log/log")).unwrap_or_default()
+    }
+
+    /// `--system login ops --flow devicecode` as an admin does it: the code shown on stderr
+    /// is approved at the fake identity platform as the account's mailbox.
+    fn login_devicecode(&self) -> Run {
+        use std::io::BufRead as _;
+        self.idp.sign_in_as(Some(OPS));
+        let start = std::time::Instant::now();
+        let mut child = self
+            .command(None, &["--system", "login", "ops", "--flow", "devicecode"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = String::new();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            stderr.push_str(&line);
+            stderr.push('\n');
+            if line.contains("enter the code") {
+                let code = self.idp.last_user_code().unwrap();
+                assert!(line.contains(&code), "{line}");
+                self.idp.decide_user_code(&code, true);
+                break;
+            }
+        }
+        for line in lines {
+            stderr.push_str(&line.unwrap());
+            stderr.push('\n');
+        }
+        let out = child.wait_with_output().unwrap();
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+            elapsed: start.elapsed(),
+        };
+        for secret in [&self.token, &self.refresh] {
+            run.assert_never_shows(secret);
+        }
+        run
     }
 
     /// Writes a maildrop entry as `uid` would (the file's owner set to `uid`).
@@ -312,6 +357,11 @@ fn an_unprivileged_user_never_reads_the_system_account() {
     token.assert_failure(77);
     let mailq = host.run(Some(NOBODY), &["-bp"], "");
     mailq.assert_failure(77);
+    let flush = host.run(Some(NOBODY), &["-q"], "");
+    flush.assert_failure(77);
+    let dry = host.run(Some(NOBODY), &["--dry-run", "-i", "root"], CRON_MAIL);
+    dry.assert_failure(77);
+    assert!(host.maildrop().is_empty(), "nothing was dropped by these");
 }
 
 #[test]
@@ -519,14 +569,24 @@ fn a_dead_login_keeps_the_mail_notifies_and_status_says_77_until_login() {
     let flush = host.run(None, &["--system", "-q"], "");
     assert_eq!(flush.code, 77, "{flush:?}");
     assert_eq!(host.queued().len(), 2);
-    // The admin signs in again (here: a refresh token that works again) and flushes.
+    // The admin signs in again with the device code, and the login sends what waited.
     host.idp.set_failure(None);
-    let flush = host.run(None, &["--system", "queue", "flush"], "");
-    assert_eq!(flush.code, 0, "{flush:?}");
-    assert_eq!(host.smtp.deliveries().len(), 2);
+    let login = host.login_devicecode();
+    assert_eq!(login.code, 0, "{login:?}");
+    assert_eq!(host.smtp.deliveries().len(), 2, "{login:?}");
+    assert!(host.queued().is_empty());
+    let stored = std::fs::metadata(host.path("lib/tokens/ops.json")).unwrap();
+    assert_eq!((stored.uid(), stored.mode() & 0o777), (0, 0o600));
     let status = host.run(None, &["--system", "status"], "");
     assert_eq!(status.code, 0, "{status:?}");
     assert!(host.log().contains("result=sent"));
+    let check = host.run(None, &["--system", "check"], "");
+    assert_eq!(check.code, 0, "{check:?}");
+    let logout = host.run(None, &["--system", "logout", "ops"], "");
+    assert_eq!(logout.code, 0, "{logout:?}");
+    assert!(!host.path("lib/tokens/ops.json").exists());
+    let status = host.run(None, &["--system", "status"], "");
+    assert_eq!(status.code, 77, "{status:?}");
 }
 
 #[test]
