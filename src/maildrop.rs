@@ -18,7 +18,7 @@
 //! resolved with the system config, put in the system queue (fsynced) with the submitting
 //! user's login name, and only then removed from the maildrop. An entry that fails a
 //! check is removed and logged; a message the plan refuses (no recipient, a bad address)
-//! is moved to `held/`, root's, and logged.
+//! is moved to `held/`, root's, logged, and a notice goes to the submitter's alias.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -233,6 +233,14 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
                         e.to_string()
                     ));
                     hold(&path, &name, &taken.file);
+                    crate::notice::held(
+                        config,
+                        &queue,
+                        journal,
+                        &taken.submitter,
+                        &name.to_string_lossy(),
+                        &e.to_string(),
+                    );
                 }
             },
             Err(why) => {

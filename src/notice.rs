@@ -29,33 +29,77 @@ pub fn failed(
     if submitter == Some(NOTICE_SUBMITTER) {
         return None;
     }
-    let text = body(entry, why);
+    let text = failed_body(entry, why);
+    tell(
+        config,
+        queue,
+        journal,
+        Some(&entry.meta.account),
+        submitter,
+        &entry.id,
+        &text,
+    )
+}
+
+/// Queues a notice that the maildrop entry `name` of `submitter` was held: the system
+/// config refused the message itself (`why`), so it waits in `held/` for the admin.
+pub fn held(
+    config: &Config,
+    queue: &Queue,
+    journal: &Journal,
+    submitter: &str,
+    name: &str,
+    why: &str,
+) -> Option<String> {
+    let host = hostname();
+    let why = why.replace(['\r', '\n'], " ");
+    let text = format!(
+        "Subject: Unsent mail on {host}\nAuto-Submitted: auto-generated\n\
+         Content-Type: text/plain; charset=utf-8\n\n\
+         A message that {submitter} handed to sendmail on {host} could not be sent:\n\n\
+         \x20 {why}\n\n\
+         It is kept for the admin in {}/{name}.\n",
+        crate::paths::system::HELD
+    );
+    tell(config, queue, journal, None, Some(submitter), name, &text)
+}
+
+/// Queues `text` to the submitter's alias, else root's; logs what was done.
+fn tell(
+    config: &Config,
+    queue: &Queue,
+    journal: &Journal,
+    account: Option<&str>,
+    submitter: Option<&str>,
+    about: &str,
+    text: &str,
+) -> Option<String> {
     let to = [submitter.unwrap_or("root"), "root"];
     let queued = to
         .iter()
-        .find_map(|name| enqueue(config, queue, &entry.meta.account, name, &text).ok());
+        .find_map(|name| enqueue(config, queue, account, name, text).ok());
+    let who = submitter.unwrap_or("root");
     match &queued {
-        Some(id) => journal.event(&format!(
-            "account={} notice={id} about={} to={}",
-            entry.meta.account,
-            entry.id,
-            submitter.unwrap_or("root")
-        )),
+        Some(id) => journal.event(&format!("notice={id} about={about} to={who}")),
         None => journal.event(&format!(
-            "account={} about={} result=no-notice (no [aliases] entry for {} nor root)",
-            entry.meta.account,
-            entry.id,
-            submitter.unwrap_or("root")
+            "about={about} result=no-notice (no [aliases] entry for {who} nor root, or no \
+             default account)"
         )),
     }
     queued
 }
 
-fn enqueue(config: &Config, queue: &Queue, account: &str, to: &str, text: &str) -> Result<String> {
+fn enqueue(
+    config: &Config,
+    queue: &Queue,
+    account: Option<&str>,
+    to: &str,
+    text: &str,
+) -> Result<String> {
     let message = Message::read(text.as_bytes())?;
     let args = SendArgs {
         recipients: vec![to.to_owned()],
-        account: Some(account.to_owned()),
+        account: account.map(str::to_owned),
         full_name: Some("oauth2-sendmail".to_owned()),
         ..SendArgs::default()
     };
@@ -79,10 +123,14 @@ fn enqueue(config: &Config, queue: &Queue, account: &str, to: &str, text: &str) 
     )
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "this host".to_owned(), |h| h.trim().to_owned())
+}
+
 /// The notice: headers (no From: the plan adds the account's) and a few lines.
-fn body(entry: &Entry, why: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "this host".to_owned(), |h| h.trim().to_owned());
+fn failed_body(entry: &Entry, why: &str) -> String {
+    let host = hostname();
     let why = why.replace(['\r', '\n'], " ");
     let from = entry.meta.envelope.from.as_deref().unwrap_or("");
     format!(

@@ -633,3 +633,30 @@ fn a_users_message_refused_for_good_is_kept_and_a_notice_goes_to_their_alias() {
         "{log}"
     );
 }
+
+#[test]
+fn a_dropped_message_the_system_config_refuses_is_held_and_its_sender_told() {
+    if !namespaces_work() {
+        return;
+    }
+    let host = Host::new(Behaviour::default());
+    host.run(Some(NOBODY), &["-i", "not valid@"], "Subject: x\n\ny\n")
+        .assert_silent_success();
+    let flush = host.run(None, &["--system", "-q"], "");
+    assert_eq!(flush.code, 0, "{flush:?}");
+    assert!(host.maildrop().is_empty());
+    let held = names_in(&host.path("spool/held"));
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(held[0].starts_with("65534."), "{held:?}");
+    let deliveries = host.smtp.deliveries();
+    assert_eq!(deliveries.len(), 1, "{:?}", host.smtp.transcript());
+    assert_eq!(deliveries[0].rcpts, [HELPDESK]);
+    let notice = String::from_utf8_lossy(&deliveries[0].data);
+    assert!(
+        notice.contains("Subject: Unsent mail on ")
+            && notice.contains("not valid@")
+            && notice.contains(&format!("/var/spool/oauth2-sendmail/held/{}", held[0])),
+        "{notice}"
+    );
+    assert!(host.log().contains("result=held"), "{}", host.log());
+}
