@@ -74,6 +74,12 @@ pub fn run(args: &SendArgs) -> Result<()> {
         Err(e) => e,
     };
     notify::needs_user(&account, &e);
+    if scope::current() == Mode::System
+        && e.class() == Class::Permanent
+        && args.caller_cannot_keep()
+    {
+        return keep_refused(&config, &plan, &parts, &e, &journal);
+    }
     if should_queue(e.class(), policy, args.caller_cannot_keep()) {
         // Exit 0: the message is safe on disk, and the next flush sends it.
         let id = enqueue(&plan, &parts, Some(&e))?;
@@ -86,6 +92,36 @@ pub fn run(args: &SendArgs) -> Result<()> {
         e.to_string()
     ));
     Err(e)
+}
+
+/// System mode, a caller that cannot keep the message (cron's `-oem`): a permanent refusal
+/// is kept in the system queue's `failed/` and a notice goes to root's alias (exit 0),
+/// since cron would otherwise lose the job's output with nobody told.
+fn keep_refused(
+    config: &Config,
+    plan: &SendPlan,
+    parts: &[&[u8]],
+    e: &Error,
+    journal: &Journal,
+) -> Result<()> {
+    let id = enqueue(plan, parts, Some(e))?;
+    let queue = Queue::open()?;
+    let (entries, _) = queue.list()?;
+    let Some(entry) = entries.into_iter().find(|x| x.id == id) else {
+        return Err(Error::io(format!(
+            "queued message {id} cannot be read back"
+        )));
+    };
+    let why = e.to_string();
+    queue.fail(&entry, &why)?;
+    journal.message(
+        &plan.account,
+        &plan.envelope,
+        entry.size,
+        &format!("result=failed id={id} error={why:?}"),
+    );
+    crate::notice::failed(config, &queue, journal, &entry, &why);
+    Ok(())
 }
 
 /// A user with no config of their own on a host whose MTA is the system account: the

@@ -660,3 +660,37 @@ fn a_dropped_message_the_system_config_refuses_is_held_and_its_sender_told() {
     );
     assert!(host.log().contains("result=held"), "{}", host.log());
 }
+
+#[test]
+fn roots_cron_mail_refused_for_good_is_kept_and_root_is_told() {
+    if !namespaces_work() {
+        return;
+    }
+    let host = Host::new(
+        Behaviour::default().refuse_rcpt("gone@fabrikam.example", "550 5.1.1 User unknown"),
+    );
+    let run = host.run(
+        None,
+        &["-FCronDaemon", "-i", "-oem", "gone@fabrikam.example"],
+        CRON_MAIL,
+    );
+    run.assert_silent_success();
+    let failed = names_in(&host.path("spool/queue/failed"));
+    assert!(failed.iter().any(|n| n.ends_with(".mail")), "{failed:?}");
+    assert!(host.smtp.deliveries().is_empty());
+    // The notice waits in the system queue for the next flush (the timer's).
+    let flush = host.run(None, &["--system", "-q"], "");
+    assert_eq!(flush.code, 0, "{flush:?}");
+    let deliveries = host.smtp.deliveries();
+    assert_eq!(deliveries.len(), 1, "{:?}", host.smtp.transcript());
+    assert_eq!(deliveries[0].rcpts, [OPS]);
+    let notice = String::from_utf8_lossy(&deliveries[0].data);
+    assert!(
+        notice.contains("550 5.1.1 User unknown") && notice.contains("submitted by: root"),
+        "{notice}"
+    );
+    // Without -oem the caller keeps the message: sendmail's exit code, nothing kept.
+    let run = host.run(None, &["-i", "gone@fabrikam.example"], CRON_MAIL);
+    assert_eq!(run.code, 67, "{run:?}");
+    assert_eq!(names_in(&host.path("spool/queue/failed")), failed);
+}
