@@ -224,6 +224,9 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
                     report.queued += 1;
                     remove_same(&path, &taken.file);
                 }
+                // The system queue cannot be written (a full disk): the entry stays for
+                // the next run, and this one stops with the error.
+                Err(e) if matches!(e.kind, crate::error::Kind::Io(_)) => return Err(e),
                 Err(e) => {
                     report.refused += 1;
                     journal.event(&format!(
