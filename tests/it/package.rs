@@ -169,6 +169,13 @@ fn check_mta(mta: &Path) {
             "{unit} is not enabled by postinst:\n{postinst}"
         );
     }
+    assert!(
+        postinst.contains(
+            "deb-systemd-invoke $_dh_action oauth2-sendmail-mta.path oauth2-sendmail-mta.service \
+             oauth2-sendmail-mta.timer"
+        ),
+        "the units are started where systemd runs:\n{postinst}"
+    );
     assert!(!postinst.contains("#DEBHELPER#"), "{postinst}");
     assert!(
         read("postrm").contains("rm -rf /var/lib/oauth2-sendmail"),
