@@ -37,7 +37,10 @@ for v in lib spool log; do
   mkdir "/var/$v/oauth2-sendmail"
   mount --bind "$T/$v" "/var/$v/oauth2-sendmail"
 done
-exec "$@""#;
+# The binary where any user may run it, whatever the modes of the folders above the build's.
+touch /var/lib/oauth2-sendmail-under-test
+mount --bind "$BENCH_EXE" /var/lib/oauth2-sendmail-under-test
+BENCH_EXE=/var/lib/oauth2-sendmail-under-test exec "$@""#;
 
 /// The message a daemon's user sends (1 KiB).
 fn message() -> Vec<u8> {

@@ -36,7 +36,12 @@ for v in lib spool log; do
   mkdir "/var/$v/oauth2-sendmail"
   mount --bind "$T/$v" "/var/$v/oauth2-sendmail"
 done
-user=$1; shift
+# The binary where any user may run it, whatever the modes of the folders above the
+# build's (a clone under /root, say).
+touch /var/lib/oauth2-sendmail-under-test
+mount --bind "$2" /var/lib/oauth2-sendmail-under-test
+user=$1; shift 2
+set -- /var/lib/oauth2-sendmail-under-test "$@"
 if [ -n "$user" ]; then
   exec setpriv --reuid="$user" --regid="$user" --clear-groups -- "$@"
 fi
