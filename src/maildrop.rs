@@ -50,6 +50,9 @@ const MAX_HEADER: usize = 64 * 1024;
 pub const MAX_PER_RUN: usize = 1000;
 /// A temporary file older than this (a day) was left by a writer that died: removed.
 const STALE_TEMP_SECS: u64 = 86_400;
+/// A complete temporary file older than this (10 minutes) lost its rename in a crash (its
+/// writer takes milliseconds): taken like an entry.
+const ORPHAN_SECS: u64 = 600;
 /// The maildrop's mode: anyone may create and enter, nobody but root may list, and the
 /// sticky bit keeps a file removable and renameable only by its owner (and root).
 pub const MAILDROP_MODE: u32 = 0o1733;
@@ -122,9 +125,10 @@ fn drop_args(args: &SendArgs) -> Vec<String> {
     out
 }
 
-/// Writes one entry: a dotted temporary name, fsync, rename, and an fsync after the
-/// rename (a user cannot open the folder to fsync it: it is not readable; on journalling
-/// file systems the second fsync commits the rename, which changed the file's ctime).
+/// Writes one entry: a dotted temporary name, fsync, rename (as Postfix's `postdrop` does).
+/// A user cannot fsync the folder (it is not readable): if a crash loses the rename, the
+/// fsynced temporary file is still complete, and the flusher takes it after
+/// [`ORPHAN_SECS`].
 fn write_entry(dir: &Path, args: &[String], message: &[u8]) -> Result<()> {
     let uid = rustix::process::geteuid().as_raw();
     let header = Header {
@@ -159,8 +163,7 @@ fn write_entry(dir: &Path, args: &[String], message: &[u8]) -> Result<()> {
         .write_all(&first)
         .and_then(|()| file.write_all(message))
         .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, dir.join(&name)))
-        .and_then(|()| file.sync_all());
+        .and_then(|()| fs::rename(&tmp, dir.join(&name)));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(error(e));
@@ -210,15 +213,19 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let path = dir.join(&name);
-        if name.as_encoded_bytes().starts_with(b".") {
-            remove_stale_temp(&path, now);
-            continue;
-        }
         if looked_at == MAX_PER_RUN {
             break;
         }
+        let taken = if name.as_encoded_bytes().starts_with(b".") {
+            match orphan(&path, &name, now) {
+                Some(taken) => Ok(taken),
+                None => continue,
+            }
+        } else {
+            take(&path, &name)
+        };
         looked_at += 1;
-        match take(&path, &name) {
+        match taken {
             Ok(taken) => match admit(config, &queue, &taken, journal) {
                 Ok(()) => {
                     report.queued += 1;
@@ -439,14 +446,24 @@ fn hold(path: &Path, name: &std::ffi::OsStr, file: &File) {
     remove_same(path, file);
 }
 
-/// Removes a dotted temporary file older than a day (its writer died).
-fn remove_stale_temp(path: &Path, now: u64) {
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        let age = now.saturating_sub(u64::try_from(meta.mtime()).unwrap_or(0));
-        if age > STALE_TEMP_SECS {
-            let _ = fs::remove_file(path);
-        }
+/// A dotted temporary file: taken when it is complete and older than [`ORPHAN_SECS`] (a
+/// crash lost its rename); removed when older than a day (its writer died); else left.
+fn orphan(path: &Path, name: &std::ffi::OsStr, now: u64) -> Option<Taken> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let age = now.saturating_sub(u64::try_from(meta.mtime()).unwrap_or(0));
+    if age < ORPHAN_SECS {
+        return None;
     }
+    let real = name
+        .to_str()
+        .and_then(|n| n.strip_prefix('.')?.strip_suffix(".tmp"));
+    if let Some(Ok(taken)) = real.map(|r| take(path, std::ffi::OsStr::new(r))) {
+        return Some(taken);
+    }
+    if age > STALE_TEMP_SECS {
+        let _ = fs::remove_file(path);
+    }
+    None
 }
 
 /// The login name of `uid` (from `/etc/passwd`), or `uid N` when it has none there.

@@ -162,6 +162,12 @@ fn main() {
     }
     let opts = Options::from_env();
     support::install_provider();
+    // BENCH_ONLY=system: the system-mode rows alone (they need no msmtp and no table).
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "system") {
+        let exe = PathBuf::from(Sandbox::new().command(&[]).get_program());
+        system::run(&exe, opts.rtt, opts.reps, opts.queue_n);
+        return;
+    }
     let ca = TestCa::new();
     let idp = FakeIdp::start(&ca);
     let smtp = FakeSmtp::start(

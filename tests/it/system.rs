@@ -704,3 +704,46 @@ fn roots_cron_mail_refused_for_good_is_kept_and_root_is_told() {
     assert_eq!(run.code, 67, "{run:?}");
     assert_eq!(names_in(&host.path("spool/queue/failed")), failed);
 }
+
+#[test]
+fn a_complete_temporary_file_whose_rename_a_crash_lost_is_still_sent() {
+    if !namespaces_work() {
+        return;
+    }
+    let host = Host::new(Behaviour::default());
+    let ago = |secs: u64| std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    let age = |path: &Path, secs: u64| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(ago(secs))
+            .unwrap();
+    };
+    let whole = entry(
+        NOBODY,
+        &["--", "lost@fabrikam.example"],
+        "Subject: a\n\nb\n",
+    );
+    // Fsynced before a crash that lost its rename, 20 minutes ago: taken.
+    let lost = host.plant(".65534.1.1.1.lost.tmp", &whole, NOBODY);
+    age(&lost, 1200);
+    // Being written right now: left alone.
+    let young = host.plant(".65534.1.1.1.young.tmp", &whole, NOBODY);
+    // Its writer died half way, an hour ago: left (removed after a day), never sent.
+    let mut half = whole.clone();
+    half.truncate(whole.len() - 2);
+    let died = host.plant(".65534.1.1.1.died.tmp", &half, NOBODY);
+    age(&died, 3600);
+    // Its writer died two days ago: removed.
+    let old = host.plant(".65534.1.1.1.old.tmp", &half, NOBODY);
+    age(&old, 2 * 86_400);
+
+    let run = host.run(None, &["--system", "-q"], "");
+    assert_eq!(run.code, 0, "{run:?}");
+    let deliveries = host.smtp.deliveries();
+    assert_eq!(deliveries.len(), 1, "{:?}", host.smtp.transcript());
+    assert_eq!(deliveries[0].rcpts, ["lost@fabrikam.example"]);
+    assert!(!lost.exists() && !old.exists());
+    assert!(young.exists() && died.exists());
+}
