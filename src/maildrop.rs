@@ -210,6 +210,7 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
         .map_err(|e| Error::io(format!("cannot list the maildrop {}: {e}", dir.display())))?;
     let now = clock::now();
     let mut looked_at = 0;
+    let mut told = std::collections::HashSet::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let path = dir.join(&name);
@@ -243,14 +244,18 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
                         e.to_string()
                     ));
                     hold(&path, &name, &taken.file);
-                    crate::notice::held(
-                        config,
-                        &queue,
-                        journal,
-                        &taken.submitter,
-                        &name.to_string_lossy(),
-                        &e.to_string(),
-                    );
+                    // One notice per user and run: a flood of bad messages is not a
+                    // flood of notices to root.
+                    if told.insert(taken.uid) {
+                        crate::notice::held(
+                            config,
+                            &queue,
+                            journal,
+                            &taken.submitter,
+                            &name.to_string_lossy(),
+                            &e.to_string(),
+                        );
+                    }
                 }
             },
             Err(why) => {
