@@ -251,6 +251,18 @@ fn check_system_mode(main: &Path, mta: &Path) {
     );
     let units: Vec<String> = units.iter().map(|u| format!("'{}'", u.display())).collect();
     let units = units.join(" ");
+    // The main package's cron example names the packaged binary (no placeholder).
+    let example = std::fs::read_to_string(
+        root.join("usr/share/doc/oauth2-sendmail/examples/cron/oauth2-sendmail"),
+    )
+    .unwrap();
+    assert!(
+        example
+            .lines()
+            .any(|l| l == "*/5 * * * * /usr/bin/oauth2-sendmail -q")
+            && !example.contains('@'),
+        "{example}"
+    );
     let cron = std::fs::read_to_string(root.join("etc/cron.d/oauth2-sendmail-mta")).unwrap();
     let line = cron
         .lines()
