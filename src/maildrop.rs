@@ -264,7 +264,7 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
                     "maildrop={} result=refused reason={why:?}",
                     name.to_string_lossy()
                 ));
-                let _ = fs::remove_file(&path);
+                discard(&path, &name);
             }
         }
     }
@@ -436,6 +436,20 @@ fn remove_same(path: &Path, file: &File) {
     if now.ino() == ours.ino() && now.dev() == ours.dev() {
         let _ = fs::remove_file(path);
     }
+}
+
+/// Removes a refused entry; one that cannot be unlinked (a folder a user made there) is
+/// moved to `held/`, so that nothing is left for the path unit to fire on again and again.
+fn discard(path: &Path, name: &std::ffi::OsStr) {
+    if fs::remove_file(path).is_ok() {
+        return;
+    }
+    let held = Path::new(system::HELD);
+    let _ = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(held);
+    let _ = fs::rename(path, held.join(name));
 }
 
 /// Moves a checked entry the plan refused to `held/` (root's), for the admin.

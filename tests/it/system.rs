@@ -480,6 +480,9 @@ fn hostile_maildrop_entries_are_refused_and_nothing_of_roots_is_read_or_sent() {
     let file = std::fs::File::create(&big).unwrap();
     file.set_len(65 * 1024 * 1024 + 1).unwrap();
     std::os::unix::fs::chown(&big, Some(NOBODY), Some(NOBODY)).unwrap();
+    // A folder (it cannot be unlinked; it must not stay to fire the path unit forever).
+    std::fs::create_dir(drop_dir.join("65534.1.1.1.dir")).unwrap();
+    std::os::unix::fs::chown(drop_dir.join("65534.1.1.1.dir"), Some(NOBODY), Some(NOBODY)).unwrap();
     // A FIFO (opening it must not block the flusher).
     let fifo = drop_dir.join("65534.1.1.1.fifo");
     assert!(
