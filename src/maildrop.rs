@@ -9,16 +9,19 @@
 //! that starts with a dot, fsynced, then renamed to `UID.TIME.PID.RANDOM`; the program
 //! exits 0. The system's path unit starts the flusher when a name without a dot appears.
 //!
-//! **The pickup** (root, `--system -q` and `--system queue flush`): each entry is opened
-//! without following a link and without blocking, and taken only if it is a regular file
-//! with one link, owned by the uid its name and its first line claim, no larger than
-//! [`MAX_MESSAGE`], complete (the first line gives the size), and unchanged while it was
-//! read. Only the recipients, `-t`, `-f`, `-F`, `-a`, the DSN and `-o`/`-B` options are
-//! taken from it: never a config file, a log, a verbosity or a mode. The message is
-//! resolved with the system config, put in the system queue (fsynced) with the submitting
-//! user's login name, and only then removed from the maildrop. An entry that fails a
-//! check is removed and logged; a message the plan refuses (no recipient, a bad address)
-//! is moved to `held/`, root's, logged, and a notice goes to the submitter's alias.
+//! **The pickup** (root, `--system -q` and `--system queue flush`), in two stages, as
+//! Postfix's `pickup` copies into its incoming queue. First, before the config is read,
+//! each entry is opened without following a link and without blocking, and taken only if
+//! it is a regular file with one link, owned by the uid its name and its first line claim,
+//! no larger than [`MAX_MESSAGE`], complete (the first line gives the size), and unchanged
+//! while it was read; root writes its own copy to `incoming/` (fsynced) and only then
+//! removes the entry. An entry that fails a check is removed and logged. So the maildrop
+//! empties even while the system config is broken. Then each copy is resolved with the
+//! system config: only the recipients, `-t`, `-f`, `-F`, `-a`, the DSN and `-o`/`-B`
+//! options are taken from it (never a config file, a log, a verbosity or a mode), it goes
+//! into the system queue (fsynced) with the submitting user's login name, and the copy is
+//! removed. A message the config refuses (no recipient, a bad address) is moved to `held/`,
+//! root's, logged, and a notice goes to the submitter's alias.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -198,19 +201,21 @@ pub struct Pickup {
     pub refused: usize,
 }
 
-/// Root's side: takes every acceptable maildrop entry into the system queue. Holds the
-/// queue's flush lock meanwhile, so two flushers never take the same entry twice.
-pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
+/// Root's side, first stage (no config needed): each maildrop entry that passes the checks
+/// is copied to `incoming/` (root's, fsynced) and removed from the maildrop; one that fails
+/// them is removed and logged. So the maildrop empties even while the system config is
+/// broken, and the path unit never fires on the same entry twice. Holds the queue's flush
+/// lock, so two flushers never take the same entry.
+pub fn intake() -> Result<usize> {
     let dir = Path::new(system::MAILDROP);
     ensure_spool()?;
+    let journal = Journal::default_place();
     let queue = Queue::open()?;
     let _lock = queue.lock_flush()?;
-    let mut report = Pickup::default();
     let entries = fs::read_dir(dir)
         .map_err(|e| Error::io(format!("cannot list the maildrop {}: {e}", dir.display())))?;
     let now = clock::now();
     let mut looked_at = 0;
-    let mut told = std::collections::HashSet::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let path = dir.join(&name);
@@ -227,39 +232,13 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
         };
         looked_at += 1;
         match taken {
-            Ok(taken) => match admit(config, &queue, &taken, journal) {
-                Ok(()) => {
-                    report.queued += 1;
-                    remove_same(&path, &taken.file);
-                }
-                // The system queue cannot be written (a full disk): the entry stays for
-                // the next run, and this one stops with the error.
-                Err(e) if matches!(e.kind, crate::error::Kind::Io(_)) => return Err(e),
-                Err(e) => {
-                    report.refused += 1;
-                    journal.event(&format!(
-                        "maildrop={} submitter={} result=held error={:?}",
-                        name.to_string_lossy(),
-                        taken.submitter,
-                        e.to_string()
-                    ));
-                    hold(&path, &name, &taken.file);
-                    // One notice per user and run: a flood of bad messages is not a
-                    // flood of notices to root.
-                    if told.insert(taken.uid) {
-                        crate::notice::held(
-                            config,
-                            &queue,
-                            journal,
-                            &taken.submitter,
-                            &name.to_string_lossy(),
-                            &e.to_string(),
-                        );
-                    }
-                }
-            },
+            Ok((file, submission)) => {
+                let real = name.to_string_lossy();
+                let real = real.trim_start_matches('.').trim_end_matches(".tmp");
+                submission.store(&Path::new(system::INCOMING).join(real))?;
+                remove_same(&path, &file);
+            }
             Err(why) => {
-                report.refused += 1;
                 journal.event(&format!(
                     "maildrop={} result=refused reason={why:?}",
                     name.to_string_lossy()
@@ -268,20 +247,137 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
             }
         }
     }
+    Ok(looked_at)
+}
+
+/// Root's side, second stage (after [`intake`]): each message in `incoming/` is resolved
+/// with the system config and put in the system queue; one the config refuses is held,
+/// with a notice.
+pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
+    let queue = Queue::open()?;
+    let _lock = queue.lock_flush()?;
+    let dir = Path::new(system::INCOMING);
+    let mut report = Pickup::default();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(report);
+    };
+    let mut told = std::collections::HashSet::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        let path = dir.join(&name);
+        let submission = match Submission::load(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                journal.event(&format!(
+                    "incoming={} result=unreadable error={:?}",
+                    name.to_string_lossy(),
+                    e.to_string()
+                ));
+                continue;
+            }
+        };
+        match admit(config, &queue, &submission, journal) {
+            Ok(()) => {
+                report.queued += 1;
+                let _ = fs::remove_file(&path);
+            }
+            // The system queue cannot be written (a full disk): the message stays in
+            // incoming/ for the next run, and this one stops with the error.
+            Err(e) if matches!(e.kind, crate::error::Kind::Io(_)) => return Err(e),
+            Err(e) => {
+                report.refused += 1;
+                journal.event(&format!(
+                    "maildrop={} submitter={} result=held error={:?}",
+                    name.to_string_lossy(),
+                    submission.submitter,
+                    e.to_string()
+                ));
+                let _ = fs::rename(&path, held_dir().join(&name));
+                // One notice per user and run: a flood of bad messages is not a flood of
+                // notices to root.
+                if told.insert(submission.uid) {
+                    crate::notice::held(
+                        config,
+                        &queue,
+                        journal,
+                        &submission.submitter,
+                        &name.to_string_lossy(),
+                        &e.to_string(),
+                    );
+                }
+            }
+        }
+    }
     Ok(report)
 }
 
-/// An entry that passed every check.
-struct Taken {
-    file: File,
+/// A message that passed the checks: who sent it (the uid from the file's owner, their
+/// login name), the arguments that shape it, the message.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
     uid: u32,
     submitter: String,
     args: Vec<String>,
+    #[serde(skip)]
     message: Vec<u8>,
 }
 
+impl Submission {
+    /// Writes the copy in `incoming/` (root's): a JSON line, the message; temporary name,
+    /// fsync, rename, folder fsync.
+    fn store(&self, path: &Path) -> Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::private_dir::ensure_dir(dir, "incoming folder")?;
+        let mut line = serde_json::to_vec(self).map_err(|e| Error::internal(e.to_string()))?;
+        line.push(b'\n');
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let error = |e: std::io::Error| Error::io(format!("cannot write {}: {e}", path.display()));
+        let mut file = crate::private_dir::open(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )
+        .map_err(error)?;
+        file.write_all(&line)
+            .and_then(|()| file.write_all(&self.message))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&tmp, path))
+            .and_then(|()| File::open(dir)?.sync_all())
+            .map_err(error)
+    }
+
+    /// Reads a copy that `store` wrote.
+    fn load(path: &Path) -> Result<Submission> {
+        let mut bytes = crate::private_dir::read(path)
+            .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?;
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| Error::internal(format!("{}: no first line", path.display())))?;
+        let mut submission: Submission = serde_json::from_slice(&bytes[..end])
+            .map_err(|e| Error::internal(format!("{}: {e}", path.display())))?;
+        submission.message = bytes.split_off(end + 1);
+        Ok(submission)
+    }
+}
+
+fn held_dir() -> &'static Path {
+    let held = Path::new(system::HELD);
+    let _ = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(held);
+    held
+}
+
 /// Opens and checks one entry; `Err` says why it is refused.
-fn take(path: &Path, name: &std::ffi::OsStr) -> std::result::Result<Taken, String> {
+fn take(path: &Path, name: &std::ffi::OsStr) -> std::result::Result<(File, Submission), String> {
     let claimed: u32 = name
         .to_str()
         .and_then(|n| n.split('.').next())
@@ -357,17 +453,19 @@ fn take(path: &Path, name: &std::ffi::OsStr) -> std::result::Result<Taken, Strin
             header.size
         ));
     }
-    Ok(Taken {
+    Ok((
         file,
-        uid: claimed,
-        submitter: login_name(claimed),
-        args: header.args,
-        message,
-    })
+        Submission {
+            uid: claimed,
+            submitter: login_name(claimed),
+            args: header.args,
+            message,
+        },
+    ))
 }
 
 /// Resolves the entry with the system config and puts it in the system queue.
-fn admit(config: &Config, queue: &Queue, taken: &Taken, journal: &Journal) -> Result<()> {
+fn admit(config: &Config, queue: &Queue, taken: &Submission, journal: &Journal) -> Result<()> {
     let args = allowed_args(&taken.args)?;
     let message = Message::read(&taken.message[..])?;
     let plan = plan::resolve(&args, config, &message, context())?;
@@ -444,30 +542,12 @@ fn discard(path: &Path, name: &std::ffi::OsStr) {
     if fs::remove_file(path).is_ok() {
         return;
     }
-    let held = Path::new(system::HELD);
-    let _ = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(held);
-    let _ = fs::rename(path, held.join(name));
-}
-
-/// Moves a checked entry the plan refused to `held/` (root's), for the admin.
-fn hold(path: &Path, name: &std::ffi::OsStr, file: &File) {
-    let held = Path::new(system::HELD);
-    let made = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(held);
-    if made.is_ok() && fs::rename(path, held.join(name)).is_ok() {
-        return;
-    }
-    remove_same(path, file);
+    let _ = fs::rename(path, held_dir().join(name));
 }
 
 /// A dotted temporary file: taken when it is complete and older than [`ORPHAN_SECS`] (a
 /// crash lost its rename); removed when older than a day (its writer died); else left.
-fn orphan(path: &Path, name: &std::ffi::OsStr, now: u64) -> Option<Taken> {
+fn orphan(path: &Path, name: &std::ffi::OsStr, now: u64) -> Option<(File, Submission)> {
     let meta = fs::symlink_metadata(path).ok()?;
     let age = now.saturating_sub(u64::try_from(meta.mtime()).unwrap_or(0));
     if age < ORPHAN_SECS {

@@ -434,6 +434,10 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
     match action {
         QueueAction::List => sendmail::list_queue(),
         QueueAction::Flush => {
+            if crate::scope::current() == crate::scope::Mode::System {
+                // Before the config: the maildrop empties even while the config is broken.
+                crate::maildrop::intake()?;
+            }
             let config = config::load(config_file)?;
             if crate::scope::current() == crate::scope::Mode::System {
                 crate::maildrop::pickup(&config, &crate::journal::Journal::from_config(&config))?;

@@ -19,6 +19,9 @@ pub mod system {
     pub const SPOOL: &str = "/var/spool/oauth2-sendmail";
     /// Where other users' messages wait for the root flusher.
     pub const MAILDROP: &str = "/var/spool/oauth2-sendmail/maildrop";
+    /// Checked maildrop entries, copied by root and waiting to be resolved with the system
+    /// config (root's alone): the maildrop is emptied even while the config is broken.
+    pub const INCOMING: &str = "/var/spool/oauth2-sendmail/incoming";
     /// Maildrop entries the flusher could not send for a reason in the entry itself
     /// (an unusable message), kept for the admin.
     pub const HELD: &str = "/var/spool/oauth2-sendmail/held";

@@ -37,6 +37,10 @@ pub fn run(args: &SendArgs) -> Result<()> {
         }
         Some(m) => return Err(Error::usage(format!("unsupported mode -b{m}"))),
     }
+    if args.queue_run.is_some() && scope::current() == Mode::System {
+        // Before the config: the maildrop empties even while the config is broken.
+        maildrop::intake()?;
+    }
     let config = config::load(args.config.as_deref())?;
     if args.queue_run.is_some() {
         return flush_queue(&config, args.verbose > 0);

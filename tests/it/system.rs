@@ -755,3 +755,27 @@ fn a_complete_temporary_file_whose_rename_a_crash_lost_is_still_sent() {
     assert!(!lost.exists() && !old.exists());
     assert!(young.exists() && died.exists());
 }
+
+#[test]
+fn a_broken_system_config_still_empties_the_maildrop_and_sends_once_fixed() {
+    if !namespaces_work() {
+        return;
+    }
+    let host = Host::new(Behaviour::default());
+    host.run(Some(NOBODY), &["-i", "root"], "Subject: u\n\nx\n")
+        .assert_silent_success();
+    std::fs::write(host.path("etc/config.toml"), "[accounts.ops\n").unwrap();
+    let flush = host.run(None, &["--system", "-q"], "");
+    flush.assert_failure(78);
+    // Nothing is left for the path unit to fire on again and again; the copy is root's.
+    assert!(host.maildrop().is_empty(), "{:?}", host.maildrop());
+    let incoming = names_in(&host.path("spool/incoming"));
+    assert_eq!(incoming.len(), 1, "{incoming:?}");
+    let copy = std::fs::metadata(host.path("spool/incoming").join(&incoming[0])).unwrap();
+    assert_eq!((copy.uid(), copy.mode() & 0o777), (0, 0o600));
+    host.config("");
+    let flush = host.run(None, &["--system", "-q"], "");
+    flush.assert_silent_success();
+    assert_eq!(host.smtp.deliveries().len(), 1);
+    assert!(names_in(&host.path("spool/incoming")).is_empty());
+}
