@@ -110,8 +110,19 @@ fn check_system_config() -> Result<()> {
         (paths::system::CONFIG_DIR, "system config folder"),
         (paths::system::CONFIG, "system config"),
     ] {
-        let meta = std::fs::symlink_metadata(path)
-            .map_err(|e| Error::config(format!("cannot read the {what} {path}: {e}")))?;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            // `--system login EMAIL` writes a missing config; any other word says it is
+            // missing when it reads it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == paths::system::CONFIG => {
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::config(format!(
+                    "cannot read the {what} {path}: {e} (is the oauth2-sendmail-mta package installed?)"
+                )));
+            }
+        };
         let mode = meta.mode() & 0o7777;
         if meta.file_type().is_symlink() {
             return Err(Error::config(format!(

@@ -387,6 +387,15 @@ fn a_system_config_others_can_write_is_refused_with_the_fix() {
     let run = host.run(None, &["--system", "status"], "");
     let line = run.assert_failure(78);
     assert!(line.contains("system config folder"), "{line}");
+    // No config yet (a fresh install): `--system` words say so when they read it.
+    set_mode(&host.path("etc"), 0o700);
+    std::fs::remove_file(host.path("etc/config.toml")).unwrap();
+    let run = host.run(None, &["--system", "status"], "");
+    let line = run.assert_failure(78);
+    assert!(
+        line.contains("cannot read config /etc/oauth2-sendmail/config.toml"),
+        "{line}"
+    );
     assert!(host.smtp.deliveries().is_empty());
 }
 
