@@ -788,3 +788,36 @@ fn a_broken_system_config_still_empties_the_maildrop_and_sends_once_fixed() {
     assert_eq!(host.smtp.deliveries().len(), 1);
     assert!(names_in(&host.path("spool/incoming")).is_empty());
 }
+
+#[test]
+fn a_users_dash_t_message_keeps_its_recipients_and_loses_its_bcc_through_the_maildrop() {
+    if !namespaces_work() {
+        return;
+    }
+    let host = Host::new(Behaviour::default());
+    let message = "From: nobody\nTo: Ann <ann@fabrikam.example>\nCc: root\n\
+                   Bcc: hidden@fabrikam.example\nSubject: caf\u{e9}\n\n8-bit body: \u{e9}\n";
+    host.run(Some(NOBODY), &["-t", "-i", "-FBackup Job"], message)
+        .assert_silent_success();
+    host.run(None, &["--system", "-q"], "")
+        .assert_silent_success();
+    let deliveries = host.smtp.deliveries();
+    assert_eq!(deliveries.len(), 1, "{:?}", host.smtp.transcript());
+    let mut rcpts = deliveries[0].rcpts.clone();
+    rcpts.sort();
+    assert_eq!(
+        rcpts,
+        ["ann@fabrikam.example", "hidden@fabrikam.example", OPS]
+    );
+    let data = String::from_utf8_lossy(&deliveries[0].data);
+    assert!(
+        !data.contains("Bcc:") && !data.contains("hidden@"),
+        "{data}"
+    );
+    assert!(data.contains("8-bit body: \u{e9}"), "{data}");
+    // A daemon's From without a domain follows rewrite_from: the account's, with -F's name.
+    assert!(
+        data.contains(&format!("From: Backup Job <{OPS}>")),
+        "{data}"
+    );
+}
