@@ -2,7 +2,8 @@
 //! the server's reply, what to run — since a daemon or a user behind the maildrop has no
 //! terminal to read an exit code on. It goes to the submitting user's `[aliases]` entry
 //! (root's when they have none, or for root's own mail), from the system account, through
-//! the system queue like any message; a notice is never sent about a notice.
+//! the system queue like any message; a notice is never sent about a notice. The account's
+//! `notify_cmd` runs too.
 
 use crate::cli::SendArgs;
 use crate::clock;
@@ -28,6 +29,15 @@ pub fn failed(
     let submitter = entry.meta.submitter.as_deref();
     if submitter == Some(NOTICE_SUBMITTER) {
         return None;
+    }
+    if let Ok(settings) = config
+        .account(&entry.meta.account)
+        .and_then(|a| crate::provider::resolve(&entry.meta.account, a))
+    {
+        crate::notify::failed_for_good(
+            &settings,
+            &format!("message {} failed for good: {why}", entry.id),
+        );
     }
     let text = failed_body(entry, why);
     tell(

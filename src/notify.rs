@@ -27,7 +27,21 @@ pub fn needs_user(account: &AccountSettings, error: &Error) {
         return;
     }
     remember(account, error);
-    let reason = crate::scrub::for_output(&error.to_string(), MAX_REASON);
+    notifier(account, &error.to_string());
+}
+
+/// System mode: a message that failed for good, for the admin's `notify_cmd` too (the
+/// submitter gets a mailed notice). Without `notify_cmd`, nothing: a root flusher has no
+/// desktop.
+pub fn failed_for_good(account: &AccountSettings, reason: &str) {
+    if account.config.notify_cmd.is_some() {
+        notifier(account, reason);
+    }
+}
+
+/// Runs `notify_cmd` (or the desktop notice) with the account and the reason.
+fn notifier(account: &AccountSettings, reason: &str) {
+    let reason = crate::scrub::for_output(reason, MAX_REASON);
     match &account.config.notify_cmd {
         Some(cmd) => {
             let env = [

@@ -649,6 +649,14 @@ fn a_users_message_refused_for_good_is_kept_and_a_notice_goes_to_their_alias() {
         log.contains("result=failed") && log.contains("notice="),
         "{log}"
     );
+    // The admin's notify_cmd heard of it too.
+    let notified = super::support::wait_for_line(&host.path("notified.env"));
+    assert!(
+        notified.contains("OAUTH2_SENDMAIL_ACCOUNT=ops")
+            && notified.contains("failed for good: ")
+            && notified.contains("550 5.1.1"),
+        "{notified}"
+    );
 }
 
 #[test]
