@@ -26,21 +26,8 @@ use crate::{median, ms};
 const NOBODY: u32 = 65_534;
 const OPS: &str = "ops@example.org";
 
-/// Mounts the bench's folders over the system ones, then runs the child (this binary).
-const NAMESPACE: &str = r#"set -e
-ov=$(mktemp -d "$T/ov.XXXXXX"); mkdir "$ov/u" "$ov/w"
-mount -t overlay overlay -o "lowerdir=/etc,upperdir=$ov/u,workdir=$ov/w" /etc
-mkdir -p /etc/oauth2-sendmail
-mount --bind "$T/etc" /etc/oauth2-sendmail
-for v in lib spool log; do
-  mount -t tmpfs -o mode=755 tmpfs "/var/$v"
-  mkdir "/var/$v/oauth2-sendmail"
-  mount --bind "$T/$v" "/var/$v/oauth2-sendmail"
-done
-# The binary where any user may run it, whatever the modes of the folders above the build's.
-touch /var/lib/oauth2-sendmail-under-test
-mount --bind "$BENCH_EXE" /var/lib/oauth2-sendmail-under-test
-BENCH_EXE=/var/lib/oauth2-sendmail-under-test exec "$@""#;
+/// The integration tests' private mount namespace (see the script's comment).
+const NAMESPACE: &str = include_str!("../../tests/it/namespace.sh");
 
 /// The message a daemon's user sends (1 KiB).
 fn message() -> Vec<u8> {
@@ -166,7 +153,8 @@ fn in_namespace(dir: &Path, exe: &Path, mode: &str, n: usize) -> Result<Vec<Dura
         .arg(me)
         .env("T", dir)
         .env("BENCH_SYSTEM_CHILD", mode)
-        .env("BENCH_EXE", exe)
+        .env("NS_EXE", exe)
+        .env("BENCH_EXE", "/var/lib/oauth2-sendmail-under-test")
         .env("BENCH_N", n.to_string())
         .output()
         .map_err(|e| format!("unshare: {e}"))?;

@@ -24,28 +24,10 @@ const NOBODY: u32 = 65_534;
 /// The `[aliases]` entry of the unprivileged user `nobody`.
 const HELPDESK: &str = "helpdesk@contoso.com";
 
-/// Mounts the test's folders over the system ones, then runs the program (as `$1` user
-/// when not empty). `$T` is the test's folder.
-const NAMESPACE: &str = r#"set -e
-ov=$(mktemp -d "$T/ov.XXXXXX"); mkdir "$ov/u" "$ov/w"
-mount -t overlay overlay -o "lowerdir=/etc,upperdir=$ov/u,workdir=$ov/w" /etc
-mkdir -p /etc/oauth2-sendmail
-mount --bind "$T/etc" /etc/oauth2-sendmail
-for v in lib spool log; do
-  mount -t tmpfs -o mode=755 tmpfs "/var/$v"
-  mkdir "/var/$v/oauth2-sendmail"
-  mount --bind "$T/$v" "/var/$v/oauth2-sendmail"
-done
-# The binary where any user may run it, whatever the modes of the folders above the
-# build's (a clone under /root, say).
-touch /var/lib/oauth2-sendmail-under-test
-mount --bind "$2" /var/lib/oauth2-sendmail-under-test
-user=$1; shift 2
-set -- /var/lib/oauth2-sendmail-under-test "$@"
-if [ -n "$user" ]; then
-  exec setpriv --reuid="$user" --regid="$user" --clear-groups -- "$@"
-fi
-exec "$@""#;
+/// The private mount namespace each run gets (see the script's comment).
+const NAMESPACE: &str = include_str!("namespace.sh");
+/// Where the namespace puts the binary under test.
+const EXE_IN_NAMESPACE: &str = "/var/lib/oauth2-sendmail-under-test";
 
 /// Whether this machine can run the tests; `false` after saying why (CI fails instead).
 fn namespaces_work() -> bool {
@@ -176,10 +158,12 @@ impl Host {
                 },
             )
             .env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "1500")
-            .args(["--mount", "sh", "-c", NAMESPACE, "sh"])
-            .arg(user.map(|u| u.to_string()).unwrap_or_default())
-            .arg(exe)
+            .env("NS_EXE", exe)
+            .args(["--mount", "sh", "-c", NAMESPACE, "sh", EXE_IN_NAMESPACE])
             .args(args);
+        if let Some(uid) = user {
+            cmd.env("NS_USER", uid.to_string());
+        }
         cmd
     }
 
