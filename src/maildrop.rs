@@ -468,7 +468,7 @@ fn take(path: &Path, name: &std::ffi::OsStr) -> std::result::Result<(File, Submi
 fn admit(config: &Config, queue: &Queue, taken: &Submission, journal: &Journal) -> Result<()> {
     let args = allowed_args(&taken.args)?;
     let message = Message::read(&taken.message[..])?;
-    let plan = plan::resolve(&args, config, &message, context())?;
+    let plan = plan::resolve(&args, config, &message, plan::Context::current())?;
     config.account(&plan.account)?;
     let rendered = message.render(&plan.edits);
     let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
@@ -514,15 +514,6 @@ fn allowed_args(args: &[String]) -> Result<SendArgs> {
         options: parsed.options,
         ..SendArgs::default()
     })
-}
-
-fn context() -> plan::Context {
-    let mut seed = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-    plan::Context {
-        now: clock::now(),
-        random: u64::from_le_bytes(seed) ^ u64::from(std::process::id()),
-    }
 }
 
 /// Removes `path` if it is still the file we read (a user may have replaced their own

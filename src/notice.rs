@@ -113,13 +113,7 @@ fn enqueue(
         full_name: Some("oauth2-sendmail".to_owned()),
         ..SendArgs::default()
     };
-    let mut seed = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-    let ctx = plan::Context {
-        now: clock::now(),
-        random: u64::from_le_bytes(seed),
-    };
-    let plan = plan::resolve(&args, config, &message, ctx)?;
+    let plan = plan::resolve(&args, config, &message, plan::Context::current())?;
     let rendered = message.render(&plan.edits);
     let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
     queue.enqueue(

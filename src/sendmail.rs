@@ -46,7 +46,7 @@ pub fn run(args: &SendArgs) -> Result<()> {
         return flush_queue(&config, args.verbose > 0);
     }
     let message = Message::read(std::io::stdin().lock())?;
-    let plan = plan::resolve(args, &config, &message, context())?;
+    let plan = plan::resolve(args, &config, &message, plan::Context::current())?;
     let account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
     let rendered = message.render(&plan.edits);
     let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
@@ -230,18 +230,6 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     match report.exit_code() {
         0 => Ok(()),
         code => Err(Error::from(crate::error::Kind::Reported(code))),
-    }
-}
-
-/// The clock, the local UTC offset and a random seed for the plan.
-fn context() -> plan::Context {
-    let now = crate::clock::now();
-    let mut seed = [0u8; 8];
-    // A Message-ID needs uniqueness, not secrecy; the time and pid still vary without it.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-    plan::Context {
-        now,
-        random: u64::from_le_bytes(seed) ^ u64::from(std::process::id()),
     }
 }
 
