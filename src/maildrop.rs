@@ -192,21 +192,12 @@ fn entry_name(uid: u32) -> String {
     )
 }
 
-/// What one pickup did.
-#[derive(Debug, Default)]
-pub struct Pickup {
-    /// Entries put in the system queue.
-    pub queued: usize,
-    /// Entries refused by a check (removed) or by the plan (held).
-    pub refused: usize,
-}
-
 /// Root's side, first stage (no config needed): each maildrop entry that passes the checks
 /// is copied to `incoming/` (root's, fsynced) and removed from the maildrop; one that fails
 /// them is removed and logged. So the maildrop empties even while the system config is
 /// broken, and the path unit never fires on the same entry twice. Holds the queue's flush
 /// lock, so two flushers never take the same entry.
-pub fn intake() -> Result<usize> {
+pub fn intake() -> Result<()> {
     let dir = Path::new(system::MAILDROP);
     ensure_spool()?;
     let journal = Journal::default_place();
@@ -247,19 +238,18 @@ pub fn intake() -> Result<usize> {
             }
         }
     }
-    Ok(looked_at)
+    Ok(())
 }
 
 /// Root's side, second stage (after [`intake`]): each message in `incoming/` is resolved
 /// with the system config and put in the system queue; one the config refuses is held,
 /// with a notice.
-pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
+pub fn pickup(config: &Config, journal: &Journal) -> Result<()> {
     let queue = Queue::open()?;
     let _lock = queue.lock_flush()?;
     let dir = Path::new(system::INCOMING);
-    let mut report = Pickup::default();
     let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(report);
+        return Ok(());
     };
     let mut told = std::collections::HashSet::new();
     for entry in entries.flatten() {
@@ -281,14 +271,12 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
         };
         match admit(config, &queue, &submission, journal) {
             Ok(()) => {
-                report.queued += 1;
                 let _ = fs::remove_file(&path);
             }
             // The system queue cannot be written (a full disk): the message stays in
             // incoming/ for the next run, and this one stops with the error.
             Err(e) if matches!(e.kind, crate::error::Kind::Io(_)) => return Err(e),
             Err(e) => {
-                report.refused += 1;
                 journal.event(&format!(
                     "maildrop={} submitter={} result=held error={:?}",
                     name.to_string_lossy(),
@@ -311,7 +299,7 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<Pickup> {
             }
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// A message that passed the checks: who sent it (the uid from the file's owner, their
@@ -573,7 +561,7 @@ fn login_name(uid: u32) -> String {
 /// Creates the spool (`0755`) and the maildrop (`1733`) when missing, and refuses ones
 /// that would let a user touch another's message: not root's, or a maildrop others may
 /// write without the sticky bit, or a spool others may write.
-pub fn ensure_spool() -> Result<()> {
+fn ensure_spool() -> Result<()> {
     let spool = Path::new(system::SPOOL);
     let maildrop = Path::new(system::MAILDROP);
     make_dir(spool, 0o755)?;
