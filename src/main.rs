@@ -33,6 +33,7 @@
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
+//! | `throttle` | a notice at most once per period across runs (an unwritable log, the notifier) |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
 //! | `manage` | the management words: login, token, status, check, logout, queue |
 //! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add the account to the config |
@@ -68,6 +69,7 @@ mod scrub;
 mod sendmail;
 mod setup;
 mod smtp;
+mod throttle;
 mod tls;
 mod transport;
 
