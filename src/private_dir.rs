@@ -93,8 +93,9 @@ pub fn ensure_named_dir(dir: &Path, what: &str) -> Result<()> {
     for folder in missing.into_iter().rev() {
         match DirBuilder::new().mode(DIR_MODE).create(folder) {
             // Ours: set exactly, the umask may have taken bits we need or left others.
-            Ok(()) => fs::set_permissions(folder, fs::Permissions::from_mode(DIR_MODE))
-                .map_err(error)?,
+            Ok(()) => {
+                fs::set_permissions(folder, fs::Permissions::from_mode(DIR_MODE)).map_err(error)?
+            }
             // Made by another process at the same moment: checked below like any other.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(error(e)),
@@ -219,11 +220,15 @@ mod tests {
         assert_eq!(mode(&home.join("a")), 0o700);
         assert_eq!(mode(&home.join("a/b")), 0o700);
         fs::set_permissions(&home, fs::Permissions::from_mode(0o775)).unwrap();
-        let e = ensure_named_dir(&home, "log folder").unwrap_err().to_string();
+        let e = ensure_named_dir(&home, "log folder")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("chmod go-w"), "{e}");
         assert_eq!(mode(&home), 0o775);
         fs::set_permissions(&home, fs::Permissions::from_mode(0o1777)).unwrap();
-        let e = ensure_named_dir(&home, "log folder").unwrap_err().to_string();
+        let e = ensure_named_dir(&home, "log folder")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("chmod") && e.contains("shared"), "{e}");
         assert_eq!(mode(&home), 0o1777);
     }

@@ -26,10 +26,8 @@ pub fn first_in(key: &str, period: u64) -> Option<bool> {
 }
 
 fn first_in_file(path: &Path, key: &str, period: u64, now: u64) -> io::Result<bool> {
-    let mut file = crate::private_dir::open(
-        path,
-        OpenOptions::new().read(true).write(true).create(true),
-    )?;
+    let mut file =
+        crate::private_dir::open(path, OpenOptions::new().read(true).write(true).create(true))?;
     file.lock()?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
