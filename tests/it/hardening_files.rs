@@ -57,7 +57,9 @@ impl Setup {
     /// An expired access token with a refresh token the fake issued.
     fn seed_expired(&self) -> String {
         let rt = self.idp.issue_refresh_token();
-        self.seed(&json!({"access_token": "at-stale-0", "expires_at": now() - 10, "refresh_token": rt}));
+        self.seed(
+            &json!({"access_token": "at-stale-0", "expires_at": now() - 10, "refresh_token": rt}),
+        );
         rt
     }
 
@@ -149,11 +151,16 @@ fn a_secret_with_a_tilde_is_scrubbed_when_percent_encoded() {
             ),
         );
         let rt = format!("0.AXkA~rt~{}", "R3fr3sh~Tok.en_-".repeat(12));
-        s.seed(&json!({"access_token": "at-stale-0", "expires_at": now() - 10, "refresh_token": rt}));
+        s.seed(
+            &json!({"access_token": "at-stale-0", "expires_at": now() - 10, "refresh_token": rt}),
+        );
         s.idp.set_failure(Some(echo.clone()));
         let run = s.sandbox.run(&["-t"], MESSAGE);
         let line = run.assert_failure(77);
-        assert!(line.contains("<redacted>"), "{echo:?}: the echo was there: {line}");
+        assert!(
+            line.contains("<redacted>"),
+            "{echo:?}: the echo was there: {line}"
+        );
         assert_no_piece_of(secret, line);
         assert_no_piece_of(&rt, line);
         let note = wait_for_line(&notified);
@@ -188,8 +195,16 @@ fn a_logfile_in_a_folder_the_program_did_not_create_keeps_that_folders_mode() {
     }
     assert_eq!(mode(home), 0o755, "the home folder was narrowed");
     assert_eq!(mode(&shared), 0o750, "a shared log folder was narrowed");
-    assert!(std::fs::read_to_string(home.join("x.log")).unwrap().contains("result=queued"));
-    assert!(std::fs::read_to_string(shared.join("x.log")).unwrap().contains("result=queued"));
+    assert!(
+        std::fs::read_to_string(home.join("x.log"))
+            .unwrap()
+            .contains("result=queued")
+    );
+    assert!(
+        std::fs::read_to_string(shared.join("x.log"))
+            .unwrap()
+            .contains("result=queued")
+    );
     assert_eq!(mode(&home.join("x.log")), 0o600);
     // A folder it creates is its own, and private.
     let new = home.join("new/logs");
@@ -208,7 +223,10 @@ fn a_log_that_cannot_be_written_is_said_once_a_day_and_in_status_not_on_every_se
     s.config(&format!("logfile = \"{}/x.log\"", open.display()), "");
     let first = queue_one(&s);
     assert_eq!(first.code, 0, "{first:?}");
-    assert!(first.stderr.contains("chmod"), "the fix is said once: {first:?}");
+    assert!(
+        first.stderr.contains("chmod"),
+        "the fix is said once: {first:?}"
+    );
     assert_eq!(mode(&open), 0o777, "a folder it did not create was changed");
     assert!(!open.join("x.log").exists());
     // The next sends are silent, as Emacs needs them to be.
@@ -334,8 +352,14 @@ fn a_notifier_that_sends_mail_through_this_program_is_not_notified_again() {
         m = msg.display(),
         d = done.display()
     );
-    refused_refresh(&s, "", &serde_json::to_string(&["sh", "-c", &script]).unwrap());
-    s.sandbox.run(&["-oem", "-t"], MESSAGE).assert_silent_success();
+    refused_refresh(
+        &s,
+        "",
+        &serde_json::to_string(&["sh", "-c", &script]).unwrap(),
+    );
+    s.sandbox
+        .run(&["-oem", "-t"], MESSAGE)
+        .assert_silent_success();
     let _ = wait_for_line(&done);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lines_in(&count), 1, "the notifier was notified");
@@ -345,20 +369,41 @@ fn a_notifier_that_sends_mail_through_this_program_is_not_notified_again() {
 fn a_second_failure_within_the_hour_notifies_once() {
     let s = setup();
     let notified = s.sandbox.path().join("notified");
-    let script = format!("echo \"$OAUTH2_SENDMAIL_ACCOUNT\" >> '{}'", notified.display());
-    refused_refresh(&s, "", &serde_json::to_string(&["sh", "-c", &script]).unwrap());
-    s.sandbox.run(&["-oem", "-t"], MESSAGE).assert_silent_success();
+    let script = format!(
+        "echo \"$OAUTH2_SENDMAIL_ACCOUNT\" >> '{}'",
+        notified.display()
+    );
+    refused_refresh(
+        &s,
+        "",
+        &serde_json::to_string(&["sh", "-c", &script]).unwrap(),
+    );
+    s.sandbox
+        .run(&["-oem", "-t"], MESSAGE)
+        .assert_silent_success();
     assert_eq!(wait_for_line(&notified), "work\n");
-    s.sandbox.run(&["-oem", "-t"], MESSAGE).assert_silent_success();
+    s.sandbox
+        .run(&["-oem", "-t"], MESSAGE)
+        .assert_silent_success();
     let flush = s.sandbox.run(&["queue", "flush"], b"");
     assert_eq!(flush.code, 77, "{flush:?}");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(lines_in(&notified), 1, "notified more than once within the hour");
+    assert_eq!(
+        lines_in(&notified),
+        1,
+        "notified more than once within the hour"
+    );
 }
 
 fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 #[test]
@@ -366,22 +411,24 @@ fn a_hung_notify_cmd_is_killed_with_its_group_at_command_timeout_and_logged() {
     let s = setup();
     let pids = s.sandbox.path().join("pids");
     // The shell and a child of its own: both must go.
-    let script = format!(
-        "sleep 300 & echo \"$$ $!\" > '{}'; wait",
-        pids.display()
-    );
+    let script = format!("sleep 300 & echo \"$$ $!\" > '{}'; wait", pids.display());
     refused_refresh(
         &s,
         "command_timeout = 1",
         &serde_json::to_string(&["sh", "-c", &script]).unwrap(),
     );
-    s.sandbox.run(&["-oem", "-t"], MESSAGE).assert_silent_success();
+    s.sandbox
+        .run(&["-oem", "-t"], MESSAGE)
+        .assert_silent_success();
     let line = wait_for_line(&pids);
     let both: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(both.len(), 2, "{line}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while both.iter().any(|p| alive(p)) {
-        assert!(Instant::now() < deadline, "the notifier outlived command_timeout");
+        assert!(
+            Instant::now() < deadline,
+            "the notifier outlived command_timeout"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -390,7 +437,10 @@ fn a_hung_notify_cmd_is_killed_with_its_group_at_command_timeout_and_logged() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = s.log_text();
-    assert!(log.contains("command_timeout") && log.contains("account=work"), "{log}");
+    assert!(
+        log.contains("command_timeout") && log.contains("account=work"),
+        "{log}"
+    );
 }
 
 // 6. Simultaneous first runs.
@@ -473,8 +523,13 @@ fn with_the_queue_disk_full_one_offline_account_does_not_stop_the_others() {
         .env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "2000");
     let run = run_command(cmd, b"");
     assert!(run.stdout.contains("exit="), "{run:?}");
-    assert_eq!(fake.deliveries().len(), 1, "the online account was not tried: {run:?}");
-    assert!(!run.stdout.contains("exit=0"), "{run:?}");
+    assert_eq!(
+        fake.deliveries().len(),
+        1,
+        "the online account was not tried: {run:?}"
+    );
+    assert!(run.stdout.contains("exit=75"), "{run:?}");
+    assert!(run.stdout.contains("the queue could not record it"), "{run:?}");
 }
 
 // 14. A second account on the first day.
@@ -515,7 +570,10 @@ fn a_second_login_email_sets_default_account_to_the_first_and_says_so() {
     assert_eq!(code, None, "{stderr:#?}");
     let third = std::fs::read_to_string(&path).unwrap();
     assert_eq!(third.matches("default_account").count(), 1, "{third}");
-    assert!(!stderr.iter().any(|l| l.contains("default_account")), "{stderr:#?}");
+    assert!(
+        !stderr.iter().any(|l| l.contains("default_account")),
+        "{stderr:#?}"
+    );
 }
 
 #[test]
@@ -546,7 +604,10 @@ fn a_plain_token_cache_is_read_once_and_encrypted_when_token_decrypt_cmd_is_set(
     assert!(run.stderr.contains("token_encrypt_cmd"), "{run:?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     let stored = std::fs::read(s.sandbox.token_file("work")).unwrap();
-    assert!(serde_json::from_slice::<Value>(&stored).is_err(), "still plain JSON");
+    assert!(
+        serde_json::from_slice::<Value>(&stored).is_err(),
+        "still plain JSON"
+    );
     assert_eq!(mode(&s.sandbox.token_file("work")), 0o600);
     // From then on it is read through token_decrypt_cmd, and nothing more is said.
     let again = s.sandbox.run(&["token", "work"], b"");
@@ -559,9 +620,8 @@ fn a_plain_token_cache_is_read_once_and_encrypted_when_token_decrypt_cmd_is_set(
 #[test]
 fn an_email_without_a_domain_is_refused_with_the_key_and_line() {
     let s = setup();
-    s.sandbox.write_config(
-        "# mine\n[accounts.work]\nprovider = \"microsoft\"\nemail = \"japinli\"\n",
-    );
+    s.sandbox
+        .write_config("# mine\n[accounts.work]\nprovider = \"microsoft\"\nemail = \"japinli\"\n");
     let run = queue_one(&s);
     let line = run.assert_failure(78);
     assert!(line.contains("config.toml:4"), "{line}");
