@@ -218,7 +218,7 @@ async fn renew_idle_tokens(config: &Config, journal: &Journal, report: &mut Repo
                         name,
                         &format!("result=renewal-refused error={:?}", e.to_string()),
                     );
-                    notify::needs_user(&settings, &e);
+                    notify::needs_user(&settings, &e, journal);
                     report.needs_user(name, format!("{e}"));
                 }
             }
@@ -321,7 +321,7 @@ impl<'a> Flusher<'a> {
                     Ok(s) => s,
                     Err(e) => {
                         if e.class() == Class::NeedsUser {
-                            notify::needs_user(settings, &e);
+                            notify::needs_user(settings, &e, self.journal);
                             let waiting = entries.len() - i;
                             self.report.needs_user(
                                 &settings.name,

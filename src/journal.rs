@@ -35,10 +35,22 @@ impl Journal {
         Journal { path }
     }
 
+    /// The log at `path` (`None` = off): for the notifier's keeper, which has no config.
+    #[must_use]
+    pub fn to(path: Option<PathBuf>) -> Journal {
+        Journal { path }
+    }
+
     #[cfg(test)]
     #[must_use]
     pub fn at(path: Option<PathBuf>) -> Journal {
         Journal { path }
+    }
+
+    /// The log file, `None` when off.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// `TIME account=… from=<…> recipients=… size=… RESULT` for one message.

@@ -110,7 +110,12 @@ const MAX_ERROR_LINE: usize = 2000;
 fn main() -> ExitCode {
     // One TLS provider for the process: reqwest and tokio-rustls share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let invocation = match cli::parse(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // This program started again to keep a notifier (see `notify`): not a command line.
+    if args.first().is_some_and(|a| a == notify::KEEPER_ARG0) {
+        return notify::keeper(&args);
+    }
+    let invocation = match cli::parse(args) {
         Ok(i) => i,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

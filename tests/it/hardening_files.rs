@@ -529,7 +529,10 @@ fn with_the_queue_disk_full_one_offline_account_does_not_stop_the_others() {
         "the online account was not tried: {run:?}"
     );
     assert!(run.stdout.contains("exit=75"), "{run:?}");
-    assert!(run.stdout.contains("the queue could not record it"), "{run:?}");
+    assert!(
+        run.stdout.contains("the queue could not record it"),
+        "{run:?}"
+    );
 }
 
 // 14. A second account on the first day.
