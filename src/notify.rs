@@ -122,18 +122,18 @@ pub fn keeper(args: &[OsString]) -> std::process::ExitCode {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let [_, log, seconds, account, argv @ ..] = text.as_slice() else {
+    let [_, log, seconds, account, notifier @ ..] = text.as_slice() else {
         return std::process::ExitCode::from(crate::error::EX_USAGE);
     };
     let Ok(seconds) = seconds.parse::<u64>() else {
         return std::process::ExitCode::from(crate::error::EX_USAGE);
     };
-    if argv.is_empty() {
+    if notifier.is_empty() {
         return std::process::ExitCode::from(crate::error::EX_USAGE);
     }
     crate::command::set_timeout(seconds);
     let journal = Journal::to((!log.is_empty()).then(|| PathBuf::from(log)));
-    match crate::command::run_group("notify_cmd", argv) {
+    match crate::command::run_group("notify_cmd", notifier) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let line = crate::scrub::for_output(&e.to_string(), 1000);

@@ -94,7 +94,7 @@ pub fn ensure_named_dir(dir: &Path, what: &str) -> Result<()> {
         match DirBuilder::new().mode(DIR_MODE).create(folder) {
             // Ours: set exactly, the umask may have taken bits we need or left others.
             Ok(()) => {
-                fs::set_permissions(folder, fs::Permissions::from_mode(DIR_MODE)).map_err(error)?
+                fs::set_permissions(folder, fs::Permissions::from_mode(DIR_MODE)).map_err(error)?;
             }
             // Made by another process at the same moment: checked below like any other.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

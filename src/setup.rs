@@ -49,20 +49,19 @@ pub fn login_email(config_file: Option<&Path>, args: &LoginArgs, email: &str) ->
     let path = config::locate(config_file)
         .ok_or_else(|| Error::config("cannot find a home directory for the config"))?;
     regular_or_missing(&path)?;
-    let name = match known_account(&path, email)? {
-        Some(name) => name,
-        None => {
-            // Asked before the lock: a slow DNS answer must not hold up another login.
-            let inferred = match args.provider {
-                Some(p) => Inference {
-                    provider: provider_of(p),
-                    tenant: None,
-                    reason: "--provider".to_owned(),
-                },
-                None => infer(&domain)?,
-            };
-            add_or_find(&path, email, &local, &domain, &inferred)?
-        }
+    let name = if let Some(name) = known_account(&path, email)? {
+        name
+    } else {
+        // Asked before the lock: a slow DNS answer must not hold up another login.
+        let inferred = match args.provider {
+            Some(p) => Inference {
+                provider: provider_of(p),
+                tenant: None,
+                reason: "--provider".to_owned(),
+            },
+            None => infer(&domain)?,
+        };
+        add_or_find(&path, email, &local, &domain, &inferred)?
     };
     let config = config::load(Some(&path))?;
     let named = LoginArgs {
