@@ -230,7 +230,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("chmod") && e.contains("shared"), "{e}");
-        assert_eq!(mode(&home), 0o1777);
+        assert_eq!(
+            fs::metadata(&home).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
     }
 
     #[test]
