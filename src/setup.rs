@@ -488,8 +488,11 @@ pub fn with_default_account(text: &str, first: &str) -> Result<String> {
     }
 }
 
-/// Sets `client_id` in `[accounts.NAME]` of the config file, keeping everything else.
+/// Sets `client_id` in `[accounts.NAME]` of the config file, keeping everything else; under
+/// the lock beside the file, as every edit.
 pub fn set_client_id(path: &Path, name: &str, client_id: &str) -> Result<()> {
+    regular_or_missing(path)?;
+    let _lock = lock_beside(path)?;
     let target: PathBuf = std::fs::canonicalize(path)
         .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?;
     let old = std::fs::read_to_string(&target)
