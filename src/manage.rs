@@ -312,6 +312,9 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         queued.len() + bad.len(),
         failed.len() + bad_failed.len()
     );
+    if let Some(problem) = crate::journal::Journal::from_config(config).problem() {
+        let _ = writeln!(out, "log: {problem}");
+    }
     print(&out)?;
     let code = if misconfigured {
         crate::error::EX_CONFIG
