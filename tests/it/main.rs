@@ -20,6 +20,7 @@ mod manual;
 mod migrate;
 mod outcomes;
 mod package;
+mod peers;
 mod queue;
 mod scheduling;
 mod send;
