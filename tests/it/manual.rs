@@ -205,3 +205,66 @@ fn bash_completes_every_word_and_never_offers_help_as_a_word() {
         }
     }
 }
+
+/// The README's block that installs the man page after `cargo install`.
+fn readme_install_block() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```sh\n# the man page next to the binary")
+        .expect("README shows where the man page goes");
+    let body = &readme[start + 6..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
+#[test]
+fn man_finds_the_page_after_the_readmes_cargo_install_steps_without_manpath() {
+    if !require("man") || !require("bash") {
+        return;
+    }
+    // A new user's shell after rustup: ~/.cargo/bin on PATH, no MANPATH, no ~/.local/bin.
+    let s = Sandbox::new();
+    let home = s.path().join("home");
+    let bin = home.join(".cargo/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_oauth2-sendmail"),
+        bin.join("oauth2-sendmail"),
+    )
+    .unwrap();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+    let shell = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", &path)
+            .env("LANG", "C.UTF-8")
+            .current_dir(&home)
+            .output()
+            .unwrap()
+    };
+    let before = shell("man", &["-w", "oauth2-sendmail"]);
+    assert!(!before.status.success(), "no page before the steps");
+    let steps = shell("bash", &["-e", "-c", &readme_install_block()]);
+    assert!(
+        steps.status.success(),
+        "{}",
+        String::from_utf8_lossy(&steps.stderr)
+    );
+    let found = shell("man", &["-w", "oauth2-sendmail"]);
+    let where_ = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        found.status.success(),
+        "man -w: {}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    assert!(
+        where_.trim_end().ends_with("man1/oauth2-sendmail.1")
+            && where_.starts_with(&home.display().to_string()),
+        "{where_}"
+    );
+    let page = shell("man", &["-P", "cat", "oauth2-sendmail"]);
+    assert!(page.status.success());
+    assert!(String::from_utf8_lossy(&page.stdout).contains("CONFIGURATION"));
+}
