@@ -76,7 +76,7 @@ pub fn completion(shell: Shell) -> Vec<u8> {
 
 const BIN: &str = "oauth2-sendmail";
 
-/// clap_complete's bash script names a word's state `oauth2__sendmail__subcmd__queue` where
+/// `clap_complete`'s bash script names a word's state `oauth2__sendmail__subcmd__queue` where
 /// it parses the words, but `oauth2__subcmd__sendmail__subcmd__queue` where it completes
 /// them (the hyphen in the binary's name is mangled two ways: clap-rs/clap#6421), so
 /// completion stopped after the first word. The second spelling is made the first.
