@@ -364,15 +364,32 @@ pub const EX_CONFIG: u8 = 78;
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(account) = &self.account {
-            write!(f, "account {account}: ")?;
+        let body = Body(self).to_string();
+        match &self.account {
+            // A message that names its account already (a config check) gets no second
+            // `account NAME: `.
+            Some(account) if !body.starts_with(&format!("account {account}: ")) => {
+                write!(f, "account {account}: {body}")
+            }
+            _ => f.write_str(&body),
         }
-        let at = self
+    }
+}
+
+/// The line without its `account NAME: ` prefix.
+struct Body<'a>(&'a Error);
+
+impl fmt::Display for Body<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Body(this) = self;
+        let at = this
             .server
             .as_deref()
             .map(|s| format!(" ({s})"))
             .unwrap_or_default();
-        match &self.kind {
+        match &this.kind {
+            // A message that already points somewhere gets no second pointer.
+            Kind::Usage(m) if m.contains("(see ") => f.write_str(m),
             Kind::Usage(m) => write!(f, "{m} (see --help)"),
             Kind::Data(m) | Kind::Config(m) | Kind::Io(m) => f.write_str(m),
             Kind::Internal(m) => write!(f, "internal error: {m}; please report it"),
@@ -416,7 +433,7 @@ impl fmt::Display for Error {
                     p => format!("refused {}", p.describe()),
                 };
                 write!(f, "{what}{at}: {reply}")?;
-                let account = self.account.as_deref().unwrap_or("ACCOUNT");
+                let account = this.account.as_deref().unwrap_or("ACCOUNT");
                 match hint(*phase, reply, account) {
                     Some(h) => write!(f, "; {h}"),
                     None if reply.is_transient() => f.write_str("; try again later"),

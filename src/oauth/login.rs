@@ -188,6 +188,7 @@ async fn save(
         stored.refresh_token = imported;
     }
     stored.identity = identity;
+    stored.flow = Some(account.oauth.flow.name().to_owned());
     blocking(move || {
         let lock = store.lock()?;
         store.save(&stored)?;

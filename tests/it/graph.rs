@@ -843,6 +843,13 @@ fn status_and_check_escape_control_characters_in_a_remembered_5_7_139_reply() {
     let check = w.send(&["check", "work"], b"");
     assert_eq!(check.code, 0, "{}", check.stderr);
     let status = w.send(&["status"], b"");
+    // The account has transport = "auto": no advice to set it.
+    assert!(!check.stdout.contains("set transport"), "{}", check.stdout);
+    assert!(
+        !status.stdout.contains("set transport"),
+        "{}",
+        status.stdout
+    );
     for out in [&check.stdout, &status.stdout] {
         assert!(out.contains("5.7.139"), "{out}");
         assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");

@@ -26,3 +26,4 @@ mod scheduling;
 mod send;
 mod support;
 mod token;
+mod wording;
