@@ -282,8 +282,12 @@ fn tell_authcode(account: &AccountSettings, url: &str, redirect: &Redirect, brow
             }
             Browser::NotAsked => format!("to sign in as {who}, open this URL in a browser:"),
             Browser::Failed(why) => {
-                // Without a browser here, the device code signs in from any other device.
-                let device = if account.oauth.device_code_url.is_empty() {
+                // Without a browser here, the device code signs in from any other device;
+                // not for Gmail, whose device flow does not grant the mail scope
+                // (https://developers.google.com/identity/protocols/oauth2/limited-input-device#allowedscopes).
+                let device = if account.oauth.device_code_url.is_empty()
+                    || account.provider == crate::config::ProviderKind::Gmail
+                {
                     String::new()
                 } else {
                     format!(
