@@ -116,6 +116,19 @@ pub enum Flow {
     ClientCredentials,
 }
 
+impl Flow {
+    /// As the config spells it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Flow::Authcode => "authcode",
+            Flow::Devicecode => "devicecode",
+            Flow::Password => "password",
+            Flow::ClientCredentials => "client-credentials",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RewriteFrom {

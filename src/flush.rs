@@ -146,6 +146,7 @@ fn flush_accounts(
     let now = clock::now();
     queue.tidy(now);
     let (entries, unreadable) = queue.list()?;
+    let waiting = waiting_per_account(&entries);
     let entries: Vec<Entry> = entries
         .into_iter()
         .filter(|e| only.is_none_or(|a| a.name == e.meta.account))
@@ -181,9 +182,47 @@ fn flush_accounts(
         }
     }
     if scope == Scope::Due && only.is_none() {
+        report_known_logins(config, &waiting, &mut flusher.report);
         runtime.block_on(renew_idle_tokens(config, &journal, &mut flusher.report));
     }
     Ok(flusher.report)
+}
+
+/// How many messages each account has queued, due or not.
+fn waiting_per_account(entries: &[Entry]) -> Vec<(String, usize)> {
+    by_account(entries)
+        .into_iter()
+        .map(|(name, e)| (name.to_owned(), e.len()))
+        .collect()
+}
+
+/// `-q` with nothing due for an account still says when its queued messages wait for a
+/// login (as `status` knows it: a refused refresh remembered, no token stored), so a timer
+/// that runs between back-offs is not silent about it.
+fn report_known_logins(config: &Config, waiting: &[(String, usize)], report: &mut Report) {
+    for (name, count) in waiting {
+        if report.logins.iter().any(|(a, _)| a == name) {
+            continue;
+        }
+        let Ok(settings) = config
+            .account(name)
+            .and_then(|a| provider::resolve(name, a))
+        else {
+            continue;
+        };
+        if let Some(line) = notify::known_login_needed(&settings) {
+            report.needs_user(name, format!("{line} ({})", messages_wait(*count)));
+        }
+    }
+}
+
+/// "1 queued message waits", "2 queued messages wait".
+fn messages_wait(n: usize) -> String {
+    if n == 1 {
+        "1 queued message waits".to_owned()
+    } else {
+        format!("{n} queued messages wait")
+    }
 }
 
 /// Renews each refresh token unused for `IDLE_RENEWAL_SECS` (or of unknown age), so an
@@ -325,7 +364,7 @@ impl<'a> Flusher<'a> {
                             let waiting = entries.len() - i;
                             self.report.needs_user(
                                 &settings.name,
-                                format!("{e} ({waiting} queued message{} wait)", plural(waiting)),
+                                format!("{e} ({})", messages_wait(waiting)),
                             );
                         }
                         // No message is to blame: all of them wait for the next flush.
@@ -527,10 +566,6 @@ fn write_entry(out: &mut String, e: &Entry, label: &str, now: u64) {
     if let Some(err) = &e.state.last_error {
         let _ = writeln!(out, "  last error: {err}");
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn age(secs: u64) -> String {

@@ -227,6 +227,34 @@ pub fn remembered(account: &str) -> Option<LoginNeeded> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Whether `account` needs a login as far as is known without the network (and without
+/// running `token_decrypt_cmd`): a refused refresh remembered since its tokens were last
+/// saved, or no stored token where the flow cannot get one alone. The line that says so.
+#[must_use]
+pub fn known_login_needed(account: &AccountSettings) -> Option<String> {
+    let store = crate::oauth::store::TokenStore::new(account).ok()?;
+    let saved = std::fs::symlink_metadata(store.path())
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let prefix = format!("account {}: ", account.name);
+    if let Some(r) = remembered(&account.name).filter(|r| saved.is_none_or(|t| r.since >= t)) {
+        let reason = crate::scrub::for_output(&r.reason, MAX_REASON);
+        return Some(if reason.starts_with(&prefix) {
+            reason
+        } else {
+            format!("{prefix}{reason}")
+        });
+    }
+    (saved.is_none() && crate::oauth::grants::unattended_grant(account).is_none()).then(|| {
+        format!(
+            "{prefix}no token stored: run `oauth2-sendmail login {}`",
+            account.name
+        )
+    })
+}
+
 /// Forgets it (after a successful login).
 pub fn forget(account: &str) {
     if let Some(path) = state_file(account) {

@@ -86,6 +86,10 @@ pub struct StoredToken {
     /// `id_token` named someone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The flow of the login that stored these tokens (`login --flow` may differ from the
+    /// config's), as the config spells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
 }
 
 impl fmt::Debug for StoredToken {
@@ -101,6 +105,7 @@ impl fmt::Debug for StoredToken {
             .field("scope", &self.scope)
             .field("obtained_at", &self.obtained_at)
             .field("identity", &self.identity)
+            .field("flow", &self.flow)
             .finish()
     }
 }
@@ -433,6 +438,7 @@ mod tests {
             scope: Some("a b".into()),
             obtained_at: Some(1_767_222_000),
             identity: None,
+            flow: None,
         }
     }
 
