@@ -338,8 +338,10 @@ impl<'a> Flusher<'a> {
                 return Ok(true);
             }
         };
+        let mut payload = crate::spool::Payload::new();
+        payload.push_spool(&message);
         let result = session
-            .send(&entry.meta.envelope, &[&message])
+            .send(&entry.meta.envelope, &payload)
             .await
             .map_err(|e| {
                 e.for_account(&settings.name)

@@ -68,6 +68,7 @@ mod scrub;
 mod sendmail;
 mod setup;
 mod smtp;
+mod spool;
 mod tls;
 mod transport;
 

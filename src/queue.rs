@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::smtp::Envelope;
+use crate::spool::{Payload, Spool};
 
 /// The first attempt after a temporary failure waits this long; each further failure
 /// doubles it. A minute is long enough for a network blip, short enough for a laptop
@@ -115,15 +116,18 @@ impl Queue {
 
     /// Stores a message durably and returns its id. When this returns, the message is on
     /// disk (file and folder fsynced).
-    pub fn enqueue(&self, meta: &Meta, message: &[&[u8]]) -> Result<String> {
+    pub fn enqueue(&self, meta: &Meta, message: &Payload<'_>) -> Result<String> {
         create_private_dir(&self.dir)?;
         let id = new_id();
-        let mut body = serde_json::to_vec(meta).map_err(|e| Error::internal(e.to_string()))?;
-        body.push(b'\n');
+        let mut line = serde_json::to_vec(meta).map_err(|e| Error::internal(e.to_string()))?;
+        line.push(b'\n');
         let path = self.dir.join(format!("{id}.mail"));
-        let mut parts: Vec<&[u8]> = vec![&body];
-        parts.extend_from_slice(message);
-        write_atomically(&path, &parts, "enqueue-before-rename").map_err(|e| {
+        let write = |file: &mut File| {
+            file.write_all(&line)?;
+            // Streamed: a large message is copied from its temporary file, never held.
+            std::io::copy(&mut message.reader(), file).map(drop)
+        };
+        write_atomically(&path, write, "enqueue-before-rename").map_err(|e| {
             Error::io(format!(
                 "cannot write to the queue {}: {e}",
                 self.dir.display()
@@ -141,7 +145,7 @@ impl Queue {
     pub fn enqueue_after_attempt(
         &self,
         meta: &Meta,
-        message: &[&[u8]],
+        message: &Payload<'_>,
         error: &str,
         now: u64,
         wait_at_least: u64,
@@ -166,14 +170,19 @@ impl Queue {
         list_dir(&self.failed_dir())
     }
 
-    /// The message bytes of a queued entry (after its metadata line).
-    pub fn message(&self, id: &str) -> Result<Vec<u8>> {
+    /// The message of a queued entry (after its metadata line), read from its file as it
+    /// is sent.
+    pub fn message(&self, id: &str) -> Result<Spool> {
         let path = self.dir.join(format!("{id}.mail"));
-        let mut bytes = fs::read(&path)
-            .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?;
-        let body_start = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
-        bytes.drain(..body_start);
-        Ok(bytes)
+        let cannot = |e: std::io::Error| Error::io(format!("cannot read {}: {e}", path.display()));
+        let file = File::open(&path).map_err(cannot)?;
+        let len = file.metadata().map_err(cannot)?.len();
+        let mut line = Vec::new();
+        BufReader::new(&file)
+            .read_until(b'\n', &mut line)
+            .map_err(cannot)?;
+        let start = line.len() as u64;
+        Ok(Spool::file_range(file, start, len.saturating_sub(start)))
     }
 
     /// Records a temporary failure: one more attempt, the next one later (the back-off,
@@ -296,8 +305,12 @@ fn is_leftover(dir: &Path, name: &str, now: u64) -> bool {
 
 fn write_state(dir: &Path, id: &str, state: &State, crash: &str) -> Result<()> {
     let json = serde_json::to_vec(state).map_err(|e| Error::internal(e.to_string()))?;
-    write_atomically(&dir.join(format!("{id}.state")), &[&json], crash)
-        .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
+    write_atomically(
+        &dir.join(format!("{id}.state")),
+        |f| f.write_all(&json),
+        crash,
+    )
+    .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
 }
 fn remove_entry(dir: &Path, id: &str) -> Result<bool> {
     let mail = dir.join(format!("{id}.mail"));
@@ -391,9 +404,13 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     crate::private_dir::ensure_dir(dir, "queue folder")
 }
 
-/// Writes `parts` to a `0600` temp file beside `path`, fsyncs it, renames it over `path`
+/// Writes (`write`) a `0600` temp file beside `path`, fsyncs it, renames it over `path`
 /// and fsyncs the folder. `crash` names the crash test hook's point before the rename.
-fn write_atomically(path: &Path, parts: &[&[u8]], crash: &str) -> std::io::Result<()> {
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+    crash: &str,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -401,10 +418,7 @@ fn write_atomically(path: &Path, parts: &[&[u8]], crash: &str) -> std::io::Resul
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = crate::private_dir::open(&tmp, OpenOptions::new().write(true).create_new(true))?;
-    let written = parts
-        .iter()
-        .try_for_each(|p| file.write_all(p))
-        .and_then(|()| file.sync_all());
+    let written = write(&mut file).and_then(|()| file.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -448,10 +462,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().join("queue"));
         let second = q
-            .enqueue(&meta("w", 200), &[b"Subject: 2\n\nbody\n"])
+            .enqueue(
+                &meta("w", 200),
+                &Payload::from_slices(&[b"Subject: 2\n\nbody\n"]),
+            )
             .unwrap();
         let first = q
-            .enqueue(&meta("w", 100), &[b"Subject: 1\n", b"\nbody\r\n"])
+            .enqueue(
+                &meta("w", 100),
+                &Payload::from_slices(&[b"Subject: 1\n", b"\nbody\r\n"]),
+            )
             .unwrap();
         let (entries, bad) = q.list().unwrap();
         assert!(bad.is_empty());
@@ -459,7 +479,10 @@ mod tests {
             entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             [&first, &second]
         );
-        assert_eq!(q.message(&first).unwrap(), b"Subject: 1\n\nbody\r\n");
+        let spool = q.message(&first).unwrap();
+        let mut message = Payload::new();
+        message.push_spool(&spool);
+        assert_eq!(message.to_vec().unwrap(), b"Subject: 1\n\nbody\r\n");
         assert_eq!(entries[0].size, 18);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("queue")), 0o700);
@@ -473,7 +496,8 @@ mod tests {
     fn defer_backs_off_and_fail_moves_with_reason() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
-        q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
+        q.enqueue(&meta("w", 1), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
         let entry = q.list().unwrap().0.remove(0);
         q.defer(&entry, "451 4.7.0 later", 1000, 0).unwrap();
         let entry = q.list().unwrap().0.remove(0);
@@ -495,7 +519,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
         let id = q
-            .enqueue_after_attempt(&meta("w", 1), &[b"x\n"], "429", 1000, 600)
+            .enqueue_after_attempt(
+                &meta("w", 1),
+                &Payload::from_slices(&[b"x\n"]),
+                "429",
+                1000,
+                600,
+            )
             .unwrap();
         let entry = q.list().unwrap().0.remove(0);
         assert_eq!(entry.id, id);
@@ -532,7 +562,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
         let ids: Vec<String> = (0..20)
-            .map(|_| q.enqueue(&meta("w", 7), &[b"x\n"]).unwrap())
+            .map(|_| {
+                q.enqueue(&meta("w", 7), &Payload::from_slices(&[b"x\n"]))
+                    .unwrap()
+            })
             .collect();
         let listed: Vec<String> = q.list().unwrap().0.into_iter().map(|e| e.id).collect();
         assert_eq!(listed, ids);
@@ -542,7 +575,9 @@ mod tests {
     fn tidy_removes_only_stale_temp_files_and_orphan_states() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
-        let id = q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
+        let id = q
+            .enqueue(&meta("w", 1), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
         let entry = q.list().unwrap().0.remove(0);
         q.defer(&entry, "451", 10, 0).unwrap();
         let fresh_tmp = dir.path().join(format!(".{id}.mail.1.tmp"));

@@ -522,13 +522,25 @@ impl Bench {
             Client::Ours => self.exe.clone(),
             Client::Msmtp => self.msmtp.clone().expect("msmtp is installed"),
         };
+        // BENCH_WRAP="strace -f -c -o /tmp/s" (say) runs our client under a tracer.
+        let wrap: Vec<String> = std::env::var("BENCH_WRAP")
+            .ok()
+            .filter(|_| client == Client::Ours)
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
         let mut cmd = match &self.gnu_time {
             Some(time) => {
                 let mut c = Command::new(time);
                 c.arg("-o")
                     .arg(rss_file)
                     .args(["-f", "%M %U %S"])
+                    .args(&wrap)
                     .arg(program);
+                c
+            }
+            None if !wrap.is_empty() => {
+                let mut c = Command::new(&wrap[0]);
+                c.args(&wrap[1..]).arg(program);
                 c
             }
             None => Command::new(program),
