@@ -11,6 +11,13 @@
 //! - `failed/ID.mail` + `failed/ID.state`: permanently refused messages, with the server's
 //!   reply; kept for the user, never retried.
 //! - `.flush.lock`: held by a flush, so two flushes never send the same message.
+//! - `.due`: the due index, JSON `{"ACCOUNT": UNIX_SECONDS, …}`: for each account with
+//!   queued messages, a time at or before which one of them is due. A send asks it whether
+//!   the account has anything due (`may_have_due`) in time that does not grow with the
+//!   queue. It is only ever early, never late: an enqueue lowers it (holding its `flock`,
+//!   before the entry is committed), a flush recomputes it from the entries it lists.
+//!   Missing or empty (a queue written by an older version) means "not built": the next
+//!   reader or writer builds it from the entries.
 //!
 //! - `.ID.mail.PID.tmp`, `.ID.state.PID.tmp`: a write in progress, or left by a crash
 //!   before its rename (the message was then never reported as queued). Listing ignores
@@ -20,8 +27,10 @@
 //! is removed sends that message again at the next flush. IDs start with the creation
 //! time in microseconds, so sorting them gives the oldest first.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,6 +54,8 @@ pub const MAX_AGE_SECS: u64 = 5 * 24 * 3600;
 const STALE_TEMP_SECS: u64 = 24 * 3600;
 /// The flush lock's file name, in the queue folder.
 const LOCK_FILE: &str = ".flush.lock";
+/// The due index's file name, in the queue folder.
+const DUE_INDEX: &str = ".due";
 
 /// Test hook: `OAUTH2_SENDMAIL_TEST_CRASH=<point>` aborts the process at that named point,
 /// as `kill -9` would, so tests can prove that no crash loses or corrupts a message.
@@ -117,7 +128,44 @@ impl Queue {
     /// Stores a message durably and returns its id. When this returns, the message is on
     /// disk (file and folder fsynced).
     pub fn enqueue(&self, meta: &Meta, message: &Payload<'_>) -> Result<String> {
+        self.enqueue_with(meta, message, None)
+    }
+
+    /// Stores a message whose first attempt (at send time) just failed with `error`: it
+    /// counts as attempt 1, and the next one waits the first back-off, or `wait_at_least`
+    /// seconds when the server asked for longer (Graph's `Retry-After`; at most
+    /// `MAX_BACKOFF_SECS`). A crash between the two writes leaves the message queued as
+    /// never tried, which loses nothing.
+    pub fn enqueue_after_attempt(
+        &self,
+        meta: &Meta,
+        message: &Payload<'_>,
+        error: &str,
+        now: u64,
+        wait_at_least: u64,
+    ) -> Result<String> {
+        let state = State {
+            attempts: 1,
+            next_attempt: next_attempt(now, FIRST_BACKOFF_SECS, wait_at_least),
+            last_error: Some(crate::scrub::for_output(error, 2000)),
+        };
+        self.enqueue_with(meta, message, Some(&state))
+    }
+
+    /// The entry, then its state (when tried already), holding the due index's lock
+    /// throughout: its time for the account is lowered first, so no recomputation can
+    /// come between and a crash leaves it early, never late.
+    fn enqueue_with(
+        &self,
+        meta: &Meta,
+        message: &Payload<'_>,
+        state: Option<&State>,
+    ) -> Result<String> {
         create_private_dir(&self.dir)?;
+        let mut index = self.due_index_for_update()?;
+        let due = state.map_or(0, |s| s.next_attempt);
+        index.lower(&meta.account, due);
+        index.save()?;
         let id = new_id();
         let mut line = serde_json::to_vec(meta).map_err(|e| Error::internal(e.to_string()))?;
         line.push(b'\n');
@@ -134,30 +182,74 @@ impl Queue {
             ))
         })?;
         crash_point("enqueue-after-rename");
+        if let Some(state) = state {
+            write_state(&self.dir, &id, state, "enqueue-state-before-rename")?;
+        }
         Ok(id)
     }
 
-    /// Stores a message whose first attempt (at send time) just failed with `error`: it
-    /// counts as attempt 1, and the next one waits the first back-off, or `wait_at_least`
-    /// seconds when the server asked for longer (Graph's `Retry-After`; at most
-    /// `MAX_BACKOFF_SECS`). A crash between the two writes leaves the message queued as
-    /// never tried, which loses nothing.
-    pub fn enqueue_after_attempt(
-        &self,
-        meta: &Meta,
-        message: &Payload<'_>,
-        error: &str,
-        now: u64,
-        wait_at_least: u64,
-    ) -> Result<String> {
-        let id = self.enqueue(meta, message)?;
-        let state = State {
-            attempts: 1,
-            next_attempt: next_attempt(now, FIRST_BACKOFF_SECS, wait_at_least),
-            last_error: Some(crate::scrub::for_output(error, 2000)),
+    /// Whether `account` may have a message due at `now`, from the due index: a few system
+    /// calls whatever the queue's length. `false` is sure; `true` may be a stale early time
+    /// (the caller lists the queue, then `refresh_due_index`). Without a queue folder there
+    /// is nothing; without an index (an older version's queue) it is built now.
+    #[must_use]
+    pub fn may_have_due(&self, account: &str, now: u64) -> bool {
+        let path = self.dir.join(DUE_INDEX);
+        let read =
+            crate::private_dir::open(&path, OpenOptions::new().read(true)).and_then(|file| {
+                file.lock_shared()?;
+                let mut text = Vec::new();
+                (&file).read_to_end(&mut text)?;
+                Ok(text)
+            });
+        let times = match read {
+            Ok(text) => parse_due_index(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
+                return false;
+            }
+            Err(_) => None,
         };
-        write_state(&self.dir, &id, &state, "enqueue-state-before-rename")?;
-        Ok(id)
+        let times = match times {
+            Some(t) => t,
+            // Not built (or unreadable): build it from the entries.
+            None => match self.refresh_due_index() {
+                Ok(t) => t,
+                Err(_) => return true,
+            },
+        };
+        times.get(account).is_some_and(|&t| t <= now)
+    }
+
+    /// Recomputes the due index from the entries (holding its lock, so no enqueue comes
+    /// between the listing and the write) and returns it.
+    pub fn refresh_due_index(&self) -> Result<BTreeMap<String, u64>> {
+        let mut index = self.due_index_for_update()?;
+        index.times = due_times(&self.dir)?;
+        index.save()?;
+        Ok(index.times)
+    }
+
+    /// The due index, locked for writing; built from the entries if it was not.
+    fn due_index_for_update(&self) -> Result<DueIndex> {
+        let path = self.dir.join(DUE_INDEX);
+        let io = |e: std::io::Error| Error::io(format!("cannot update {}: {e}", path.display()));
+        let file = crate::private_dir::open(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(io)?;
+        file.lock().map_err(io)?;
+        let mut text = Vec::new();
+        (&file).read_to_end(&mut text).map_err(io)?;
+        let times = match parse_due_index(&text) {
+            Some(t) => t,
+            None => due_times(&self.dir)?,
+        };
+        Ok(DueIndex { file, path, times })
     }
 
     /// Queued entries, oldest first, and the ones that could not be read.
@@ -286,6 +378,48 @@ impl Queue {
             }
         }
     }
+}
+
+/// The due index, open and locked (`flock`, released when dropped).
+struct DueIndex {
+    file: File,
+    path: PathBuf,
+    times: BTreeMap<String, u64>,
+}
+
+impl DueIndex {
+    /// Makes the account's time no later than `due`.
+    fn lower(&mut self, account: &str, due: u64) {
+        let t = self.times.entry(account.to_owned()).or_insert(due);
+        *t = (*t).min(due);
+    }
+
+    /// Rewrites the file in place (under the lock) and syncs it: after a power loss the
+    /// index must not be older than the entries it covers.
+    fn save(&mut self) -> Result<()> {
+        let io =
+            |e: std::io::Error| Error::io(format!("cannot update {}: {e}", self.path.display()));
+        let json = serde_json::to_vec(&self.times).map_err(|e| Error::internal(e.to_string()))?;
+        self.file.set_len(0).map_err(io)?;
+        self.file.write_all_at(&json, 0).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+/// The index as written; `None` when it was never built (empty) or cannot be read.
+fn parse_due_index(text: &[u8]) -> Option<BTreeMap<String, u64>> {
+    serde_json::from_slice(text).ok()
+}
+
+/// For each account with readable entries, the earliest next attempt.
+fn due_times(dir: &Path) -> Result<BTreeMap<String, u64>> {
+    let (entries, _) = list_dir(dir)?;
+    let mut times = BTreeMap::new();
+    for e in entries {
+        let t = times.entry(e.meta.account).or_insert(e.state.next_attempt);
+        *t = (*t).min(e.state.next_attempt);
+    }
+    Ok(times)
 }
 
 /// A stale temp file, or a state file without its message.
@@ -455,6 +589,59 @@ mod tests {
             },
             created_at,
         }
+    }
+
+    #[test]
+    fn the_due_index_says_who_has_something_due_and_is_never_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().join("queue"));
+        // No queue folder at all: nothing, and nothing created.
+        assert!(!q.may_have_due("w", 1000));
+        assert!(!dir.path().join("queue").exists());
+        q.enqueue(&meta("w", 1), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
+        q.enqueue_after_attempt(
+            &meta("v", 1),
+            &Payload::from_slices(&[b"x\n"]),
+            "451",
+            1000,
+            0,
+        )
+        .unwrap();
+        assert!(q.may_have_due("w", 1000));
+        assert!(!q.may_have_due("v", 1000), "backed off until 1060");
+        assert!(q.may_have_due("v", 1060));
+        assert!(!q.may_have_due("nobody", u64::MAX));
+        let index = dir.path().join("queue/.due");
+        assert_eq!(
+            fs::metadata(&index).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Sent: the index still says "maybe" until a flush recomputes it.
+        let w = q
+            .list()
+            .unwrap()
+            .0
+            .into_iter()
+            .find(|e| e.meta.account == "w")
+            .unwrap();
+        q.remove_delivered(&w.id).unwrap();
+        assert!(q.may_have_due("w", 1000));
+        let times = q.refresh_due_index().unwrap();
+        assert_eq!(
+            times.into_iter().collect::<Vec<_>>(),
+            [("v".to_owned(), 1060)]
+        );
+        assert!(!q.may_have_due("w", 1000));
+        // A queue written before the index existed: built on first use.
+        fs::remove_file(&index).unwrap();
+        assert!(q.may_have_due("v", 2000));
+        assert!(index.exists());
+        fs::write(&index, b"").unwrap();
+        q.enqueue(&meta("w", 2), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
+        assert!(q.may_have_due("v", 2000), "rebuilt before lowering, v kept");
+        assert!(q.may_have_due("w", 2000));
     }
 
     #[test]
