@@ -150,7 +150,7 @@ fn flush_accounts(
             ),
         );
     }
-    let runtime = crate::runtime()?;
+    let runtime = crate::runtime::single_threaded()?;
     for (name, due) in by_account(&entries) {
         match config
             .account(name)

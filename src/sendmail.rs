@@ -7,8 +7,6 @@
 //! the message (`-oem`/`-oee`, as cron passes), else the caller gets the exit code and
 //! keeps it; a permanent refusal is never queued.
 
-use std::io::Write;
-
 use crate::cli::SendArgs;
 use crate::clock;
 use crate::config::{self, Config, QueuePolicy, TransportKind};
@@ -54,7 +52,7 @@ pub fn run(args: &SendArgs) -> Result<()> {
         log(&format!("result=queued id={id}"));
         return Ok(());
     }
-    let outcome = crate::runtime()?.block_on(send_now(
+    let outcome = crate::runtime::single_threaded()?.block_on(send_now(
         &account,
         &plan,
         &parts,
@@ -149,11 +147,7 @@ fn enqueue(plan: &SendPlan, parts: &Payload<'_>, attempt: Option<&Error>) -> Res
 
 /// `-bp` (and `mailq`): the queue listing.
 pub fn list_queue() -> Result<()> {
-    let text = flush::listing(&Queue::open()?)?;
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+    crate::stdout::print(&flush::listing(&Queue::open()?)?)
 }
 
 /// `-q`: flush the due messages quietly, as cron runs it and mails any output: only
@@ -213,10 +207,7 @@ fn print_plan(
         "account: {} ({way})\n{plan}size: {size} bytes\n",
         account.name
     );
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+    crate::stdout::print(&text)
 }
 
 /// What Graph would refuse in the header, refused by a dry run too (no network needed).
