@@ -81,13 +81,13 @@ impl Message {
     /// does not grow with the message. Empty input or a NUL byte is `Error::data` (exit
     /// 65).
     pub fn read(input: impl Read) -> Result<Message> {
-        Message::read_spooling(input, spool_dir().as_deref(), IN_MEMORY_MAX)
+        Message::read_spooling(input, spool_dir, IN_MEMORY_MAX)
     }
 
     /// `read`, keeping in memory up to `in_memory_max` bytes (a parameter for the tests).
     fn read_spooling(
         mut input: impl Read,
-        dir: Option<&std::path::Path>,
+        dir: impl FnOnce() -> Option<std::path::PathBuf>,
         in_memory_max: usize,
     ) -> Result<Message> {
         let io = |e: std::io::Error| Error::io(format!("cannot read the message on stdin: {e}"));
@@ -117,7 +117,9 @@ impl Message {
             }
             checks.push(&buf[..n], &mut head)?;
         }
-        let mut rest = SpoolWriter::new(dir, in_memory_max);
+        // Only a message this large needs the folder: a small one touches no disk.
+        let dir = dir();
+        let mut rest = SpoolWriter::new(dir.as_deref(), in_memory_max);
         let mut out = Vec::with_capacity(READ_PIECE + 64);
         let spool_error = |e: std::io::Error| {
             Error::io(format!("cannot keep the message in a temporary file: {e}"))
@@ -1050,7 +1052,8 @@ mod tests {
         let body = "line of the body\n".repeat(100_000);
         let input = format!("From: a@b.example\nBcc: x@y.example\nSubject: s\n\n{body}");
         let dir = tempfile::tempdir().unwrap();
-        let m = Message::read_spooling(input.as_bytes(), Some(dir.path()), IN_MEMORY_MAX).unwrap();
+        let m = Message::read_spooling(input.as_bytes(), || Some(dir.path().into()), IN_MEMORY_MAX)
+            .unwrap();
         assert!(
             m.raw.len() <= IN_MEMORY_MAX + READ_PIECE + 1,
             "{}",
@@ -1079,7 +1082,7 @@ mod tests {
         for input in inputs {
             let whole = Message::from_bytes(input.to_vec()).unwrap();
             for limit in [0, 1, 5, 17] {
-                let m = Message::read_spooling(input, Some(dir.path()), limit).unwrap();
+                let m = Message::read_spooling(input, || Some(dir.path().into()), limit).unwrap();
                 assert_eq!(plain(&m), plain(&whole), "{input:?} at {limit}");
                 let edits = HeaderEdits {
                     add: vec![("Date".into(), "D".into())],
@@ -1090,7 +1093,7 @@ mod tests {
                 assert_eq!(m.recipients().unwrap(), whole.recipients().unwrap());
             }
         }
-        let e = Message::read_spooling(&b"Subject: s\n\nbody body\0"[..], None, 4).unwrap_err();
+        let e = Message::read_spooling(&b"Subject: s\n\nbody body\0"[..], || None, 4).unwrap_err();
         assert_eq!(e.exit_code(), 65);
         assert!(e.to_string().contains("at byte 21"), "{e}");
     }

@@ -52,13 +52,17 @@ pub fn run(args: &SendArgs) -> Result<()> {
         log(&format!("result=queued id={id}"));
         return Ok(());
     }
-    let outcome = crate::runtime::single_threaded()?.block_on(send_now(
+    let runtime = crate::runtime::single_threaded()?;
+    let outcome = runtime.block_on(send_now(
         &account,
         &plan,
         &parts,
         &journal,
         args.verbose > 0,
     ));
+    // Every task the send awaited has ended; a blocking thread that outlives it (a file
+    // read, the system's roots after an early failure) is not waited for.
+    runtime.shutdown_background();
     let e = match outcome {
         Ok(reply) => {
             log(&format!("result=sent reply={:?}", reply.to_string()));

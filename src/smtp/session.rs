@@ -14,7 +14,9 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -1038,11 +1040,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// would shift every later reply by one (a false "sent"). A protocol error (exit 76).
     async fn nothing_unasked(&mut self, phase: Phase) -> Result<()> {
         let waiting = if self.io.buffer().is_empty() {
-            // Polled once, without waiting: only data already there counts.
-            matches!(
-                tokio::time::timeout(Duration::ZERO, self.io.fill_buf()).await,
-                Ok(Ok(buf)) if !buf.is_empty()
-            )
+            // Polled once, without waiting: only data already there counts. Not with a
+            // zero timeout: tokio's timer rounds it up to its next millisecond tick, and
+            // the runtime then sleeps that millisecond before every command we send.
+            let io = &mut self.io;
+            std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(matches!(
+                    std::pin::Pin::new(&mut *io).poll_fill_buf(cx),
+                    std::task::Poll::Ready(Ok(buf)) if !buf.is_empty()
+                ))
+            })
+            .await
         } else {
             true
         };
