@@ -1,7 +1,9 @@
 //! The message as read on stdin: the bytes, where its header block ends (decided here, as
 //! sendmail does, not by mail-parser), the byte range of every header field, and views of
-//! the fields `plan` needs. `render` gives the bytes to send as slices of the input, so the
-//! body (possibly 20 MB) is never copied. mail-parser stays behind this module: it only
+//! the fields `plan` needs. A large message keeps only its header block (and the start of
+//! its body) in memory; the rest waits in a nameless temporary file (`spool`). `render`
+//! gives the bytes to send as a `spool::Payload` of slices of the input and the spooled
+//! rest, so the body is never copied. mail-parser stays behind this module: it only
 //! decodes address lists, one field at a time.
 
 use std::borrow::Cow;
