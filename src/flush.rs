@@ -164,7 +164,7 @@ fn flush_accounts(
             ),
         );
     }
-    let runtime = crate::runtime()?;
+    let runtime = crate::runtime::single_threaded()?;
     for (name, due) in by_account(&entries) {
         let tried = match config
             .account(name)
@@ -181,6 +181,8 @@ fn flush_accounts(
                 .note(Outcome::Unrecorded, format!("account {name}: {e}"));
         }
     }
+    // What was sent, deferred or failed moved the accounts' due times.
+    let _ = queue.refresh_due_index();
     if scope == Scope::Due && only.is_none() {
         report_known_logins(config, &waiting, &mut flusher.report);
         runtime.block_on(renew_idle_tokens(config, &journal, &mut flusher.report));
@@ -285,20 +287,31 @@ pub async fn flush_after_send(
         .collect();
     let mut flusher = Flusher::new(&queue, journal, verbose);
     let _ = flusher.account(settings, &due, Some(session)).await;
+    let _ = queue.refresh_due_index();
 }
 
 /// Whether `account` has queued messages due now: a direct send that has none to carry
-/// can end its session at once (QUIT in the same flight as the end of the data). Without a
-/// readable queue there is nothing to carry.
+/// can end its session at once (QUIT in the same flight as the end of the data). The due
+/// index answers in time that does not grow with the queue; only when it says "maybe" is
+/// the queue listed, and a stale index then recomputed. Without a readable queue there is
+/// nothing to carry.
 pub fn has_due(account: &str) -> bool {
     let now = clock::now();
-    Queue::open()
-        .and_then(|q| q.list())
-        .is_ok_and(|(entries, _)| {
-            entries
-                .iter()
-                .any(|e| e.meta.account == account && is_due(e, now))
-        })
+    let Ok(queue) = Queue::open() else {
+        return false;
+    };
+    if !queue.may_have_due(account, now) {
+        return false;
+    }
+    let due = queue.list().is_ok_and(|(entries, _)| {
+        entries
+            .iter()
+            .any(|e| e.meta.account == account && is_due(e, now))
+    });
+    if !due {
+        let _ = queue.refresh_due_index();
+    }
+    due
 }
 
 /// The queue, its flush lock and its entries; `None` when a flush is running or the
@@ -397,8 +410,10 @@ impl<'a> Flusher<'a> {
                 return Ok(true);
             }
         };
+        let mut payload = crate::spool::Payload::new();
+        payload.push_spool(&message);
         let result = session
-            .send(&entry.meta.envelope, &[&message])
+            .send(&entry.meta.envelope, &payload)
             .await
             .map_err(|e| {
                 e.for_account(&settings.name)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+mod architecture;
 mod clients;
 mod docs;
 mod dovecot;
