@@ -93,7 +93,14 @@ pub fn drop_message(args: &SendArgs) -> Result<()> {
         )));
     }
     // Refused here what the flusher would refuse: empty input, a NUL byte.
-    Message::read(&raw[..])?;
+    if raw.is_empty() {
+        return Err(Error::data("empty message on stdin; nothing was sent"));
+    }
+    if let Some(pos) = raw.iter().position(|&b| b == 0) {
+        return Err(Error::data(format!(
+            "the message holds a NUL byte (at byte {pos}); nothing was sent"
+        )));
+    }
     write_entry(Path::new(system::MAILDROP), &drop_args(args), &raw)
 }
 
@@ -200,7 +207,8 @@ fn entry_name(uid: u32) -> String {
 pub fn intake() -> Result<()> {
     let dir = Path::new(system::MAILDROP);
     ensure_spool()?;
-    let journal = Journal::default_place();
+    // Before the config is read: the log in its default place.
+    let journal = Journal::to(crate::paths::log_file());
     let queue = Queue::open()?;
     let _lock = queue.lock_flush()?;
     let entries = fs::read_dir(dir)
@@ -458,8 +466,7 @@ fn admit(config: &Config, queue: &Queue, taken: &Submission, journal: &Journal) 
     let message = Message::read(&taken.message[..])?;
     let plan = plan::resolve(&args, config, &message, plan::Context::current())?;
     config.account(&plan.account)?;
-    let rendered = message.render(&plan.edits);
-    let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
+    let parts = message.render(&plan.edits);
     let meta = queue::Meta {
         account: plan.account.clone(),
         envelope: plan.envelope.clone(),
@@ -467,11 +474,10 @@ fn admit(config: &Config, queue: &Queue, taken: &Submission, journal: &Journal) 
         submitter: Some(taken.submitter.clone()),
     };
     let id = queue.enqueue(&meta, &parts)?;
-    let size: usize = parts.iter().map(|p| p.len()).sum();
     journal.message(
         &plan.account,
         &plan.envelope,
-        size as u64,
+        parts.len(),
         &format!(
             "result=picked-up id={id} submitter={} uid={}",
             taken.submitter, taken.uid

@@ -2,17 +2,17 @@
 //! `check`, `logout`, `queue`.
 
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{FlowArg, LoginArgs, Manage, ManageArgs, QueueAction};
 use crate::clock;
-use crate::config::{self, Config, Flow, ProviderKind};
+use crate::config::{self, Config, Flow};
 use crate::error::{Error, Result};
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::Queue;
-use crate::{deliver, flush, notify, runtime, sendmail, setup};
+use crate::stdout::print;
+use crate::{deliver, flush, notify, sendmail, setup};
 
 /// `login EMAIL` without `--system`: a first run that writes the caller's own config.
 #[must_use]
@@ -29,10 +29,13 @@ pub fn run(args: ManageArgs) -> Result<()> {
     if let Manage::Queue { action } = &args.command {
         return queue(args.config.as_deref(), action);
     }
-    if let Manage::Login(login) = &args.command
-        && let Some(email) = login.account.as_deref().filter(|a| setup::is_email(a))
+    if let Manage::Login(given) = &args.command
+        && let Some(email) = given.account.as_deref().filter(|a| setup::is_email(a))
     {
-        return setup::login_email(args.config.as_deref(), login, email);
+        let (config, named) = setup::account_for_email(args.config.as_deref(), given, email)?;
+        login(&config, &named)?;
+        let name = named.account.as_deref().unwrap_or_default();
+        return print(&setup::paste_lines(name));
     }
     let config = config::load(args.config.as_deref())?;
     match args.command {
@@ -66,15 +69,8 @@ fn settings(config: &Config, name: Option<&str>) -> Result<AccountSettings> {
     provider::resolve(name, config.account(name)?)
 }
 
-pub(crate) fn print(text: &str) -> Result<()> {
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
-}
-
 /// Signs in by the account's flow (or `--flow`) and stores the tokens; one line on stdout.
-pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
+fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     if args.provider.is_some() {
         return Err(Error::usage(
             "--provider is for `login EMAIL`, when it adds an account; set `provider` in the config",
@@ -94,7 +90,7 @@ pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
         no_browser: args.no_browser,
         import_refresh_token: args.import_refresh_token.clone(),
     };
-    let runtime = runtime()?;
+    let runtime = crate::runtime::single_threaded()?;
     let outcome = runtime.block_on(oauth::login::login(&account, &options));
     // Paste mode may leave a read of stdin blocked on its thread: do not wait for it.
     runtime.shutdown_background();
@@ -170,7 +166,7 @@ fn flow_of(flow: FlowArg) -> Flow {
 
 /// Prints a valid access token: for mbsync `PassCmd`, msmtp `passwordeval`, scripts.
 fn token(account: &AccountSettings) -> Result<()> {
-    let token = runtime()?
+    let token = crate::runtime::single_threaded()?
         .block_on(oauth::access_token(account, None))
         .map_err(|e| {
             let e = e.for_account(&account.name);
@@ -188,7 +184,7 @@ fn check(account: &AccountSettings) -> Result<()> {
 /// `check`'s work: SMTP, Graph, or (`auto`) both.
 fn check_transports(account: &AccountSettings) -> Result<()> {
     use crate::config::TransportKind;
-    let rt = runtime()?;
+    let rt = crate::runtime::single_threaded()?;
     let smtp = || {
         rt.block_on(async {
             let session = deliver::open_smtp(account, false).await?;
@@ -231,9 +227,11 @@ fn check_transports(account: &AccountSettings) -> Result<()> {
                 Err(e) if crate::transport::is_smtp_auth_disabled(&e) => {
                     crate::transport::remember_graph(&account.name, &e);
                     print(&format!(
-                        "account {}: SMTP AUTH is disabled ({e}); transport = \"auto\" sends \
+                        "account {}: SMTP AUTH is disabled ({}: {}); transport = \"auto\" sends \
                          through Microsoft Graph\n",
-                        account.name
+                        account.name,
+                        account.smtp.address(),
+                        crate::transport::server_words(&e)
                     ))?;
                     None
                 }
@@ -278,6 +276,7 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
     let (failed, bad_failed) = queue.list_failed()?;
     let mut out = String::new();
     let (mut needs_login, mut misconfigured) = (false, false);
+    let (mut shown, mut shown_counts) = (0usize, (0usize, 0usize));
     for name in config
         .accounts
         .keys()
@@ -295,13 +294,15 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         };
         let _ = write!(
             out,
-            "  provider: {}\n  email: {}\n  server: {}\n  transport: {}\n  flow: {}\n",
-            provider_name(account.provider),
+            "  provider: {}\n  email: {}\n  server: {}{}\n  transport: {}\n  flow: {}\n",
+            account.provider.name(),
             account.email,
             account.smtp.address(),
+            overridden(account.config.smtp_host.is_some() || account.config.smtp_port.is_some()),
             crate::transport::describe(&account),
-            flow_name(account.oauth.flow),
+            flow_line(&account),
         );
+        out.push_str(&identity_platform(&account));
         if let Some(who) = signed_in_identity(&account) {
             let _ = writeln!(out, "  signed in as: {who}");
         }
@@ -328,13 +329,20 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
             mine(&queued),
             mine(&failed)
         );
+        shown += 1;
+        shown_counts = (mine(&queued), mine(&failed));
     }
-    let _ = writeln!(
-        out,
-        "queue: {} queued, {} failed",
-        queued.len() + bad.len(),
-        failed.len() + bad_failed.len()
-    );
+    // The whole queue, when it is more than the one account shown says.
+    let (all_queued, all_failed) = (queued.len() + bad.len(), failed.len() + bad_failed.len());
+    if shown != 1 || (all_queued, all_failed) != shown_counts {
+        let _ = writeln!(
+            out,
+            "queue (all accounts): {all_queued} queued, {all_failed} failed"
+        );
+    }
+    if let Some(problem) = crate::journal::Journal::from_config(config).problem() {
+        let _ = writeln!(out, "log: {problem}");
+    }
     print(&out)?;
     let code = if misconfigured {
         crate::error::EX_CONFIG
@@ -344,6 +352,68 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         return Ok(());
     };
     Err(Error::from(crate::error::Kind::Reported(code)))
+}
+
+/// ` (override)` after a value the config sets in place of the provider's.
+fn overridden(set: bool) -> &'static str {
+    if set { " (override)" } else { "" }
+}
+
+/// The config's flow, and the flow of the login that stored the tokens when that differs
+/// (`login --flow`): renewals without a refresh token use the config's.
+fn flow_line(account: &AccountSettings) -> String {
+    let configured = account.oauth.flow.name();
+    let stored = TokenStore::new(account)
+        .ok()
+        .filter(|_| account.config.token_decrypt_cmd.is_none())
+        .and_then(|s| std::fs::read(s.path()).ok())
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|v| v.get("flow")?.as_str().map(str::to_owned));
+    match stored {
+        Some(flow) if flow != configured => {
+            let flow: String = flow.chars().filter(|c| !c.is_control()).take(40).collect();
+            format!("{flow} (the last login's; the config says {configured})")
+        }
+        _ => configured.to_owned(),
+    }
+}
+
+/// Tenant, client id and the endpoints in use, overrides marked: what to compare with the
+/// app registration when a login fails.
+fn identity_platform(account: &AccountSettings) -> String {
+    let c = &account.config;
+    let o = &account.oauth;
+    let mut out = String::new();
+    if let Some(tenant) = crate::provider::tenant(c) {
+        let _ = writeln!(out, "  tenant: {tenant}");
+    }
+    match &o.client_id {
+        Some(id) if c.client_id.is_none() => {
+            let _ = writeln!(out, "  client id: {id} (the provider's default)");
+        }
+        Some(id) => {
+            let _ = writeln!(out, "  client id: {id}");
+        }
+        None => out.push_str("  client id: none (set client_id)\n"),
+    }
+    for (name, url, set) in [
+        ("token endpoint", &o.token_url, c.token_url.is_some()),
+        (
+            "authorize endpoint",
+            &o.authorize_url,
+            c.authorize_url.is_some(),
+        ),
+        (
+            "device-code endpoint",
+            &o.device_code_url,
+            c.device_code_url.is_some(),
+        ),
+    ] {
+        if !url.is_empty() {
+            let _ = writeln!(out, "  {name}: {url}{}", overridden(set));
+        }
+    }
+    out
 }
 
 /// The identity that signed in, as the token cache records it (its `identity` field),
@@ -358,26 +428,6 @@ fn signed_in_identity(account: &AccountSettings) -> Option<String> {
     let who = value.get("identity")?.as_str()?;
     // Printed: keep it to one tidy line whatever the file says.
     Some(who.chars().filter(|c| !c.is_control()).take(320).collect())
-}
-
-/// The provider as the config spells it.
-pub(crate) fn provider_name(provider: ProviderKind) -> &'static str {
-    match provider {
-        ProviderKind::Microsoft => "microsoft",
-        ProviderKind::MicrosoftChina => "microsoft-china",
-        ProviderKind::Gmail => "gmail",
-        ProviderKind::Custom => "custom",
-    }
-}
-
-/// The flow as the config spells it.
-fn flow_name(flow: Flow) -> &'static str {
-    match flow {
-        Flow::Authcode => "authcode",
-        Flow::Devicecode => "devicecode",
-        Flow::Password => "password",
-        Flow::ClientCredentials => "client-credentials",
-    }
 }
 
 /// The stored token's state for `status`, and whether the account can send with it. A

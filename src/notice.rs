@@ -37,6 +37,7 @@ pub fn failed(
         crate::notify::failed_for_good(
             &settings,
             &format!("message {} failed for good: {why}", entry.id),
+            journal,
         );
     }
     let text = failed_body(entry, why);
@@ -114,8 +115,7 @@ fn enqueue(
         ..SendArgs::default()
     };
     let plan = plan::resolve(&args, config, &message, plan::Context::current())?;
-    let rendered = message.render(&plan.edits);
-    let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
+    let parts = message.render(&plan.edits);
     queue.enqueue(
         &queue::Meta {
             account: plan.account,

@@ -100,6 +100,16 @@ const COUNTRY_SUFFIXES: &[&str] = &[
     "rs", "ru", "sa", "se", "sg", "sk",
 ];
 
+/// The provider in effect for an account: as written, else the one of a well-known
+/// `email` domain (gmail.com → gmail, hotmail.com → microsoft, …), else microsoft.
+#[must_use]
+pub fn kind_of(account: &Account) -> ProviderKind {
+    account
+        .provider
+        .or_else(|| for_email(&account.email))
+        .unwrap_or_default()
+}
+
 /// The provider of a well-known mail domain (`alice@hotmail.co.uk` → `microsoft`,
 /// `bob@gmail.com` → `gmail`); `None` for any other domain.
 #[must_use]
@@ -147,7 +157,12 @@ impl Server {
     /// `host:port`, as errors show it.
     #[must_use]
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        // An IPv6 address in brackets, as in a URL: `[::1]:587`, not `::1:587`.
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -285,7 +300,8 @@ impl OAuthSettings {
                 ),
                 ProviderKind::Gmail => format!(
                     "account {account}: `client_id` (and `client_secret` or `client_secret_cmd`) are required \
-                     for gmail: create an OAuth client of type Desktop app in the Google Cloud console"
+                     for gmail: create an OAuth client of type Desktop app in the Google Cloud console \
+                     (https://console.cloud.google.com/apis/credentials)"
                 ),
                 _ => format!("account {account}: `client_id` is required"),
             })
@@ -371,7 +387,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .redirect_uri
             .clone()
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
-        authorize_params: authorize_params(account.provider, &scopes),
+        authorize_params: authorize_params(kind_of(account), &scopes),
         ca_file: account.tls_ca_file.clone(),
     };
     let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
@@ -396,7 +412,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     }
     Ok(AccountSettings {
         name: name.to_owned(),
-        provider: account.provider,
+        provider: kind_of(account),
         email: account.email.clone(),
         smtp,
         oauth,
@@ -477,6 +493,20 @@ fn is_https(url: &str) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
 }
 
+/// The tenant an account's endpoints use (its `tenant`, else the provider's default), for
+/// providers whose endpoints have one; `None` for the others or for endpoints all set.
+#[must_use]
+pub fn tenant(account: &Account) -> Option<String> {
+    let preset = Preset::of(account);
+    preset.authority.filter(|a| a.contains("{tenant}"))?;
+    Some(
+        account
+            .tenant
+            .clone()
+            .unwrap_or_else(|| preset.tenant.to_owned()),
+    )
+}
+
 /// A provider's built-in values. `authority` may hold `{tenant}`.
 struct Preset {
     smtp_host: Option<&'static str>,
@@ -503,7 +533,7 @@ impl Preset {
             "/oauth2/v2.0/token",
             "/oauth2/v2.0/devicecode",
         );
-        match account.provider {
+        match kind_of(account) {
             // One token serves SMTP, IMAP and POP (mbsync's PassCmd); offline_access
             // is what makes Microsoft return a refresh token at all.
             ProviderKind::Microsoft => Preset {
@@ -585,7 +615,7 @@ impl Preset {
                 graph_url: None,
             },
         }
-        .with_gmail_endpoints(account.provider)
+        .with_gmail_endpoints(kind_of(account))
     }
 
     fn with_gmail_endpoints(self, kind: ProviderKind) -> Preset {
@@ -607,9 +637,25 @@ impl Preset {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_well_known_email_domain_without_provider_gets_its_provider() {
+        let c = crate::config::parse(
+            "[accounts.g]\nemail = \"bob@gmail.com\"\n\
+                   [accounts.h]\nemail = \"japinli@hotmail.com\"\n\
+                   [accounts.c]\nemail = \"alice@contoso.com\"\n\
+                   [accounts.x]\nprovider = \"custom\"\nemail = \"carol@gmail.com\"\n",
+            std::path::Path::new("/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(kind_of(&c.accounts["g"]), ProviderKind::Gmail);
+        assert_eq!(kind_of(&c.accounts["h"]), ProviderKind::Microsoft);
+        assert_eq!(kind_of(&c.accounts["c"]), ProviderKind::Microsoft);
+        assert_eq!(kind_of(&c.accounts["x"]), ProviderKind::Custom);
+    }
+
     fn account(provider: ProviderKind) -> Account {
         Account {
-            provider,
+            provider: Some(provider),
             email: "a@contoso.com".into(),
             ..Account::default()
         }

@@ -7,8 +7,6 @@
 //! the message (`-oem`/`-oee`, as cron passes), else the caller gets the exit code and
 //! keeps it; a permanent refusal is never queued.
 
-use std::io::Write;
-
 use crate::cli::SendArgs;
 use crate::clock;
 use crate::config::{self, Config, QueuePolicy, TransportKind};
@@ -20,6 +18,7 @@ use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
 use crate::scope::{self, Mode};
+use crate::spool::Payload;
 use crate::transport::Receipt;
 use crate::{deliver, flush, graph, maildrop, notify, transport};
 
@@ -48,13 +47,11 @@ pub fn run(args: &SendArgs) -> Result<()> {
     let message = Message::read(std::io::stdin().lock())?;
     let plan = plan::resolve(args, &config, &message, plan::Context::current())?;
     let account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
-    let rendered = message.render(&plan.edits);
-    let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
+    let parts = message.render(&plan.edits);
     if args.dry_run {
         return print_plan(&plan, &account, &parts);
     }
-    let size: usize = parts.iter().map(|p| p.len()).sum();
-    let size = u64::try_from(size).unwrap_or(u64::MAX);
+    let size = parts.len();
     let journal = Journal::from_config(&config);
     let log = |result: &str| journal.message(&plan.account, &plan.envelope, size, result);
     let policy = account.config.queue;
@@ -63,13 +60,17 @@ pub fn run(args: &SendArgs) -> Result<()> {
         log(&format!("result=queued id={id}"));
         return Ok(());
     }
-    let outcome = crate::runtime()?.block_on(send_now(
+    let runtime = crate::runtime::single_threaded()?;
+    let outcome = runtime.block_on(send_now(
         &account,
         &plan,
         &parts,
         &journal,
         args.verbose > 0,
     ));
+    // Every task the send awaited has ended; a blocking thread that outlives it (a file
+    // read, the system's roots after an early failure) is not waited for.
+    runtime.shutdown_background();
     let e = match outcome {
         Ok(reply) => {
             log(&format!("result=sent reply={:?}", reply.to_string()));
@@ -77,7 +78,7 @@ pub fn run(args: &SendArgs) -> Result<()> {
         }
         Err(e) => e,
     };
-    notify::needs_user(&account, &e);
+    notify::needs_user(&account, &e, &journal);
     if scope::current() == Mode::System
         && e.class() == Class::Permanent
         && args.caller_cannot_keep()
@@ -104,7 +105,7 @@ pub fn run(args: &SendArgs) -> Result<()> {
 fn keep_refused(
     config: &Config,
     plan: &SendPlan,
-    parts: &[&[u8]],
+    parts: &Payload<'_>,
     e: &Error,
     journal: &Journal,
 ) -> Result<()> {
@@ -156,7 +157,7 @@ fn should_queue(class: Class, policy: QueuePolicy, caller_cannot_keep: bool) -> 
 async fn send_now(
     account: &AccountSettings,
     plan: &SendPlan,
-    parts: &[&[u8]],
+    parts: &Payload<'_>,
     journal: &Journal,
     verbose: bool,
 ) -> Result<Receipt> {
@@ -184,7 +185,7 @@ async fn send_now(
 }
 
 /// Queues the message; `attempt` is the failure of the attempt just made, which counts.
-fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<String> {
+fn enqueue(plan: &SendPlan, parts: &Payload<'_>, attempt: Option<&Error>) -> Result<String> {
     let now = clock::now();
     let meta = queue::Meta {
         account: plan.account.clone(),
@@ -208,11 +209,7 @@ fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<
 
 /// `-bp` (and `mailq`): the queue listing.
 pub fn list_queue() -> Result<()> {
-    let text = flush::listing(&Queue::open()?)?;
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+    crate::stdout::print(&flush::listing(&Queue::open()?)?)
 }
 
 /// `-q`: flush the due messages quietly, as cron runs it and mails any output: only
@@ -233,16 +230,20 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     }
 }
 
-fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u8]]) -> Result<()> {
-    let size: usize = parts.iter().map(|p| p.len()).sum();
+fn print_plan(
+    plan: &SendPlan,
+    account: &provider::AccountSettings,
+    parts: &Payload<'_>,
+) -> Result<()> {
+    let size = parts.len();
     let way = match (account.config.transport, &account.graph) {
         (TransportKind::Graph, Some(g)) => {
             // What Graph would refuse, a dry run refuses too (no network needed).
-            graph::for_graph(&plan.envelope, parts)?;
+            graph_check(&plan.envelope, parts)?;
             graph_way(g, account)
         }
         (TransportKind::Auto, Some(g)) if transport::remembered_graph(&account.name).is_some() => {
-            graph::for_graph(&plan.envelope, parts)?;
+            graph_check(&plan.envelope, parts)?;
             format!(
                 "{}; transport auto: Graph since a 5.7.139",
                 graph_way(g, account)
@@ -259,10 +260,15 @@ fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u
         "account: {} ({way})\n{plan}size: {size} bytes\n",
         account.name
     );
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+    crate::stdout::print(&text)
+}
+
+/// What Graph would refuse in the header, refused by a dry run too (no network needed).
+fn graph_check(envelope: &crate::smtp::Envelope, parts: &Payload<'_>) -> Result<()> {
+    let whole = parts
+        .to_vec()
+        .map_err(|e| Error::io(format!("cannot read the message: {e}")))?;
+    graph::for_graph(envelope, &[&whole]).map(drop)
 }
 
 /// `HOST:PORT, starttls, user EMAIL`: where an SMTP send goes.

@@ -13,6 +13,7 @@ use crate::error::{Error, Kind, Phase, Result};
 use crate::graph;
 use crate::provider::AccountSettings;
 use crate::smtp::{Envelope, Reply, Session};
+use crate::spool::Payload;
 
 /// How a message left: the SMTP server's final reply, or Graph's acceptance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,7 @@ pub enum Transport {
 
 impl Transport {
     /// Sends one message to the envelope's recipients. Errors carry the server.
-    pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
+    pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
         match self {
             Transport::Smtp(s) => s.send(envelope, message).await.map(Receipt::Smtp),
             Transport::Graph(g) => {
@@ -53,7 +54,11 @@ impl Transport {
 
     /// Sends one message and closes: for SMTP, QUIT rides in the same flight as the end of
     /// the data (and is sent on error paths too).
-    pub async fn send_and_close(self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
+    pub async fn send_and_close(
+        self,
+        envelope: &Envelope,
+        message: &Payload<'_>,
+    ) -> Result<Receipt> {
         match self {
             Transport::Smtp(s) => s.send_and_quit(envelope, message).await.map(Receipt::Smtp),
             mut graph @ Transport::Graph(_) => graph.send(envelope, message).await,
@@ -109,7 +114,7 @@ pub fn remember_graph(account: &str, why: &Error) {
     {
         return;
     }
-    let why = why.to_string().replace(['\r', '\n'], " ");
+    let why = server_words(why);
     let line = format!(
         "graph since {}: SMTP said: {why}\n",
         crate::clock::utc(crate::clock::now())
@@ -120,6 +125,17 @@ pub fn remember_graph(account: &str, why: &Error) {
     }
 }
 
+/// What the SMTP server said (its reply, without our advice, which is for `transport =
+/// "smtp"`), fit for one line on a terminal: control characters escaped.
+#[must_use]
+pub fn server_words(e: &Error) -> String {
+    let said = match &e.kind {
+        Kind::Reply { reply, .. } => reply.to_string(),
+        _ => e.to_string(),
+    };
+    crate::scrub::for_output(&said, 1000)
+}
+
 /// The account's transport as `status` shows it.
 #[must_use]
 pub fn describe(account: &AccountSettings) -> String {
@@ -128,7 +144,12 @@ pub fn describe(account: &AccountSettings) -> String {
         TransportKind::Smtp => "smtp".to_owned(),
         TransportKind::Graph => format!("graph ({})", graph_url(account)),
         TransportKind::Auto => match remembered_graph(&account.name) {
-            Some(line) => format!("auto: {line} ({})", graph_url(account)),
+            // Escaped here too: a memory file from an older version holds the raw reply.
+            Some(line) => format!(
+                "auto: {} ({})",
+                crate::scrub::for_output(&line, 1000),
+                graph_url(account)
+            ),
             None => "auto: smtp (graph after a 5.7.139)".to_owned(),
         },
     }

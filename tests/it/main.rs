@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+mod architecture;
 mod clients;
 mod docs;
 mod dovecot;
@@ -15,14 +16,17 @@ mod fake_smtp;
 mod first_run;
 mod graph;
 mod hardening;
+mod hardening_files;
 mod login;
 mod manual;
 mod migrate;
 mod outcomes;
 mod package;
+mod peers;
 mod queue;
 mod scheduling;
 mod send;
 mod support;
 mod system;
 mod token;
+mod wording;
