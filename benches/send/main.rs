@@ -371,6 +371,18 @@ impl Row {
 }
 
 impl Bench {
+    /// The sections with their own tables: Graph, and system mode.
+    fn other_sections(&self) {
+        // Microsoft Graph: its own rows; BENCH_GRAPH=0 skips them.
+        if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
+            graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+        }
+        // System mode: the maildrop and the flusher; BENCH_SYSTEM=0 skips them.
+        if std::env::var("BENCH_SYSTEM").map_or(true, |v| v != "0") {
+            system::run(&self.exe, self.opts.rtt, self.opts.reps, self.opts.queue_n);
+        }
+    }
+
     fn run_all(&mut self) {
         self.print_header();
         let small = self.sandbox.path().join("msg-1k.eml");
@@ -465,24 +477,12 @@ impl Bench {
         }
         println!();
         print!("{}", self.table(&rows));
-        self.sections();
+        self.other_sections();
         if !self.notes.is_empty() {
             println!();
             for n in &self.notes {
                 println!("note: {n}");
             }
-        }
-    }
-
-    /// The sections after the table, each with its own fakes.
-    fn sections(&self) {
-        // Microsoft Graph (issue #11): its own rows; BENCH_GRAPH=0 skips them.
-        if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
-            graph::run(&self.exe, self.opts.rtt, self.opts.reps);
-        }
-        // System mode (issue #14): the maildrop and the flusher; BENCH_SYSTEM=0 skips them.
-        if std::env::var("BENCH_SYSTEM").map_or(true, |v| v != "0") {
-            system::run(&self.exe, self.opts.rtt, self.opts.reps, self.opts.queue_n);
         }
     }
 
