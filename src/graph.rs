@@ -15,9 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use bytes::Bytes;
 
 use crate::error::{Error, GraphRefusal, Kind, Phase, Result};
+use crate::graph_body::Streamed;
 use crate::message::Message;
 use crate::oauth::{self, AccessToken};
 use crate::provider::{AccountSettings, GraphSettings};
@@ -29,11 +30,17 @@ pub const MAX_REQUEST_BYTES: usize = 4_000_000;
 /// Graph's error bodies are small JSON objects; more than this is not read (a proxy's
 /// page, or a hostile server).
 pub const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Graph's answers that carry a resource (a draft echoes its body) are read up to this.
+pub const MAX_ANSWER_BODY: usize = 16 * 1024 * 1024;
 /// Connecting (TCP and TLS) gives up after this long, as for the token endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// No byte from Graph for this long while uploading or waiting for the answer: give up.
-/// Longer than the token endpoint's: a 3 MB upload on a slow line takes a while.
-const READ_TIMEOUT: Duration = Duration::from_mins(1);
+/// No byte of the request moved for this long (uploading), or no answer this long after
+/// the last byte: give up. Idle time, not total time: a 3 MB upload on a slow line takes
+/// minutes and is fine as long as it moves.
+const IDLE_TIMEOUT: Duration = Duration::from_mins(1);
+/// An answer's body (after its status) is read for at most this long in all: an error
+/// page that trickles a byte at a time does not hold the message up.
+const ANSWER_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An open Graph client for one account: one HTTP/2 connection, reused for every message.
 pub struct Client {
@@ -98,22 +105,39 @@ impl Client {
             .await
             .map(drop)
             .map_err(|e| {
-                network(&e)
+                network(&e, false)
                     .for_account(&self.account.name)
                     .at_server(&self.host)
             })
     }
 
-    /// Sends one message as Graph wants it; `202 Accepted` is success.
+    /// Sends one message as Graph wants it; `202 Accepted` is success. Above Graph's
+    /// request limit the message goes as a draft with its large attachments uploaded
+    /// apart ([`crate::graph_large`]).
     pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
         let mime = for_graph(envelope, message)?;
+        self.wait_for_throttling()?;
+        self.renew_if_expiring().await?;
         if base64_len(mime.len()) > MAX_REQUEST_BYTES {
-            return Err(Kind::TooLarge {
-                size: mime.len() as u64,
-                limit: (MAX_REQUEST_BYTES / 4 * 3) as u64,
-            }
-            .into());
+            return crate::graph_large::send(self, mime).await;
         }
+        let mime = Bytes::from(mime);
+        let url = self.url.clone();
+        let answer = self
+            .authorized(Request::post(&url, "text/plain", Some(Body::Base64(mime))))
+            .await
+            .map_err(|e| e.at_server(&self.host))?;
+        if (200..300).contains(&answer.status) {
+            return Ok(Receipt {
+                status: answer.status,
+                request_id: answer.request_id,
+            });
+        }
+        Err(self.refusal(&answer, "Mail.Send"))
+    }
+
+    /// A still-throttled account's next message gets the same temporary answer.
+    pub(crate) fn wait_for_throttling(&mut self) -> Result<()> {
         if let Some((until, status, _)) = self.throttled {
             let left = until.saturating_duration_since(Instant::now());
             if !left.is_zero() {
@@ -121,52 +145,103 @@ impl Client {
             }
             self.throttled = None;
         }
-        // A long queue flush can outlast the token it started with.
+        Ok(())
+    }
+
+    /// A long queue flush can outlast the token it started with.
+    async fn renew_if_expiring(&mut self) -> Result<()> {
         if self.token.expires_at <= crate::clock::now() + oauth::MIN_VALIDITY {
             self.token = oauth::graph_token(&self.account, None).await?;
         }
-        let body = base64::engine::general_purpose::STANDARD.encode(&mime);
-        drop(mime);
-        let mut answer = self.post(&body).await?;
-        if answer.status == 401 && !self.token.fresh {
-            // The cached token may have been revoked: a new one (not this one), once more.
-            self.token = oauth::graph_token(&self.account, Some(&self.token.secret)).await?;
-            answer = self.post(&body).await?;
-        }
-        if (200..300).contains(&answer.status) {
-            return Ok(Receipt {
-                status: answer.status,
-                request_id: answer.request_id,
-            });
-        }
-        let error = self.refusal(&answer);
-        if let Some(secs) = answer.retry_after {
-            self.throttled = Some((
-                Instant::now() + Duration::from_secs(secs),
-                answer.status,
-                secs,
-            ));
-        }
-        Err(error)
+        Ok(())
     }
 
-    async fn post(&self, body: &str) -> Result<Answer> {
+    /// `{graph_url}/v1.0/me`, or `/v1.0/users/{email}` app-only: the mailbox's resources.
+    pub(crate) fn mailbox_url(&self) -> String {
+        self.url
+            .strip_suffix("/sendMail")
+            .unwrap_or(&self.url)
+            .to_owned()
+    }
+
+    /// The request with the bearer token; a `401` to a token from the cache renews it
+    /// (not that one) and asks once more.
+    pub(crate) async fn authorized(&mut self, request: Request<'_>) -> Result<Answer> {
+        let mut answer = self.exchange(&request, true).await?;
+        if answer.status == 401 && !self.token.fresh {
+            self.token = oauth::graph_token(&self.account, Some(&self.token.secret)).await?;
+            answer = self.exchange(&request, true).await?;
+        }
+        Ok(answer)
+    }
+
+    /// One request (with the bearer token when `authorized`), its answer read in bounded
+    /// size and time; a failure is classified by how far the request got.
+    pub(crate) async fn exchange(&self, request: &Request<'_>, authorized: bool) -> Result<Answer> {
+        let progress = crate::graph_body::Progress::new();
+        let (body, length) = match &request.body {
+            Some(Body::Base64(data)) => {
+                let b = Streamed::new(data.clone(), true, progress.clone());
+                let n = b.len();
+                (Some(b.into_body()), n)
+            }
+            Some(Body::Raw(data)) => {
+                let b = Streamed::new(data.clone(), false, progress.clone());
+                let n = b.len();
+                (Some(b.into_body()), n)
+            }
+            None => (None, 0),
+        };
         if self.verbose {
             eprintln!(
-                "-> POST {} (Authorization: Bearer <redacted>, Content-Type: text/plain, {} bytes)",
-                self.url,
-                body.len()
+                "-> {} {} ({}{}, {length} bytes)",
+                request.method,
+                request.url,
+                if authorized {
+                    "Authorization: Bearer <redacted>"
+                } else {
+                    "pre-authenticated URL, no Authorization"
+                },
+                request
+                    .content_type
+                    .map(|c| format!(", Content-Type: {c}"))
+                    .unwrap_or_default(),
             );
         }
-        let response = self
+        let mut builder = self
             .http
-            .post(&self.url)
-            .bearer_auth(&self.token.secret)
-            .header(reqwest::header::CONTENT_TYPE, "text/plain")
-            .body(body.to_owned())
-            .send()
-            .await
-            .map_err(|e| network(&e))?;
+            .request(request.method.clone(), request.url)
+            .header(reqwest::header::CONTENT_LENGTH, length);
+        if authorized {
+            builder = builder.bearer_auth(&self.token.secret);
+        }
+        if let Some(c) = request.content_type {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, c);
+        }
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(body) = body {
+            builder = builder.body(body);
+        }
+        let sent = crate::graph_body::idle_limited(builder.send(), &progress, IDLE_TIMEOUT).await;
+        // Whether the request that sends has gone whole (a bodiless one: once asked).
+        let left = || request.final_step && (request.body.is_none() || progress.all_sent());
+        let response = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(network(&e, left())),
+            Err(stalled) => {
+                let phase = if left() {
+                    Phase::Message
+                } else {
+                    Phase::Request
+                };
+                return Err(Error::network(
+                    phase,
+                    format!("nothing moved for {} s", stalled.0.as_secs()),
+                ));
+            }
+        };
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -188,14 +263,21 @@ impl Client {
                     .unwrap_or_default()
             );
         }
-        let body = if (200..300).contains(&status) {
-            Vec::new()
+        let limit = if (200..300).contains(&status) {
+            MAX_ANSWER_BODY
         } else {
-            // Bounded like every answer; one too large to read says no more than its status.
-            crate::oauth::grants::read_body(response, MAX_ERROR_BODY)
-                .await
-                .unwrap_or_default()
+            MAX_ERROR_BODY
         };
+        // Bounded in size and in time, like every answer: one too large or too slow to
+        // read says no more than its status.
+        let body = tokio::time::timeout(
+            ANSWER_BODY_TIMEOUT,
+            crate::oauth::grants::read_body(response, limit),
+        )
+        .await
+        .ok()
+        .and_then(std::result::Result::ok)
+        .unwrap_or_default();
         Ok(Answer {
             status,
             request_id,
@@ -204,18 +286,28 @@ impl Client {
         })
     }
 
-    /// Graph's refusal as an error: its `error.code` and message, and what to do.
-    fn refusal(&self, answer: &Answer) -> Error {
+    /// Graph's refusal as an error: its `error.code` and message, and what to do
+    /// (`permission`: what a 403 lacks). A `Retry-After` also holds back this client's
+    /// later messages.
+    pub(crate) fn refusal(&mut self, answer: &Answer, permission: &str) -> Error {
         let (code, message) = error_fields(&answer.body);
         let name = &self.account.name;
         let hint = match answer.status {
+            401 if message.contains("Invalid audience") => Some(audience_hint(&self.account)),
             401 => Some(format!(
                 "the Graph token was refused: run `oauth2-sendmail login {name}`"
             )),
-            403 => Some(permission_hint(&self.account)),
+            403 => Some(permission_hint(&self.account, permission)),
             413 => Some("the message is larger than Microsoft Graph accepts".to_owned()),
             _ => None,
         };
+        if let Some(secs) = answer.retry_after {
+            self.throttled = Some((
+                Instant::now() + Duration::from_secs(secs),
+                answer.status,
+                secs,
+            ));
+        }
         Error::from(Kind::Graph(Box::new(GraphRefusal {
             status: answer.status,
             code,
@@ -228,12 +320,63 @@ impl Client {
     }
 }
 
-/// What Graph answered to one POST.
-struct Answer {
-    status: u16,
-    request_id: Option<String>,
-    retry_after: Option<u64>,
-    body: Vec<u8>,
+/// What a request sends: bytes as they are (an upload range), or base64-encoded as it
+/// streams (a MIME message).
+#[derive(Clone)]
+pub(crate) enum Body {
+    Raw(Bytes),
+    Base64(Bytes),
+}
+
+/// One request to Graph or to an upload URL.
+pub(crate) struct Request<'a> {
+    pub method: reqwest::Method,
+    pub url: &'a str,
+    pub content_type: Option<&'static str>,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Body>,
+    /// The request that makes Graph send (`sendMail`, `…/send`): once its body has left, a
+    /// lost answer may hide a sent message. A lost answer to any other request cannot.
+    pub final_step: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A `POST` of `body` that sends the message (`sendMail`).
+    pub fn post(url: &'a str, content_type: &'static str, body: Option<Body>) -> Request<'a> {
+        Request {
+            method: reqwest::Method::POST,
+            url,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body,
+            final_step: true,
+        }
+    }
+
+    /// A request that does not send the message (a draft, an attachment, a range).
+    pub fn step(
+        method: reqwest::Method,
+        url: &'a str,
+        content_type: Option<&'static str>,
+        body: Option<Body>,
+    ) -> Request<'a> {
+        Request {
+            method,
+            url,
+            content_type,
+            headers: Vec::new(),
+            body,
+            final_step: false,
+        }
+    }
+}
+
+/// What Graph answered to one request.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub request_id: Option<String>,
+    pub retry_after: Option<u64>,
+    pub body: Vec<u8>,
 }
 
 /// Graph's acceptance of one message.
@@ -274,8 +417,9 @@ fn throttled(status: u16, secs: u64) -> Error {
     })))
 }
 
-/// 403 `ErrorAccessDenied`: the token has no `Mail.Send`, or the app no consent.
-fn permission_hint(account: &AccountSettings) -> String {
+/// 403 `ErrorAccessDenied`: the token lacks `permission` (`Mail.Send`; `Mail.ReadWrite`
+/// for a draft), or the app has no consent.
+fn permission_hint(account: &AccountSettings, permission: &str) -> String {
     let consent = account
         .oauth
         .client_id
@@ -290,10 +434,48 @@ fn permission_hint(account: &AccountSettings) -> String {
         "the delegated permission"
     };
     format!(
-        "the app may not send mail as {}: grant it {kind} Mail.Send of Microsoft Graph ({graph}) \
+        "the app may not {} as {}: grant it {kind} {permission} of Microsoft Graph ({graph}) \
          and have an administrator consent{consent}, then run `oauth2-sendmail login {}`",
-        account.email, account.name
+        if permission == "Mail.Send" {
+            "send mail"
+        } else {
+            "write drafts (a message above 4 MB goes as a draft)"
+        },
+        account.email,
+        account.name
     )
+}
+
+/// 401 "Invalid audience": the token was issued for another resource than this Graph.
+/// Says which audience was asked for and which setting decides it; a login would not help.
+fn audience_hint(account: &AccountSettings) -> String {
+    let Some(graph) = account.graph.as_ref() else {
+        return String::new();
+    };
+    let asked = if account.oauth.resource.is_some() {
+        format!("resource {}", audience_of(&graph.scopes).unwrap_or(&graph.url))
+    } else {
+        format!("scopes `{}`", graph.scopes.join(" "))
+    };
+    let key = if account.config.graph_scopes.is_some() {
+        "`graph_scopes`"
+    } else {
+        "`graph_url` (the default scopes follow its origin)"
+    };
+    format!(
+        "the Graph token was issued for {asked}, which {} does not accept; {key} sets it: \
+         make `graph_url` and `graph_scopes` name the same cloud",
+        graph.url
+    )
+}
+
+/// The resource a list of v2 scopes names: `https://host` of `https://host/Mail.Send`.
+fn audience_of(scopes: &[String]) -> Option<&str> {
+    scopes.iter().find_map(|s| {
+        let rest = s.strip_prefix("https://")?;
+        let host_end = rest.find('/')?;
+        Some(&s[..8 + host_end])
+    })
 }
 
 /// The copy of the message handed to Graph, which reads the recipients from the headers:
@@ -363,10 +545,7 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<u64> {
     Some(at.duration_since(now).map_or(0, |d| d.as_secs()))
 }
 
-/// The length of `n` bytes in padded base64.
-fn base64_len(n: usize) -> usize {
-    n.div_ceil(3) * 4
-}
+use crate::mime_split::base64_len;
 
 /// `error.code` and `error.message` of Graph's error JSON; the status text otherwise.
 fn error_fields(body: &[u8]) -> (String, String) {
@@ -398,15 +577,19 @@ async fn warm_up(http: &reqwest::Client, base: &str, verbose: bool) {
     }
 }
 
-/// A network failure talking to Graph. Connecting (TCP, TLS) failed: nothing was sent, a
-/// passing failure (`Class::Transient`). Anything later: the request may have reached
-/// Graph, which may have accepted the message (phase `Message`: `Class::Uncertain`, "may
-/// have been delivered", as for SMTP after the end of the data).
-fn network(e: &reqwest::Error) -> Error {
+/// A network failure talking to Graph. A certificate that does not verify is the
+/// server's fault and no retry cures it (76, as for SMTP). A request that failed before its
+/// body had all left (`sent`) sent nothing that could act: a passing failure
+/// (`Class::Transient`). Only after the whole body of the request that sends has left may
+/// Graph have accepted the message (phase `Message`: `Class::Uncertain`, "may have been
+/// delivered", as for SMTP after the end of the data).
+fn network(e: &reqwest::Error, sent: bool) -> Error {
     let phase = if e.is_connect() {
         Phase::Connect
-    } else {
+    } else if sent {
         Phase::Message
+    } else {
+        Phase::Request
     };
     // The causes, not reqwest's own line (which repeats the URL).
     let mut parts: Vec<String> = Vec::new();
@@ -428,7 +611,30 @@ fn network(e: &reqwest::Error) -> Error {
             .to_owned(),
         );
     }
-    Error::network(phase, parts.join(": ").replace(['\r', '\n'], " "))
+    let detail = parts.join(": ").replace(['\r', '\n'], " ");
+    if is_certificate_error(e) {
+        return Error::protocol(Phase::Tls, detail);
+    }
+    Error::network(phase, detail)
+}
+
+/// True when TLS refused the server's certificate (wrong name, unknown issuer, expired).
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        // `io::Error` hides what it wraps from `source()`: look inside.
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        for candidate in [Some(s), inner].into_iter().flatten() {
+            if let Some(rustls::Error::InvalidCertificate(_)) = candidate.downcast_ref() {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// `graph.microsoft.com` of `https://graph.microsoft.com/…`.
@@ -451,7 +657,6 @@ fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
         .user_agent(concat!("oauth2-sendmail/", env!("CARGO_PKG_VERSION")))
         .tls_backend_preconfigured(tls)
         .build()

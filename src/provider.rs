@@ -198,7 +198,8 @@ pub struct AccountSettings {
 pub struct GraphSettings {
     /// The base URL without a trailing slash, e.g. `https://graph.microsoft.com`.
     pub url: String,
-    /// Scopes of the Graph token: `graph_scopes`, else `{url}/Mail.Send offline_access`
+    /// Scopes of the Graph token: `graph_scopes`, else `{url}/Mail.Send {url}/Mail.ReadWrite
+    /// offline_access`
     /// (delegated) or `{url}/.default` (client credentials).
     pub scopes: Vec<String>,
     /// App-only: send as `/v1.0/users/{email}` instead of `/v1.0/me`.
@@ -463,7 +464,12 @@ fn graph_settings(
     let scopes = match &account.graph_scopes {
         Some(s) => s.clone(),
         None if app_only => vec![format!("{url}/.default")],
-        None => vec![format!("{url}/Mail.Send"), "offline_access".to_owned()],
+        // Mail.ReadWrite: a message above Graph's 4 MB request limit goes as a draft.
+        None => vec![
+            format!("{url}/Mail.Send"),
+            format!("{url}/Mail.ReadWrite"),
+            "offline_access".to_owned(),
+        ],
     };
     Ok(Some(GraphSettings {
         url,
@@ -680,7 +686,11 @@ mod tests {
         assert_eq!(g.url, "https://graph.microsoft.com");
         assert_eq!(
             g.scopes,
-            ["https://graph.microsoft.com/Mail.Send", "offline_access"]
+            [
+                "https://graph.microsoft.com/Mail.Send",
+                "https://graph.microsoft.com/Mail.ReadWrite",
+                "offline_access"
+            ]
         );
         assert_eq!(
             g.send_url("a@contoso.com"),
@@ -705,7 +715,10 @@ mod tests {
         let a = resolve("a", &auto).unwrap();
         assert_eq!(
             a.oauth.consent_scopes,
-            ["https://graph.microsoft.com/Mail.Send"]
+            [
+                "https://graph.microsoft.com/Mail.Send",
+                "https://graph.microsoft.com/Mail.ReadWrite"
+            ]
         );
         assert!(a.for_graph().unwrap().oauth.consent_scopes.is_empty());
         assert!(

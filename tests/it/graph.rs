@@ -13,12 +13,12 @@ use super::fake_idp::FakeIdp;
 use super::fake_smtp::{Behaviour, FakeSmtp};
 use super::support::{Run, Sandbox, TestCa, now};
 
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+pub(super) const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 
-struct World {
-    sandbox: Sandbox,
-    idp: FakeIdp,
-    graph: FakeGraph,
+pub(super) struct World {
+    pub(super) sandbox: Sandbox,
+    pub(super) idp: FakeIdp,
+    pub(super) graph: FakeGraph,
     smtp: FakeSmtp,
     ca_file: PathBuf,
     /// The cached SMTP token and the refresh token (in `work.json`).
@@ -31,7 +31,7 @@ struct World {
 impl World {
     /// `transport` for account `work`, a cached SMTP token and refresh token, and a cached
     /// Graph token; `extra` TOML lines for the account.
-    fn new(transport: &str, extra: &str) -> World {
+    pub(super) fn new(transport: &str, extra: &str) -> World {
         World::with_smtp(transport, extra, Behaviour::default())
     }
 
@@ -98,13 +98,13 @@ impl World {
         ));
     }
 
-    fn graph_file(&self) -> PathBuf {
+    pub(super) fn graph_file(&self) -> PathBuf {
         self.sandbox
             .path()
             .join("data/oauth2-sendmail/tokens/graph/work.json")
     }
 
-    fn seed_graph(&self, token: &str, expires_at: u64) {
+    pub(super) fn seed_graph(&self, token: &str, expires_at: u64) {
         let dir = self.graph_file().parent().unwrap().to_owned();
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -122,7 +122,7 @@ impl World {
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
-    fn send(&self, args: &[&str], message: &[u8]) -> Run {
+    pub(super) fn send(&self, args: &[&str], message: &[u8]) -> Run {
         let run = self.sandbox.run(args, message);
         self.assert_no_secret(&run);
         run
@@ -295,7 +295,13 @@ fn an_expired_graph_token_is_renewed_with_the_shared_refresh_token_and_its_rotat
     assert_eq!(reqs[0].field("refresh_token"), Some(w.refresh.as_str()));
     assert_eq!(
         reqs[0].field("scope"),
-        Some(format!("{}/Mail.Send offline_access", w.graph.base_url()).as_str())
+        Some(
+            format!(
+                "{0}/Mail.Send {0}/Mail.ReadWrite offline_access",
+                w.graph.base_url()
+            )
+            .as_str()
+        )
     );
     // The rotated refresh token is in work.json (the SMTP token kept), the Graph token
     // in graph/work.json without a refresh token of its own.

@@ -14,6 +14,7 @@ mod fake_idp;
 mod fake_smtp;
 mod first_run;
 mod graph;
+mod graph_large;
 mod hardening;
 mod login;
 mod manual;
