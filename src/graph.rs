@@ -242,6 +242,11 @@ impl Client {
                 ));
             }
         };
+        Ok(self.read_answer(response).await)
+    }
+
+    /// Status, the headers that matter, and the body read in bounded size and time.
+    async fn read_answer(&self, response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -278,12 +283,12 @@ impl Client {
         .ok()
         .and_then(std::result::Result::ok)
         .unwrap_or_default();
-        Ok(Answer {
+        Answer {
             status,
             request_id,
             retry_after,
             body,
-        })
+        }
     }
 
     /// Graph's refusal as an error: its `error.code` and message, and what to do
@@ -453,7 +458,10 @@ fn audience_hint(account: &AccountSettings) -> String {
         return String::new();
     };
     let asked = if account.oauth.resource.is_some() {
-        format!("resource {}", audience_of(&graph.scopes).unwrap_or(&graph.url))
+        format!(
+            "resource {}",
+            audience_of(&graph.scopes).unwrap_or(&graph.url)
+        )
     } else {
         format!("scopes `{}`", graph.scopes.join(" "))
     };

@@ -146,7 +146,11 @@ pub struct Stalled(pub Duration);
 
 /// Runs `request` until it answers, giving up only when no byte of the body moved for
 /// `idle` (after the body has left: when the answer has not come within `idle` of it).
-pub async fn idle_limited<F, T>(request: F, progress: &Progress, idle: Duration) -> Result<T, Stalled>
+pub async fn idle_limited<F, T>(
+    request: F,
+    progress: &Progress,
+    idle: Duration,
+) -> Result<T, Stalled>
 where
     F: Future<Output = T>,
 {
@@ -177,7 +181,12 @@ mod tests {
         assert_eq!(body.len(), crate::mime_split::base64_len(data.len()) as u64);
         assert!(!progress.all_sent());
         let out = body.collect().await.unwrap().to_bytes();
-        assert_eq!(out, base64::engine::general_purpose::STANDARD.encode(&data).as_bytes());
+        assert_eq!(
+            out,
+            base64::engine::general_purpose::STANDARD
+                .encode(&data)
+                .as_bytes()
+        );
         assert!(progress.all_sent());
         let raw = Streamed::new(Bytes::from(data.clone()), false, Progress::new());
         assert_eq!(raw.collect().await.unwrap().to_bytes(), data);
@@ -196,7 +205,10 @@ mod tests {
             "answered"
         };
         let idle = Duration::from_millis(200);
-        assert_eq!(idle_limited(moving, &progress, idle).await.unwrap(), "answered");
+        assert_eq!(
+            idle_limited(moving, &progress, idle).await.unwrap(),
+            "answered"
+        );
         let stuck = std::future::pending::<()>();
         assert!(idle_limited(stuck, &Progress::new(), idle).await.is_err());
     }

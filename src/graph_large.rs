@@ -173,10 +173,9 @@ async fn upload(client: &mut Client, url: &str, data: Bytes, mut next: usize) ->
             Some("application/octet-stream"),
             Some(Body::Raw(data.slice(next..end))),
         );
-        request.headers.push((
-            "content-range",
-            format!("bytes {next}-{}/{total}", end - 1),
-        ));
+        request
+            .headers
+            .push(("content-range", format!("bytes {next}-{}/{total}", end - 1)));
         let result = client.exchange(&request, false).await;
         let retry = match result {
             // The last range: the attachment is made.
@@ -288,8 +287,14 @@ mod tests {
 
     #[test]
     fn the_next_range_is_read_as_outlook_and_onedrive_write_it() {
-        assert_eq!(next_expected(&answer(r#"{"nextExpectedRanges":["4000000"]}"#)), Some(4_000_000));
-        assert_eq!(next_expected(&answer(r#"{"nextExpectedRanges":["12-"]}"#)), Some(12));
+        assert_eq!(
+            next_expected(&answer(r#"{"nextExpectedRanges":["4000000"]}"#)),
+            Some(4_000_000)
+        );
+        assert_eq!(
+            next_expected(&answer(r#"{"nextExpectedRanges":["12-"]}"#)),
+            Some(12)
+        );
         assert_eq!(next_expected(&answer(r#"{"nextExpectedRanges":[]}"#)), None);
         assert_eq!(next_expected(&answer("<html>")), None);
     }
@@ -301,6 +306,9 @@ mod tests {
             size: MAX_ATTACHMENT + 1,
         });
         assert_eq!(e.exit_code(), 65);
-        assert!(e.to_string().contains("big.iso") && e.to_string().contains("150 MB"), "{e}");
+        assert!(
+            e.to_string().contains("big.iso") && e.to_string().contains("150 MB"),
+            "{e}"
+        );
     }
 }

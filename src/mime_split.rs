@@ -93,10 +93,15 @@ pub fn split(raw: &[u8], limit: usize, max_attachment: usize) -> Result<Split, U
                 None => c.ctype().to_owned(),
             },
         );
-        let content_id = part
-            .content_id()
-            .map(|c| c.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
-        let disposition = part.content_disposition().map(|d| d.ctype().to_ascii_lowercase());
+        let content_id = part.content_id().map(|c| {
+            c.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        });
+        let disposition = part
+            .content_disposition()
+            .map(|d| d.ctype().to_ascii_lowercase());
         let is_inline = match disposition.as_deref() {
             Some("inline") => true,
             Some(_) => false,
@@ -236,7 +241,10 @@ mod tests {
         assert_eq!(png_part.bytes, png);
         let parsed = MessageParser::default().parse(&s.draft).unwrap();
         assert_eq!(parsed.attachment_count(), 0);
-        assert_eq!(parsed.body_html(0).unwrap().trim(), "<img src=\"cid:logo@x\">");
+        assert_eq!(
+            parsed.body_html(0).unwrap().trim(),
+            "<img src=\"cid:logo@x\">"
+        );
     }
 
     #[test]

@@ -95,6 +95,19 @@ pub struct Draft {
     pub attachments: Vec<Attached>,
 }
 
+/// One request to the draft routes.
+#[derive(Clone, Copy)]
+struct DraftRequest<'a> {
+    method: &'a str,
+    mailbox: &'a str,
+    tail: &'a str,
+    token: &'a str,
+    app_only: bool,
+    content_type: Option<&'a str>,
+    body: &'a [u8],
+    version: &'a str,
+}
+
 /// An upload session in progress.
 #[derive(Debug, Clone)]
 struct UploadSession {
@@ -281,7 +294,13 @@ impl FakeGraph {
     /// The drafts still in Drafts (a failed large message must leave none).
     #[must_use]
     pub fn drafts(&self) -> Vec<Draft> {
-        self.state.lock().unwrap().drafts.values().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .drafts
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Each answer waits this long first.
@@ -345,8 +364,13 @@ impl FakeGraph {
         }
         let length = body.len();
         let (status, retry_after, body, location) = if upload {
-            let (s, b, l) =
-                self.upload_answer(&method, &path, auth.is_some(), content_range.as_deref(), body);
+            let (s, b, l) = self.upload_answer(
+                &method,
+                &path,
+                auth.is_some(),
+                content_range.as_deref(),
+                &body,
+            );
             (s, None, b, l)
         } else {
             let (s, r, b) = self.answer(
@@ -397,11 +421,7 @@ impl FakeGraph {
         body: &[u8],
         version: &str,
     ) -> (u16, Option<u64>, Vec<u8>) {
-        let error = |status: u16, code: &str, message: &str| {
-            let body = json!({"error": {"code": code, "message": message,
-                "innerError": {"date": "2026-12-01T11:00:00", "request-id": "r", "client-request-id": "c"}}});
-            (status, None, body.to_string().into_bytes())
-        };
+        let error = graph_error;
         let Some(token) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
             return error(401, "InvalidAuthenticationToken", "Access token is empty.");
         };
@@ -423,28 +443,16 @@ impl FakeGraph {
         if let Some((mailbox, tail)) = mailbox_route(path)
             && (tail == "messages" || tail.starts_with("messages/"))
         {
-            if mailbox == "me" && app_only {
-                return error(
-                    400,
-                    "BadRequest",
-                    "/me request is only valid with delegated authentication flow.",
-                );
-            }
-            let scope = self.scopes.lock().unwrap().get(token).cloned();
-            let granted = |permission: &str| {
-                scope
-                    .as_deref()
-                    .is_none_or(|s| s.contains(permission) || s.contains(".default"))
-            };
-            return self.message_answer(
+            return self.message_answer(&DraftRequest {
                 method,
-                &mailbox,
+                mailbox: &mailbox,
                 tail,
-                &granted,
+                token,
+                app_only,
                 content_type,
                 body,
                 version,
-            );
+            });
         }
         let mailbox = match path
             .strip_prefix("/v1.0/")
@@ -516,17 +524,29 @@ impl FakeGraph {
     }
 
     /// The draft routes: create, attach, upload session, send, delete.
-    #[allow(clippy::too_many_arguments, reason = "one request's parts")]
-    fn message_answer(
-        &self,
-        method: &str,
-        mailbox: &str,
-        tail: &str,
-        granted: &dyn Fn(&str) -> bool,
-        content_type: Option<&str>,
-        body: &[u8],
-        version: &str,
-    ) -> (u16, Option<u64>, Vec<u8>) {
+    fn message_answer(&self, r: &DraftRequest<'_>) -> (u16, Option<u64>, Vec<u8>) {
+        let DraftRequest {
+            method,
+            mailbox,
+            tail,
+            content_type,
+            body,
+            version,
+            ..
+        } = *r;
+        if mailbox == "me" && r.app_only {
+            return graph_error(
+                400,
+                "BadRequest",
+                "/me request is only valid with delegated authentication flow.",
+            );
+        }
+        let scope = self.scopes.lock().unwrap().get(r.token).cloned();
+        let granted = |permission: &str| {
+            scope
+                .as_deref()
+                .is_none_or(|s| s.contains(permission) || s.contains(".default"))
+        };
         let denied = || {
             let (s, _, b) = graph_error(
                 403,
@@ -537,41 +557,17 @@ impl FakeGraph {
         };
         let parts: Vec<&str> = tail.split('/').collect();
         if body.len() > MAX_REQUEST {
-            return graph_error(413, "RequestEntityTooLarge", "The request is larger than the limit.");
+            return graph_error(
+                413,
+                "RequestEntityTooLarge",
+                "The request is larger than the limit.",
+            );
         }
         match (method, parts.as_slice()) {
-            ("POST", ["messages"]) => {
-                if !granted("Mail.ReadWrite") {
-                    return denied();
-                }
-                if content_type.is_none_or(|c| !c.starts_with("text/plain")) {
-                    return graph_error(400, "ErrorInvalidRequest", "Cannot process input of JSON type.");
-                }
-                let Ok(mime) = base64::engine::general_purpose::STANDARD.decode(body) else {
-                    return graph_error(
-                        400,
-                        "ErrorMimeContentInvalidBase64String",
-                        "Invalid base64 string for MIME content.",
-                    );
-                };
-                if mail_parser::MessageParser::default().parse(&mime).is_none() {
-                    return graph_error(400, "ErrorMimeContentInvalid", "The MIME content is invalid.");
-                }
-                let mut s = self.state.lock().unwrap();
-                s.next_id += 1;
-                let id = format!("AAMkADraft{}=", s.next_id);
-                s.drafts.insert(
-                    id.clone(),
-                    Draft {
-                        mailbox: mailbox.to_owned(),
-                        mime,
-                        attachments: Vec::new(),
-                    },
-                );
-                let answer = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('x')/messages/$entity",
-                    "id": id, "isDraft": true});
-                (201, None, answer.to_string().into_bytes())
+            ("POST", ["messages"]) if granted("Mail.ReadWrite") => {
+                self.create_draft(mailbox, content_type, body)
             }
+            ("POST", ["messages"]) => denied(),
             (_, ["messages", id, rest @ ..]) => {
                 let known = self
                     .state
@@ -581,7 +577,11 @@ impl FakeGraph {
                     .get(*id)
                     .is_some_and(|d| d.mailbox == mailbox);
                 if !known {
-                    return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+                    return graph_error(
+                        404,
+                        "ErrorItemNotFound",
+                        "The specified object was not found in the store.",
+                    );
                 }
                 match (method, rest) {
                     ("DELETE", []) => {
@@ -595,15 +595,69 @@ impl FakeGraph {
                     ("POST", ["attachments"]) if granted("Mail.ReadWrite") => {
                         self.add_attachment(id, content_type, body)
                     }
-                    ("POST", ["attachments", "createUploadSession"]) if granted("Mail.ReadWrite") => {
+                    ("POST", ["attachments", "createUploadSession"])
+                        if granted("Mail.ReadWrite") =>
+                    {
                         self.create_session(id, content_type, body)
                     }
                     ("POST", ["attachments", ..]) => denied(),
-                    _ => graph_error(404, "ResourceNotFound", "Resource not found for the segment."),
+                    _ => graph_error(
+                        404,
+                        "ResourceNotFound",
+                        "Resource not found for the segment.",
+                    ),
                 }
             }
-            _ => graph_error(404, "ResourceNotFound", "Resource not found for the segment."),
+            _ => graph_error(
+                404,
+                "ResourceNotFound",
+                "Resource not found for the segment.",
+            ),
         }
+    }
+
+    /// `POST …/messages` with a base64 MIME body: a draft in Drafts.
+    fn create_draft(
+        &self,
+        mailbox: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Option<u64>, Vec<u8>) {
+        if content_type.is_none_or(|c| !c.starts_with("text/plain")) {
+            return graph_error(
+                400,
+                "ErrorInvalidRequest",
+                "Cannot process input of JSON type.",
+            );
+        }
+        let Ok(mime) = base64::engine::general_purpose::STANDARD.decode(body) else {
+            return graph_error(
+                400,
+                "ErrorMimeContentInvalidBase64String",
+                "Invalid base64 string for MIME content.",
+            );
+        };
+        if mail_parser::MessageParser::default().parse(&mime).is_none() {
+            return graph_error(
+                400,
+                "ErrorMimeContentInvalid",
+                "The MIME content is invalid.",
+            );
+        }
+        let mut s = self.state.lock().unwrap();
+        s.next_id += 1;
+        let id = format!("AAMkADraft{}=", s.next_id);
+        s.drafts.insert(
+            id.clone(),
+            Draft {
+                mailbox: mailbox.to_owned(),
+                mime,
+                attachments: Vec::new(),
+            },
+        );
+        let answer = json!({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('x')/messages/$entity",
+            "id": id, "isDraft": true});
+        (201, None, answer.to_string().into_bytes())
     }
 
     /// `POST …/messages/{id}/send`: the draft leaves Drafts and is recorded as sent.
@@ -616,13 +670,25 @@ impl FakeGraph {
             return (status, retry, body);
         }
         let Some(draft) = self.state.lock().unwrap().drafts.remove(id) else {
-            return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.");
+            return graph_error(
+                404,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            );
         };
         let Some(mut sent) = parse_sent(draft.mailbox, draft.mime, version) else {
-            return graph_error(400, "ErrorMimeContentInvalid", "The MIME content is invalid.");
+            return graph_error(
+                400,
+                "ErrorMimeContentInvalid",
+                "The MIME content is invalid.",
+            );
         };
         if sent.recipients().is_empty() {
-            return graph_error(400, "ErrorInvalidRecipients", "At least one recipient is not valid.");
+            return graph_error(
+                400,
+                "ErrorInvalidRecipients",
+                "At least one recipient is not valid.",
+            );
         }
         sent.attachments = draft.attachments;
         self.state.lock().unwrap().sent.push(sent);
@@ -630,21 +696,38 @@ impl FakeGraph {
     }
 
     /// `POST …/attachments`: one `fileAttachment` with `contentBytes`.
-    fn add_attachment(&self, id: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Option<u64>, Vec<u8>) {
+    fn add_attachment(
+        &self,
+        id: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Option<u64>, Vec<u8>) {
         if content_type.is_none_or(|c| !c.starts_with("application/json")) {
-            return graph_error(415, "UnsupportedMediaType", "Content-Type must be application/json.");
+            return graph_error(
+                415,
+                "UnsupportedMediaType",
+                "Content-Type must be application/json.",
+            );
         }
         let Ok(item) = serde_json::from_slice::<serde_json::Value>(body) else {
             return graph_error(400, "BadRequest", "Unable to read JSON request payload.");
         };
         if item["@odata.type"] != "#microsoft.graph.fileAttachment" {
-            return graph_error(400, "BadRequest", "@odata.type is required: #microsoft.graph.fileAttachment.");
+            return graph_error(
+                400,
+                "BadRequest",
+                "@odata.type is required: #microsoft.graph.fileAttachment.",
+            );
         }
         let Some(bytes) = item["contentBytes"]
             .as_str()
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         else {
-            return graph_error(400, "ErrorInvalidProperty", "contentBytes is not valid base64.");
+            return graph_error(
+                400,
+                "ErrorInvalidProperty",
+                "contentBytes is not valid base64.",
+            );
         };
         let Some(attached) = attached(&item, bytes, false) else {
             return graph_error(400, "ErrorInvalidProperty", "The attachment has no name.");
@@ -663,9 +746,18 @@ impl FakeGraph {
     }
 
     /// `POST …/attachments/createUploadSession` with an `AttachmentItem`.
-    fn create_session(&self, id: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Option<u64>, Vec<u8>) {
+    fn create_session(
+        &self,
+        id: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Option<u64>, Vec<u8>) {
         if content_type.is_none_or(|c| !c.starts_with("application/json")) {
-            return graph_error(415, "UnsupportedMediaType", "Content-Type must be application/json.");
+            return graph_error(
+                415,
+                "UnsupportedMediaType",
+                "Content-Type must be application/json.",
+            );
         }
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
             return graph_error(400, "BadRequest", "Unable to read JSON request payload.");
@@ -715,7 +807,7 @@ impl FakeGraph {
         path: &str,
         authorized: bool,
         content_range: Option<&str>,
-        body: Vec<u8>,
+        body: &[u8],
     ) -> (u16, Vec<u8>, Option<String>) {
         let error = |status: u16, code: &str, message: &str| {
             let (s, _, b) = graph_error(status, code, message);
@@ -730,11 +822,19 @@ impl FakeGraph {
         };
         if authorized {
             // Pre-authenticated: a bearer token for Graph is not for this host.
-            return error(401, "InvalidAudience", "The audience claim value is invalid.");
+            return error(
+                401,
+                "InvalidAudience",
+                "The audience claim value is invalid.",
+            );
         }
         let mut s = self.state.lock().unwrap();
         let Some(session) = s.sessions.get(&key).cloned().filter(|x| !x.expired) else {
-            return error(404, "ErrorItemNotFound", "The upload session was not found or has expired.");
+            return error(
+                404,
+                "ErrorItemNotFound",
+                "The upload session was not found or has expired.",
+            );
         };
         let status = |received: usize| {
             json!({"expirationDateTime": "2026-12-01T11:15:00.000Z",
@@ -748,19 +848,55 @@ impl FakeGraph {
         if method != "PUT" {
             return error(405, "MethodNotAllowed", "Use PUT.");
         }
+        Self::put_range(&mut s, &key, &session, content_range, body)
+    }
+
+    /// One `PUT` of a range to the session `key`.
+    fn put_range(
+        s: &mut State,
+        key: &str,
+        session: &UploadSession,
+        content_range: Option<&str>,
+        body: &[u8],
+    ) -> (u16, Vec<u8>, Option<String>) {
+        let error = |status: u16, code: &str, message: &str| {
+            let (s, _, b) = graph_error(status, code, message);
+            (s, b, None)
+        };
+        let status = |received: usize| {
+            json!({"expirationDateTime": "2026-12-01T11:15:00.000Z",
+                "nextExpectedRanges": [received.to_string()]})
+            .to_string()
+            .into_bytes()
+        };
         match s.upload_faults.pop_front() {
             Some(UploadFault::Unavailable) => {
                 return error(503, "ServiceUnavailable", "Service unavailable.");
             }
             Some(UploadFault::Expire) => {
-                s.sessions.get_mut(&key).unwrap().expired = true;
-                return error(404, "ErrorItemNotFound", "The upload session was not found or has expired.");
+                s.sessions.get_mut(key).unwrap().expired = true;
+                return error(
+                    404,
+                    "ErrorItemNotFound",
+                    "The upload session was not found or has expired.",
+                );
             }
             Some(UploadFault::Lost) => {
                 // Stored, then the answer is lost.
                 let received = session.item.bytes.len();
-                if content_range == Some(&format!("bytes {received}-{}/{}", received + body.len() - 1, session.size)) {
-                    s.sessions.get_mut(&key).unwrap().item.bytes.extend_from_slice(&body);
+                if content_range
+                    == Some(&format!(
+                        "bytes {received}-{}/{}",
+                        received + body.len() - 1,
+                        session.size
+                    ))
+                {
+                    s.sessions
+                        .get_mut(key)
+                        .unwrap()
+                        .item
+                        .bytes
+                        .extend_from_slice(body);
                 }
                 return (LOST, Vec::new(), None);
             }
@@ -768,7 +904,11 @@ impl FakeGraph {
         }
         let received = session.item.bytes.len();
         let Some((start, end, total)) = content_range.and_then(parse_content_range) else {
-            return error(400, "InvalidContentRange", "Content-Range is missing or malformed.");
+            return error(
+                400,
+                "InvalidContentRange",
+                "Content-Range is missing or malformed.",
+            );
         };
         if total != session.size
             || start != received
@@ -777,14 +917,18 @@ impl FakeGraph {
             || body.len() > MAX_RANGE
             || end >= total
         {
-            return error(416, "InvalidRange", "The range is not the next one expected.");
+            return error(
+                416,
+                "InvalidRange",
+                "The range is not the next one expected.",
+            );
         }
-        let session = s.sessions.get_mut(&key).unwrap();
-        session.item.bytes.extend_from_slice(&body);
+        let session = s.sessions.get_mut(key).unwrap();
+        session.item.bytes.extend_from_slice(body);
         if session.item.bytes.len() < session.size {
             return (200, status(session.item.bytes.len()), None);
         }
-        let done = s.sessions.remove(&key).unwrap();
+        let done = s.sessions.remove(key).unwrap();
         let location = format!(
             "https://outlook.office.com/api/v2.0/Users('x')/Messages('{}')/Attachments('{key}')",
             done.draft
@@ -826,7 +970,10 @@ fn parse_content_range(v: &str) -> Option<(usize, usize, usize)> {
 fn attached(item: &serde_json::Value, bytes: Vec<u8>, uploaded: bool) -> Option<Attached> {
     Some(Attached {
         name: item["name"].as_str().filter(|n| !n.is_empty())?.to_owned(),
-        content_type: item["contentType"].as_str().unwrap_or("application/octet-stream").to_owned(),
+        content_type: item["contentType"]
+            .as_str()
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
         content_id: item["contentId"].as_str().map(str::to_owned),
         is_inline: item["isInline"].as_bool().unwrap_or(false),
         bytes,

@@ -449,7 +449,10 @@ impl FakeIdp {
     #[must_use]
     pub fn issue_access_token_scoped(&self, audience: &str, scope: &str) -> String {
         let at = self.issue_access_token_for(audience, false);
-        self.scopes.lock().unwrap().insert(at.clone(), scope.to_owned());
+        self.scopes
+            .lock()
+            .unwrap()
+            .insert(at.clone(), scope.to_owned());
         at
     }
 

@@ -174,7 +174,11 @@ fn a_25_mb_message_with_two_large_attachments_and_an_inline_image_arrives_byte_e
     assert_every_file_arrived(&sent[0], &f);
     let mut rcpts = sent[0].recipients();
     rcpts.sort();
-    assert_eq!(rcpts, [RCPT, "carol@fabrikam.example"], "exactly the envelope");
+    assert_eq!(
+        rcpts,
+        [RCPT, "carol@fabrikam.example"],
+        "exactly the envelope"
+    );
     assert!(w.graph.drafts().is_empty(), "nothing left in Drafts");
     let seen = w.graph.seen();
     for s in &seen {
@@ -215,7 +219,10 @@ fn a_lost_range_and_a_5xx_mid_upload_resume_where_the_session_says() {
         .iter()
         .filter(|s| s.method == "GET" && s.upload)
         .count();
-    assert_eq!(gets, 2, "the session was asked where to resume after each failure");
+    assert_eq!(
+        gets, 2,
+        "the session was asked where to resume after each failure"
+    );
 }
 
 #[test]
