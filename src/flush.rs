@@ -155,7 +155,10 @@ fn flush_accounts(
         match config
             .account(name)
             .and_then(|a| provider::resolve(name, a))
-        {
+            .map(|mut a| {
+                a.aliases = crate::plan::expanded_aliases(config);
+                a
+            }) {
             Ok(settings) => runtime.block_on(flusher.account(&settings, &due, None))?,
             Err(e) => flusher.temporary_all(&due, &e.for_account(name))?,
         }

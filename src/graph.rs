@@ -115,7 +115,7 @@ impl Client {
     /// request limit the message goes as a draft with its large attachments uploaded
     /// apart ([`crate::graph_large`]).
     pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
-        let mime = for_graph(envelope, message)?;
+        let mime = for_graph(envelope, message, &self.account.aliases)?;
         self.wait_for_throttling()?;
         self.renew_if_expiring().await?;
         if base64_len(mime.len()) > MAX_REQUEST_BYTES {
@@ -487,13 +487,26 @@ fn audience_of(scopes: &[String]) -> Option<&str> {
 }
 
 /// The copy of the message handed to Graph, which reads the recipients from the headers:
-/// envelope recipients that no `To`/`Cc` names are added in one `Bcc` field (Graph never
-/// shows Bcc to the recipients), and a `To`/`Cc` address outside the envelope is refused
-/// (exit 65, naming it), because Graph would deliver to it. Bare local names in the headers
-/// (cron's `To: root`) are not addresses Graph delivers to and are left alone.
-pub fn for_graph(envelope: &Envelope, message: &[&[u8]]) -> Result<Vec<u8>> {
-    let raw = message.concat();
-    let parsed = Message::from_bytes(raw)?;
+/// a bare local name in `To`/`Cc` (cron's `To: root`, which Graph refuses) is written as its
+/// `[aliases]` addresses (`aliases`: lower-case name or `*` → addresses); envelope
+/// recipients that no `To`/`Cc` names are added in one `Bcc` field (Graph never shows Bcc
+/// to the recipients), and a `To`/`Cc` address outside the envelope is refused (exit 65,
+/// naming it), because Graph would deliver to it.
+pub fn for_graph(
+    envelope: &Envelope,
+    message: &[&[u8]],
+    aliases: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Vec<u8>> {
+    let mut parsed = Message::from_bytes(message.concat())?;
+    let resolve = |name: &str| {
+        aliases
+            .get(&name.to_ascii_lowercase())
+            .or_else(|| aliases.get("*"))
+            .cloned()
+    };
+    if let Some(rewritten) = parsed.with_local_names_resolved(&["To", "Cc"], &resolve)? {
+        parsed = Message::from_bytes(rewritten)?;
+    }
     let listed = parsed.addresses_in(&["To", "Cc", "Bcc"])?;
     let in_envelope = |a: &str| {
         envelope
@@ -518,7 +531,7 @@ pub fn for_graph(envelope: &Envelope, message: &[&[u8]]) -> Result<Vec<u8>> {
         .filter(|r| !listed.iter().any(|m| m.address.eq_ignore_ascii_case(r)))
         .map(String::as_str)
         .collect();
-    let mut raw = message.concat();
+    let mut raw = parsed.into_bytes();
     if hidden.is_empty() {
         return Ok(raw);
     }
@@ -537,7 +550,9 @@ pub fn for_graph(envelope: &Envelope, message: &[&[u8]]) -> Result<Vec<u8>> {
         field.extend_from_slice(address.as_bytes());
     }
     field.extend_from_slice(eol);
-    // At the top: the field order of a header block carries no meaning for Bcc.
+    // At the top: the field order of a header block carries no meaning for Bcc. Reserved
+    // first so the message is moved (or its allocation grown in place), not copied twice.
+    raw.reserve_exact(field.len());
     raw.splice(0..0, field);
     Ok(raw)
 }
@@ -684,7 +699,9 @@ mod tests {
     }
 
     fn graph_copy(rcpts: &[&str], msg: &str) -> Result<String> {
-        for_graph(&envelope(rcpts), &[msg.as_bytes()]).map(|v| String::from_utf8(v).unwrap())
+        let aliases = [("root".to_owned(), vec!["ops@contoso.com".to_owned()])].into();
+        for_graph(&envelope(rcpts), &[msg.as_bytes()], &aliases)
+            .map(|v| String::from_utf8(v).unwrap())
     }
 
     #[test]
@@ -708,11 +725,18 @@ mod tests {
         let e = graph_copy(&["b@x.example"], msg).unwrap_err();
         assert_eq!(e.exit_code(), 65);
         assert!(e.to_string().contains("<eve@x.example>"), "{e}");
-        // A bare local name (cron's `To: root`) is not an address and is left alone.
-        let cron = "To: root\r\n\r\nbody\r\n";
+        // A bare local name (cron's `To: root`) is written as its alias: Graph refuses
+        // `root`. The other fields and the body stay as they were.
+        let cron = "Subject: cron\r\nTo: root, Bob <b@x.example>\r\n\r\nbody\r\n";
         assert_eq!(
-            graph_copy(&["ops@contoso.com"], cron).unwrap(),
-            format!("Bcc: ops@contoso.com\r\n{cron}")
+            graph_copy(&["ops@contoso.com", "b@x.example"], cron).unwrap(),
+            "Subject: cron\r\nTo: ops@contoso.com, \"Bob\" <b@x.example>\r\n\r\nbody\r\n"
+        );
+        // A name without an alias stays (Graph then says what it thinks of it).
+        let other = "To: nobody\r\n\r\nbody\r\n";
+        assert_eq!(
+            graph_copy(&["ops@contoso.com"], other).unwrap(),
+            format!("Bcc: ops@contoso.com\r\n{other}")
         );
     }
 

@@ -191,6 +191,10 @@ pub struct AccountSettings {
     pub config: Account,
     /// Microsoft Graph, where the provider has it (or `graph_url` is set).
     pub graph: Option<GraphSettings>,
+    /// `[aliases]` expanded (lower-case local name or `*` → addresses), set by the callers
+    /// that hold the whole configuration: Graph's copy writes a bare local name of the
+    /// header (cron's `To: root`) as these, since Graph refuses `root`.
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Where and with which scopes Microsoft Graph `sendMail` is reached.
@@ -396,6 +400,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .collect();
     }
     Ok(AccountSettings {
+        aliases: std::collections::BTreeMap::new(),
         name: name.to_owned(),
         provider: account.provider,
         email: account.email.clone(),

@@ -39,7 +39,8 @@ pub fn run(args: &SendArgs) -> Result<()> {
     }
     let message = Message::read(std::io::stdin().lock())?;
     let plan = plan::resolve(args, &config, &message, context())?;
-    let account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
+    let mut account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
+    account.aliases = plan::expanded_aliases(&config);
     let rendered = message.render(&plan.edits);
     let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
     if args.dry_run {
@@ -189,11 +190,11 @@ fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u
     let way = match (account.config.transport, &account.graph) {
         (TransportKind::Graph, Some(g)) => {
             // What Graph would refuse, a dry run refuses too (no network needed).
-            graph::for_graph(&plan.envelope, parts)?;
+            graph::for_graph(&plan.envelope, parts, &account.aliases)?;
             graph_way(g, account)
         }
         (TransportKind::Auto, Some(g)) if transport::remembered_graph(&account.name).is_some() => {
-            graph::for_graph(&plan.envelope, parts)?;
+            graph::for_graph(&plan.envelope, parts, &account.aliases)?;
             format!(
                 "{}; transport auto: Graph since a 5.7.139",
                 graph_way(g, account)

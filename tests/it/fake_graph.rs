@@ -17,7 +17,7 @@
 //! 400 "/me request is only valid with delegated authentication flow") and `POST
 //! /v1.0/users/{id}/sendMail` (any valid token; the mailbox is recorded). The body must be
 //! `Content-Type: text/plain`, valid base64, at most Graph's 4 MB, and a MIME message with
-//! at least one recipient. A request without a valid token for this server's audience gets
+//! at least one recipient, each an address (a bare `root` is `ErrorInvalidRecipients`). A request without a valid token for this server's audience gets
 //! `401` (so does the connection warm-up's `HEAD`, which only needs the connection); any
 //! other route `404`.
 //! Faults: 429 with `Retry-After`, 503 with `Retry-After`, 403 `ErrorAccessDenied`, 401
@@ -512,7 +512,8 @@ impl FakeGraph {
                 "The MIME content is invalid.",
             );
         };
-        if sent.recipients().is_empty() {
+        // Graph delivers to addresses only: a bare `root` is refused.
+        if sent.recipients().is_empty() || sent.recipients().iter().any(|r| !r.contains('@')) {
             return error(
                 400,
                 "ErrorInvalidRecipients",
@@ -683,7 +684,8 @@ impl FakeGraph {
                 "The MIME content is invalid.",
             );
         };
-        if sent.recipients().is_empty() {
+        // Graph delivers to addresses only: a bare `root` is refused.
+        if sent.recipients().is_empty() || sent.recipients().iter().any(|r| !r.contains('@')) {
             return graph_error(
                 400,
                 "ErrorInvalidRecipients",
