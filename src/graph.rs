@@ -643,21 +643,23 @@ fn network(e: &reqwest::Error, sent: bool) -> Error {
 
 /// True when TLS refused the server's certificate (wrong name, unknown issuer, expired).
 fn is_certificate_error(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        // `io::Error` hides what it wraps from `source()`: look inside.
-        let inner = s
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(s), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(_)) = candidate.downcast_ref() {
-                return true;
-            }
-        }
-        source = s.source();
+    std::error::Error::source(e).is_some_and(refuses_certificate)
+}
+
+/// `rustls::Error::InvalidCertificate` in `e` or anything it wraps (an `io::Error` hides
+/// what it wraps from `source()`, so it is opened too).
+fn refuses_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref() {
+        return true;
     }
-    false
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && refuses_certificate(inner)
+    {
+        return true;
+    }
+    e.source().is_some_and(refuses_certificate)
 }
 
 /// `graph.microsoft.com` of `https://graph.microsoft.com/…`.

@@ -145,7 +145,9 @@ impl http_body::Body for Streamed {
 pub struct Stalled(pub Duration);
 
 /// Runs `request` until it answers, giving up only when no byte of the body moved for
-/// `idle` (after the body has left: when the answer has not come within `idle` of it).
+/// `idle`. Once the whole body has been handed over, the answer may wait twice that: the
+/// last blocks may still be on their way (HTTP/2 lets up to one flow-control window, often
+/// 1 MB, be in flight: a minute on a 16 KiB/s line), and Graph then takes its time.
 pub async fn idle_limited<F, T>(
     request: F,
     progress: &Progress,
@@ -156,12 +158,13 @@ where
 {
     let mut request = std::pin::pin!(request);
     loop {
-        let deadline = progress.last_moved() + idle;
+        let allowed = if progress.all_sent() { idle * 2 } else { idle };
+        let deadline = progress.last_moved() + allowed;
         tokio::select! {
             answer = &mut request => return Ok(answer),
             () = tokio::time::sleep_until(deadline.into()) => {
-                if progress.last_moved() + idle <= Instant::now() {
-                    return Err(Stalled(idle));
+                if progress.last_moved() + allowed <= Instant::now() {
+                    return Err(Stalled(allowed));
                 }
             }
         }

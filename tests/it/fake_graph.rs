@@ -204,7 +204,9 @@ pub struct FakeGraph {
     audience: String,
     /// `https://127.0.0.1:PORT` of the upload URLs' listener (another origin, as
     /// `outlook.office.com` is to `graph.microsoft.com`).
-    upload_base: String,
+    upload_base: Arc<Mutex<String>>,
+    /// The upload listener's address.
+    pub upload_addr: SocketAddr,
 }
 
 impl FakeGraph {
@@ -224,7 +226,11 @@ impl FakeGraph {
             audiences: idp.audiences(),
             scopes: idp.scopes(),
             audience: format!("https://127.0.0.1:{}", addr.port()),
-            upload_base: format!("https://127.0.0.1:{}", uploads.local_addr().unwrap().port()),
+            upload_base: Arc::new(Mutex::new(format!(
+                "https://127.0.0.1:{}",
+                uploads.local_addr().unwrap().port()
+            ))),
+            upload_addr: uploads.local_addr().unwrap(),
         };
         graph.serve(ca, listener, false);
         graph.serve(ca, uploads, true);
@@ -284,6 +290,12 @@ impl FakeGraph {
     /// The next `sendMail` fails this way (faults queue up).
     pub fn push_fault(&self, fault: Fault) {
         self.state.lock().unwrap().faults.push_back(fault);
+    }
+
+    /// Upload URLs name this origin from now on (e.g. a slow link in front of
+    /// [`FakeGraph::upload_addr`]).
+    pub fn set_upload_base(&self, base: &str) {
+        *self.upload_base.lock().unwrap() = base.to_owned();
     }
 
     /// The next upload range fails this way (faults queue up).
@@ -795,7 +807,7 @@ impl FakeGraph {
         );
         let answer = json!({
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",
-            "uploadUrl": format!("{}/api/v2.0/AttachmentSessions('{key}')?authtoken=eyJ0eXAi", self.upload_base),
+            "uploadUrl": format!("{}/api/v2.0/AttachmentSessions('{key}')?authtoken=eyJ0eXAi", self.upload_base.lock().unwrap()),
             "expirationDateTime": "2026-12-01T11:15:00.000Z",
             "nextExpectedRanges": ["0"],
         });

@@ -36,9 +36,20 @@ impl World {
     }
 
     fn with_smtp(transport: &str, extra: &str, behaviour: Behaviour) -> World {
+        World::with_graph_ca(transport, extra, behaviour, None)
+    }
+
+    /// With `graph_ca` Graph presents a certificate of that CA (e.g. one for another name);
+    /// the config trusts only the world's own CA.
+    pub(super) fn with_graph_ca(
+        transport: &str,
+        extra: &str,
+        behaviour: Behaviour,
+        graph_ca: Option<&TestCa>,
+    ) -> World {
         let ca = TestCa::new();
         let idp = FakeIdp::start(&ca);
-        let graph = FakeGraph::start(&ca, &idp);
+        let graph = FakeGraph::start(graph_ca.unwrap_or(&ca), &idp);
         let graph_audience = graph.audience();
         let smtp_tokens = idp.valid_access_tokens();
         let audiences = idp.audiences();
