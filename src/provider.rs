@@ -223,6 +223,15 @@ impl GraphSettings {
     }
 }
 
+/// `https://host` of the first scope that is a URL (`https://host/Mail.Send`).
+fn scope_origin(scopes: &[String]) -> Option<String> {
+    scopes.iter().find_map(|s| {
+        let rest = s.strip_prefix("https://")?;
+        let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+        Some(format!("https://{host}"))
+    })
+}
+
 /// `email` as one URL path segment (percent-encoding what a path segment cannot hold).
 fn url_path_segment(s: &str) -> String {
     let mut out = String::new();
@@ -245,9 +254,16 @@ impl AccountSettings {
         let mut a = self.clone();
         a.oauth.scopes.clone_from(&graph.scopes);
         a.oauth.consent_scopes.clear();
-        // v1 endpoints name the audience as `resource`; v2 names it in the scopes.
+        // v1 endpoints name the audience as `resource`; v2 names it in the scopes. The
+        // resource follows `graph_scopes` when they are set (their origin), as the scopes
+        // do on v2; else `graph_url`.
         if a.oauth.resource.is_some() {
-            a.oauth.resource = Some(graph.url.clone());
+            let from_scopes = self
+                .config
+                .graph_scopes
+                .as_ref()
+                .and_then(|s| scope_origin(s));
+            a.oauth.resource = Some(from_scopes.unwrap_or_else(|| graph.url.clone()));
             a.oauth.scopes.clear();
         }
         Some(a)
@@ -652,6 +668,19 @@ mod tests {
         assert!(s.oauth.scopes.is_empty());
         let e = s.oauth.client_id("cn", s.provider).unwrap_err();
         assert!(e.to_string().contains("portal.azure.cn"));
+        // The Graph token's resource: graph_url's origin, unless graph_scopes say otherwise.
+        let g = s.for_graph().unwrap();
+        assert_eq!(
+            g.oauth.resource.as_deref(),
+            Some("https://microsoftgraph.chinacloudapi.cn")
+        );
+        a.graph_scopes = Some(vec!["https://graph.contoso.cn/.default".into()]);
+        let g = resolve("cn", &a).unwrap().for_graph().unwrap();
+        assert_eq!(
+            g.oauth.resource.as_deref(),
+            Some("https://graph.contoso.cn")
+        );
+        assert!(g.oauth.scopes.is_empty());
     }
 
     #[test]

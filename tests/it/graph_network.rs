@@ -51,7 +51,7 @@ fn a_slow_link_uploads_3_mb_without_a_timeout() {
     w.graph
         .set_upload_base(&format!("https://127.0.0.1:{}", link.port()));
     let file: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i * 2_654_435_761 >> 24) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     let msg = format!(
         "To: {RCPT}\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
@@ -68,4 +68,67 @@ fn a_slow_link_uploads_3_mb_without_a_timeout() {
     let sent = w.graph.sent();
     assert_eq!(sent.len(), 1);
     assert!(sent[0].attachments[0].bytes == file);
+}
+
+#[test]
+fn a_cached_graph_token_asked_for_another_audience_is_not_used_and_login_renews_graph() {
+    let w = World::new("graph", "");
+    // A Graph token from before a config fix: asked for another Graph's scopes.
+    let stale = w
+        .idp
+        .issue_access_token_for("https://graph.other.example", false);
+    let dir = w.graph_file();
+    std::fs::write(
+        &dir,
+        serde_json::json!({"access_token": stale, "expires_at": super::support::now() + 3600,
+            "requested": "scope=https://graph.other.example/Mail.Send offline_access"})
+        .to_string(),
+    )
+    .unwrap();
+    let run = w.send(&["-oi", "--", RCPT], b"To: bob@fabrikam.example\n\nx\n");
+    run.assert_silent_success();
+    run.assert_never_shows(&stale);
+    let reqs = w.idp.requests();
+    assert_eq!(reqs.len(), 1, "renewed once, for the configured scopes");
+    let scope = format!(
+        "{0}/Mail.Send {0}/Mail.ReadWrite offline_access",
+        w.graph.base_url()
+    );
+    assert_eq!(reqs[0].field("scope"), Some(scope.as_str()));
+    let cache: serde_json::Value = serde_json::from_slice(&std::fs::read(&dir).unwrap()).unwrap();
+    assert_eq!(cache["requested"], format!("scope={scope}"));
+    // `login` renews the Graph token too: the old one is gone from the cache.
+    let before = cache["access_token"].as_str().unwrap().to_owned();
+    let rt = w.idp.issue_refresh_token();
+    let login = w.send(
+        &["login", "work", "--import-refresh-token", "-"],
+        format!("{rt}\n").as_bytes(),
+    );
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let cache: serde_json::Value = serde_json::from_slice(&std::fs::read(&dir).unwrap()).unwrap();
+    assert_ne!(cache["access_token"].as_str().unwrap(), before);
+    assert_eq!(
+        w.idp.audience_of(cache["access_token"].as_str().unwrap()),
+        Some(w.graph.audience())
+    );
+}
+
+#[test]
+fn a_401_invalid_audience_names_the_audience_sent_and_the_key_that_sets_it() {
+    // graph_scopes name another Graph than graph_url: the token is for the wrong audience.
+    let w = World::new(
+        "graph",
+        "graph_scopes = [\"https://graph.other.example/Mail.Send\", \"offline_access\"]\n",
+    );
+    std::fs::remove_file(w.graph_file()).unwrap();
+    let line = w
+        .send(&["-oi", "--", RCPT], b"To: bob@fabrikam.example\n\nx\n")
+        .assert_failure(77)
+        .to_owned();
+    assert!(
+        line.contains("https://graph.other.example/Mail.Send"),
+        "{line}"
+    );
+    assert!(line.contains("`graph_scopes`"), "{line}");
+    assert!(!line.contains("run `oauth2-sendmail login"), "{line}");
 }
