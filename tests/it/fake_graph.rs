@@ -295,7 +295,7 @@ impl FakeGraph {
     /// Upload URLs name this origin from now on (e.g. a slow link in front of
     /// [`FakeGraph::upload_addr`]).
     pub fn set_upload_base(&self, base: &str) {
-        *self.upload_base.lock().unwrap() = base.to_owned();
+        base.clone_into(&mut self.upload_base.lock().unwrap());
     }
 
     /// The next upload range fails this way (faults queue up).
