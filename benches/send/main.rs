@@ -384,6 +384,12 @@ impl Bench {
         // Microsoft Graph (issue #11): its own rows; BENCH_GRAPH=0 skips them.
         if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
             graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+            graph::run_large(
+                &self.exe,
+                self.opts.rtt,
+                self.opts.big_bytes >> 20,
+                self.gnu_time.as_deref(),
+            );
         }
         if !self.notes.is_empty() {
             println!();

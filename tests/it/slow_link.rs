@@ -61,7 +61,9 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, rate: usize, end:
             break;
         }
         // What these bytes cost at `rate` (no credit saved up while idle: no bursts).
-        tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+        let secs = u32::try_from(n).unwrap_or(u32::MAX);
+        let rate = u32::try_from(rate).unwrap_or(u32::MAX);
+        tokio::time::sleep(Duration::from_secs(1) * secs / rate).await;
     }
     let _ = to.shutdown().await;
 }
