@@ -47,20 +47,25 @@ pub enum Unsplittable {
 /// Cuts attachments out of `raw`, largest first, until the draft's base64 is at most
 /// `limit` bytes; an attachment above `max_attachment` decoded bytes is refused.
 pub fn split(raw: &[u8], limit: usize, max_attachment: usize) -> Result<Split, Unsplittable> {
-    let Some(message) = MessageParser::default().parse(raw) else {
+    let Some(mut message) = MessageParser::default().parse(raw) else {
         return Err(Unsplittable::TooLargeWithoutAttachments { draft: raw.len() });
     };
     // Leaf parts the parser counts as attachments (inline images included), not the
     // message's text or HTML body, each with the byte span that removes it cleanly.
     let mut candidates: Vec<(std::ops::Range<usize>, Detached)> = Vec::new();
-    for &id in &message.attachments {
-        let Some(part) = message.parts.get(id as usize) else {
+    let ids = message.attachments.clone();
+    for id in ids {
+        let (text_body, html_body) = (
+            message.text_body.contains(&id),
+            message.html_body.contains(&id),
+        );
+        let Some(part) = message.parts.get_mut(id as usize) else {
             continue;
         };
         if id == 0
             || matches!(part.body, PartType::Multipart(_) | PartType::Message(_))
-            || message.text_body.contains(&id)
-            || message.html_body.contains(&id)
+            || text_body
+            || html_body
         {
             continue;
         }
@@ -69,16 +74,23 @@ pub fn split(raw: &[u8], limit: usize, max_attachment: usize) -> Result<Split, U
             continue;
         };
         // The content as the sender's file held it: the transfer encoding undone, and no
-        // charset conversion (the parser turns text parts into UTF-8).
-        let body = &raw[part.offset_body as usize..part.offset_end as usize];
-        let bytes = match part.encoding {
-            Encoding::Base64 => base64_decode(body),
-            Encoding::QuotedPrintable => quoted_printable_decode(body),
-            Encoding::None => Some(body.to_vec()),
+        // charset conversion (the parser turns text parts into UTF-8). A binary part's
+        // decoded bytes are taken from the parser, not copied.
+        let bytes = match &mut part.body {
+            PartType::Binary(b) | PartType::InlineBinary(b) => Some(std::mem::take(b).into_owned()),
+            _ => {
+                let body = &raw[part.offset_body as usize..part.offset_end as usize];
+                match part.encoding {
+                    Encoding::Base64 => base64_decode(body),
+                    Encoding::QuotedPrintable => quoted_printable_decode(body),
+                    Encoding::None => Some(body.to_vec()),
+                }
+            }
         };
         let Some(bytes) = bytes else {
             continue;
         };
+        let part = &message.parts[id as usize];
         let name = part.attachment_name().unwrap_or("attachment").to_owned();
         if bytes.len() > max_attachment {
             return Err(Unsplittable::AttachmentTooLarge {
