@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+mod body;
+mod large;
+
 use crate::error::{Error, GraphRefusal, Kind, Phase, Result};
-use crate::graph_body::Streamed;
 use crate::message::Message;
 use crate::oauth::{self, AccessToken};
 use crate::provider::{AccountSettings, GraphSettings};
 use crate::smtp::Envelope;
+use body::Streamed;
 
 /// Graph refuses a request above 4 MB (its REST request limit); the base64 body is what
 /// counts. Checked before the upload, so nothing is sent that cannot succeed.
@@ -113,13 +116,13 @@ impl Client {
 
     /// Sends one message as Graph wants it; `202 Accepted` is success. Above Graph's
     /// request limit the message goes as a draft with its large attachments uploaded
-    /// apart ([`crate::graph_large`]).
+    /// apart ([`large`]).
     pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
         let mime = for_graph(envelope, message, &self.account.aliases)?;
         self.wait_for_throttling()?;
         self.renew_if_expiring().await?;
         if base64_len(mime.len()) > MAX_REQUEST_BYTES {
-            return crate::graph_large::send(self, mime).await;
+            return large::send(self, mime).await;
         }
         let mime = Bytes::from(mime);
         let url = self.url.clone();
@@ -178,7 +181,7 @@ impl Client {
     /// One request (with the bearer token when `authorized`), its answer read in bounded
     /// size and time; a failure is classified by how far the request got.
     pub(crate) async fn exchange(&self, request: &Request<'_>, authorized: bool) -> Result<Answer> {
-        let progress = crate::graph_body::Progress::new();
+        let progress = body::Progress::new();
         let (body, length) = match &request.body {
             Some(Body::Base64(data)) => {
                 let b = Streamed::new(data.clone(), true, progress.clone());
@@ -224,7 +227,7 @@ impl Client {
         if let Some(body) = body {
             builder = builder.body(body);
         }
-        let sent = crate::graph_body::idle_limited(builder.send(), &progress, IDLE_TIMEOUT).await;
+        let sent = body::idle_limited(builder.send(), &progress, IDLE_TIMEOUT).await;
         // Whether the request that sends has gone whole (a bodiless one: once asked).
         let left = || request.final_step && (request.body.is_none() || progress.all_sent());
         let response = match sent {

@@ -30,8 +30,8 @@
 //! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport` |
 //! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
-//! | `graph_large` | Graph above its 4 MB request limit: a draft, attachments and upload sessions, then send |
-//! | `graph_body` | Graph request bodies that stream (base64 on the way) and their idle time limit |
+//! | `graph::large` | Graph above its 4 MB request limit: a draft, attachments and upload sessions, then send |
+//! | `graph::body` | Graph request bodies that stream (base64 on the way) and their idle time limit |
 //! | `mime_split` | a MIME message less its largest attachments, every other byte kept |
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
@@ -56,8 +56,6 @@ mod deliver;
 mod error;
 mod flush;
 mod graph;
-mod graph_body;
-mod graph_large;
 mod journal;
 mod manage;
 mod manual;

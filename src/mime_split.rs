@@ -47,11 +47,43 @@ pub enum Unsplittable {
 /// Cuts attachments out of `raw`, largest first, until the draft's base64 is at most
 /// `limit` bytes; an attachment above `max_attachment` decoded bytes is refused.
 pub fn split(raw: &[u8], limit: usize, max_attachment: usize) -> Result<Split, Unsplittable> {
+    let mut candidates = candidates(raw, max_attachment)?;
+    // Largest first: the fewest extra requests.
+    candidates.sort_by_key(|(span, _)| std::cmp::Reverse(span.len()));
+    let mut size = raw.len();
+    let mut cut = Vec::new();
+    for (span, detached) in candidates {
+        if base64_len(size) <= limit {
+            break;
+        }
+        size -= span.len();
+        cut.push((span, detached));
+    }
+    if base64_len(size) > limit {
+        return Err(Unsplittable::TooLargeWithoutAttachments { draft: size });
+    }
+    cut.sort_by_key(|(span, _)| span.start);
+    let mut draft = Vec::with_capacity(size);
+    let mut at = 0;
+    let mut detached = Vec::with_capacity(cut.len());
+    for (span, d) in cut {
+        draft.extend_from_slice(&raw[at..span.start]);
+        at = span.end;
+        detached.push(d);
+    }
+    draft.extend_from_slice(&raw[at..]);
+    Ok(Split { draft, detached })
+}
+
+/// Leaf parts the parser counts as attachments (inline images included), not the message's
+/// text or HTML body, each with the byte span that removes it cleanly and its content.
+fn candidates(
+    raw: &[u8],
+    max_attachment: usize,
+) -> Result<Vec<(std::ops::Range<usize>, Detached)>, Unsplittable> {
     let Some(mut message) = MessageParser::default().parse(raw) else {
         return Err(Unsplittable::TooLargeWithoutAttachments { draft: raw.len() });
     };
-    // Leaf parts the parser counts as attachments (inline images included), not the
-    // message's text or HTML body, each with the byte span that removes it cleanly.
     let mut candidates: Vec<(std::ops::Range<usize>, Detached)> = Vec::new();
     let ids = message.attachments.clone();
     for id in ids {
@@ -130,32 +162,7 @@ pub fn split(raw: &[u8], limit: usize, max_attachment: usize) -> Result<Split, U
             },
         ));
     }
-    drop(message);
-    // Largest first: the fewest extra requests.
-    candidates.sort_by_key(|(span, _)| std::cmp::Reverse(span.len()));
-    let mut size = raw.len();
-    let mut cut = Vec::new();
-    for (span, detached) in candidates {
-        if base64_len(size) <= limit {
-            break;
-        }
-        size -= span.len();
-        cut.push((span, detached));
-    }
-    if base64_len(size) > limit {
-        return Err(Unsplittable::TooLargeWithoutAttachments { draft: size });
-    }
-    cut.sort_by_key(|(span, _)| span.start);
-    let mut draft = Vec::with_capacity(size);
-    let mut at = 0;
-    let mut detached = Vec::with_capacity(cut.len());
-    for (span, d) in cut {
-        draft.extend_from_slice(&raw[at..span.start]);
-        at = span.end;
-        detached.push(d);
-    }
-    draft.extend_from_slice(&raw[at..]);
-    Ok(Split { draft, detached })
+    Ok(candidates)
 }
 
 /// The span from the start of the delimiter line before the part (`--boundary`) to the

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use reqwest::Method;
 use serde_json::json;
 
+use super::{Answer, Body, Client, MAX_REQUEST_BYTES, Receipt, Request};
 use crate::error::{Error, Kind, Result};
-use crate::graph::{Answer, Body, Client, MAX_REQUEST_BYTES, Receipt, Request};
 use crate::mime_split::{self, Detached, Unsplittable};
 
 /// Graph attaches files up to 150 MB (upload sessions).
