@@ -136,6 +136,9 @@ pub enum Fault {
     /// client, which cannot know), then the answer is lost: the stream is reset
     /// (HTTP/2 `RST_STREAM`; HTTP/1.1: the connection closes) instead of the `202`.
     LostAnswer,
+    /// The stream is reset as soon as the request's header arrives, before its body is
+    /// read (a connection lost during the upload): nothing is recorded.
+    ResetBeforeBody,
 }
 
 /// One message Graph accepted.
@@ -364,6 +367,19 @@ impl FakeGraph {
             .get("content-range")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let reset = {
+            let mut s = self.state.lock().unwrap();
+            let first = s.faults.front() == Some(&Fault::ResetBeforeBody);
+            if first && !upload && method == "POST" {
+                s.faults.pop_front();
+            }
+            first && !upload && method == "POST"
+        };
+        if reset {
+            return Err(std::io::Error::other(
+                "reset before the body (Fault::ResetBeforeBody)",
+            ));
+        }
         let body = req
             .into_body()
             .collect()
@@ -1029,7 +1045,9 @@ fn fault_answer(fault: Fault) -> (u16, &'static str, &'static str, Option<u64>) 
             "At least one recipient is not valid.",
             None,
         ),
-        Fault::LostAnswer => unreachable!("answered by losing the answer"),
+        Fault::LostAnswer | Fault::ResetBeforeBody => {
+            unreachable!("answered by losing the answer")
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::fake_graph::Fault;
 use super::fake_smtp::Behaviour;
 use super::graph::World;
 use super::slow_link::SlowLink;
@@ -131,4 +132,20 @@ fn a_401_invalid_audience_names_the_audience_sent_and_the_key_that_sets_it() {
     );
     assert!(line.contains("`graph_scopes`"), "{line}");
     assert!(!line.contains("run `oauth2-sendmail login"), "{line}");
+}
+
+#[test]
+fn a_request_cut_before_its_body_left_sent_nothing_and_is_temporary() {
+    let w = World::new("graph", "");
+    // 2.9 MB: one sendMail, far more than one HTTP/2 window, so the body cannot all have
+    // left when the stream is reset at its header.
+    let msg = format!("To: {RCPT}\nSubject: s\n\n{}\n", "x".repeat(2_900_000));
+    w.graph.push_fault(Fault::ResetBeforeBody);
+    let line = w
+        .send(&["-oi", "--", RCPT], msg.as_bytes())
+        .assert_failure(75)
+        .to_owned();
+    assert!(line.contains("nothing was sent"), "{line}");
+    assert!(!line.contains("may have been delivered"), "{line}");
+    assert!(w.graph.sent().is_empty());
 }
