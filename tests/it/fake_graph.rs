@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -139,6 +140,9 @@ pub enum Fault {
     /// The stream is reset as soon as the request's header arrives, before its body is
     /// read (a connection lost during the upload): nothing is recorded.
     ResetBeforeBody,
+    /// `503` whose error body then trickles, one byte a second for ten minutes (a broken
+    /// proxy): the client must give up on the body in bounded time.
+    TrickleError,
 }
 
 /// One message Graph accepted.
@@ -348,7 +352,7 @@ impl FakeGraph {
         req: Request<Incoming>,
         connection: usize,
         upload: bool,
-    ) -> std::io::Result<Response<Full<Bytes>>> {
+    ) -> std::io::Result<Response<BoxBody<Bytes, std::io::Error>>> {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let version = format!("{:?}", req.version());
@@ -367,15 +371,8 @@ impl FakeGraph {
             .get("content-range")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let reset = {
-            let mut s = self.state.lock().unwrap();
-            let first = s.faults.front() == Some(&Fault::ResetBeforeBody);
-            if first && !upload && method == "POST" {
-                s.faults.pop_front();
-            }
-            first && !upload && method == "POST"
-        };
-        if reset {
+        let early = self.take_early_fault(upload, &method);
+        if early == Some(Fault::ResetBeforeBody) {
             return Err(std::io::Error::other(
                 "reset before the body (Fault::ResetBeforeBody)",
             ));
@@ -386,6 +383,9 @@ impl FakeGraph {
             .await
             .map(|b| b.to_bytes().to_vec())
             .unwrap_or_default();
+        if early == Some(Fault::TrickleError) {
+            return Ok(trickling_503());
+        }
         let delay = self.state.lock().unwrap().delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -436,7 +436,24 @@ impl FakeGraph {
         if let Some(l) = location {
             response = response.header("location", l);
         }
-        Ok(response.body(Full::new(Bytes::from(body))).unwrap())
+        Ok(response
+            .body(
+                Full::new(Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap())
+    }
+
+    /// A fault that acts before the request is answered (a reset, a trickling answer),
+    /// taken off the queue when it is next and applies to this request.
+    fn take_early_fault(&self, upload: bool, method: &str) -> Option<Fault> {
+        let mut s = self.state.lock().unwrap();
+        let next = *s.faults.front()?;
+        let applies = !upload
+            && method == "POST"
+            && matches!(next, Fault::ResetBeforeBody | Fault::TrickleError);
+        applies.then(|| s.faults.pop_front()).flatten()
     }
 
     /// Status, Retry-After and body for one request; `LOST` for no answer at all.
@@ -971,6 +988,52 @@ impl FakeGraph {
     }
 }
 
+/// `503` whose body trickles for ten minutes.
+fn trickling_503() -> Response<BoxBody<Bytes, std::io::Error>> {
+    Response::builder()
+        .status(503)
+        .header("content-type", "application/json")
+        .body(Trickle::new(Duration::from_mins(10)).boxed())
+        .unwrap()
+}
+
+/// A body of one byte a second until `end`.
+struct Trickle {
+    end: std::time::Instant,
+    tick: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Trickle {
+    fn new(length: Duration) -> Trickle {
+        Trickle {
+            end: std::time::Instant::now() + length,
+            tick: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+}
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if std::time::Instant::now() >= self.end {
+            return std::task::Poll::Ready(None);
+        }
+        match self.tick.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                let next = tokio::time::Instant::now() + Duration::from_secs(1);
+                self.tick.as_mut().reset(next);
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b" ")))))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
 /// Graph's error JSON with `status`.
 fn graph_error(status: u16, code: &str, message: &str) -> (u16, Option<u64>, Vec<u8>) {
     let body = json!({"error": {"code": code, "message": message,
@@ -1045,7 +1108,7 @@ fn fault_answer(fault: Fault) -> (u16, &'static str, &'static str, Option<u64>) 
             "At least one recipient is not valid.",
             None,
         ),
-        Fault::LostAnswer | Fault::ResetBeforeBody => {
+        Fault::LostAnswer | Fault::ResetBeforeBody | Fault::TrickleError => {
             unreachable!("answered by losing the answer")
         }
     }

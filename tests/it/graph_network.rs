@@ -149,3 +149,15 @@ fn a_request_cut_before_its_body_left_sent_nothing_and_is_temporary() {
     assert!(!line.contains("may have been delivered"), "{line}");
     assert!(w.graph.sent().is_empty());
 }
+
+#[test]
+fn an_error_answer_that_trickles_is_read_for_bounded_time_then_temporary() {
+    let w = World::new("graph", "");
+    // The 503's body comes one byte a second for ten minutes.
+    w.graph.push_fault(Fault::TrickleError);
+    let run = w.send(&["-oi", "--", RCPT], b"To: bob@fabrikam.example\n\nx\n");
+    let line = run.assert_failure(75).to_owned();
+    assert!(line.contains("503"), "{line}");
+    // Given up long before the body would have ended.
+    assert!(run.elapsed < Duration::from_mins(5), "{:?}", run.elapsed);
+}
