@@ -296,3 +296,100 @@ fn app_only_sends_a_large_message_from_the_mailbox() {
             .all(|s| s.path.starts_with("/v1.0/users/alice@contoso.com/messages"))
     );
 }
+
+/// `headers` (LF lines) above a 4.5 MB attachment: a message above Graph's 4 MB.
+fn with_attachment(headers: &str, file: &[u8]) -> Vec<u8> {
+    format!(
+        "{headers}MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n\
+         --b\nContent-Type: text/plain\n\nsee attached\n\
+         --b\nContent-Type: application/pdf\nContent-Disposition: attachment; filename=\"a.pdf\"\n\
+         Content-Transfer-Encoding: base64\n\n{}--b--\n",
+        b64_lines(file).replace("\r\n", "\n")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn each_callers_flags_send_a_large_message_to_exactly_the_envelope() {
+    let w = World::new("graph", "");
+    let file = bytes(4_500_000, 7);
+    let cases: Vec<(&str, Vec<&str>, String, Vec<&str>)> = vec![
+        (
+            "mutt",
+            vec!["-oi", "-oem", "--", RCPT],
+            format!("From: alice@contoso.com\nTo: {RCPT}\nSubject: s\n"),
+            vec![RCPT],
+        ),
+        (
+            "-t with Bcc",
+            vec!["-t", "-i"],
+            format!(
+                "From: Alice <alice@contoso.com>\nTo: Bob <{RCPT}>\nCc: carol@fabrikam.example\n\
+                 Bcc: dave@fabrikam.example\nSubject: hi\n"
+            ),
+            vec![RCPT, "carol@fabrikam.example", "dave@fabrikam.example"],
+        ),
+        (
+            "git send-email",
+            vec![
+                "-i",
+                "-f",
+                "alice@contoso.com",
+                RCPT,
+                "erin@fabrikam.example",
+            ],
+            format!("From: alice@contoso.com\nTo: {RCPT}\nSubject: [PATCH] x\n"),
+            vec![RCPT, "erin@fabrikam.example"],
+        ),
+        (
+            "cron",
+            vec!["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+            "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> backup\n".to_owned(),
+            vec!["ops@contoso.com"],
+        ),
+    ];
+    for (i, (caller, args, headers, rcpts)) in cases.iter().enumerate() {
+        w.send(args, &with_attachment(headers, &file))
+            .assert_silent_success();
+        let sent = w.graph.sent();
+        assert_eq!(sent.len(), i + 1, "{caller}");
+        let got = &sent[i];
+        let mut delivered = got.recipients();
+        delivered.sort();
+        let mut want: Vec<String> = rcpts.iter().map(|r| (*r).to_owned()).collect();
+        want.sort();
+        assert_eq!(delivered, want, "{caller}: exactly the envelope");
+        assert!(
+            got.attachments.len() == 1 && got.attachments[0].bytes == file,
+            "{caller}"
+        );
+        assert!(w.graph.drafts().is_empty(), "{caller}");
+    }
+    // -t: the Bcc recipient only as Bcc; cron's root written as its alias.
+    assert_eq!(w.graph.sent()[1].bcc, ["dave@fabrikam.example"]);
+    assert_eq!(w.graph.sent()[3].to, ["ops@contoso.com"]);
+}
+
+#[test]
+fn a_china_account_sends_a_large_message_with_a_renewed_token() {
+    let w = World::new("graph", "");
+    w.sandbox.write_config(&format!(
+        "[aliases]\nroot = \"ops@contoso.com\"\n\n[accounts.work]\nprovider = \"microsoft-china\"\n\
+         email = \"alice@contoso.com\"\nclient_id = \"{}\"\ntoken_url = \"{}\"\n\
+         tls_ca_file = \"{}\"\ngraph_url = \"{}\"\ntransport = \"graph\"\nqueue = \"never\"\n",
+        super::graph::CLIENT_ID,
+        w.idp.token_url_v2("contoso"),
+        w.sandbox.path().join("ca.pem").display(),
+        w.graph.base_url()
+    ));
+    w.seed_graph("at-graph-stale", now() - 5);
+    let file = bytes(4_500_000, 8);
+    w.send(
+        &["-oi", "--", RCPT],
+        &with_attachment(&format!("To: {RCPT}\nSubject: s\n"), &file),
+    )
+    .assert_silent_success();
+    let scope = w.idp.requests()[0].field("scope").unwrap().to_owned();
+    assert!(scope.contains("/Mail.ReadWrite"), "{scope}");
+    assert!(w.graph.sent()[0].attachments[0].bytes == file);
+}
