@@ -199,7 +199,7 @@ impl Client {
             eprintln!(
                 "-> {} {} ({}{}, {length} bytes)",
                 request.method,
-                request.url,
+                shown_url(request.url),
                 if authorized {
                     "Authorization: Bearer <redacted>"
                 } else {
@@ -665,6 +665,15 @@ fn refuses_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
     e.source().is_some_and(refuses_certificate)
 }
 
+/// A URL as `-v` shows it: an upload URL carries its authorization in the query
+/// (`?authtoken=…`), which is a secret like the bearer token.
+fn shown_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((path, _)) => format!("{path}?<redacted>"),
+        None => url.to_owned(),
+    }
+}
+
 /// `graph.microsoft.com` of `https://graph.microsoft.com/…`.
 fn host_of(url: &str) -> String {
     reqwest::Url::parse(url)
@@ -810,6 +819,14 @@ mod tests {
             "202 Accepted by Microsoft Graph (request-id abc)"
         );
         assert_eq!(host_of("https://127.0.0.1:4443"), "127.0.0.1:4443");
+        assert_eq!(
+            shown_url("https://outlook.office.com/api/v2.0/AttachmentSessions('s')?authtoken=eyJ0"),
+            "https://outlook.office.com/api/v2.0/AttachmentSessions('s')?<redacted>"
+        );
+        assert_eq!(
+            shown_url("https://g.example/v1.0/me"),
+            "https://g.example/v1.0/me"
+        );
         assert_eq!(
             host_of("https://graph.microsoft.com"),
             "graph.microsoft.com"

@@ -210,11 +210,13 @@ async fn upload(client: &mut Client, url: &str, data: Bytes, mut next: usize) ->
             _ => {}
         }
     }
-    // The session took every byte without saying it made the attachment.
-    Err(odd_answer(
-        client,
-        "the upload session ended without creating the attachment",
-    ))
+    // The session took every byte without confirming the attachment (the last answer was
+    // lost): the message goes again later, whole, rather than perhaps without the file.
+    Err(Error::network(
+        crate::error::Phase::Request,
+        "the upload session took every byte without confirming the attachment",
+    )
+    .at_server(client.host()))
 }
 
 /// Where the upload session expects the next range (`GET` on the upload URL).

@@ -393,3 +393,25 @@ fn a_china_account_sends_a_large_message_with_a_renewed_token() {
     assert!(scope.contains("/Mail.ReadWrite"), "{scope}");
     assert!(w.graph.sent()[0].attachments[0].bytes == file);
 }
+
+#[test]
+fn verbose_shows_each_step_but_never_the_upload_urls_authorization() {
+    let w = World::new("graph", "");
+    let file = bytes(4_500_000, 9);
+    let run = w.send(
+        &["-v", "-oi", "--", RCPT],
+        &with_attachment(&format!("To: {RCPT}\nSubject: s\n"), &file),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for step in [
+        "POST ",
+        "/messages ",
+        "createUploadSession",
+        "-> PUT ",
+        "/send ",
+    ] {
+        assert!(run.stderr.contains(step), "{step}: {}", run.stderr);
+    }
+    assert!(run.stderr.contains("?<redacted>"), "{}", run.stderr);
+    assert!(!run.stderr.contains("authtoken"), "{}", run.stderr);
+}
