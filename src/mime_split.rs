@@ -47,6 +47,17 @@ pub enum Unsplittable {
 /// Cuts attachments out of `raw`, largest first, until the draft's base64 is at most
 /// `limit` bytes; an attachment above `max_attachment` decoded bytes is refused.
 pub fn split(raw: &[u8], limit: usize, max_attachment: usize) -> Result<Split, Unsplittable> {
+    // Before parsing (which decodes every part): a run of base64 lines that alone decodes to
+    // clearly more than any file may hold cannot go, whatever part it is. Near the limit
+    // (padding, a base64-looking line next to the part) the parse decides exactly.
+    let (start, chars) = longest_base64_run(raw);
+    let longest = chars / 4 * 3;
+    if longest > max_attachment.saturating_add(max_attachment / 64) {
+        return Err(Unsplittable::AttachmentTooLarge {
+            name: name_above(&raw[start.saturating_sub(4096)..start]),
+            size: longest,
+        });
+    }
     let mut candidates = candidates(raw, max_attachment)?;
     // Largest first: the fewest extra requests.
     candidates.sort_by_key(|(span, _)| std::cmp::Reverse(span.len()));
@@ -193,6 +204,50 @@ fn removable_span(raw: &[u8], header: usize, end: usize) -> Option<std::ops::Ran
     raw[next..].starts_with(b"--").then_some(start..next)
 }
 
+/// Where the longest run of lines made only of base64 starts, and its base64 characters
+/// (line breaks not counted): about 4/3 of the largest base64-encoded part.
+fn longest_base64_run(raw: &[u8]) -> (usize, usize) {
+    let (mut longest, mut longest_start) = (0, 0);
+    let (mut run, mut run_start) = (0, 0);
+    let mut at = 0;
+    for line in raw.split(|&b| b == b'\n') {
+        let text = line.strip_suffix(b"\r").unwrap_or(line);
+        let base64 = !text.is_empty()
+            && text
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=');
+        if base64 {
+            if run == 0 {
+                run_start = at;
+            }
+            run += text.len();
+            if run > longest {
+                (longest, longest_start) = (run, run_start);
+            }
+        } else {
+            run = 0;
+        }
+        at += line.len() + 1;
+    }
+    (longest_start, longest)
+}
+
+/// The last `filename=` or `name=` in `header` (the text just above a part's body), else
+/// "a part".
+fn name_above(header: &[u8]) -> String {
+    let text = String::from_utf8_lossy(header);
+    let found = ["filename=", "name="]
+        .iter()
+        .find_map(|key| text.rfind(key).map(|i| &text[i + key.len()..]))
+        .and_then(|rest| {
+            let rest = rest.trim_start_matches('"');
+            let end = rest.find(['"', ';', '\r', '\n'])?;
+            Some(rest[..end].trim().to_owned())
+        })
+        .filter(|n| !n.is_empty());
+    found.unwrap_or_else(|| "a part".to_owned())
+}
+
 /// The length of `n` bytes in padded base64.
 #[must_use]
 pub fn base64_len(n: usize) -> usize {
@@ -290,13 +345,19 @@ mod tests {
     fn what_cannot_fit_is_refused_by_name_or_size() {
         let pdf = vec![7u8; 50_000];
         let raw = message(&pdf, b"png");
+        // Just above the limit: the parse decides, with the exact size.
         assert_eq!(
-            split(&raw, 4_000_000, 40_000).unwrap_err(),
+            split(&raw, 4_000_000, 49_999).unwrap_err(),
             Unsplittable::AttachmentTooLarge {
                 name: "r.pdf".into(),
                 size: 50_000
             }
         );
+        // Known before any parsing: the longest base64 run, named from the lines above it.
+        assert!(matches!(
+            split(&raw, 4_000_000, 20_000).unwrap_err(),
+            Unsplittable::AttachmentTooLarge { name, size } if name == "r.pdf" && size >= 50_000
+        ));
         let plain = format!("To: b@x.example\r\n\r\n{}\r\n", "x".repeat(10_000));
         assert!(matches!(
             split(plain.as_bytes(), 1_000, usize::MAX).unwrap_err(),
