@@ -118,6 +118,11 @@ impl Client {
     /// request limit the message goes as a draft with its large attachments uploaded
     /// apart ([`large`]).
     pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
+        let size: usize = message.iter().map(|p| p.len()).sum();
+        if base64_len(size) > MAX_REQUEST_BYTES {
+            // A file too large for Graph is refused before the message is copied.
+            large::refuse_oversized(message)?;
+        }
         let mime = for_graph(envelope, message, &self.account.aliases)?;
         self.wait_for_throttling()?;
         self.renew_if_expiring().await?;

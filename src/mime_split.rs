@@ -48,15 +48,10 @@ pub enum Unsplittable {
 /// `limit` bytes; an attachment above `max_attachment` decoded bytes is refused.
 pub fn split(raw: &[u8], limit: usize, max_attachment: usize) -> Result<Split, Unsplittable> {
     // Before parsing (which decodes every part): a run of base64 lines that alone decodes to
-    // clearly more than any file may hold cannot go, whatever part it is. Near the limit
-    // (padding, a base64-looking line next to the part) the parse decides exactly.
-    let (start, chars) = longest_base64_run(raw);
-    let longest = chars / 4 * 3;
-    if longest > max_attachment.saturating_add(max_attachment / 64) {
-        return Err(Unsplittable::AttachmentTooLarge {
-            name: name_above(&raw[start.saturating_sub(4096)..start]),
-            size: longest,
-        });
+    // more than any file may hold cannot go, whatever part it is (a text part that large
+    // could not stay in a 4 MB draft either).
+    if let Some(e) = oversized(&[raw], max_attachment) {
+        return Err(e);
     }
     let mut candidates = candidates(raw, max_attachment)?;
     // Largest first: the fewest extra requests.
@@ -204,8 +199,22 @@ fn removable_span(raw: &[u8], header: usize, end: usize) -> Option<std::ops::Ran
     raw[next..].starts_with(b"--").then_some(start..next)
 }
 
-/// Where the longest run of lines made only of base64 starts, and its base64 characters
-/// (line breaks not counted): about 4/3 of the largest base64-encoded part.
+/// A base64 run in `parts` (a message as slices, e.g. before its copy for Graph is made)
+/// that decodes to more than `max_attachment` bytes: no file that large can go, and the
+/// message need not be copied or parsed to know it.
+#[must_use]
+pub fn oversized(parts: &[&[u8]], max_attachment: usize) -> Option<Unsplittable> {
+    parts.iter().find_map(|raw| {
+        let (start, longest) = longest_base64_run(raw);
+        (longest > max_attachment).then(|| Unsplittable::AttachmentTooLarge {
+            name: name_above(&raw[start.saturating_sub(4096)..start]),
+            size: longest,
+        })
+    })
+}
+
+/// Where the longest run of lines made only of base64 starts, and the bytes it decodes to
+/// (its characters, line breaks not counted, less padding, times 3/4).
 fn longest_base64_run(raw: &[u8]) -> (usize, usize) {
     let (mut longest, mut longest_start) = (0, 0);
     let (mut run, mut run_start) = (0, 0);
@@ -221,8 +230,10 @@ fn longest_base64_run(raw: &[u8]) -> (usize, usize) {
                 run_start = at;
             }
             run += text.len();
-            if run > longest {
-                (longest, longest_start) = (run, run_start);
+            let padding = text.iter().rev().take_while(|&&b| b == b'=').count();
+            let decoded = (run / 4 * 3).saturating_sub(padding);
+            if decoded > longest {
+                (longest, longest_start) = (decoded, run_start);
             }
         } else {
             run = 0;
@@ -345,7 +356,7 @@ mod tests {
     fn what_cannot_fit_is_refused_by_name_or_size() {
         let pdf = vec![7u8; 50_000];
         let raw = message(&pdf, b"png");
-        // Just above the limit: the parse decides, with the exact size.
+        // Just above the limit: refused before parsing, with the exact size.
         assert_eq!(
             split(&raw, 4_000_000, 49_999).unwrap_err(),
             Unsplittable::AttachmentTooLarge {

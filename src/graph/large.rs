@@ -36,6 +36,14 @@ pub const RANGE: usize = 4_000_000;
 /// Failed ranges tolerated per attachment before the message is given up for now.
 const RANGE_RETRIES: u32 = 3;
 
+/// Refuses (65) a message holding a file above 150 MB before the copy for Graph is made.
+pub fn refuse_oversized(message: &[&[u8]]) -> Result<()> {
+    match mime_split::oversized(message, MAX_ATTACHMENT) {
+        Some(e) => Err(too_large(e)),
+        None => Ok(()),
+    }
+}
+
 /// Sends `mime` (the copy with the envelope) as a draft with its attachments added apart.
 pub async fn send(client: &mut Client, mime: Vec<u8>) -> Result<Receipt> {
     let split = mime_split::split(&mime, MAX_REQUEST_BYTES, MAX_ATTACHMENT).map_err(too_large)?;
