@@ -642,32 +642,10 @@ fn network(e: &reqwest::Error, sent: bool) -> Error {
             .to_owned(),
         );
     }
-    let detail = parts.join(": ").replace(['\r', '\n'], " ");
-    if is_certificate_error(e) {
-        return Error::protocol(Phase::Tls, detail);
+    if let Some(certificate) = Error::certificate_in("Microsoft Graph", e) {
+        return certificate;
     }
-    Error::network(phase, detail)
-}
-
-/// True when TLS refused the server's certificate (wrong name, unknown issuer, expired).
-fn is_certificate_error(e: &reqwest::Error) -> bool {
-    std::error::Error::source(e).is_some_and(refuses_certificate)
-}
-
-/// `rustls::Error::InvalidCertificate` in `e` or anything it wraps (an `io::Error` hides
-/// what it wraps from `source()`, so it is opened too).
-fn refuses_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
-    if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref() {
-        return true;
-    }
-    if let Some(inner) = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        && refuses_certificate(inner)
-    {
-        return true;
-    }
-    e.source().is_some_and(refuses_certificate)
+    Error::network(phase, parts.join(": ").replace(['\r', '\n'], " "))
 }
 
 /// A URL as `-v` shows it: an upload URL carries its authorization in the query

@@ -12,7 +12,7 @@ use super::support::TestCa;
 const RCPT: &str = "bob@fabrikam.example";
 
 #[test]
-fn a_graph_certificate_for_another_name_is_76_and_not_queued() {
+fn a_graph_certificate_for_another_name_is_76_as_for_smtp_and_queued_only_for_cron() {
     // Graph's certificate comes from a trusted CA but names another host.
     let other = TestCa::with_names(&["graph.other.example"]);
     let w = World::with_graph_ca(
@@ -25,15 +25,14 @@ fn a_graph_certificate_for_another_name_is_76_and_not_queued() {
     let mut pem = std::fs::read_to_string(&bundle).unwrap();
     pem.push_str(&other.ca_pem);
     std::fs::write(&bundle, pem).unwrap();
-    // Cron's flags: a temporary failure would be queued; this one is not.
+    // mutt keeps the message: 76, not queued (a temporary failure would be queued).
     let line = w
-        .send(
-            &["-FCronDaemon", "-i", "-oem", RCPT],
-            b"To: bob@fabrikam.example\n\nx\n",
-        )
+        .send(&["-oi", "--", RCPT], b"To: bob@fabrikam.example\n\nx\n")
         .assert_failure(76)
         .to_owned();
-    assert!(line.contains("certificate"), "{line}");
+    assert!(line.contains("certificate of Microsoft Graph"), "{line}");
+    assert!(line.contains("does not verify"), "{line}");
+    assert!(!line.contains("try again later"), "{line}");
     assert!(w.graph.sent().is_empty());
     let list = w.send(&["queue", "list"], b"");
     assert!(
@@ -41,6 +40,13 @@ fn a_graph_certificate_for_another_name_is_76_and_not_queued() {
         "{}",
         list.stdout
     );
+    // cron cannot keep it: queued, exit 0, as for an SMTP server's certificate.
+    let run = w.send(
+        &["-FCronDaemon", "-i", "-oem", RCPT],
+        b"To: bob@fabrikam.example\n\nx\n",
+    );
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    assert!(w.send(&["queue", "list"], b"").stdout.contains("1 queued"));
 }
 
 #[test]
