@@ -25,6 +25,7 @@ use crate::message::Message;
 use crate::oauth::{self, AccessToken};
 use crate::provider::{AccountSettings, GraphSettings};
 use crate::smtp::Envelope;
+use crate::spool::Payload;
 use body::Streamed;
 
 /// Graph refuses a request above 4 MB (its REST request limit); the base64 body is what
@@ -117,13 +118,16 @@ impl Client {
     /// Sends one message as Graph wants it; `202 Accepted` is success. Above Graph's
     /// request limit the message goes as a draft with its large attachments uploaded
     /// apart ([`large`]).
-    pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
-        let size: usize = message.iter().map(|p| p.len()).sum();
-        if base64_len(size) > MAX_REQUEST_BYTES {
-            // A file too large for Graph is refused before the message is copied.
-            large::refuse_oversized(message)?;
+    pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
+        // The one copy in memory: Graph's request bodies are made from it.
+        let whole = message
+            .to_vec()
+            .map_err(|e| Error::io(format!("cannot read the message to send: {e}")))?;
+        if base64_len(whole.len()) > MAX_REQUEST_BYTES {
+            // A file too large for Graph is refused before anything else is done.
+            large::refuse_oversized(&[&whole])?;
         }
-        let mime = for_graph(envelope, message, &self.account.aliases)?;
+        let mime = for_graph(envelope, whole, &self.account.aliases)?;
         self.wait_for_throttling()?;
         self.renew_if_expiring().await?;
         if base64_len(mime.len()) > MAX_REQUEST_BYTES {
@@ -500,12 +504,13 @@ fn audience_of(scopes: &[String]) -> Option<&str> {
 /// recipients that no `To`/`Cc` names are added in one `Bcc` field (Graph never shows Bcc
 /// to the recipients), and a `To`/`Cc` address outside the envelope is refused (exit 65,
 /// naming it), because Graph would deliver to it.
+/// `message` (the whole message in one buffer) becomes the copy: no second one is made.
 pub fn for_graph(
     envelope: &Envelope,
-    message: &[&[u8]],
+    message: Vec<u8>,
     aliases: &std::collections::BTreeMap<String, Vec<String>>,
 ) -> Result<Vec<u8>> {
-    let mut parsed = Message::from_bytes(message.concat())?;
+    let mut parsed = Message::from_bytes(message)?;
     let resolve = |name: &str| {
         aliases
             .get(&name.to_ascii_lowercase())
@@ -697,7 +702,7 @@ mod tests {
 
     fn graph_copy(rcpts: &[&str], msg: &str) -> Result<String> {
         let aliases = [("root".to_owned(), vec!["ops@contoso.com".to_owned()])].into();
-        for_graph(&envelope(rcpts), &[msg.as_bytes()], &aliases)
+        for_graph(&envelope(rcpts), msg.as_bytes().to_vec(), &aliases)
             .map(|v| String::from_utf8(v).unwrap())
     }
 

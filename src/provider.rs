@@ -100,6 +100,16 @@ const COUNTRY_SUFFIXES: &[&str] = &[
     "rs", "ru", "sa", "se", "sg", "sk",
 ];
 
+/// The provider in effect for an account: as written, else the one of a well-known
+/// `email` domain (gmail.com → gmail, hotmail.com → microsoft, …), else microsoft.
+#[must_use]
+pub fn kind_of(account: &Account) -> ProviderKind {
+    account
+        .provider
+        .or_else(|| for_email(&account.email))
+        .unwrap_or_default()
+}
+
 /// The provider of a well-known mail domain (`alice@hotmail.co.uk` → `microsoft`,
 /// `bob@gmail.com` → `gmail`); `None` for any other domain.
 #[must_use]
@@ -398,7 +408,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .redirect_uri
             .clone()
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
-        authorize_params: authorize_params(account.provider, &scopes),
+        authorize_params: authorize_params(kind_of(account), &scopes),
         ca_file: account.tls_ca_file.clone(),
     };
     let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
@@ -424,7 +434,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     Ok(AccountSettings {
         aliases: std::collections::BTreeMap::new(),
         name: name.to_owned(),
-        provider: account.provider,
+        provider: kind_of(account),
         email: account.email.clone(),
         smtp,
         oauth,
@@ -550,7 +560,7 @@ impl Preset {
             "/oauth2/v2.0/token",
             "/oauth2/v2.0/devicecode",
         );
-        match account.provider {
+        match kind_of(account) {
             // One token serves SMTP, IMAP and POP (mbsync's PassCmd); offline_access
             // is what makes Microsoft return a refresh token at all.
             ProviderKind::Microsoft => Preset {
@@ -632,7 +642,7 @@ impl Preset {
                 graph_url: None,
             },
         }
-        .with_gmail_endpoints(account.provider)
+        .with_gmail_endpoints(kind_of(account))
     }
 
     fn with_gmail_endpoints(self, kind: ProviderKind) -> Preset {
@@ -654,9 +664,25 @@ impl Preset {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_well_known_email_domain_without_provider_gets_its_provider() {
+        let c = crate::config::parse(
+            "[accounts.g]\nemail = \"bob@gmail.com\"\n\
+                   [accounts.h]\nemail = \"japinli@hotmail.com\"\n\
+                   [accounts.c]\nemail = \"alice@contoso.com\"\n\
+                   [accounts.x]\nprovider = \"custom\"\nemail = \"carol@gmail.com\"\n",
+            std::path::Path::new("/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(kind_of(&c.accounts["g"]), ProviderKind::Gmail);
+        assert_eq!(kind_of(&c.accounts["h"]), ProviderKind::Microsoft);
+        assert_eq!(kind_of(&c.accounts["c"]), ProviderKind::Microsoft);
+        assert_eq!(kind_of(&c.accounts["x"]), ProviderKind::Custom);
+    }
+
     fn account(provider: ProviderKind) -> Account {
         Account {
-            provider,
+            provider: Some(provider),
             email: "a@contoso.com".into(),
             ..Account::default()
         }
