@@ -34,7 +34,8 @@
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
-//! | `manage` | the management words: login, token, status, check, logout, queue |
+//! | `manage` | the management words: login, token, check, logout, queue |
+//! | `status` | `status` and `status --json`: one model of every account's facts and health, two renderings |
 //! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add the account to the config |
 //! | `manual` | the man page (clap's options plus the hand-written reference) and completions: `--generate` |
 //! | `clock` | times as people read them (`status`, `login`) |
@@ -68,6 +69,7 @@ mod scrub;
 mod sendmail;
 mod setup;
 mod smtp;
+mod status;
 mod tls;
 mod transport;
 

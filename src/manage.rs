@@ -26,7 +26,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
     let config = config::load(args.config.as_deref())?;
     match args.command {
         Manage::Token { account } => token(&settings(&config, account.as_deref())?),
-        Manage::Status { account } => status(&config, account.as_deref()),
+        Manage::Status { account, json } => crate::status::run(&config, account.as_deref(), json),
         Manage::Check { account } => check(&settings(&config, account.as_deref())?),
         Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
         Manage::Login(args) => login(&config, &args),
@@ -241,168 +241,9 @@ fn logout(account: &AccountSettings) -> Result<()> {
     ))
 }
 
-/// Per account: provider, server, the identity that signed in, the token's state (with
-/// a refused refresh remembered: since when, and the AADSTS code), queued and failed
-/// counts; never a secret. Exit 0 when every account can send, 77 when one needs a
-/// login, 78 when one's configuration is wrong (for monitoring).
-fn status(config: &Config, only: Option<&str>) -> Result<()> {
-    if let Some(name) = only {
-        config.account(name)?;
-    }
-    let now = clock::now();
-    let queue = Queue::open()?;
-    let (queued, bad) = queue.list()?;
-    let (failed, bad_failed) = queue.list_failed()?;
-    let mut out = String::new();
-    let (mut needs_login, mut misconfigured) = (false, false);
-    for name in config
-        .accounts
-        .keys()
-        .filter(|n| only.is_none_or(|o| o == *n))
-    {
-        let default = config.default_account_name().ok() == Some(name.as_str());
-        let _ = writeln!(out, "{name}{}", if default { " (default)" } else { "" });
-        let account = match provider::resolve(name, &config.accounts[name]) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = writeln!(out, "  configuration error: {e}");
-                misconfigured = true;
-                continue;
-            }
-        };
-        let _ = write!(
-            out,
-            "  provider: {}\n  email: {}\n  server: {}\n  transport: {}\n  flow: {}\n",
-            provider_name(account.provider),
-            account.email,
-            account.smtp.address(),
-            crate::transport::describe(&account),
-            flow_name(account.oauth.flow),
-        );
-        if let Some(who) = signed_in_identity(&account) {
-            let _ = writeln!(out, "  signed in as: {who}");
-        }
-        let (state, can_send) = match TokenStore::new(&account).and_then(|s| s.load()) {
-            Ok(Some(t)) => token_state(&account, &t, now),
-            Ok(None) if account.oauth.flow == Flow::ClientCredentials => (
-                "  token: none yet (app-only: obtained at the first send)\n".to_owned(),
-                true,
-            ),
-            Ok(None) => (
-                format!("  token: none: needs login (run `oauth2-sendmail login {name}`)\n"),
-                false,
-            ),
-            Err(e) => (format!("  token: unreadable: {e}\n"), false),
-        };
-        out.push_str(&state);
-        needs_login |= !can_send;
-        let mine = |entries: &[crate::queue::Entry]| {
-            entries.iter().filter(|e| e.meta.account == *name).count()
-        };
-        let _ = writeln!(
-            out,
-            "  queue: {} queued, {} failed",
-            mine(&queued),
-            mine(&failed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "queue: {} queued, {} failed",
-        queued.len() + bad.len(),
-        failed.len() + bad_failed.len()
-    );
-    print(&out)?;
-    let code = if misconfigured {
-        crate::error::EX_CONFIG
-    } else if needs_login {
-        crate::error::EX_NOPERM
-    } else {
-        return Ok(());
-    };
-    Err(Error::from(crate::error::Kind::Reported(code)))
-}
-
-/// The identity that signed in, as the token cache records it (its `identity` field),
-/// when the cache is readable without running `token_decrypt_cmd`.
-fn signed_in_identity(account: &AccountSettings) -> Option<String> {
-    if account.config.token_decrypt_cmd.is_some() {
-        return None;
-    }
-    let store = TokenStore::new(account).ok()?;
-    let raw = std::fs::read(store.path()).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    let who = value.get("identity")?.as_str()?;
-    // Printed: keep it to one tidy line whatever the file says.
-    Some(who.chars().filter(|c| !c.is_control()).take(320).collect())
-}
-
 /// The provider as the config spells it.
 pub(crate) fn provider_name(provider: ProviderKind) -> &'static str {
-    match provider {
-        ProviderKind::Microsoft => "microsoft",
-        ProviderKind::MicrosoftChina => "microsoft-china",
-        ProviderKind::Gmail => "gmail",
-        ProviderKind::Custom => "custom",
-    }
-}
-
-/// The flow as the config spells it.
-fn flow_name(flow: Flow) -> &'static str {
-    match flow {
-        Flow::Authcode => "authcode",
-        Flow::Devicecode => "devicecode",
-        Flow::Password => "password",
-        Flow::ClientCredentials => "client-credentials",
-    }
-}
-
-/// The stored token's state for `status`, and whether the account can send with it. A
-/// refused refresh remembered since these tokens were issued means a login is needed.
-fn token_state(
-    account: &AccountSettings,
-    t: &oauth::store::StoredToken,
-    now: u64,
-) -> (String, bool) {
-    let name = &account.name;
-    let when = |at: u64| format!("{} ({})", clock::utc(at), clock::relative(at, now));
-    let refused = notify::remembered(name).filter(|r| t.obtained_at.is_none_or(|o| r.since >= o));
-    if let Some(r) = refused {
-        let code = r.code.map(|c| format!(", {c}")).unwrap_or_default();
-        return (
-            format!(
-                "  token: needs login since {}{code}: run `oauth2-sendmail login {name}`\n  \
-                 last refresh failure: {}\n",
-                when(r.since),
-                r.reason
-            ),
-            false,
-        );
-    }
-    let valid = t.expires_at > now;
-    let access = if valid {
-        format!("valid until {}", when(t.expires_at))
-    } else {
-        format!("expired {}", when(t.expires_at))
-    };
-    let renews_alone = t.refresh_token.is_some()
-        || matches!(account.oauth.flow, Flow::ClientCredentials | Flow::Password);
-    let refresh = if t.refresh_token.is_some() {
-        "present"
-    } else {
-        "none"
-    };
-    let last = t.obtained_at.map_or_else(|| "unknown".to_owned(), when);
-    let mut text =
-        format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n");
-    let can_send = valid || renews_alone;
-    if !can_send {
-        let _ = writeln!(
-            text,
-            "  token: needs login: run `oauth2-sendmail login {name}`"
-        );
-    }
-    (text, can_send)
+    provider::name(provider)
 }
 
 /// `queue list|flush|remove`. Only a flush reads the config: listing and removing work

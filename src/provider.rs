@@ -100,6 +100,32 @@ const COUNTRY_SUFFIXES: &[&str] = &[
     "rs", "ru", "sa", "se", "sg", "sk",
 ];
 
+/// The provider as the config spells it.
+#[must_use]
+pub fn name(provider: ProviderKind) -> &'static str {
+    match provider {
+        ProviderKind::Microsoft => "microsoft",
+        ProviderKind::MicrosoftChina => "microsoft-china",
+        ProviderKind::Gmail => "gmail",
+        ProviderKind::Custom => "custom",
+    }
+}
+
+/// How long the provider keeps a refresh token that nobody uses (seconds), where it says:
+/// Microsoft's expire after 90 days without use
+/// (<https://learn.microsoft.com/entra/identity-platform/refresh-tokens>), Google's after
+/// six months without use, taken as 180 days
+/// (<https://developers.google.com/identity/protocols/oauth2#expiration>); a custom
+/// server's is unknown.
+#[must_use]
+pub fn refresh_idle_lifetime(provider: ProviderKind) -> Option<u64> {
+    match provider {
+        ProviderKind::Microsoft | ProviderKind::MicrosoftChina => Some(90 * 86_400),
+        ProviderKind::Gmail => Some(180 * 86_400),
+        ProviderKind::Custom => None,
+    }
+}
+
 /// The provider of a well-known mail domain (`alice@hotmail.co.uk` → `microsoft`,
 /// `bob@gmail.com` → `gmail`); `None` for any other domain.
 #[must_use]

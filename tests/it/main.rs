@@ -23,5 +23,6 @@ mod package;
 mod queue;
 mod scheduling;
 mod send;
+mod status;
 mod support;
 mod token;
