@@ -79,6 +79,22 @@ pub struct Account {
     pub graph_url: Option<String>,
     /// Scopes of the Graph token (delegated; app-only uses `{graph_url}/.default`).
     pub graph_scopes: Option<Vec<String>>,
+    /// The SASL mechanism that carries the token.
+    #[serde(default)]
+    pub sasl: SaslChoice,
+}
+
+/// `sasl`: which SASL mechanism carries the token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaslChoice {
+    /// XOAUTH2 for Microsoft (it offers nothing else); OAUTHBEARER where a gmail or custom
+    /// server offers it, else XOAUTH2.
+    #[default]
+    Auto,
+    Xoauth2,
+    /// RFC 7628.
+    Oauthbearer,
 }
 
 /// `transport`: which way an account's mail leaves.

@@ -169,9 +169,10 @@ fn check_transports(account: &AccountSettings) -> Result<()> {
     let smtp = || {
         rt.block_on(async {
             let session = deliver::open_smtp(account, false).await?;
+            let mechanism = session.mechanism().unwrap_or("XOAUTH2");
             session.quit().await;
             Ok::<_, Error>(format!(
-                "account {}: {} accepted XOAUTH2 for {}\n",
+                "account {}: {} accepted {mechanism} for {}\n",
                 account.name,
                 account.smtp.address(),
                 account.xoauth2_user()

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode, TransportKind};
+use crate::config::{
+    Account, CommandSpec, Flow, ProviderKind, SaslChoice, Secret, TlsMode, TransportKind,
+};
 use crate::error::{Error, Result};
 
 /// Thunderbird's public client (no secret; organisations and personal accounts): the
@@ -148,8 +150,21 @@ pub struct Server {
     pub tls: TlsMode,
     /// Extra trusted root certificates (PEM), added to the system's.
     pub ca_file: Option<PathBuf>,
-    /// How AUTH XOAUTH2 carries the token: on the AUTH line, or in two steps when long.
+    /// How AUTH carries the token: on the AUTH line, or in two steps when long.
     pub auth_line: AuthLine,
+    /// Which SASL mechanism carries it.
+    pub sasl: Sasl,
+}
+
+/// The SASL mechanism an account authenticates with (`sasl`, resolved per provider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sasl {
+    Xoauth2,
+    /// RFC 7628 OAUTHBEARER; a server that does not offer it is an error.
+    Oauthbearer,
+    /// OAUTHBEARER when the server offers it, else XOAUTH2 (`auto` for gmail and custom:
+    /// Google offers both, and Dovecot's documentation prefers OAUTHBEARER).
+    OauthbearerWhenOffered,
 }
 
 /// The form of `AUTH XOAUTH2`. Whatever the form, an inline AUTH answered with 500, 501
@@ -330,6 +345,21 @@ impl OAuthSettings {
     }
 }
 
+/// `sasl` resolved: `auto` is XOAUTH2 for Microsoft, which offers nothing else, and
+/// OAUTHBEARER where a gmail or custom server offers it.
+fn sasl(account: &Account) -> Sasl {
+    match (account.sasl, account.provider) {
+        (SaslChoice::Xoauth2, _)
+        | (SaslChoice::Auto, ProviderKind::Microsoft | ProviderKind::MicrosoftChina) => {
+            Sasl::Xoauth2
+        }
+        (SaslChoice::Oauthbearer, _) => Sasl::Oauthbearer,
+        (SaslChoice::Auto, ProviderKind::Gmail | ProviderKind::Custom) => {
+            Sasl::OauthbearerWhenOffered
+        }
+    }
+}
+
 /// Fills in the provider's defaults for account `name`.
 pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     let preset = Preset::of(account);
@@ -353,6 +383,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
         tls,
         ca_file: account.tls_ca_file.clone(),
         auth_line: preset.auth_line,
+        sasl: sasl(account),
     };
     let endpoint = |configured: &Option<String>, path: &str| -> Option<String> {
         configured
@@ -867,6 +898,32 @@ mod tests {
         assert_eq!(form(ProviderKind::MicrosoftChina), AuthLine::Inline);
         assert_eq!(form(ProviderKind::Gmail), AuthLine::Rfc4954);
         assert_eq!(form(ProviderKind::Custom), AuthLine::Rfc4954);
+    }
+
+    #[test]
+    fn sasl_auto_is_xoauth2_for_microsoft_and_oauthbearer_when_offered_elsewhere() {
+        let mechanism = |kind, choice| {
+            let mut a = account(kind);
+            a.sasl = choice;
+            sasl(&a)
+        };
+        for kind in [ProviderKind::Microsoft, ProviderKind::MicrosoftChina] {
+            assert_eq!(mechanism(kind, SaslChoice::Auto), Sasl::Xoauth2);
+        }
+        for kind in [ProviderKind::Gmail, ProviderKind::Custom] {
+            assert_eq!(
+                mechanism(kind, SaslChoice::Auto),
+                Sasl::OauthbearerWhenOffered
+            );
+        }
+        assert_eq!(
+            mechanism(ProviderKind::Microsoft, SaslChoice::Oauthbearer),
+            Sasl::Oauthbearer
+        );
+        assert_eq!(
+            mechanism(ProviderKind::Gmail, SaslChoice::Xoauth2),
+            Sasl::Xoauth2
+        );
     }
 
     #[test]

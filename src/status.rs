@@ -15,7 +15,7 @@ use std::io::Write as _;
 use serde::Serialize;
 
 use crate::clock;
-use crate::config::{Config, Flow, TransportKind};
+use crate::config::{Config, Flow, SaslChoice, TransportKind};
 use crate::error::{EX_CONFIG, EX_NOPERM, Error, Kind, Result};
 use crate::oauth::store::{StoredToken, TokenStore};
 use crate::provider::{self, AccountSettings};
@@ -78,6 +78,8 @@ pub struct AccountStatus {
     pub transport: Option<Transport>,
     pub flow: Option<&'static str>,
     pub token_store: Option<&'static str>,
+    /// `sasl` as configured.
+    pub sasl: Option<&'static str>,
     /// Who signed in, as the login recorded it.
     pub identity: Option<String>,
     pub token: Option<TokenStatus>,
@@ -230,6 +232,7 @@ impl AccountStatus {
             transport: None,
             flow: None,
             token_store: None,
+            sasl: None,
             identity: None,
             token: None,
             refresh_token: None,
@@ -319,6 +322,11 @@ fn account_status(
         transport: Some(transport(account)),
         flow: Some(flow_name(account.oauth.flow)),
         token_store: Some("file"),
+        sasl: Some(match account.config.sasl {
+            SaslChoice::Auto => "auto",
+            SaslChoice::Xoauth2 => "xoauth2",
+            SaslChoice::Oauthbearer => "oauthbearer",
+        }),
         identity: match &loaded {
             Ok(Some(t)) => t.identity.as_deref().map(tidy),
             _ => None,
@@ -624,6 +632,7 @@ mod tests {
                 }),
                 flow: Some("authcode"),
                 token_store: Some("file"),
+                sasl: Some("auto"),
                 identity: Some("a@b".into()),
                 token: Some(TokenStatus {
                     state: "valid",
