@@ -82,6 +82,8 @@ pub struct Account {
     /// The SASL mechanism that carries the token.
     #[serde(default)]
     pub sasl: SaslChoice,
+    /// `socks5://`, `socks5h://` or `http://` (CONNECT) proxy for SMTP and HTTPS.
+    pub proxy: Option<String>,
 }
 
 /// `sasl`: which SASL mechanism carries the token.

@@ -21,6 +21,7 @@
 //! | `scrub` | peer text made printable: secrets removed in every encoding, control characters escaped, cut |
 //! | `paths` | XDG locations of config, tokens and queue |
 //! | `private_dir` | folders 0700 and files 0600 whatever the umask, loose or foreign folders refused, no symlinks followed |
+//! | `proxy` | the account's SOCKS5 or HTTP CONNECT proxy: the SMTP tunnel, reqwest's proxy, never its credentials shown |
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
 //! | `message` | reading stdin, the header view, Bcc stripping, header edits |
 //! | `plan` | pure resolution of account, envelope and header edits |
@@ -64,6 +65,7 @@ mod paths;
 mod plan;
 mod private_dir;
 mod provider;
+mod proxy;
 mod queue;
 mod scrub;
 mod sendmail;

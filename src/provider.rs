@@ -154,6 +154,8 @@ pub struct Server {
     pub auth_line: AuthLine,
     /// Which SASL mechanism carries it.
     pub sasl: Sasl,
+    /// The account's `proxy`, through which the connection goes.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// The SASL mechanism an account authenticates with (`sasl`, resolved per provider).
@@ -217,6 +219,8 @@ pub struct OAuthSettings {
     pub authorize_params: Vec<(&'static str, &'static str)>,
     /// The extra trusted roots also apply to the token endpoint (tests, private clouds).
     pub ca_file: Option<PathBuf>,
+    /// The account's `proxy` carries the token requests too.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// One account with its provider's defaults filled in.
@@ -360,6 +364,41 @@ fn sasl(account: &Account) -> Sasl {
     }
 }
 
+/// `proxy` parsed (a value that is not one is a configuration error).
+fn proxy(name: &str, account: &Account) -> Result<Option<crate::proxy::Proxy>> {
+    account
+        .proxy
+        .as_deref()
+        .map(crate::proxy::Proxy::parse)
+        .transpose()
+        .map_err(|e| Error::config(format!("account {name}: {e}")))
+}
+
+/// The SMTP server of account `name`: the account's settings, else the preset's.
+fn smtp_server(name: &str, account: &Account, preset: &Preset) -> Result<Server> {
+    let tls = account.tls.unwrap_or(TlsMode::Starttls);
+    Ok(Server {
+        host: account
+            .smtp_host
+            .clone()
+            .or(preset.smtp_host.map(str::to_owned))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "account {name}: `smtp_host` is required for provider = \"custom\""
+                ))
+            })?,
+        port: account.smtp_port.unwrap_or(match tls {
+            TlsMode::Starttls => 587,
+            TlsMode::Implicit => 465,
+        }),
+        tls,
+        ca_file: account.tls_ca_file.clone(),
+        auth_line: preset.auth_line,
+        sasl: sasl(account),
+        proxy: proxy(name, account)?,
+    })
+}
+
 /// Fills in the provider's defaults for account `name`.
 pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     let preset = Preset::of(account);
@@ -369,22 +408,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             "account {name}: `{key}` is required for provider = \"custom\""
         ))
     };
-    let tls = account.tls.unwrap_or(TlsMode::Starttls);
-    let smtp = Server {
-        host: account
-            .smtp_host
-            .clone()
-            .or(preset.smtp_host.map(str::to_owned))
-            .ok_or_else(|| missing("smtp_host"))?,
-        port: account.smtp_port.unwrap_or(match tls {
-            TlsMode::Starttls => 587,
-            TlsMode::Implicit => 465,
-        }),
-        tls,
-        ca_file: account.tls_ca_file.clone(),
-        auth_line: preset.auth_line,
-        sasl: sasl(account),
-    };
+    let smtp = smtp_server(name, account, &preset)?;
     let endpoint = |configured: &Option<String>, path: &str| -> Option<String> {
         configured
             .clone()
@@ -430,6 +454,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
         authorize_params: authorize_params(account.provider, &scopes),
         ca_file: account.tls_ca_file.clone(),
+        proxy: smtp.proxy.clone(),
     };
     let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
     let oauth = OAuthSettings {

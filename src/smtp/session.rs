@@ -867,6 +867,10 @@ fn dsn_rcpt_params(envelope: &Envelope, to: &str) -> Vec<RcptParam> {
 }
 
 async fn open_tcp(server: &Server, wait: Duration) -> Result<TcpStream> {
+    if let Some(proxy) = &server.proxy {
+        // The tunnel is set up within the same limit; TLS then runs end to end through it.
+        return proxy.connect(&server.host, server.port, wait).await;
+    }
     let address = server.address();
     let tcp = match tokio::time::timeout(
         wait,
@@ -1199,6 +1203,7 @@ mod tests {
             ca_file: Some(ca_file),
             auth_line: AuthLine::Rfc4954,
             sasl: Sasl::OauthbearerWhenOffered,
+            proxy: None,
         };
         Fixture {
             fake,

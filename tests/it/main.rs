@@ -20,6 +20,7 @@ mod manual;
 mod migrate;
 mod outcomes;
 mod package;
+mod proxy;
 mod queue;
 mod scheduling;
 mod send;
