@@ -84,6 +84,20 @@ pub struct Account {
     pub sasl: SaslChoice,
     /// `socks5://`, `socks5h://` or `http://` (CONNECT) proxy for SMTP and HTTPS.
     pub proxy: Option<String>,
+    /// Where the tokens are protected: a plain `0600` file, or sealed with a key in the keyring.
+    #[serde(default)]
+    pub token_store: TokenStoreKind,
+}
+
+/// `token_store`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenStoreKind {
+    /// The token file as it is (or `token_encrypt_cmd`'s output).
+    #[default]
+    File,
+    /// The token file sealed with a data key kept in the Secret Service.
+    Keyring,
 }
 
 /// `sasl`: which SASL mechanism carries the token.

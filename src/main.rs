@@ -33,6 +33,7 @@
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
 //! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
+//! | `keyring` | `token_store = "keyring"`: the per-account data key in the Secret Service, the sealed token file |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
 //! | `manage` | the management words: login, token, check, logout, queue |
@@ -56,6 +57,7 @@ mod error;
 mod flush;
 mod graph;
 mod journal;
+mod keyring;
 mod manage;
 mod manual;
 mod message;

@@ -321,7 +321,10 @@ fn account_status(
         }),
         transport: Some(transport(account)),
         flow: Some(flow_name(account.oauth.flow)),
-        token_store: Some("file"),
+        token_store: Some(match account.config.token_store {
+            crate::config::TokenStoreKind::File => "file",
+            crate::config::TokenStoreKind::Keyring => "keyring",
+        }),
         sasl: Some(match account.config.sasl {
             SaslChoice::Auto => "auto",
             SaslChoice::Xoauth2 => "xoauth2",

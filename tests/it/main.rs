@@ -15,6 +15,7 @@ mod fake_smtp;
 mod first_run;
 mod graph;
 mod hardening;
+mod keyring;
 mod login;
 mod manual;
 mod migrate;
