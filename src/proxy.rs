@@ -4,7 +4,9 @@
 //! through the tunnel: the proxy sees the greeting and EHLO, then only ciphertext.
 //! Credentials in the URL (`socks5://user:pass@host:port`) are used and never shown: the
 //! proxy is always named without them, and the password is registered with `scrub`.
-//! A proxy that is down or refuses is a temporary failure (75) that names it.
+//! A proxy that is down or refuses is a temporary failure (75) that names it. SOCKS5
+//! without credentials sends its greeting and CONNECT in one flight (one round trip);
+//! with credentials `tokio-socks` does the RFC 1929 exchange.
 
 use std::fmt;
 use std::time::Duration;
@@ -136,7 +138,7 @@ impl Proxy {
         match self.kind {
             Kind::Socks5 | Kind::Socks5h => {
                 // socks5:// resolves here (the proxy sees an address), socks5h:// there.
-                let target: tokio_socks::TargetAddr<'_> = if self.kind == Kind::Socks5 {
+                let target: tokio_socks::TargetAddr<'static> = if self.kind == Kind::Socks5 {
                     let address = tokio::net::lookup_host((host, port))
                         .await
                         .map_err(|e| {
@@ -148,22 +150,103 @@ impl Proxy {
                         })?;
                     tokio_socks::TargetAddr::Ip(address)
                 } else {
-                    tokio_socks::TargetAddr::Domain(host.into(), port)
+                    tokio_socks::TargetAddr::Domain(host.to_owned().into(), port)
                 };
-                let stream = match &self.credentials {
+                match &self.credentials {
                     Some((user, password)) => {
                         tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(
                             tcp, target, user, password,
                         )
                         .await
+                        .map(tokio_socks::tcp::Socks5Stream::into_inner)
+                        .map_err(|e| fail(format!("refused the tunnel to {host}:{port}: {e}")))
                     }
-                    None => tokio_socks::tcp::Socks5Stream::connect_with_socket(tcp, target).await,
+                    None => self.socks5_pipelined(tcp, &target, host, port).await,
                 }
-                .map_err(|e| fail(format!("refused the tunnel to {host}:{port}: {e}")))?;
-                Ok(stream.into_inner())
             }
             Kind::HttpConnect => self.http_connect(tcp, host, port).await,
         }
+    }
+
+    /// SOCKS5 without authentication in one round trip: the greeting (offering only "no
+    /// authentication") and the CONNECT request go in one write, then both replies are read
+    /// (RFC 1928 §3, §4, §6). Waiting for the method reply first, as a general client must,
+    /// would cost a second round trip on every connection.
+    async fn socks5_pipelined(
+        &self,
+        mut tcp: TcpStream,
+        target: &tokio_socks::TargetAddr<'_>,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpStream> {
+        let fail = |what: String| {
+            Error::network(
+                Phase::Connect,
+                format!("proxy {self}: refused the tunnel to {host}:{port}: {what}"),
+            )
+        };
+        let mut request = vec![5, 1, 0, 5, 1, 0];
+        match target {
+            tokio_socks::TargetAddr::Ip(std::net::SocketAddr::V4(a)) => {
+                request.push(1);
+                request.extend_from_slice(&a.ip().octets());
+            }
+            tokio_socks::TargetAddr::Ip(std::net::SocketAddr::V6(a)) => {
+                request.push(4);
+                request.extend_from_slice(&a.ip().octets());
+            }
+            tokio_socks::TargetAddr::Domain(name, _) => {
+                let name = name.as_bytes();
+                let len = u8::try_from(name.len())
+                    .map_err(|_| fail("the host name is longer than 255 bytes".to_owned()))?;
+                request.push(3);
+                request.push(len);
+                request.extend_from_slice(name);
+            }
+        }
+        request.extend_from_slice(&port.to_be_bytes());
+        tcp.write_all(&request)
+            .await
+            .map_err(|e| fail(format!("cannot write: {e}")))?;
+        let mut head = [0u8; 2];
+        tcp.read_exact(&mut head)
+            .await
+            .map_err(|e| fail(format!("no answer to the greeting: {e}")))?;
+        if head != [5, 0] {
+            return Err(fail(format!(
+                "it wants an authentication method we did not offer ({:#04x}); put                  USER:PASSWORD@ in the proxy URL",
+                head[1]
+            )));
+        }
+        let mut reply = [0u8; 4];
+        tcp.read_exact(&mut reply)
+            .await
+            .map_err(|e| fail(format!("no answer to CONNECT: {e}")))?;
+        if reply[0] != 5 || reply[1] != 0 {
+            return Err(fail(socks5_reply_text(reply[1]).to_owned()));
+        }
+        // The bound address: skip it.
+        let skip = match reply[3] {
+            1 => 4 + 2,
+            4 => 16 + 2,
+            3 => {
+                let mut len = [0u8; 1];
+                tcp.read_exact(&mut len)
+                    .await
+                    .map_err(|e| fail(format!("a truncated reply: {e}")))?;
+                usize::from(len[0]) + 2
+            }
+            other => {
+                return Err(fail(format!(
+                    "an unknown address type {other} in its reply"
+                )));
+            }
+        };
+        let mut rest = vec![0u8; skip];
+        tcp.read_exact(&mut rest)
+            .await
+            .map_err(|e| fail(format!("a truncated reply: {e}")))?;
+        Ok(tcp)
     }
 
     /// `CONNECT host:port HTTP/1.1`, then the proxy's reply head (bounded): a 2xx opens
@@ -214,6 +297,21 @@ impl Proxy {
                 crate::scrub::for_output(status_line, 200)
             ))),
         }
+    }
+}
+
+/// RFC 1928 §6's reply codes.
+fn socks5_reply_text(code: u8) -> &'static str {
+    match code {
+        1 => "general SOCKS server failure",
+        2 => "connection not allowed by ruleset",
+        3 => "network unreachable",
+        4 => "host unreachable",
+        5 => "connection refused",
+        6 => "TTL expired",
+        7 => "command not supported",
+        8 => "address type not supported",
+        _ => "an unknown SOCKS5 reply",
     }
 }
 

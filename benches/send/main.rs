@@ -22,6 +22,7 @@ mod fake_idp;
 mod fake_smtp;
 mod graph;
 mod proxy;
+mod stores;
 #[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
 #[path = "../../tests/it/support.rs"]
 mod support;
@@ -156,6 +157,13 @@ fn main() {
     }
     let opts = Options::from_env();
     support::install_provider();
+    // BENCH_ONLY=stores: only the token store and proxy rows.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "stores") {
+        let sandbox = Sandbox::new();
+        let exe = PathBuf::from(sandbox.command(&[]).get_program());
+        stores::run(&exe, opts.rtt, opts.reps);
+        return;
+    }
     let ca = TestCa::new();
     let idp = FakeIdp::start(&ca);
     let smtp = FakeSmtp::start(
@@ -384,6 +392,10 @@ impl Bench {
         // Microsoft Graph (issue #11): its own rows; BENCH_GRAPH=0 skips them.
         if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
             graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+        }
+        // token_store and proxy (issue #18): BENCH_STORES=0 skips them.
+        if std::env::var("BENCH_STORES").map_or(true, |v| v != "0") {
+            stores::run(&self.exe, self.opts.rtt, self.opts.reps);
         }
         if !self.notes.is_empty() {
             println!();

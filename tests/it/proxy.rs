@@ -54,6 +54,13 @@ struct Daemon {
 impl Daemon {
     /// Dante on `port`, logging every tunnel.
     fn danted() -> Daemon {
+        Daemon::danted_with(
+            "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect disconnect }\n",
+        )
+    }
+
+    /// Dante with `rules` for the SOCKS requests.
+    fn danted_with(rules: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("danted.log");
@@ -65,7 +72,7 @@ impl Daemon {
                  socksmethod: none\nclientmethod: none\n\
                  user.privileged: root\nuser.unprivileged: nobody\n\
                  client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect disconnect }}\n\
-                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect disconnect }}\n",
+                 {rules}",
                 log.display()
             ),
         )
@@ -312,6 +319,41 @@ fn a_proxy_that_refuses_the_tunnel_is_a_temporary_failure_naming_it() {
         run.stderr
     );
     assert!(run.stderr.contains("403"), "{}", run.stderr);
+    assert!(w.smtp.deliveries().is_empty());
+}
+
+#[test]
+fn a_socks5_proxy_whose_rules_refuse_the_tunnel_is_a_temporary_failure_naming_it() {
+    if !available(DANTED, "dante-server") {
+        return;
+    }
+    let w = World::new("socks5://127.0.0.1:1");
+    let dante = Daemon::danted_with(&format!(
+        "socks block {{ from: 0.0.0.0/0 to: 127.0.0.1/32 port = {} log: connect error }}\n\
+         socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n",
+        w.smtp.port()
+    ));
+    let cfg = w.sandbox.path().join("config/oauth2-sendmail/config.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("127.0.0.1:1\"", &format!("127.0.0.1:{}\"", dante.port));
+    std::fs::write(&cfg, text).unwrap();
+    w.sandbox.seed_token(
+        "work",
+        &json!({"access_token": w.idp.issue_access_token(), "expires_at": now() + 3600,
+                "refresh_token": w.refresh}),
+    );
+    let run = w.send();
+    assert_eq!(run.code, 75, "{run:?}\ndante: {}", dante.log_text());
+    assert!(
+        run.stderr.contains(&format!(
+            "proxy socks5://127.0.0.1:{}: refused the tunnel to 127.0.0.1:{}: connection not allowed by ruleset",
+            dante.port,
+            w.smtp.port()
+        )),
+        "{}",
+        run.stderr
+    );
     assert!(w.smtp.deliveries().is_empty());
 }
 
