@@ -581,11 +581,11 @@ fn refresh_text(
             };
             let _ = writeln!(
                 out,
-                "  refresh token unused: {who} drops it at {} ({days} days after its last use)",
+                "  refresh token expires if unused: {}: {who} drops one unused for {days} days",
                 when(at)
             );
         }
-        _ => out.push_str("  refresh token unused: the provider's idle limit is not known\n"),
+        _ => out.push_str("  refresh token expires if unused: not known for this provider\n"),
     }
     let timer = match (r.kept_alive_by_timer, last_timer) {
         (true, Some(q)) => format!("yes: `-q` last ran {}", when(q)),

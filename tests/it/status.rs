@@ -155,8 +155,7 @@ fn status_json_describes_a_healthy_account_field_by_field() {
     let text = w.sandbox.run(&["status"], b"");
     assert_eq!(text.code, 0, "{text:?}");
     assert!(
-        text.stdout
-            .contains("refresh token unused: Microsoft drops it at "),
+        text.stdout.contains("refresh token expires if unused: 20"),
         "{}",
         text.stdout
     );
