@@ -71,6 +71,7 @@ pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
         no_browser: args.no_browser,
         import_refresh_token: args.import_refresh_token.clone(),
     };
+    let was_sealed = sealed_by_keyring(&account);
     let runtime = runtime()?;
     let outcome = runtime.block_on(oauth::login::login(&account, &options));
     // Paste mode may leave a read of stdin blocked on its thread: do not wait for it.
@@ -102,12 +103,29 @@ pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
             )
         };
     notify::forget(&account.name);
+    if was_sealed == Some(true) && account.config.token_store == crate::config::TokenStoreKind::File
+    {
+        // Moving back from the keyring: the key left there protects nothing now.
+        eprintln!(
+            "oauth2-sendmail: account {n}: the tokens are now in a plain token file \
+             (token_store = \"file\"); the key the keyring still holds for them can be removed: \
+             secret-tool clear application oauth2-sendmail account {n}",
+            n = account.name
+        );
+    }
     print(&format!(
         "account {}: {who}; access token valid until {}\n",
         account.name,
         clock::utc(done.expires_at)
     ))?;
     flush_after_login(config, &account)
+}
+
+/// Whether the account's token file is sealed with a keyring key (`None`: no file).
+fn sealed_by_keyring(account: &AccountSettings) -> Option<bool> {
+    let store = TokenStore::new(account).ok()?;
+    let raw = std::fs::read(store.path()).ok()?;
+    Some(crate::keyring::seal::is_sealed(&raw))
 }
 
 /// After a login: the account's queued messages go now; one line says how many.

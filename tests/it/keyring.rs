@@ -391,4 +391,29 @@ fn no_session_bus_is_a_configuration_error_naming_the_store() {
     let run = run_command(cmd, MESSAGE);
     assert_eq!(run.code, 78, "{run:?}");
     assert!(run.stderr.contains("no Secret Service"), "{}", run.stderr);
+
+    // Back to the file store: `login` writes a plain file and says the key can go.
+    let cfg = w.sandbox.path().join("config/oauth2-sendmail/config.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("token_store = \"keyring\"", "token_store = \"file\"");
+    std::fs::write(&cfg, text).unwrap();
+    let rt = w.idp.issue_refresh_token();
+    let login = w.sandbox.run(
+        &["login", "work", "--import-refresh-token", "-"],
+        format!("{rt}\n").as_bytes(),
+    );
+    assert_eq!(login.code, 0, "{login:?}");
+    assert!(
+        login
+            .stderr
+            .contains("secret-tool clear application oauth2-sendmail account work"),
+        "{}",
+        login.stderr
+    );
+    let file = std::fs::read_to_string(w.token_file()).unwrap();
+    assert!(file.contains("access_token"), "a plain file again");
+    w.sandbox
+        .run(&["-oi", "--", "bob@example.org"], MESSAGE)
+        .assert_silent_success();
 }
