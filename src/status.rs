@@ -132,7 +132,8 @@ pub struct RefreshStatus {
     /// When the provider drops it if it stays unused.
     pub expires_if_unused_at: Option<Time>,
     pub days_left: Option<i64>,
-    /// True when a `-q` ran in the last two days: it renews the token before then.
+    /// True when a `-q` ran in the last two days and the token is not older than the 30
+    /// days after which `-q` renews it.
     pub kept_alive_by_timer: bool,
 }
 
@@ -425,8 +426,13 @@ fn refresh_health(
         idle_lifetime_days: lifetime.map(|l| l / 86_400),
         expires_if_unused_at: expires.map(Time),
         days_left: expires.map(|e| days_between(now, e)),
+        // A recent `-q` renews a token idle for 30 days: one idle for longer means its
+        // renewals fail, and it keeps nothing alive.
         kept_alive_by_timer: t.refresh_token.is_some()
-            && last_timer.is_some_and(|q| now.saturating_sub(q) <= TIMER_RECENT_SECS),
+            && last_timer.is_some_and(|q| now.saturating_sub(q) <= TIMER_RECENT_SECS)
+            && last_used.is_none_or(|u| {
+                now.saturating_sub(u) <= flush::IDLE_RENEWAL_SECS + TIMER_RECENT_SECS
+            }),
     })
 }
 

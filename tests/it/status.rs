@@ -328,3 +328,30 @@ fn status_json_shows_graph_accounts_and_the_invisible_client_secret_expiry() {
         text.stdout
     );
 }
+
+#[test]
+fn a_q_whose_renewal_keeps_failing_tells_notify_cmd_once_near_the_90_days() {
+    let w = World::new();
+    w.sandbox.write_config(&w.account("old", ""));
+    w.seed("old", 80, "old@contoso.com");
+    // The token endpoint is down: the idle renewal fails for a passing reason.
+    w.idp.set_failure(Some(Failure::temporarily_unavailable()));
+    let run = w.sandbox.run(&["-q"], b"");
+    assert_eq!(run.code, 0, "{run:?}");
+    let told = super::support::wait_for_line(&w.notified());
+    assert!(told.contains("OAUTH2_SENDMAIL_ACCOUNT=old"), "{told}");
+    assert!(told.contains("drops it at"), "{told}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = std::fs::read_to_string(w.notified()).unwrap();
+    // Neither the next -q nor status tells again.
+    w.sandbox.run(&["-q"], b"");
+    let (_, v) = w.status(&[]);
+    // -q runs, but its renewals fail: it keeps nothing alive.
+    assert!(v["last_timer_run"].is_string(), "{v}");
+    assert_eq!(
+        v["accounts"][0]["refresh_token"]["kept_alive_by_timer"],
+        false
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(w.notified()).unwrap(), before);
+}
