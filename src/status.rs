@@ -80,6 +80,8 @@ pub struct AccountStatus {
     pub token_store: Option<&'static str>,
     /// `sasl` as configured.
     pub sasl: Option<&'static str>,
+    /// The proxy, without its credentials.
+    pub proxy: Option<String>,
     /// Who signed in, as the login recorded it.
     pub identity: Option<String>,
     pub token: Option<TokenStatus>,
@@ -234,6 +236,7 @@ impl AccountStatus {
             flow: None,
             token_store: None,
             sasl: None,
+            proxy: None,
             identity: None,
             token: None,
             refresh_token: None,
@@ -331,6 +334,7 @@ fn account_status(
             SaslChoice::Xoauth2 => "xoauth2",
             SaslChoice::Oauthbearer => "oauthbearer",
         }),
+        proxy: account.smtp.proxy.as_ref().map(ToString::to_string),
         identity: match &loaded {
             Ok(Some(t)) => t.identity.as_deref().map(tidy),
             _ => None,
@@ -498,6 +502,9 @@ fn account_text(out: &mut String, a: &AccountStatus, now: u64, last_timer: Optio
         a.flow.unwrap_or(""),
         a.token_store.unwrap_or(""),
     );
+    if let Some(proxy) = &a.proxy {
+        let _ = writeln!(out, "  proxy: {proxy}");
+    }
     if let Some(who) = &a.identity {
         let _ = writeln!(out, "  signed in as: {who}");
     }
@@ -642,6 +649,7 @@ mod tests {
                 flow: Some("authcode"),
                 token_store: Some("file"),
                 sasl: Some("auto"),
+                proxy: Some("socks5://127.0.0.1:1080".into()),
                 identity: Some("a@b".into()),
                 token: Some(TokenStatus {
                     state: "valid",

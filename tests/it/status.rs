@@ -135,6 +135,7 @@ fn status_json_describes_a_healthy_account_field_by_field() {
     assert_eq!(a["transport"]["graph_url"], Value::Null);
     assert_eq!(a["token_store"], "file");
     assert_eq!(a["sasl"], "auto");
+    assert_eq!(a["proxy"], Value::Null);
     assert_eq!(a["identity"], "work@contoso.com");
     assert_eq!(a["token"]["state"], "valid");
     near(rfc3339(&a["token"]["expires_at"]), now() + 3000);
