@@ -35,6 +35,7 @@
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
 //! | `keyring` | `token_store = "keyring"`: the per-account data key in the Secret Service, the sealed token file |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
+//! | `throttle` | a notice at most once per period across runs (an unwritable log, the notifier) |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
 //! | `manage` | the management words: login, token, check, logout, queue |
 //! | `status` | `status` and `status --json`: one model of every account's facts and health, two renderings |
@@ -74,6 +75,7 @@ mod sendmail;
 mod setup;
 mod smtp;
 mod status;
+mod throttle;
 mod tls;
 mod transport;
 
@@ -114,7 +116,12 @@ const MAX_ERROR_LINE: usize = 2000;
 fn main() -> ExitCode {
     // One TLS provider for the process: reqwest and tokio-rustls share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let invocation = match cli::parse(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // This program started again to keep a notifier (see `notify`): not a command line.
+    if args.first().is_some_and(|a| a == notify::KEEPER_ARG0) {
+        return notify::keeper(&args);
+    }
+    let invocation = match cli::parse(args) {
         Ok(i) => i,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

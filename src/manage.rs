@@ -227,9 +227,11 @@ fn check_transports(account: &AccountSettings) -> Result<()> {
                 Err(e) if crate::transport::is_smtp_auth_disabled(&e) => {
                     crate::transport::remember_graph(&account.name, &e);
                     print(&format!(
-                        "account {}: SMTP AUTH is disabled ({e}); transport = \"auto\" sends \
+                        "account {}: SMTP AUTH is disabled ({}: {}); transport = \"auto\" sends \
                          through Microsoft Graph\n",
-                        account.name
+                        account.name,
+                        account.smtp.address(),
+                        crate::transport::server_words(&e)
                     ))?;
                     None
                 }

@@ -52,6 +52,8 @@ pub struct Status {
     pub exit_code: u8,
     /// The last `-q` run (RFC 3339), if one ever ran.
     pub last_timer_run: Option<Time>,
+    /// Why the log cannot be written, when it cannot.
+    pub log_problem: Option<String>,
     pub queue: Counts,
     pub accounts: Vec<AccountStatus>,
 }
@@ -65,6 +67,10 @@ pub struct Counts {
 /// One account; on a configuration error only `name`, `default` and
 /// `configuration_error` are set.
 #[derive(Debug, Serialize)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "a report: each bool is one documented fact of the JSON"
+)]
 pub struct AccountStatus {
     pub name: String,
     pub default: bool,
@@ -77,6 +83,14 @@ pub struct AccountStatus {
     pub server: Option<Server>,
     pub transport: Option<Transport>,
     pub flow: Option<&'static str>,
+    /// The flow of the login that stored the tokens (`login --flow` may differ).
+    pub last_login_flow: Option<String>,
+    /// The tenant, for providers whose endpoints name one.
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    /// True when `client_id` is the provider's built-in one.
+    pub client_id_default: bool,
+    pub endpoints: Option<Endpoints>,
     pub token_store: Option<&'static str>,
     /// `sasl` as configured.
     pub sasl: Option<&'static str>,
@@ -97,6 +111,23 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub tls: &'static str,
+    /// True when `smtp_host` or `smtp_port` replace the provider's.
+    pub overridden: bool,
+}
+
+/// The identity platform's endpoints in use (what to compare with the app registration).
+#[derive(Debug, Serialize)]
+pub struct Endpoints {
+    pub token: Option<Endpoint>,
+    pub authorize: Option<Endpoint>,
+    pub device_code: Option<Endpoint>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub url: String,
+    /// True when the config sets it in place of the provider's.
+    pub overridden: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -182,6 +213,7 @@ pub fn build(config: &Config, only: Option<&str>, now: u64) -> Result<Status> {
     let (queued, bad) = queue.list()?;
     let (failed, bad_failed) = queue.list_failed()?;
     let last_timer = flush::last_timer_run();
+    let journal = crate::journal::Journal::from_config(config);
     let mut accounts = Vec::new();
     for name in config
         .accounts
@@ -195,7 +227,7 @@ pub fn build(config: &Config, only: Option<&str>, now: u64) -> Result<Status> {
             failed: mine(&failed),
         };
         let account = match provider::resolve(name, &config.accounts[name]) {
-            Ok(a) => account_status(&a, default, counts, now, last_timer),
+            Ok(a) => account_status(&a, default, counts, now, last_timer, &journal),
             Err(e) => AccountStatus::misconfigured(name, default, &e, counts),
         };
         accounts.push(account);
@@ -212,6 +244,7 @@ pub fn build(config: &Config, only: Option<&str>, now: u64) -> Result<Status> {
         generated_at: Time(now),
         exit_code,
         last_timer_run: last_timer.map(Time),
+        log_problem: journal.problem(),
         queue: Counts {
             queued: queued.len() + bad.len(),
             failed: failed.len() + bad_failed.len(),
@@ -234,6 +267,11 @@ impl AccountStatus {
             server: None,
             transport: None,
             flow: None,
+            last_login_flow: None,
+            tenant: None,
+            client_id: None,
+            client_id_default: false,
+            endpoints: None,
             token_store: None,
             sasl: None,
             proxy: None,
@@ -253,6 +291,7 @@ fn account_status(
     queue: Counts,
     now: u64,
     last_timer: Option<u64>,
+    journal: &crate::journal::Journal,
 ) -> AccountStatus {
     let app_only = account.oauth.flow == Flow::ClientCredentials;
     let store = TokenStore::new(account);
@@ -279,6 +318,7 @@ fn account_status(
                 t.refresh_token.is_some(),
                 t.obtained_at.max(graph_obtained),
                 now,
+                journal,
             );
             let (token, can_send) = token_status(account, t, refused.is_some(), now);
             (Some(token), health, can_send, refused)
@@ -315,25 +355,22 @@ fn account_status(
         provider: Some(provider::name(account.provider)),
         email: Some(account.email.clone()),
         user: Some(account.xoauth2_user().to_owned()),
-        server: Some(Server {
-            host: account.smtp.host.clone(),
-            port: account.smtp.port,
-            tls: match account.smtp.tls {
-                crate::config::TlsMode::Implicit => "implicit",
-                crate::config::TlsMode::Starttls => "starttls",
-            },
-        }),
+        server: Some(server(account)),
         transport: Some(transport(account)),
-        flow: Some(flow_name(account.oauth.flow)),
-        token_store: Some(match account.config.token_store {
-            crate::config::TokenStoreKind::File => "file",
-            crate::config::TokenStoreKind::Keyring => "keyring",
-        }),
-        sasl: Some(match account.config.sasl {
-            SaslChoice::Auto => "auto",
-            SaslChoice::Xoauth2 => "xoauth2",
-            SaslChoice::Oauthbearer => "oauthbearer",
-        }),
+        flow: Some(account.oauth.flow.name()),
+        last_login_flow: match &loaded {
+            Ok(Some(t)) => t
+                .flow
+                .as_deref()
+                .map(|f| f.chars().filter(|c| !c.is_control()).take(40).collect()),
+            _ => None,
+        },
+        tenant: provider::tenant(&account.config),
+        client_id: account.oauth.client_id.clone(),
+        client_id_default: account.oauth.client_id.is_some() && account.config.client_id.is_none(),
+        endpoints: Some(endpoints(account)),
+        token_store: Some(token_store_name(account)),
+        sasl: Some(sasl_name(account)),
         proxy: account.smtp.proxy.as_ref().map(ToString::to_string),
         identity: match &loaded {
             Ok(Some(t)) => t.identity.as_deref().map(tidy),
@@ -446,13 +483,46 @@ fn days_between(now: u64, then: u64) -> i64 {
     i64::try_from(secs.div_euclid(86_400)).unwrap_or(i64::MAX)
 }
 
-/// The flow as the config spells it.
-pub fn flow_name(flow: Flow) -> &'static str {
-    match flow {
-        Flow::Authcode => "authcode",
-        Flow::Devicecode => "devicecode",
-        Flow::Password => "password",
-        Flow::ClientCredentials => "client-credentials",
+fn server(account: &AccountSettings) -> Server {
+    Server {
+        host: account.smtp.host.clone(),
+        port: account.smtp.port,
+        tls: match account.smtp.tls {
+            crate::config::TlsMode::Implicit => "implicit",
+            crate::config::TlsMode::Starttls => "starttls",
+        },
+        overridden: account.config.smtp_host.is_some() || account.config.smtp_port.is_some(),
+    }
+}
+
+fn token_store_name(account: &AccountSettings) -> &'static str {
+    match account.config.token_store {
+        crate::config::TokenStoreKind::File => "file",
+        crate::config::TokenStoreKind::Keyring => "keyring",
+    }
+}
+
+fn sasl_name(account: &AccountSettings) -> &'static str {
+    match account.config.sasl {
+        SaslChoice::Auto => "auto",
+        SaslChoice::Xoauth2 => "xoauth2",
+        SaslChoice::Oauthbearer => "oauthbearer",
+    }
+}
+
+/// The token, authorize and device-code endpoints in use, overrides marked.
+fn endpoints(account: &AccountSettings) -> Endpoints {
+    let (c, o) = (&account.config, &account.oauth);
+    let endpoint = |url: &str, set: bool| {
+        (!url.is_empty()).then(|| Endpoint {
+            url: url.to_owned(),
+            overridden: set,
+        })
+    };
+    Endpoints {
+        token: endpoint(&o.token_url, c.token_url.is_some()),
+        authorize: endpoint(&o.authorize_url, c.authorize_url.is_some()),
+        device_code: endpoint(&o.device_code_url, c.device_code_url.is_some()),
     }
 }
 
@@ -476,38 +546,120 @@ pub fn render_text(status: &Status) -> String {
         }
         account_text(&mut out, a, now, status.last_timer_run);
     }
-    let _ = writeln!(
-        out,
-        "queue: {} queued, {} failed",
-        status.queue.queued, status.queue.failed
-    );
+    // The whole queue, when it is more than the one account shown says.
+    let shown: Vec<&AccountStatus> = status
+        .accounts
+        .iter()
+        .filter(|a| a.configuration_error.is_none())
+        .collect();
+    let one = match shown.as_slice() {
+        [a] => Some((a.queue.queued, a.queue.failed)),
+        _ => None,
+    };
+    if one != Some((status.queue.queued, status.queue.failed)) {
+        let _ = writeln!(
+            out,
+            "queue (all accounts): {} queued, {} failed",
+            status.queue.queued, status.queue.failed
+        );
+    }
+    if let Some(problem) = &status.log_problem {
+        let _ = writeln!(out, "log: {problem}");
+    }
     out
 }
 
+/// ` (override)` after a value the config sets in place of the provider's.
+fn overridden(set: bool) -> &'static str {
+    if set { " (override)" } else { "" }
+}
+
+/// Tenant, client id and the endpoints in use, overrides marked.
+fn identity_platform_text(out: &mut String, a: &AccountStatus) {
+    if let Some(tenant) = &a.tenant {
+        let _ = writeln!(out, "  tenant: {tenant}");
+    }
+    match &a.client_id {
+        Some(id) if a.client_id_default => {
+            let _ = writeln!(out, "  client id: {id} (the provider's default)");
+        }
+        Some(id) => {
+            let _ = writeln!(out, "  client id: {id}");
+        }
+        None => out.push_str("  client id: none (set client_id)\n"),
+    }
+    if let Some(e) = &a.endpoints {
+        for (name, endpoint) in [
+            ("token endpoint", &e.token),
+            ("authorize endpoint", &e.authorize),
+            ("device-code endpoint", &e.device_code),
+        ] {
+            if let Some(endpoint) = endpoint {
+                let _ = writeln!(
+                    out,
+                    "  {name}: {}{}",
+                    endpoint.url,
+                    overridden(endpoint.overridden)
+                );
+            }
+        }
+    }
+}
+
 fn account_text(out: &mut String, a: &AccountStatus, now: u64, last_timer: Option<Time>) {
-    let name = &a.name;
-    let when = |at: Time| format!("{} ({})", clock::utc(at.0), clock::relative(at.0, now));
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let server = a
-        .server
-        .as_ref()
-        .map_or(String::new(), |s| format!("{}:{}", s.host, s.port));
+    let server = a.server.as_ref().map_or(String::new(), |s| {
+        let host = if s.host.contains(':') {
+            format!("[{}]", s.host)
+        } else {
+            s.host.clone()
+        };
+        format!("{host}:{}{}", s.port, overridden(s.overridden))
+    });
+    let configured = a.flow.unwrap_or("");
+    // The last login's flow when `login --flow` chose another: renewals without a refresh
+    // token use the config's.
+    let flow = match &a.last_login_flow {
+        Some(last) if last != configured => {
+            format!("{last} (the last login's; the config says {configured})")
+        }
+        _ => configured.to_owned(),
+    };
     let _ = write!(
         out,
-        "  provider: {}\n  email: {}\n  server: {server}\n  transport: {}\n  flow: {}\n  \
-         token store: {}\n",
+        "  provider: {}\n  email: {}\n  server: {server}\n  transport: {}\n  flow: {flow}\n",
         a.provider.unwrap_or(""),
         opt(&a.email),
         a.transport.as_ref().map_or("", |t| t.detail.as_str()),
-        a.flow.unwrap_or(""),
-        a.token_store.unwrap_or(""),
     );
+    identity_platform_text(out, a);
+    let _ = writeln!(out, "  token store: {}", a.token_store.unwrap_or(""));
     if let Some(proxy) = &a.proxy {
         let _ = writeln!(out, "  proxy: {proxy}");
     }
     if let Some(who) = &a.identity {
         let _ = writeln!(out, "  signed in as: {who}");
     }
+    token_text(out, a, now, last_timer);
+    if let Some(c) = &a.client_secret {
+        let _ = writeln!(
+            out,
+            "  client secret: its expiry is not visible to oauth2-sendmail: see {}",
+            c.where_to_look
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  queue: {} queued, {} failed",
+        a.queue.queued, a.queue.failed
+    );
+}
+
+/// The token's lines: its state, the refresh token's health, what to run.
+fn token_text(out: &mut String, a: &AccountStatus, now: u64, last_timer: Option<Time>) {
+    let name = &a.name;
+    let when = |at: Time| format!("{} ({})", clock::utc(at.0), clock::relative(at.0, now));
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let Some(token) = &a.token else { return };
     match token.state {
         "none" if a.can_send => {
@@ -564,18 +716,6 @@ fn account_text(out: &mut String, a: &AccountStatus, now: u64, last_timer: Optio
             }
         }
     }
-    if let Some(c) = &a.client_secret {
-        let _ = writeln!(
-            out,
-            "  client secret: its expiry is not visible to oauth2-sendmail: see {}",
-            c.where_to_look
-        );
-    }
-    let _ = writeln!(
-        out,
-        "  queue: {} queued, {} failed",
-        a.queue.queued, a.queue.failed
-    );
 }
 
 fn refresh_text(
@@ -625,6 +765,7 @@ mod tests {
             generated_at: Time(1_795_389_245),
             exit_code: 0,
             last_timer_run: t,
+            log_problem: Some("p".into()),
             queue: Counts::default(),
             accounts: vec![AccountStatus {
                 name: "work".into(),
@@ -639,6 +780,7 @@ mod tests {
                     host: "h".into(),
                     port: 587,
                     tls: "starttls",
+                    overridden: false,
                 }),
                 transport: Some(Transport {
                     configured: "auto",
@@ -647,6 +789,24 @@ mod tests {
                     detail: "d".into(),
                 }),
                 flow: Some("authcode"),
+                last_login_flow: Some("devicecode".into()),
+                tenant: Some("contoso".into()),
+                client_id: Some("id".into()),
+                client_id_default: true,
+                endpoints: Some(Endpoints {
+                    token: Some(Endpoint {
+                        url: "u".into(),
+                        overridden: false,
+                    }),
+                    authorize: Some(Endpoint {
+                        url: "u".into(),
+                        overridden: false,
+                    }),
+                    device_code: Some(Endpoint {
+                        url: "u".into(),
+                        overridden: true,
+                    }),
+                }),
                 token_store: Some("file"),
                 sasl: Some("auto"),
                 proxy: Some("socks5://127.0.0.1:1080".into()),

@@ -128,8 +128,19 @@ fn status_json_describes_a_healthy_account_field_by_field() {
     assert_eq!(a["flow"], "authcode");
     assert_eq!(
         a["server"],
-        json!({"host": "127.0.0.1", "port": 2587, "tls": "starttls"})
+        json!({"host": "127.0.0.1", "port": 2587, "tls": "starttls", "overridden": true})
     );
+    assert_eq!(a["last_login_flow"], Value::Null);
+    assert_eq!(a["tenant"], "common");
+    assert_eq!(a["client_id"], "11111111-2222-3333-4444-555555555555");
+    assert_eq!(a["client_id_default"], false);
+    assert_eq!(a["endpoints"]["token"]["overridden"], true);
+    assert_eq!(
+        a["endpoints"]["token"]["url"],
+        w.idp.token_url_v2("contoso")
+    );
+    assert_eq!(a["endpoints"]["authorize"]["overridden"], false);
+    assert_eq!(v["log_problem"], Value::Null);
     assert_eq!(a["transport"]["configured"], "smtp");
     assert_eq!(a["transport"]["in_use"], "smtp");
     assert_eq!(a["transport"]["graph_url"], Value::Null);
