@@ -33,13 +33,10 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
-    /// `provider` as written; `None` when the key is absent.
-    #[serde(rename = "provider", default)]
-    pub provider_given: Option<ProviderKind>,
-    /// The provider in effect: as written, else the one of a well-known `email` domain
-    /// (gmail.com → gmail, hotmail.com → microsoft, …), else microsoft. Set by `parse`.
-    #[serde(skip)]
-    pub provider: ProviderKind,
+    /// `provider` as written; `None` when the key is absent (`provider::kind_of` then
+    /// guesses it from the address).
+    #[serde(default)]
+    pub provider: Option<ProviderKind>,
     pub email: String,
     /// The identity that signs in and the XOAUTH2 user, when it is not `email` (shared
     /// mailboxes, Send As, a Microsoft login that differs from the address).
@@ -139,6 +136,19 @@ pub enum ProviderKind {
     Custom,
 }
 
+impl ProviderKind {
+    /// The provider as the config spells it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Microsoft => "microsoft",
+            ProviderKind::MicrosoftChina => "microsoft-china",
+            ProviderKind::Gmail => "gmail",
+            ProviderKind::Custom => "custom",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Flow {
@@ -149,7 +159,7 @@ pub enum Flow {
 }
 
 impl Flow {
-    /// As the config spells it.
+    /// The flow as the config spells it.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -335,10 +345,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             )));
         }
         account.tls_ca_file = account.tls_ca_file.as_deref().map(expand_tilde);
-        account.provider = account
-            .provider_given
-            .or_else(|| crate::provider::for_email(&account.email))
-            .unwrap_or_default();
     }
     if let Some(default) = &config.default_account
         && !config.accounts.contains_key(default)
@@ -487,7 +493,10 @@ resource = "https://partner.outlook.cn"
             w.client_secret_cmd.as_ref().unwrap().argv().unwrap(),
             ["pass", "show", "contoso/app"]
         );
-        assert_eq!(c.accounts["cn"].provider, ProviderKind::MicrosoftChina);
+        assert_eq!(
+            c.accounts["cn"].provider,
+            Some(ProviderKind::MicrosoftChina)
+        );
     }
 
     #[test]
@@ -517,19 +526,6 @@ resource = "https://partner.outlook.cn"
             .unwrap_err()
             .to_string();
         assert!(s.contains(":3: key `accounts.w.flow`"), "{s}");
-    }
-
-    #[test]
-    fn a_well_known_email_domain_without_provider_gets_its_provider() {
-        let c = p("[accounts.g]\nemail = \"bob@gmail.com\"\n\
-                   [accounts.h]\nemail = \"japinli@hotmail.com\"\n\
-                   [accounts.c]\nemail = \"alice@contoso.com\"\n\
-                   [accounts.x]\nprovider = \"custom\"\nemail = \"carol@gmail.com\"\n")
-        .unwrap();
-        assert_eq!(c.accounts["g"].provider, ProviderKind::Gmail);
-        assert_eq!(c.accounts["h"].provider, ProviderKind::Microsoft);
-        assert_eq!(c.accounts["c"].provider, ProviderKind::Microsoft);
-        assert_eq!(c.accounts["x"].provider, ProviderKind::Custom);
     }
 
     #[test]

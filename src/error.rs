@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::smtp::Reply;
+use crate::reply::Reply;
 
 /// Where in the SMTP dialogue something went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -164,23 +164,23 @@ fn flush_accounts(
             ),
         );
     }
-    let runtime = crate::runtime()?;
-    for (name, due) in by_account(&entries) {
-        let tried = match config
-            .account(name)
-            .and_then(|a| provider::resolve(name, a))
-        {
-            Ok(settings) => runtime.block_on(flusher.account(&settings, &due, None)),
-            Err(e) => flusher.temporary_all(&due, &e.for_account(name)),
-        };
-        // The queue failing under one account (a full disk) leaves its messages where they
-        // were; the other accounts' messages are still tried.
-        if let Err(e) = tried {
-            flusher
-                .report
-                .note(Outcome::Unrecorded, format!("account {name}: {e}"));
-        }
+    if crate::scope::current() == crate::scope::Mode::System {
+        flusher.notices = Some(config);
     }
+    let runtime = crate::runtime::single_threaded()?;
+    flusher.accounts(config, &runtime, &entries);
+    // System mode: the notices of this flush's failures go out now, not a timer later.
+    let notice_ids = std::mem::take(&mut flusher.noticed);
+    if !notice_ids.is_empty() {
+        let (queued, _) = queue.list()?;
+        let written: Vec<Entry> = queued
+            .into_iter()
+            .filter(|e| notice_ids.contains(&e.id))
+            .collect();
+        flusher.accounts(config, &runtime, &written);
+    }
+    // What was sent, deferred or failed moved the accounts' due times.
+    let _ = queue.refresh_due_index();
     if scope == Scope::Due && only.is_none() {
         report_known_logins(config, &waiting, &mut flusher.report);
         runtime.block_on(renew_idle_tokens(config, &journal, &mut flusher.report));
@@ -326,20 +326,31 @@ pub async fn flush_after_send(
         .collect();
     let mut flusher = Flusher::new(&queue, journal, verbose);
     let _ = flusher.account(settings, &due, Some(session)).await;
+    let _ = queue.refresh_due_index();
 }
 
 /// Whether `account` has queued messages due now: a direct send that has none to carry
-/// can end its session at once (QUIT in the same flight as the end of the data). Without a
-/// readable queue there is nothing to carry.
+/// can end its session at once (QUIT in the same flight as the end of the data). The due
+/// index answers in time that does not grow with the queue; only when it says "maybe" is
+/// the queue listed, and a stale index then recomputed. Without a readable queue there is
+/// nothing to carry.
 pub fn has_due(account: &str) -> bool {
     let now = clock::now();
-    Queue::open()
-        .and_then(|q| q.list())
-        .is_ok_and(|(entries, _)| {
-            entries
-                .iter()
-                .any(|e| e.meta.account == account && is_due(e, now))
-        })
+    let Ok(queue) = Queue::open() else {
+        return false;
+    };
+    if !queue.may_have_due(account, now) {
+        return false;
+    }
+    let due = queue.list().is_ok_and(|(entries, _)| {
+        entries
+            .iter()
+            .any(|e| e.meta.account == account && is_due(e, now))
+    });
+    if !due {
+        let _ = queue.refresh_due_index();
+    }
+    due
 }
 
 /// The queue, its flush lock and its entries; `None` when a flush is running or the
@@ -374,6 +385,10 @@ struct Flusher<'a> {
     journal: &'a Journal,
     verbose: bool,
     report: Report,
+    /// System mode: the config that a failure's notice is written with (`notice`).
+    notices: Option<&'a Config>,
+    /// The queue ids of the notices written in this flush.
+    noticed: Vec<String>,
 }
 
 impl<'a> Flusher<'a> {
@@ -383,6 +398,27 @@ impl<'a> Flusher<'a> {
             journal,
             verbose,
             report: Report::default(),
+            notices: None,
+            noticed: Vec::new(),
+        }
+    }
+
+    /// Each account's entries over one session per account.
+    fn accounts(&mut self, config: &Config, runtime: &tokio::runtime::Runtime, entries: &[Entry]) {
+        for (name, due) in by_account(entries) {
+            let tried = match config
+                .account(name)
+                .and_then(|a| provider::resolve(name, a))
+            {
+                Ok(settings) => runtime.block_on(self.account(&settings, &due, None)),
+                Err(e) => self.temporary_all(&due, &e.for_account(name)),
+            };
+            // The queue failing under one account (a full disk) leaves its messages where
+            // they were; the other accounts' messages are still tried.
+            if let Err(e) = tried {
+                self.report
+                    .note(Outcome::Unrecorded, format!("account {name}: {e}"));
+            }
         }
     }
 
@@ -438,8 +474,10 @@ impl<'a> Flusher<'a> {
                 return Ok(true);
             }
         };
+        let mut payload = crate::spool::Payload::new();
+        payload.push_spool(&message);
         let result = session
-            .send(&entry.meta.envelope, &[&message])
+            .send(&entry.meta.envelope, &payload)
             .await
             .map_err(|e| {
                 e.for_account(&settings.name)
@@ -529,6 +567,11 @@ impl<'a> Flusher<'a> {
         );
         self.report
             .note(Outcome::Failed, format!("{}: failed: {why}", entry.id));
+        if let Some(config) = self.notices
+            && let Some(id) = crate::notice::failed(config, self.queue, self.journal, entry, why)
+        {
+            self.noticed.push(id);
+        }
         Ok(())
     }
 

@@ -22,6 +22,7 @@ use crate::message::Message;
 use crate::oauth::{self, AccessToken};
 use crate::provider::{AccountSettings, GraphSettings};
 use crate::smtp::Envelope;
+use crate::spool::Payload;
 
 /// Graph refuses a request above 4 MB (its REST request limit); the base64 body is what
 /// counts. Checked before the upload, so nothing is sent that cannot succeed.
@@ -105,8 +106,21 @@ impl Client {
     }
 
     /// Sends one message as Graph wants it; `202 Accepted` is success.
-    pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
-        let mime = for_graph(envelope, message)?;
+    pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
+        // Too large already before the Bcc field is added: refused without reading it.
+        let size = message.len();
+        if size > MAX_REQUEST_BYTES as u64 || base64_len(size as usize) > MAX_REQUEST_BYTES {
+            return Err(Kind::TooLarge {
+                size,
+                limit: (MAX_REQUEST_BYTES / 4 * 3) as u64,
+            }
+            .into());
+        }
+        let whole = message
+            .to_vec()
+            .map_err(|e| Error::io(format!("cannot read the message to send: {e}")))?;
+        let mime = for_graph(envelope, &[&whole])?;
+        drop(whole);
         if base64_len(mime.len()) > MAX_REQUEST_BYTES {
             return Err(Kind::TooLarge {
                 size: mime.len() as u64,

@@ -4,7 +4,7 @@
 //! The one path that matters (sendmail mode):
 //!
 //! ```text
-//! argv ─► cli ─► config ─► message (stdin) ─► plan::resolve (pure)
+//! argv ─► cli ─► config ─► message (stdin; a large one spooled) ─► plan::resolve (pure)
 //!                                                  │
 //!          deliver: oauth::access_token ∥ smtp::Session::connect
 //!                   ─► authenticate (XOAUTH2, one retry on a refused cached token)
@@ -16,34 +16,41 @@
 //! | module | one job |
 //! |---|---|
 //! | `cli` | what was typed: sendmail flags and management words (clap) |
-//! | `config` | the TOML model, errors with file/line/key, secret commands |
+//! | `config` | the TOML model (and the names it spells), errors with file/line/key, secret commands |
 //! | `command` | the one runner for every `*_cmd`: time limit, bounded output, kill and reap |
 //! | `scrub` | peer text made printable: secrets removed in every encoding, control characters escaped, cut |
-//! | `paths` | XDG locations of config, tokens and queue |
+//! | `scope` | who runs us, decided once: user mode, or system mode (root sends with the host's account, anyone else drops) |
+//! | `paths` | where config, tokens, queue and log live: the caller's XDG folders, or the host's in system mode |
 //! | `private_dir` | folders 0700 and files 0600 whatever the umask, loose or foreign folders refused, no symlinks followed |
 //! | `proxy` | the account's SOCKS5 or HTTP CONNECT proxy: the SMTP tunnel, reqwest's proxy, never its credentials shown |
-//! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes |
-//! | `message` | reading stdin, the header view, Bcc stripping, header edits |
+//! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes; the provider guessed from the address |
+//! | `message` | reading stdin once, the header view, Bcc stripping, header edits |
+//! | `spool` | the message's bytes: small in memory, large in a nameless private file; `Payload`, read as a stream by SMTP, Graph and the queue |
 //! | `plan` | pure resolution of account, envelope and header edits |
 //! | `oauth` | the token cache (`store`), the HTTP grants (`grants`), the interactive flows (`login`, `authcode`) |
 //! | `smtp` | our ESMTP client: wire bytes, the session |
+//! | `reply` | an SMTP server's reply and its enhanced status code (below `smtp` and `error`) |
 //! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
-//! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport` |
+//! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport`; `auto`'s decision (`deliver::open`) |
 //! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
-//! | `queue` | the durable spool on disk: enqueue (fsync), list, defer, fail, remove |
-//! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens |
+//! | `queue` | the durable queue on disk: enqueue (fsync), list, defer, fail, remove; the due index |
+//! | `maildrop` | other users' messages for the system account: the drop (any user) and the pickup (root's checks) |
+//! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens; the listing of `mailq`/`queue list` (`flush::listing`) |
 //! | `keyring` | `token_store = "keyring"`: the per-account data key in the Secret Service, the sealed token file |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
 //! | `throttle` | a notice at most once per period across runs (an unwritable log, the notifier) |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
 //! | `manage` | the management words: login, token, check, logout, queue |
 //! | `status` | `status` and `status --json`: one model of every account's facts and health, two renderings |
-//! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add the account to the config |
+//! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add or find the account in the config (`manage` runs the login) |
 //! | `manual` | the man page (clap's options plus the hand-written reference) and completions: `--generate` |
 //! | `clock` | times as people read them (`status`, `login`) |
+//! | `notice` | system mode: a short mail to the submitter (their alias, or root's) when their message fails for good |
 //! | `notify` | telling the user an account needs them (`notify_cmd`, desktop); a refused refresh remembered for `status` |
 //! | `error` | one error type → the stderr line, the exit code, the failure class |
+//! | `runtime` | the single-threaded async runtime every network step runs on |
+//! | `stdout` | what a command answers, written to stdout (a failed write is an error) |
 //!
 //! Rules that hold everywhere: nothing is printed on success in sendmail mode; a token is
 //! only sent after TLS is up and verified; no token, refresh token, password or secret ever
@@ -59,9 +66,11 @@ mod flush;
 mod graph;
 mod journal;
 mod keyring;
+mod maildrop;
 mod manage;
 mod manual;
 mod message;
+mod notice;
 mod notify;
 mod oauth;
 mod paths;
@@ -70,11 +79,16 @@ mod private_dir;
 mod provider;
 mod proxy;
 mod queue;
+mod reply;
+mod runtime;
+mod scope;
 mod scrub;
 mod sendmail;
 mod setup;
 mod smtp;
+mod spool;
 mod status;
+mod stdout;
 mod throttle;
 mod tls;
 mod transport;
@@ -139,8 +153,18 @@ fn main() -> ExitCode {
         cli::Invocation::Send(args) if args.generate.is_some() => {
             manual::generate(args.generate.unwrap_or(cli::GenerateArg::Man))
         }
-        cli::Invocation::Send(args) => sendmail::run(&args),
-        cli::Invocation::Manage(args) => manage::run(args),
+        cli::Invocation::Send(args) => scope::decide(scope::Asked {
+            config: args.config.as_deref(),
+            system: args.system,
+            creates_own_config: false,
+        })
+        .and_then(|_| sendmail::run(&args)),
+        cli::Invocation::Manage(args) => scope::decide(scope::Asked {
+            config: args.config.as_deref(),
+            system: args.system,
+            creates_own_config: manage::creates_own_config(&args),
+        })
+        .and_then(|_| manage::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,13 +180,4 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-/// A single-threaded runtime: one process sends one message; the token refresh and the
-/// SMTP set-up overlap as tasks on it.
-fn runtime() -> error::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| error::Error::internal(format!("cannot start the runtime: {e}")))
 }

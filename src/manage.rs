@@ -2,26 +2,40 @@
 //! `check`, `logout`, `queue`.
 
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{FlowArg, LoginArgs, Manage, ManageArgs, QueueAction};
 use crate::clock;
-use crate::config::{self, Config, Flow, ProviderKind};
+use crate::config::{self, Config, Flow};
 use crate::error::{Error, Result};
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::Queue;
-use crate::{deliver, flush, notify, runtime, sendmail, setup};
+use crate::stdout::print;
+use crate::{deliver, flush, notify, sendmail, setup};
+
+/// `login EMAIL` without `--system`: a first run that writes the caller's own config.
+#[must_use]
+pub fn creates_own_config(args: &ManageArgs) -> bool {
+    !args.system
+        && matches!(&args.command, Manage::Login(login)
+            if login.account.as_deref().is_some_and(setup::is_email))
+}
 
 pub fn run(args: ManageArgs) -> Result<()> {
+    if crate::scope::current() == crate::scope::Mode::Drop {
+        return Err(crate::scope::not_yours(word(&args.command)));
+    }
     if let Manage::Queue { action } = &args.command {
         return queue(args.config.as_deref(), action);
     }
-    if let Manage::Login(login) = &args.command
-        && let Some(email) = login.account.as_deref().filter(|a| setup::is_email(a))
+    if let Manage::Login(given) = &args.command
+        && let Some(email) = given.account.as_deref().filter(|a| setup::is_email(a))
     {
-        return setup::login_email(args.config.as_deref(), login, email);
+        let (config, named) = setup::account_for_email(args.config.as_deref(), given, email)?;
+        login(&config, &named)?;
+        let name = named.account.as_deref().unwrap_or_default();
+        return print(&setup::paste_lines(name));
     }
     let config = config::load(args.config.as_deref())?;
     match args.command {
@@ -34,6 +48,18 @@ pub fn run(args: ManageArgs) -> Result<()> {
     }
 }
 
+/// The management word, for messages.
+fn word(command: &Manage) -> &'static str {
+    match command {
+        Manage::Login(_) => "login",
+        Manage::Token { .. } => "token",
+        Manage::Status { .. } => "status",
+        Manage::Check { .. } => "check",
+        Manage::Logout { .. } => "logout",
+        Manage::Queue { .. } => "queue",
+    }
+}
+
 /// The named account (or the default one) with its provider's defaults.
 fn settings(config: &Config, name: Option<&str>) -> Result<AccountSettings> {
     let name = match name {
@@ -43,15 +69,8 @@ fn settings(config: &Config, name: Option<&str>) -> Result<AccountSettings> {
     provider::resolve(name, config.account(name)?)
 }
 
-pub(crate) fn print(text: &str) -> Result<()> {
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
-}
-
 /// Signs in by the account's flow (or `--flow`) and stores the tokens; one line on stdout.
-pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
+fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     if args.provider.is_some() {
         return Err(Error::usage(
             "--provider is for `login EMAIL`, when it adds an account; set `provider` in the config",
@@ -72,7 +91,7 @@ pub(crate) fn login(config: &Config, args: &LoginArgs) -> Result<()> {
         import_refresh_token: args.import_refresh_token.clone(),
     };
     let was_sealed = sealed_by_keyring(&account);
-    let runtime = runtime()?;
+    let runtime = crate::runtime::single_threaded()?;
     let outcome = runtime.block_on(oauth::login::login(&account, &options));
     // Paste mode may leave a read of stdin blocked on its thread: do not wait for it.
     runtime.shutdown_background();
@@ -165,7 +184,7 @@ fn flow_of(flow: FlowArg) -> Flow {
 
 /// Prints a valid access token: for mbsync `PassCmd`, msmtp `passwordeval`, scripts.
 fn token(account: &AccountSettings) -> Result<()> {
-    let token = runtime()?
+    let token = crate::runtime::single_threaded()?
         .block_on(oauth::access_token(account, None))
         .map_err(|e| {
             let e = e.for_account(&account.name);
@@ -183,7 +202,7 @@ fn check(account: &AccountSettings) -> Result<()> {
 /// `check`'s work: SMTP, Graph, or (`auto`) both.
 fn check_transports(account: &AccountSettings) -> Result<()> {
     use crate::config::TransportKind;
-    let rt = runtime()?;
+    let rt = crate::runtime::single_threaded()?;
     let smtp = || {
         rt.block_on(async {
             let session = deliver::open_smtp(account, false).await?;
@@ -262,19 +281,21 @@ fn logout(account: &AccountSettings) -> Result<()> {
     ))
 }
 
-/// The provider as the config spells it.
-pub(crate) fn provider_name(provider: ProviderKind) -> &'static str {
-    provider::name(provider)
-}
-
 /// `queue list|flush|remove`. Only a flush reads the config: listing and removing work
 /// before any setup, as `-bp` does, so `mailq` always answers.
 fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
     match action {
         QueueAction::List => sendmail::list_queue(),
         QueueAction::Flush => {
-            let report =
-                flush::flush(&config::load(config_file)?, flush::Scope::Everything, false)?;
+            if crate::scope::current() == crate::scope::Mode::System {
+                // Before the config: the maildrop empties even while the config is broken.
+                crate::maildrop::intake()?;
+            }
+            let config = config::load(config_file)?;
+            if crate::scope::current() == crate::scope::Mode::System {
+                crate::maildrop::pickup(&config, &crate::journal::Journal::from_config(&config))?;
+            }
+            let report = flush::flush(&config, flush::Scope::Everything, false)?;
             let mut text = String::new();
             for line in report.lines().chain(report.logins()) {
                 // The server's words, made safe for a terminal.

@@ -1,7 +1,9 @@
 //! The message as read on stdin: the bytes, where its header block ends (decided here, as
 //! sendmail does, not by mail-parser), the byte range of every header field, and views of
-//! the fields `plan` needs. `render` gives the bytes to send as slices of the input, so the
-//! body (possibly 20 MB) is never copied. mail-parser stays behind this module: it only
+//! the fields `plan` needs. A large message keeps only its header block (and the start of
+//! its body) in memory; the rest waits in a nameless temporary file (`spool`). `render`
+//! gives the bytes to send as a `spool::Payload` of slices of the input and the spooled
+//! rest, so the body is never copied. mail-parser stays behind this module: it only
 //! decodes address lists, one field at a time.
 
 use std::borrow::Cow;
@@ -10,12 +12,16 @@ use std::io::Read;
 use mail_parser::{Address, HeaderValue, MessageParser};
 
 use crate::error::{Error, Result};
+use crate::spool::{IN_MEMORY_MAX, Payload, Spool, SpoolWriter};
 
 /// A message as read on stdin (a leading mbox `From ` line dropped), with a view of its
 /// header block.
 #[derive(Debug)]
 pub struct Message {
+    /// The input up to the end of the header block at least (all of a small message).
     raw: Vec<u8>,
+    /// The bytes after `raw`: none, or the rest of a large message's body on disk.
+    rest: Spool,
     /// Where the message starts: after a dropped mbox `From ` line.
     start: usize,
     /// Header fields in order, byte ranges of `raw`.
@@ -71,31 +77,93 @@ pub struct HeaderEdits {
 const HIDDEN: [&str; 2] = ["Bcc", "Resent-Bcc"];
 
 impl Message {
-    /// Reads all of the input. Empty input or a NUL byte is `Error::data` (exit 65).
-    pub fn read(mut input: impl Read) -> Result<Message> {
+    /// Reads all of the input once. A small message stays in memory; a large one keeps its
+    /// header block (and the start of the body) in memory and the rest goes to a nameless
+    /// private temporary file as it arrives, with the same checks on the way, so memory
+    /// does not grow with the message. Empty input or a NUL byte is `Error::data` (exit
+    /// 65).
+    pub fn read(input: impl Read) -> Result<Message> {
+        Message::read_spooling(input, spool_dir, IN_MEMORY_MAX)
+    }
+
+    /// `read`, keeping in memory up to `in_memory_max` bytes (a parameter for the tests).
+    fn read_spooling(
+        mut input: impl Read,
+        dir: impl FnOnce() -> Option<std::path::PathBuf>,
+        in_memory_max: usize,
+    ) -> Result<Message> {
+        let io = |e: std::io::Error| Error::io(format!("cannot read the message on stdin: {e}"));
+        let mut buf = vec![0u8; READ_PIECE];
         let mut raw = Vec::new();
-        input
-            .read_to_end(&mut raw)
-            .map_err(|e| Error::io(format!("cannot read the message on stdin: {e}")))?;
-        Message::from_bytes(raw)
+        // Whatever fits in memory stays there: the common case, as before.
+        let mut more = fill(&mut input, &mut raw, in_memory_max + 1, &mut buf).map_err(io)?;
+        if more {
+            // Bare CRs are normalised to the first line's ending; without any LF in the
+            // first megabyte the whole message is read as one (a degenerate case).
+            more = raw.contains(&b'\n')
+                || fill(&mut input, &mut raw, usize::MAX, &mut buf).map_err(io)?;
+        }
+        if !more {
+            return Message::from_bytes(raw);
+        }
+        let mut checks = StreamChecks::new(line_ending(&raw));
+        let mut head = Vec::with_capacity(raw.len() + READ_PIECE);
+        checks.push(&raw, &mut head)?;
+        drop(raw);
+        // The header block must end in memory: it is small in any real message.
+        while !header_ends_in(&head) {
+            let n = read_some(&mut input, &mut buf).map_err(io)?;
+            if n == 0 {
+                checks.finish(&mut head);
+                return Message::from_checked(head, Spool::memory(Vec::new()), checks.eight_bit);
+            }
+            checks.push(&buf[..n], &mut head)?;
+        }
+        // Only a message this large needs the folder: a small one touches no disk.
+        let dir = dir();
+        let mut rest = SpoolWriter::new(dir.as_deref(), in_memory_max);
+        let mut out = Vec::with_capacity(READ_PIECE + 64);
+        let spool_error = |e: std::io::Error| {
+            Error::io(format!("cannot keep the message in a temporary file: {e}"))
+        };
+        loop {
+            let n = read_some(&mut input, &mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            out.clear();
+            checks.push(&buf[..n], &mut out)?;
+            rest.write(&out).map_err(spool_error)?;
+        }
+        out.clear();
+        checks.finish(&mut out);
+        rest.write(&out).map_err(spool_error)?;
+        let rest = rest.finish().map_err(spool_error)?;
+        Message::from_checked(head, rest, checks.eight_bit)
     }
 
     /// The same checks and header scan as `read`, on bytes already in memory.
     pub fn from_bytes(raw: Vec<u8>) -> Result<Message> {
         if let Some(pos) = raw.iter().position(|&b| b == 0) {
-            return Err(Error::data(format!(
-                "the message holds a NUL byte (at byte {pos}); nothing was sent"
-            )));
+            return Err(nul_at(pos as u64));
         }
-        let mut raw = normalize_bare_cr(raw);
+        let raw = normalize_bare_cr(raw);
+        let eight_bit = raw.iter().any(|&b| b > 0x7f);
+        Message::from_checked(raw, Spool::memory(Vec::new()), eight_bit)
+    }
+
+    /// The header scan of checked, normalised bytes: `raw` holds at least the whole header
+    /// block, `rest` the bytes after `raw`.
+    fn from_checked(mut raw: Vec<u8>, rest: Spool, eight_bit: bool) -> Result<Message> {
         let start = mbox_line_end(&raw);
-        if start == raw.len() {
+        if start == raw.len() && rest.is_empty() {
             return Err(Error::data("empty message on stdin; nothing was sent"));
         }
         let eol = line_ending(&raw[start..]);
         let (mut fields, mut header_end, mut body_start) = scan_header(&raw, start);
         if let Some(last) = fields.last_mut()
             && header_end == raw.len()
+            && rest.is_empty()
             && !raw.ends_with(b"\n")
         {
             // The input ends inside the last field: terminate it so fields can follow.
@@ -105,9 +173,9 @@ impl Message {
             body_start = raw.len();
         }
         let has_separator = body_start > header_end;
-        let eight_bit = raw.iter().any(|&b| b > 0x7f);
         Ok(Message {
             raw,
+            rest,
             start,
             fields,
             header_end,
@@ -205,14 +273,13 @@ impl Message {
     }
 
     /// The message as parts to send one after another: header fields kept as they are
-    /// (byte ranges of the input), Bcc/Resent-Bcc removed, edits applied, the body untouched.
+    /// (byte ranges of the input), Bcc/Resent-Bcc removed, edits applied, the body untouched
+    /// (and never copied: a large one is read from its temporary file as it is sent).
     #[must_use]
-    pub fn render<'a>(&'a self, edits: &'a HeaderEdits) -> Vec<Cow<'a, [u8]>> {
-        let mut parts: Vec<Cow<'a, [u8]>> = Vec::new();
-        let push = |parts: &mut Vec<Cow<'a, [u8]>>, slice: &'a [u8]| {
-            if !slice.is_empty() {
-                parts.push(Cow::Borrowed(slice));
-            }
+    pub fn render<'a>(&'a self, edits: &'a HeaderEdits) -> Payload<'a> {
+        let mut parts = Payload::new();
+        let push = |parts: &mut Payload<'a>, slice: &'a [u8]| {
+            parts.push_bytes(Cow::Borrowed(slice));
         };
         let mut pos = self.start;
         let mut from_pending = edits.from.as_deref();
@@ -227,7 +294,7 @@ impl Message {
             push(&mut parts, &self.raw[pos..field.start]);
             if let Some(from) = from_pending.filter(|_| replace) {
                 let eol = line_ending(&self.raw[field.start..field.end]);
-                parts.push(Cow::Owned(field_line("From", from, eol)));
+                parts.push_bytes(Cow::Owned(field_line("From", from, eol)));
                 from_pending = None;
                 kept_any = true;
             }
@@ -242,15 +309,127 @@ impl Message {
             added.extend(field_line(name, value, self.eol));
         }
         if !added.is_empty() {
-            parts.push(Cow::Owned(added));
+            parts.push_bytes(Cow::Owned(added));
             kept_any = true;
         }
         if !self.has_separator && kept_any {
-            parts.push(Cow::Borrowed(self.eol));
+            push(&mut parts, self.eol);
         }
         push(&mut parts, &self.raw[self.header_end..]);
+        parts.push_spool(&self.rest);
         parts
     }
+}
+
+/// Pieces read from stdin at a time.
+const READ_PIECE: usize = 64 * 1024;
+
+/// Where a large message waits while it is sent: a private folder in the state folder
+/// (the temporary file itself has no name). `None`: the system's temporary folder.
+fn spool_dir() -> Option<std::path::PathBuf> {
+    let dir = crate::paths::state_dir()?.join("spool");
+    crate::private_dir::ensure_dir(&dir, "spool folder")
+        .ok()
+        .map(|()| dir)
+}
+
+/// Reads until `into` holds `limit` bytes or the input ends; true when there may be more.
+fn fill(
+    input: &mut impl Read,
+    into: &mut Vec<u8>,
+    limit: usize,
+    buf: &mut [u8],
+) -> std::io::Result<bool> {
+    while into.len() < limit {
+        let n = read_some(input, buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        into.extend_from_slice(&buf[..n]);
+    }
+    Ok(true)
+}
+
+/// One read, retried when interrupted; 0 at the end.
+fn read_some(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Whether the header block (after any mbox line) ends within the complete lines of
+/// `head`, so that the rest can be kept out of memory.
+fn header_ends_in(head: &[u8]) -> bool {
+    let Some(last_lf) = head.iter().rposition(|&b| b == b'\n') else {
+        return false;
+    };
+    let lines = &head[..=last_lf];
+    let (_, header_end, body_start) = scan_header(lines, mbox_line_end(lines));
+    header_end < lines.len() || body_start < lines.len()
+}
+
+/// `from_bytes`'s checks on a stream: NUL refused, bare CR normalised (a CR at the end of
+/// one piece waits for the next), 8-bit bytes noted.
+struct StreamChecks {
+    eol: &'static [u8],
+    pending_cr: bool,
+    offset: u64,
+    eight_bit: bool,
+}
+
+impl StreamChecks {
+    /// `eol`: the first line's ending, which a bare CR becomes.
+    fn new(first_line_ending: &'static [u8]) -> StreamChecks {
+        StreamChecks {
+            eol: first_line_ending,
+            pending_cr: false,
+            offset: 0,
+            eight_bit: false,
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        if let Some(pos) = input.iter().position(|&b| b == 0) {
+            return Err(nul_at(self.offset + pos as u64));
+        }
+        self.offset += input.len() as u64;
+        self.eight_bit |= input.iter().any(|&b| b > 0x7f);
+        if !self.pending_cr && !input.contains(&b'\r') {
+            out.extend_from_slice(input);
+            return Ok(());
+        }
+        for &b in input {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b == b'\n' {
+                    out.push(b'\r');
+                } else {
+                    out.extend_from_slice(self.eol);
+                }
+            }
+            if b == b'\r' {
+                self.pending_cr = true;
+            } else {
+                out.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.pending_cr) {
+            out.extend_from_slice(self.eol);
+        }
+    }
+}
+
+fn nul_at(pos: u64) -> Error {
+    Error::data(format!(
+        "the message holds a NUL byte (at byte {pos}); nothing was sent"
+    ))
 }
 
 /// Where the message starts: after a leading mbox `From ` (or `>From `) line, if any.
@@ -617,7 +796,7 @@ mod tests {
     }
 
     fn rendered(m: &Message, edits: &HeaderEdits) -> String {
-        let bytes: Vec<u8> = m.render(edits).concat();
+        let bytes: Vec<u8> = m.render(edits).to_vec().unwrap();
         String::from_utf8(bytes).unwrap()
     }
 
@@ -871,13 +1050,54 @@ mod tests {
     }
 
     #[test]
-    fn body_is_borrowed_not_copied() {
-        let body = "x".repeat(1 << 20);
-        let m = msg(&format!("Subject: s\n\n{body}"));
-        let edits = HeaderEdits::default();
-        let parts = m.render(&edits);
-        assert!(parts.iter().all(|p| matches!(p, Cow::Borrowed(_))));
-        assert_eq!(parts.last().unwrap().len(), body.len() + 1);
+    fn a_large_body_is_spooled_and_sent_unchanged() {
+        let body = "line of the body\n".repeat(100_000);
+        let input = format!("From: a@b.example\nBcc: x@y.example\nSubject: s\n\n{body}");
+        let dir = tempfile::tempdir().unwrap();
+        let m = Message::read_spooling(input.as_bytes(), || Some(dir.path().into()), IN_MEMORY_MAX)
+            .unwrap();
+        assert!(
+            m.raw.len() <= IN_MEMORY_MAX + READ_PIECE + 1,
+            "{}",
+            m.raw.len()
+        );
+        assert!(!m.rest.is_empty());
+        assert_eq!(
+            plain(&m),
+            format!("From: a@b.example\nSubject: s\n\n{body}")
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn reading_in_pieces_gives_what_reading_at_once_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let inputs: [&[u8]; 7] = [
+            b"To: a@b.example\rBcc: c@d.example\nSubject: s\n\nbody\rmore\r\nend\r",
+            b"From x Sat Jan  1 00:00:00 2000\nSubject: s\r\n\r\nbody\r\n.\r\nafter\r\n",
+            b"Subject: s\nX-Long: a\n b\n c\nnot a field\nbody\n",
+            b"Subject: s\n\n\xc3\xa9t\xc3\xa9\n",
+            b"Subject: only a header\nTo: a@b.example",
+            b"Subject: s\r\r\rx\n\nb\r",
+            b"no line end at all\rbut a bare CR",
+        ];
+        for input in inputs {
+            let whole = Message::from_bytes(input.to_vec()).unwrap();
+            for limit in [0, 1, 5, 17] {
+                let m = Message::read_spooling(input, || Some(dir.path().into()), limit).unwrap();
+                assert_eq!(plain(&m), plain(&whole), "{input:?} at {limit}");
+                let edits = HeaderEdits {
+                    add: vec![("Date".into(), "D".into())],
+                    from: Some("A <a@b.example>".into()),
+                };
+                assert_eq!(rendered(&m, &edits), rendered(&whole, &edits));
+                assert_eq!(m.eight_bit(), whole.eight_bit());
+                assert_eq!(m.recipients().unwrap(), whole.recipients().unwrap());
+            }
+        }
+        let e = Message::read_spooling(&b"Subject: s\n\nbody body\0"[..], || None, 4).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(e.to_string().contains("at byte 21"), "{e}");
     }
 
     #[test]

@@ -82,7 +82,7 @@ proptest! {
     #[test]
     fn the_message_reader_never_panics_on_random_bytes(raw in proptest::collection::vec(any::<u8>(), 0..2000)) {
         if let Ok(m) = Message::from_bytes(raw) {
-            let out = m.render(&HeaderEdits::default()).concat();
+            let out = m.render(&HeaderEdits::default()).to_vec().unwrap();
             prop_assert!(!bare_cr(&out));
             let _ = m.recipients();
             let _ = m.from();
@@ -108,7 +108,7 @@ proptest! {
             add: vec![("Date".to_owned(), "Tue, 1 Dec 2026 11:00:00 +0000".to_owned())],
             from: from.map(|f| format!("{f} <a@b.example>")),
         };
-        let out = m.render(&edits).concat();
+        let out = m.render(&edits).to_vec().unwrap();
         prop_assert!(!bare_cr(&out), "{:?}", String::from_utf8_lossy(&out));
         let header_end = header_len(&out);
         prop_assert!(!has_bcc_field(&out[..header_end]), "{:?}", String::from_utf8_lossy(&out));

@@ -102,17 +102,6 @@ const COUNTRY_SUFFIXES: &[&str] = &[
     "rs", "ru", "sa", "se", "sg", "sk",
 ];
 
-/// The provider as the config spells it.
-#[must_use]
-pub fn name(provider: ProviderKind) -> &'static str {
-    match provider {
-        ProviderKind::Microsoft => "microsoft",
-        ProviderKind::MicrosoftChina => "microsoft-china",
-        ProviderKind::Gmail => "gmail",
-        ProviderKind::Custom => "custom",
-    }
-}
-
 /// How long the provider keeps a refresh token that nobody uses (seconds), where it says:
 /// Microsoft's expire after 90 days without use
 /// (<https://learn.microsoft.com/entra/identity-platform/refresh-tokens>), Google's after
@@ -126,6 +115,16 @@ pub fn refresh_idle_lifetime(provider: ProviderKind) -> Option<u64> {
         ProviderKind::Gmail => Some(180 * 86_400),
         ProviderKind::Custom => None,
     }
+}
+
+/// The provider in effect for an account: as written, else the one of a well-known
+/// `email` domain (gmail.com → gmail, hotmail.com → microsoft, …), else microsoft.
+#[must_use]
+pub fn kind_of(account: &Account) -> ProviderKind {
+    account
+        .provider
+        .or_else(|| for_email(&account.email))
+        .unwrap_or_default()
 }
 
 /// The provider of a well-known mail domain (`alice@hotmail.co.uk` → `microsoft`,
@@ -358,7 +357,7 @@ impl OAuthSettings {
 /// `sasl` resolved: `auto` is XOAUTH2 for Microsoft, which offers nothing else, and
 /// OAUTHBEARER where a gmail or custom server offers it.
 fn sasl(account: &Account) -> Sasl {
-    match (account.sasl, account.provider) {
+    match (account.sasl, kind_of(account)) {
         (SaslChoice::Xoauth2, _)
         | (SaslChoice::Auto, ProviderKind::Microsoft | ProviderKind::MicrosoftChina) => {
             Sasl::Xoauth2
@@ -458,7 +457,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .redirect_uri
             .clone()
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
-        authorize_params: authorize_params(account.provider, &scopes),
+        authorize_params: authorize_params(kind_of(account), &scopes),
         ca_file: account.tls_ca_file.clone(),
         proxy: smtp.proxy.clone(),
     };
@@ -484,7 +483,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     }
     Ok(AccountSettings {
         name: name.to_owned(),
-        provider: account.provider,
+        provider: kind_of(account),
         email: account.email.clone(),
         smtp,
         oauth,
@@ -605,7 +604,7 @@ impl Preset {
             "/oauth2/v2.0/token",
             "/oauth2/v2.0/devicecode",
         );
-        match account.provider {
+        match kind_of(account) {
             // One token serves SMTP, IMAP and POP (mbsync's PassCmd); offline_access
             // is what makes Microsoft return a refresh token at all.
             ProviderKind::Microsoft => Preset {
@@ -687,7 +686,7 @@ impl Preset {
                 graph_url: None,
             },
         }
-        .with_gmail_endpoints(account.provider)
+        .with_gmail_endpoints(kind_of(account))
     }
 
     fn with_gmail_endpoints(self, kind: ProviderKind) -> Preset {
@@ -709,9 +708,25 @@ impl Preset {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_well_known_email_domain_without_provider_gets_its_provider() {
+        let c = crate::config::parse(
+            "[accounts.g]\nemail = \"bob@gmail.com\"\n\
+                   [accounts.h]\nemail = \"japinli@hotmail.com\"\n\
+                   [accounts.c]\nemail = \"alice@contoso.com\"\n\
+                   [accounts.x]\nprovider = \"custom\"\nemail = \"carol@gmail.com\"\n",
+            std::path::Path::new("/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(kind_of(&c.accounts["g"]), ProviderKind::Gmail);
+        assert_eq!(kind_of(&c.accounts["h"]), ProviderKind::Microsoft);
+        assert_eq!(kind_of(&c.accounts["c"]), ProviderKind::Microsoft);
+        assert_eq!(kind_of(&c.accounts["x"]), ProviderKind::Custom);
+    }
+
     fn account(provider: ProviderKind) -> Account {
         Account {
-            provider,
+            provider: Some(provider),
             email: "a@contoso.com".into(),
             ..Account::default()
         }

@@ -11,6 +11,13 @@
 //! - `failed/ID.mail` + `failed/ID.state`: permanently refused messages, with the server's
 //!   reply; kept for the user, never retried.
 //! - `.flush.lock`: held by a flush, so two flushes never send the same message.
+//! - `.due`: the due index, JSON `{"ACCOUNT": UNIX_SECONDS, …}`: for each account with
+//!   queued messages, a time at or before which one of them is due. A send asks it whether
+//!   the account has anything due (`may_have_due`) in time that does not grow with the
+//!   queue. It is only ever early, never late: an enqueue lowers it (holding its `flock`,
+//!   before the entry is committed), a flush recomputes it from the entries it lists.
+//!   Missing or empty (a queue written by an older version) means "not built": the next
+//!   reader or writer builds it from the entries.
 //!
 //! - `.ID.mail.PID.tmp`, `.ID.state.PID.tmp`: a write in progress, or left by a crash
 //!   before its rename (the message was then never reported as queued). Listing ignores
@@ -20,8 +27,10 @@
 //! is removed sends that message again at the next flush. IDs start with the creation
 //! time in microseconds, so sorting them gives the oldest first.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::smtp::Envelope;
+use crate::spool::{Payload, Spool};
 
 /// The first attempt after a temporary failure waits this long; each further failure
 /// doubles it. A minute is long enough for a network blip, short enough for a laptop
@@ -44,6 +54,8 @@ pub const MAX_AGE_SECS: u64 = 5 * 24 * 3600;
 const STALE_TEMP_SECS: u64 = 24 * 3600;
 /// The flush lock's file name, in the queue folder.
 const LOCK_FILE: &str = ".flush.lock";
+/// The due index's file name, in the queue folder.
+const DUE_INDEX: &str = ".due";
 
 /// Test hook: `OAUTH2_SENDMAIL_TEST_CRASH=<point>` aborts the process at that named point,
 /// as `kill -9` would, so tests can prove that no crash loses or corrupts a message.
@@ -63,6 +75,10 @@ pub struct Meta {
     pub envelope: Envelope,
     /// Unix seconds.
     pub created_at: u64,
+    /// System mode: the local user whose message came through the maildrop (their login
+    /// name, as the flusher found it from the file's owner); notices go to their alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
 }
 
 /// How delivery has gone so far.
@@ -115,22 +131,8 @@ impl Queue {
 
     /// Stores a message durably and returns its id. When this returns, the message is on
     /// disk (file and folder fsynced).
-    pub fn enqueue(&self, meta: &Meta, message: &[&[u8]]) -> Result<String> {
-        create_private_dir(&self.dir)?;
-        let id = new_id();
-        let mut body = serde_json::to_vec(meta).map_err(|e| Error::internal(e.to_string()))?;
-        body.push(b'\n');
-        let path = self.dir.join(format!("{id}.mail"));
-        let mut parts: Vec<&[u8]> = vec![&body];
-        parts.extend_from_slice(message);
-        write_atomically(&path, &parts, "enqueue-before-rename").map_err(|e| {
-            Error::io(format!(
-                "cannot write to the queue {}: {e}",
-                self.dir.display()
-            ))
-        })?;
-        crash_point("enqueue-after-rename");
-        Ok(id)
+    pub fn enqueue(&self, meta: &Meta, message: &Payload<'_>) -> Result<String> {
+        self.enqueue_with(meta, message, None)
     }
 
     /// Stores a message whose first attempt (at send time) just failed with `error`: it
@@ -141,19 +143,117 @@ impl Queue {
     pub fn enqueue_after_attempt(
         &self,
         meta: &Meta,
-        message: &[&[u8]],
+        message: &Payload<'_>,
         error: &str,
         now: u64,
         wait_at_least: u64,
     ) -> Result<String> {
-        let id = self.enqueue(meta, message)?;
         let state = State {
             attempts: 1,
             next_attempt: next_attempt(now, FIRST_BACKOFF_SECS, wait_at_least),
             last_error: Some(crate::scrub::for_output(error, 2000)),
         };
-        write_state(&self.dir, &id, &state, "enqueue-state-before-rename")?;
+        self.enqueue_with(meta, message, Some(&state))
+    }
+
+    /// The entry, then its state (when tried already), holding the due index's lock
+    /// throughout: its time for the account is lowered first, so no recomputation can
+    /// come between and a crash leaves it early, never late.
+    fn enqueue_with(
+        &self,
+        meta: &Meta,
+        message: &Payload<'_>,
+        state: Option<&State>,
+    ) -> Result<String> {
+        create_private_dir(&self.dir)?;
+        let mut index = self.due_index_for_update()?;
+        let due = state.map_or(0, |s| s.next_attempt);
+        index.lower(&meta.account, due);
+        index.save()?;
+        let id = new_id();
+        let mut line = serde_json::to_vec(meta).map_err(|e| Error::internal(e.to_string()))?;
+        line.push(b'\n');
+        let path = self.dir.join(format!("{id}.mail"));
+        let write = |file: &mut File| {
+            file.write_all(&line)?;
+            // Streamed: a large message is copied from its temporary file, never held.
+            std::io::copy(&mut message.reader(), file).map(drop)
+        };
+        write_atomically(&path, write, "enqueue-before-rename").map_err(|e| {
+            Error::io(format!(
+                "cannot write to the queue {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        crash_point("enqueue-after-rename");
+        if let Some(state) = state {
+            write_state(&self.dir, &id, state, "enqueue-state-before-rename")?;
+        }
         Ok(id)
+    }
+
+    /// Whether `account` may have a message due at `now`, from the due index: a few system
+    /// calls whatever the queue's length. `false` is sure; `true` may be a stale early time
+    /// (the caller lists the queue, then `refresh_due_index`). Without a queue folder there
+    /// is nothing; without an index (an older version's queue) it is built now.
+    #[must_use]
+    pub fn may_have_due(&self, account: &str, now: u64) -> bool {
+        let path = self.dir.join(DUE_INDEX);
+        let read =
+            crate::private_dir::open(&path, OpenOptions::new().read(true)).and_then(|file| {
+                file.lock_shared()?;
+                let mut text = Vec::new();
+                (&file).read_to_end(&mut text)?;
+                Ok(text)
+            });
+        let times = match read {
+            Ok(text) => parse_due_index(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
+                return false;
+            }
+            Err(_) => None,
+        };
+        let times = match times {
+            Some(t) => t,
+            // Not built (or unreadable): build it from the entries.
+            None => match self.refresh_due_index() {
+                Ok(t) => t,
+                Err(_) => return true,
+            },
+        };
+        times.get(account).is_some_and(|&t| t <= now)
+    }
+
+    /// Recomputes the due index from the entries (holding its lock, so no enqueue comes
+    /// between the listing and the write) and returns it.
+    pub fn refresh_due_index(&self) -> Result<BTreeMap<String, u64>> {
+        let mut index = self.due_index_for_update()?;
+        index.times = due_times(&self.dir)?;
+        index.save()?;
+        Ok(index.times)
+    }
+
+    /// The due index, locked for writing; built from the entries if it was not.
+    fn due_index_for_update(&self) -> Result<DueIndex> {
+        let path = self.dir.join(DUE_INDEX);
+        let io = |e: std::io::Error| Error::io(format!("cannot update {}: {e}", path.display()));
+        let file = crate::private_dir::open(
+            &path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(io)?;
+        file.lock().map_err(io)?;
+        let mut text = Vec::new();
+        (&file).read_to_end(&mut text).map_err(io)?;
+        let times = match parse_due_index(&text) {
+            Some(t) => t,
+            None => due_times(&self.dir)?,
+        };
+        Ok(DueIndex { file, path, times })
     }
 
     /// Queued entries, oldest first, and the ones that could not be read.
@@ -166,14 +266,19 @@ impl Queue {
         list_dir(&self.failed_dir())
     }
 
-    /// The message bytes of a queued entry (after its metadata line).
-    pub fn message(&self, id: &str) -> Result<Vec<u8>> {
+    /// The message of a queued entry (after its metadata line), read from its file as it
+    /// is sent.
+    pub fn message(&self, id: &str) -> Result<Spool> {
         let path = self.dir.join(format!("{id}.mail"));
-        let mut bytes = fs::read(&path)
-            .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?;
-        let body_start = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
-        bytes.drain(..body_start);
-        Ok(bytes)
+        let cannot = |e: std::io::Error| Error::io(format!("cannot read {}: {e}", path.display()));
+        let file = File::open(&path).map_err(cannot)?;
+        let len = file.metadata().map_err(cannot)?.len();
+        let mut line = Vec::new();
+        BufReader::new(&file)
+            .read_until(b'\n', &mut line)
+            .map_err(cannot)?;
+        let start = line.len() as u64;
+        Ok(Spool::file_range(file, start, len.saturating_sub(start)))
     }
 
     /// Records a temporary failure: one more attempt, the next one later (the back-off,
@@ -279,6 +384,48 @@ impl Queue {
     }
 }
 
+/// The due index, open and locked (`flock`, released when dropped).
+struct DueIndex {
+    file: File,
+    path: PathBuf,
+    times: BTreeMap<String, u64>,
+}
+
+impl DueIndex {
+    /// Makes the account's time no later than `due`.
+    fn lower(&mut self, account: &str, due: u64) {
+        let t = self.times.entry(account.to_owned()).or_insert(due);
+        *t = (*t).min(due);
+    }
+
+    /// Rewrites the file in place (under the lock) and syncs it: after a power loss the
+    /// index must not be older than the entries it covers.
+    fn save(&mut self) -> Result<()> {
+        let io =
+            |e: std::io::Error| Error::io(format!("cannot update {}: {e}", self.path.display()));
+        let json = serde_json::to_vec(&self.times).map_err(|e| Error::internal(e.to_string()))?;
+        self.file.set_len(0).map_err(io)?;
+        self.file.write_all_at(&json, 0).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+/// The index as written; `None` when it was never built (empty) or cannot be read.
+fn parse_due_index(text: &[u8]) -> Option<BTreeMap<String, u64>> {
+    serde_json::from_slice(text).ok()
+}
+
+/// For each account with readable entries, the earliest next attempt.
+fn due_times(dir: &Path) -> Result<BTreeMap<String, u64>> {
+    let (entries, _) = list_dir(dir)?;
+    let mut times = BTreeMap::new();
+    for e in entries {
+        let t = times.entry(e.meta.account).or_insert(e.state.next_attempt);
+        *t = (*t).min(e.state.next_attempt);
+    }
+    Ok(times)
+}
+
 /// A stale temp file, or a state file without its message.
 fn is_leftover(dir: &Path, name: &str, now: u64) -> bool {
     // Our own names, so the exact spelling `.tmp` is the only one to match.
@@ -296,8 +443,12 @@ fn is_leftover(dir: &Path, name: &str, now: u64) -> bool {
 
 fn write_state(dir: &Path, id: &str, state: &State, crash: &str) -> Result<()> {
     let json = serde_json::to_vec(state).map_err(|e| Error::internal(e.to_string()))?;
-    write_atomically(&dir.join(format!("{id}.state")), &[&json], crash)
-        .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
+    write_atomically(
+        &dir.join(format!("{id}.state")),
+        |f| f.write_all(&json),
+        crash,
+    )
+    .map_err(|e| Error::io(format!("cannot update the queue entry {id}: {e}")))
 }
 fn remove_entry(dir: &Path, id: &str) -> Result<bool> {
     let mail = dir.join(format!("{id}.mail"));
@@ -391,9 +542,13 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     crate::private_dir::ensure_dir(dir, "queue folder")
 }
 
-/// Writes `parts` to a `0600` temp file beside `path`, fsyncs it, renames it over `path`
+/// Writes (`write`) a `0600` temp file beside `path`, fsyncs it, renames it over `path`
 /// and fsyncs the folder. `crash` names the crash test hook's point before the rename.
-fn write_atomically(path: &Path, parts: &[&[u8]], crash: &str) -> std::io::Result<()> {
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+    crash: &str,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -401,10 +556,7 @@ fn write_atomically(path: &Path, parts: &[&[u8]], crash: &str) -> std::io::Resul
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut file = crate::private_dir::open(&tmp, OpenOptions::new().write(true).create_new(true))?;
-    let written = parts
-        .iter()
-        .try_for_each(|p| file.write_all(p))
-        .and_then(|()| file.sync_all());
+    let written = write(&mut file).and_then(|()| file.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -433,6 +585,7 @@ mod tests {
 
     fn meta(account: &str, created_at: u64) -> Meta {
         Meta {
+            submitter: None,
             account: account.into(),
             envelope: Envelope {
                 from: Some("a@contoso.com".into()),
@@ -444,14 +597,73 @@ mod tests {
     }
 
     #[test]
+    fn the_due_index_says_who_has_something_due_and_is_never_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::at(dir.path().join("queue"));
+        // No queue folder at all: nothing, and nothing created.
+        assert!(!q.may_have_due("w", 1000));
+        assert!(!dir.path().join("queue").exists());
+        q.enqueue(&meta("w", 1), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
+        q.enqueue_after_attempt(
+            &meta("v", 1),
+            &Payload::from_slices(&[b"x\n"]),
+            "451",
+            1000,
+            0,
+        )
+        .unwrap();
+        assert!(q.may_have_due("w", 1000));
+        assert!(!q.may_have_due("v", 1000), "backed off until 1060");
+        assert!(q.may_have_due("v", 1060));
+        assert!(!q.may_have_due("nobody", u64::MAX));
+        let index = dir.path().join("queue/.due");
+        assert_eq!(
+            fs::metadata(&index).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Sent: the index still says "maybe" until a flush recomputes it.
+        let w = q
+            .list()
+            .unwrap()
+            .0
+            .into_iter()
+            .find(|e| e.meta.account == "w")
+            .unwrap();
+        q.remove_delivered(&w.id).unwrap();
+        assert!(q.may_have_due("w", 1000));
+        let times = q.refresh_due_index().unwrap();
+        assert_eq!(
+            times.into_iter().collect::<Vec<_>>(),
+            [("v".to_owned(), 1060)]
+        );
+        assert!(!q.may_have_due("w", 1000));
+        // A queue written before the index existed: built on first use.
+        fs::remove_file(&index).unwrap();
+        assert!(q.may_have_due("v", 2000));
+        assert!(index.exists());
+        fs::write(&index, b"").unwrap();
+        q.enqueue(&meta("w", 2), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
+        assert!(q.may_have_due("v", 2000), "rebuilt before lowering, v kept");
+        assert!(q.may_have_due("w", 2000));
+    }
+
+    #[test]
     fn enqueue_list_message_remove() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().join("queue"));
         let second = q
-            .enqueue(&meta("w", 200), &[b"Subject: 2\n\nbody\n"])
+            .enqueue(
+                &meta("w", 200),
+                &Payload::from_slices(&[b"Subject: 2\n\nbody\n"]),
+            )
             .unwrap();
         let first = q
-            .enqueue(&meta("w", 100), &[b"Subject: 1\n", b"\nbody\r\n"])
+            .enqueue(
+                &meta("w", 100),
+                &Payload::from_slices(&[b"Subject: 1\n", b"\nbody\r\n"]),
+            )
             .unwrap();
         let (entries, bad) = q.list().unwrap();
         assert!(bad.is_empty());
@@ -459,7 +671,10 @@ mod tests {
             entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             [&first, &second]
         );
-        assert_eq!(q.message(&first).unwrap(), b"Subject: 1\n\nbody\r\n");
+        let spool = q.message(&first).unwrap();
+        let mut message = Payload::new();
+        message.push_spool(&spool);
+        assert_eq!(message.to_vec().unwrap(), b"Subject: 1\n\nbody\r\n");
         assert_eq!(entries[0].size, 18);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("queue")), 0o700);
@@ -473,7 +688,8 @@ mod tests {
     fn defer_backs_off_and_fail_moves_with_reason() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
-        q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
+        q.enqueue(&meta("w", 1), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
         let entry = q.list().unwrap().0.remove(0);
         q.defer(&entry, "451 4.7.0 later", 1000, 0).unwrap();
         let entry = q.list().unwrap().0.remove(0);
@@ -495,7 +711,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
         let id = q
-            .enqueue_after_attempt(&meta("w", 1), &[b"x\n"], "429", 1000, 600)
+            .enqueue_after_attempt(
+                &meta("w", 1),
+                &Payload::from_slices(&[b"x\n"]),
+                "429",
+                1000,
+                600,
+            )
             .unwrap();
         let entry = q.list().unwrap().0.remove(0);
         assert_eq!(entry.id, id);
@@ -532,7 +754,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
         let ids: Vec<String> = (0..20)
-            .map(|_| q.enqueue(&meta("w", 7), &[b"x\n"]).unwrap())
+            .map(|_| {
+                q.enqueue(&meta("w", 7), &Payload::from_slices(&[b"x\n"]))
+                    .unwrap()
+            })
             .collect();
         let listed: Vec<String> = q.list().unwrap().0.into_iter().map(|e| e.id).collect();
         assert_eq!(listed, ids);
@@ -542,7 +767,9 @@ mod tests {
     fn tidy_removes_only_stale_temp_files_and_orphan_states() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::at(dir.path().to_owned());
-        let id = q.enqueue(&meta("w", 1), &[b"x\n"]).unwrap();
+        let id = q
+            .enqueue(&meta("w", 1), &Payload::from_slices(&[b"x\n"]))
+            .unwrap();
         let entry = q.list().unwrap().0.remove(0);
         q.defer(&entry, "451", 10, 0).unwrap();
         let fresh_tmp = dir.path().join(format!(".{id}.mail.1.tmp"));

@@ -7,8 +7,6 @@
 //! the message (`-oem`/`-oee`, as cron passes), else the caller gets the exit code and
 //! keeps it; a permanent refusal is never queued.
 
-use std::io::Write;
-
 use crate::cli::SendArgs;
 use crate::clock;
 use crate::config::{self, Config, QueuePolicy, TransportKind};
@@ -19,10 +17,15 @@ use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
+use crate::scope::{self, Mode};
+use crate::spool::Payload;
 use crate::transport::Receipt;
-use crate::{deliver, flush, graph, notify, transport};
+use crate::{deliver, flush, graph, maildrop, notify, transport};
 
 pub fn run(args: &SendArgs) -> Result<()> {
+    if scope::current() == Mode::Drop {
+        return drop_for_the_system(args);
+    }
     match args.mode.as_deref() {
         None | Some("m") => {}
         Some("p") => return list_queue(),
@@ -33,20 +36,22 @@ pub fn run(args: &SendArgs) -> Result<()> {
         }
         Some(m) => return Err(Error::usage(format!("unsupported mode -b{m}"))),
     }
+    if args.queue_run.is_some() && scope::current() == Mode::System {
+        // Before the config: the maildrop empties even while the config is broken.
+        maildrop::intake()?;
+    }
     let config = config::load(args.config.as_deref())?;
     if args.queue_run.is_some() {
         return flush_queue(&config, args.verbose > 0);
     }
     let message = Message::read(std::io::stdin().lock())?;
-    let plan = plan::resolve(args, &config, &message, context())?;
+    let plan = plan::resolve(args, &config, &message, plan::Context::current())?;
     let account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
-    let rendered = message.render(&plan.edits);
-    let parts: Vec<&[u8]> = rendered.iter().map(AsRef::as_ref).collect();
+    let parts = message.render(&plan.edits);
     if args.dry_run {
         return print_plan(&plan, &account, &parts);
     }
-    let size: usize = parts.iter().map(|p| p.len()).sum();
-    let size = u64::try_from(size).unwrap_or(u64::MAX);
+    let size = parts.len();
     let journal = Journal::from_config(&config);
     let log = |result: &str| journal.message(&plan.account, &plan.envelope, size, result);
     let policy = account.config.queue;
@@ -55,13 +60,17 @@ pub fn run(args: &SendArgs) -> Result<()> {
         log(&format!("result=queued id={id}"));
         return Ok(());
     }
-    let outcome = crate::runtime()?.block_on(send_now(
+    let runtime = crate::runtime::single_threaded()?;
+    let outcome = runtime.block_on(send_now(
         &account,
         &plan,
         &parts,
         &journal,
         args.verbose > 0,
     ));
+    // Every task the send awaited has ended; a blocking thread that outlives it (a file
+    // read, the system's roots after an early failure) is not waited for.
+    runtime.shutdown_background();
     let e = match outcome {
         Ok(reply) => {
             log(&format!("result=sent reply={:?}", reply.to_string()));
@@ -70,6 +79,12 @@ pub fn run(args: &SendArgs) -> Result<()> {
         Err(e) => e,
     };
     notify::needs_user(&account, &e, &journal);
+    if scope::current() == Mode::System
+        && e.class() == Class::Permanent
+        && args.caller_cannot_keep()
+    {
+        return keep_refused(&config, &plan, &parts, &e, &journal);
+    }
     if should_queue(e.class(), policy, args.caller_cannot_keep()) {
         // Exit 0: the message is safe on disk, and the next flush sends it.
         let id = enqueue(&plan, &parts, Some(&e))?;
@@ -82,6 +97,49 @@ pub fn run(args: &SendArgs) -> Result<()> {
         e.to_string()
     ));
     Err(e)
+}
+
+/// System mode, a caller that cannot keep the message (cron's `-oem`): a permanent refusal
+/// is kept in the system queue's `failed/` and a notice goes to root's alias (exit 0),
+/// since cron would otherwise lose the job's output with nobody told.
+fn keep_refused(
+    config: &Config,
+    plan: &SendPlan,
+    parts: &Payload<'_>,
+    e: &Error,
+    journal: &Journal,
+) -> Result<()> {
+    let id = enqueue(plan, parts, Some(e))?;
+    let queue = Queue::open()?;
+    let (entries, _) = queue.list()?;
+    let Some(entry) = entries.into_iter().find(|x| x.id == id) else {
+        return Err(Error::io(format!(
+            "queued message {id} cannot be read back"
+        )));
+    };
+    let why = e.to_string();
+    queue.fail(&entry, &why)?;
+    journal.message(
+        &plan.account,
+        &plan.envelope,
+        entry.size,
+        &format!("result=failed id={id} error={why:?}"),
+    );
+    crate::notice::failed(config, &queue, journal, &entry, &why);
+    Ok(())
+}
+
+/// A user with no config of their own on a host whose MTA is the system account: the
+/// message goes into the maildrop for the root flusher; what needs the system config
+/// (the queue, a dry run) is root's.
+fn drop_for_the_system(args: &SendArgs) -> Result<()> {
+    match (args.mode.as_deref(), args.queue_run.is_some(), args.dry_run) {
+        (Some("p"), _, _) => Err(scope::not_yours("queue list")),
+        (_, true, _) => Err(scope::not_yours("-q")),
+        (_, _, true) => Err(scope::not_yours("status")),
+        (None | Some("m"), _, _) => maildrop::drop_message(args),
+        (Some(m), _, _) => Err(Error::usage(format!("unsupported mode -b{m}"))),
+    }
 }
 
 /// Whether a failed send is queued (exit 0) rather than handed back to the caller.
@@ -99,7 +157,7 @@ fn should_queue(class: Class, policy: QueuePolicy, caller_cannot_keep: bool) -> 
 async fn send_now(
     account: &AccountSettings,
     plan: &SendPlan,
-    parts: &[&[u8]],
+    parts: &Payload<'_>,
     journal: &Journal,
     verbose: bool,
 ) -> Result<Receipt> {
@@ -127,12 +185,13 @@ async fn send_now(
 }
 
 /// Queues the message; `attempt` is the failure of the attempt just made, which counts.
-fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<String> {
+fn enqueue(plan: &SendPlan, parts: &Payload<'_>, attempt: Option<&Error>) -> Result<String> {
     let now = clock::now();
     let meta = queue::Meta {
         account: plan.account.clone(),
         envelope: plan.envelope.clone(),
         created_at: now,
+        submitter: None,
     };
     let queue = Queue::open()?;
     match attempt {
@@ -150,11 +209,7 @@ fn enqueue(plan: &SendPlan, parts: &[&[u8]], attempt: Option<&Error>) -> Result<
 
 /// `-bp` (and `mailq`): the queue listing.
 pub fn list_queue() -> Result<()> {
-    let text = flush::listing(&Queue::open()?)?;
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+    crate::stdout::print(&flush::listing(&Queue::open()?)?)
 }
 
 /// `-q`: flush the due messages quietly, as cron runs it and mails any output: only
@@ -162,6 +217,9 @@ pub fn list_queue() -> Result<()> {
 /// printed (stderr, one line each); idle refresh tokens are renewed. The exit code is
 /// `queue flush`'s (0; 75 some deferred; 77 an account needs a login; 69 some failed).
 fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
+    if scope::current() == Mode::System {
+        maildrop::pickup(config, &Journal::from_config(config))?;
+    }
     let report = flush::flush(config, flush::Scope::Due, verbose)?;
     for line in report.problems().chain(report.logins()) {
         eprintln!("oauth2-sendmail: {}", crate::scrub::for_output(line, 2000));
@@ -172,28 +230,20 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     }
 }
 
-/// The clock, the local UTC offset and a random seed for the plan.
-fn context() -> plan::Context {
-    let now = crate::clock::now();
-    let mut seed = [0u8; 8];
-    // A Message-ID needs uniqueness, not secrecy; the time and pid still vary without it.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-    plan::Context {
-        now,
-        random: u64::from_le_bytes(seed) ^ u64::from(std::process::id()),
-    }
-}
-
-fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u8]]) -> Result<()> {
-    let size: usize = parts.iter().map(|p| p.len()).sum();
+fn print_plan(
+    plan: &SendPlan,
+    account: &provider::AccountSettings,
+    parts: &Payload<'_>,
+) -> Result<()> {
+    let size = parts.len();
     let way = match (account.config.transport, &account.graph) {
         (TransportKind::Graph, Some(g)) => {
             // What Graph would refuse, a dry run refuses too (no network needed).
-            graph::for_graph(&plan.envelope, parts)?;
+            graph_check(&plan.envelope, parts)?;
             graph_way(g, account)
         }
         (TransportKind::Auto, Some(g)) if transport::remembered_graph(&account.name).is_some() => {
-            graph::for_graph(&plan.envelope, parts)?;
+            graph_check(&plan.envelope, parts)?;
             format!(
                 "{}; transport auto: Graph since a 5.7.139",
                 graph_way(g, account)
@@ -210,10 +260,15 @@ fn print_plan(plan: &SendPlan, account: &provider::AccountSettings, parts: &[&[u
         "account: {} ({way})\n{plan}size: {size} bytes\n",
         account.name
     );
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))
+    crate::stdout::print(&text)
+}
+
+/// What Graph would refuse in the header, refused by a dry run too (no network needed).
+fn graph_check(envelope: &crate::smtp::Envelope, parts: &Payload<'_>) -> Result<()> {
+    let whole = parts
+        .to_vec()
+        .map_err(|e| Error::io(format!("cannot read the message: {e}")))?;
+    graph::for_graph(envelope, &[&whole]).map(drop)
 }
 
 /// `HOST:PORT, starttls, user EMAIL`: where an SMTP send goes.

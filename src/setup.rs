@@ -1,6 +1,6 @@
 //! `oauth2-sendmail login EMAIL`, the first run: when no account has that address, infer
-//! its provider, add the account to the config file, log in, and say what to paste into
-//! mutt, Emacs and mbsync.
+//! its provider and add the account to the config file; `manage` then logs it in and
+//! prints what to paste into mutt, Emacs and mbsync (`paste_lines`).
 //!
 //! ```text
 //! EMAIL ─► an account with that email? ──yes──► login it
@@ -29,7 +29,7 @@ use hickory_resolver::proto::rr::RData;
 use crate::cli::{LoginArgs, ProviderArg};
 use crate::config::{self, ProviderKind};
 use crate::error::{Error, Result};
-use crate::{manage, provider};
+use crate::provider;
 
 /// `IP:PORT` of the one DNS server to ask instead of the system's (tests, split DNS).
 pub const NAMESERVER_ENV: &str = "OAUTH2_SENDMAIL_NAMESERVER";
@@ -43,8 +43,13 @@ pub fn is_email(arg: &str) -> bool {
     arg.contains('@')
 }
 
-/// `login EMAIL [--provider P]`.
-pub fn login_email(config_file: Option<&Path>, args: &LoginArgs, email: &str) -> Result<()> {
+/// `login EMAIL [--provider P]`: the account with that address, added first when there is
+/// none; returns the config as it now is and the login to run for that account.
+pub fn account_for_email(
+    config_file: Option<&Path>,
+    args: &LoginArgs,
+    email: &str,
+) -> Result<(config::Config, LoginArgs)> {
     let (local, domain) = split_address(email)?;
     let path = config::locate(config_file)
         .ok_or_else(|| Error::config("cannot find a home directory for the config"))?;
@@ -71,8 +76,7 @@ pub fn login_email(config_file: Option<&Path>, args: &LoginArgs, email: &str) ->
         no_browser: args.no_browser,
         import_refresh_token: args.import_refresh_token.clone(),
     };
-    manage::login(&config, &named)?;
-    manage::print(&paste_lines(&name))
+    Ok((config, named))
 }
 
 /// Refuses a config path that is there but is no regular file (followed through symlinks):
@@ -147,7 +151,7 @@ fn add_or_find(
     add_account(path, &name, email, inferred, first.as_deref())?;
     eprintln!(
         "oauth2-sendmail: added account {name} (provider {}, from {}) to {}",
-        manage::provider_name(inferred.provider),
+        inferred.provider.name(),
         inferred.reason,
         path.display()
     );
@@ -238,7 +242,7 @@ fn infer(domain: &str) -> Result<Inference> {
             reason: format!("the domain {domain}"),
         });
     }
-    let exchanges = crate::runtime()?.block_on(mx_lookup(domain))?;
+    let exchanges = crate::runtime::single_threaded()?.block_on(mx_lookup(domain))?;
     from_mx(domain, &exchanges).ok_or_else(|| {
         Error::usage(format!(
             "cannot tell the provider of {domain} from its MX records ({}): add \
@@ -366,7 +370,7 @@ pub fn account_name(local: &str, domain: &str, taken: &[&str]) -> String {
 /// The `[accounts.NAME]` table for a new account, as TOML text.
 fn account_table(name: &str, email: &str, inferred: &Inference) -> String {
     let mut table = toml_edit::Table::new();
-    table["provider"] = toml_edit::value(manage::provider_name(inferred.provider));
+    table["provider"] = toml_edit::value(inferred.provider.name());
     table["email"] = toml_edit::value(email);
     if let Some(tenant) = &inferred.tenant {
         table["tenant"] = toml_edit::value(tenant.as_str());
@@ -668,7 +672,7 @@ mod tests {
             "\n\n[accounts.bob]\nprovider = \"gmail\"\nemail = \"bob@gmail.com\"\n"
         );
         let c = config::parse(&new, Path::new("/c.toml")).unwrap();
-        assert_eq!(c.accounts["bob"].provider, ProviderKind::Gmail);
+        assert_eq!(c.accounts["bob"].provider, Some(ProviderKind::Gmail));
         assert_eq!(c.default_account.as_deref(), Some("work"));
     }
 

@@ -352,7 +352,7 @@ fn account_status(
         configuration_error: None,
         can_send,
         needs_login: !can_send,
-        provider: Some(provider::name(account.provider)),
+        provider: Some(account.provider.name()),
         email: Some(account.email.clone()),
         user: Some(account.xoauth2_user().to_owned()),
         server: Some(server(account)),

@@ -9,12 +9,13 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::ParsedCertificate;
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls_platform_verifier::Verifier;
@@ -23,28 +24,41 @@ use crate::error::{Error, Phase, Result};
 
 /// A client config trusting the platform's roots and those in `ca_file` (PEM).
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>> {
-    build(extra_roots(ca_file)?)
+    build(extra_roots(ca_file)?, false)
 }
 
 /// [`client_config`] for a caller that has network work to do first: the CA file is read
-/// now (its errors are configuration errors before any network use), and the platform's
-/// roots (on Debian some 150 files, about 10 ms) load on a blocking thread while the
-/// caller connects, greets and asks for STARTTLS.
+/// now (its errors are configuration errors before any network use). Without a CA file
+/// the platform's roots (on Debian some 150 certificates read from about 300 files, about
+/// 10 ms of CPU) load on a blocking thread while the caller connects, greets and asks for
+/// STARTTLS; with one, they load only if the server's certificate does not verify against
+/// it (see `ConfiguredFirst`), so a local relay with its own CA never waits for them.
 pub fn client_config_soon(ca_file: Option<&Path>) -> Result<PendingConfig> {
     let extra = extra_roots(ca_file)?;
-    Ok(PendingConfig(tokio::task::spawn_blocking(move || {
-        build(extra)
-    })))
+    if !extra.is_empty() {
+        return Ok(PendingConfig(Pending::Ready(build(extra, false))));
+    }
+    Ok(PendingConfig(Pending::Loading(
+        tokio::task::spawn_blocking(move || build(extra, true)),
+    )))
 }
 
 /// A client config being built (see [`client_config_soon`]).
-pub struct PendingConfig(tokio::task::JoinHandle<Result<Arc<ClientConfig>>>);
+pub struct PendingConfig(Pending);
+
+enum Pending {
+    Ready(Result<Arc<ClientConfig>>),
+    Loading(tokio::task::JoinHandle<Result<Arc<ClientConfig>>>),
+}
 
 impl PendingConfig {
     pub async fn ready(self) -> Result<Arc<ClientConfig>> {
-        self.0
-            .await
-            .map_err(|e| Error::internal(format!("TLS set-up: {e}")))?
+        match self.0 {
+            Pending::Ready(config) => config,
+            Pending::Loading(task) => task
+                .await
+                .map_err(|e| Error::internal(format!("TLS set-up: {e}")))?,
+        }
     }
 }
 
@@ -55,35 +69,77 @@ fn extra_roots(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>> {
     }
 }
 
-fn build(extra: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>> {
+/// `load_platform_now`: read the platform's roots now rather than at the first
+/// certificate the configured ones do not verify.
+fn build(
+    extra: Vec<CertificateDer<'static>>,
+    load_platform_now: bool,
+) -> Result<Arc<ClientConfig>> {
     let provider = provider();
-    let pinned = extra.clone();
-    let verifier = Verifier::new_with_extra_roots(extra, provider.clone()).map_err(|e| {
-        Error::protocol(
-            Phase::Tls,
-            format!("cannot set up certificate verification: {e}"),
-        )
-    })?;
-    let verifier = PinnedOrVerified { verifier, pinned };
+    let verifier = ConfiguredFirst::new(extra, provider.clone());
+    if load_platform_now {
+        verifier.platform().map_err(|e| {
+            Error::protocol(
+                Phase::Tls,
+                format!("cannot set up certificate verification: {e}"),
+            )
+        })?;
+    }
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(format!("TLS versions: {e}")))?
-        // "dangerous" only in name: the chain (or the pin) and the host name are checked.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
-/// The platform's verification, or else an exact match with a certificate the user put
-/// in `tls_ca_file` that is valid for the host name.
+/// Accepts a server certificate that verifies against the roots of `tls_ca_file` alone,
+/// or is itself in that file (pinned, its name still checked), or verifies against the
+/// platform's roots plus the file's. The platform verifier also trusts the file's roots,
+/// so trying them first changes nothing about what is accepted; it only spares loading
+/// the platform's roots when the file already answers.
 #[derive(Debug)]
-struct PinnedOrVerified {
-    verifier: Verifier,
-    pinned: Vec<CertificateDer<'static>>,
+struct ConfiguredFirst {
+    /// A verifier over the configured roots only; `None` without a CA file.
+    configured: Option<Arc<WebPkiServerVerifier>>,
+    extra: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+    platform: OnceLock<std::result::Result<Verifier, String>>,
 }
 
-impl ServerCertVerifier for PinnedOrVerified {
+impl ConfiguredFirst {
+    fn new(extra: Vec<CertificateDer<'static>>, provider: Arc<CryptoProvider>) -> ConfiguredFirst {
+        let configured = (!extra.is_empty())
+            .then(|| {
+                let mut roots = RootCertStore::empty();
+                roots.add_parsable_certificates(extra.iter().cloned());
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        ConfiguredFirst {
+            configured,
+            extra,
+            provider,
+            platform: OnceLock::new(),
+        }
+    }
+
+    /// The platform's verifier (with the configured roots too), loaded once.
+    fn platform(&self) -> std::result::Result<&Verifier, String> {
+        self.platform
+            .get_or_init(|| {
+                Verifier::new_with_extra_roots(self.extra.clone(), self.provider.clone())
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for ConfiguredFirst {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -92,19 +148,24 @@ impl ServerCertVerifier for PinnedOrVerified {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let verified = self.verifier.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
-        if verified.is_err()
-            && self
-                .pinned
-                .iter()
-                .any(|c| c.as_ref() == end_entity.as_ref())
+        if let Some(configured) = &self.configured
+            && let Ok(verified) = configured.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )
         {
+            return Ok(verified);
+        }
+        let platform = self
+            .platform()
+            .map_err(|e| rustls::Error::General(format!("cannot load the system's roots: {e}")));
+        let verified = platform.and_then(|p| {
+            p.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        });
+        if verified.is_err() && self.extra.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
             rustls::client::verify_server_name(
                 &ParsedCertificate::try_from(end_entity)?,
                 server_name,
@@ -120,7 +181,12 @@ impl ServerCertVerifier for PinnedOrVerified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -129,11 +195,18 @@ impl ServerCertVerifier for PinnedOrVerified {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.verifier.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

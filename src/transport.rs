@@ -13,6 +13,7 @@ use crate::error::{Error, Kind, Phase, Result};
 use crate::graph;
 use crate::provider::AccountSettings;
 use crate::smtp::{Envelope, Reply, Session};
+use crate::spool::Payload;
 
 /// How a message left: the SMTP server's final reply, or Graph's acceptance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,7 @@ pub enum Transport {
 
 impl Transport {
     /// Sends one message to the envelope's recipients. Errors carry the server.
-    pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
+    pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
         match self {
             Transport::Smtp(s) => s.send(envelope, message).await.map(Receipt::Smtp),
             Transport::Graph(g) => {
@@ -53,7 +54,11 @@ impl Transport {
 
     /// Sends one message and closes: for SMTP, QUIT rides in the same flight as the end of
     /// the data (and is sent on error paths too).
-    pub async fn send_and_close(self, envelope: &Envelope, message: &[&[u8]]) -> Result<Receipt> {
+    pub async fn send_and_close(
+        self,
+        envelope: &Envelope,
+        message: &Payload<'_>,
+    ) -> Result<Receipt> {
         match self {
             Transport::Smtp(s) => s.send_and_quit(envelope, message).await.map(Receipt::Smtp),
             mut graph @ Transport::Graph(_) => graph.send(envelope, message).await,

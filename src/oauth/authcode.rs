@@ -599,7 +599,7 @@ mod tests {
     #[test]
     fn the_authorize_url_carries_the_providers_prompt_parameters() {
         let mut a = crate::config::Account {
-            provider: crate::config::ProviderKind::Gmail,
+            provider: Some(crate::config::ProviderKind::Gmail),
             email: "a@gmail.com".into(),
             client_id: Some("cid".into()),
             ..crate::config::Account::default()
@@ -622,7 +622,7 @@ mod tests {
             g.contains("access_type=offline") && g.contains("prompt=consent"),
             "{g}"
         );
-        a.provider = crate::config::ProviderKind::Microsoft;
+        a.provider = Some(crate::config::ProviderKind::Microsoft);
         assert!(!url(&a).contains("prompt="));
     }
 }

@@ -1,19 +1,18 @@
 //! The SMTP submission client: our own ESMTP session on tokio + tokio-rustls (not lettre's
 //! connection: it has no pipelining, no timeout after connecting, and mishandles bare LF).
 //!
-//! - `reply`: a server reply and its enhanced status code;
 //! - `wire`: commands as exact bytes, reply parsing, the message codec (CRLF, and
 //!   dot-stuffing for DATA; none for BDAT);
 //! - `session`: connect, STARTTLS, AUTH XOAUTH2, the pipelined transaction (DATA, or
 //!   `BDAT LAST` in one flight), QUIT.
 
-pub mod reply;
 pub mod session;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};
 
-pub use reply::Reply;
+// The reply lives below both the session and the errors (`crate::reply`).
+pub use crate::reply::Reply;
 pub use session::Session;
 
 /// What goes in MAIL FROM and RCPT TO, resolved by `plan`.

@@ -14,7 +14,9 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -27,6 +29,7 @@ use super::{Envelope, Reply};
 use crate::config::TlsMode;
 use crate::error::{Error, Kind, Phase, Result};
 use crate::provider::{AuthLine, Sasl, Server};
+use crate::spool::Payload;
 use crate::tls;
 
 /// Test hook: when set to a number of milliseconds, every wait below is capped at that
@@ -305,9 +308,9 @@ impl Session {
     /// MAIL, RCPT, `BDAT LAST` and the message in one flight (see `transaction`).
     /// `message` is the message as parts to be sent one after another, with LF or CRLF
     /// line endings; the session normalises to CRLF (and dot-stuffs for DATA).
-    pub async fn send(&mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Reply> {
+    pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Reply> {
         self.check_usable(Phase::Mail)?;
-        let size = super::wire::message_size(message);
+        let size = encoded_size(message)?;
         let (mail, rcpts) = self.envelope_commands(envelope, size)?;
         let mut pending: &[Rcpt] = &rcpts;
         let mut delivered: Vec<String> = Vec::new();
@@ -350,7 +353,11 @@ impl Session {
 
     /// `send`, then QUIT: pipelined after the end of the data when the server offers
     /// PIPELINING (RFC 2920 §3.1: QUIT may end a group), and sent on error paths too.
-    pub async fn send_and_quit(mut self, envelope: &Envelope, message: &[&[u8]]) -> Result<Reply> {
+    pub async fn send_and_quit(
+        mut self,
+        envelope: &Envelope,
+        message: &Payload<'_>,
+    ) -> Result<Reply> {
         self.quit_after = true;
         let result = self.send(envelope, message).await;
         self.quit().await;
@@ -373,7 +380,7 @@ impl Session {
         &mut self,
         mail: &Mail,
         rcpts: &[Rcpt],
-        message: &[&[u8]],
+        message: &Payload<'_>,
         size: u64,
         last: bool,
     ) -> Result<Outcome> {
@@ -445,7 +452,7 @@ impl Session {
         &mut self,
         mail: &Mail,
         rcpt: &Rcpt,
-        message: &[&[u8]],
+        message: &Payload<'_>,
         size: u64,
         quit: bool,
     ) -> Result<Reply> {
@@ -520,7 +527,7 @@ impl Session {
         &mut self,
         mail: &Mail,
         rcpt: &Rcpt,
-        message: &[&[u8]],
+        message: &Payload<'_>,
         size: u64,
         quit: bool,
     ) -> Result<()> {
@@ -535,18 +542,22 @@ impl Session {
         let mut commands = buf.len();
         let mut encoder = DataEncoder::bdat();
         let mut sent = 0u64;
-        for part in message {
-            for piece in part.chunks(CHUNK) {
-                encoder.encode(piece, &mut buf);
-                if buf.len() >= CHUNK {
-                    sent += (buf.len() - commands) as u64;
-                    if sent > size {
-                        return Err(size_mismatch(size, sent));
-                    }
-                    self.conn.write_bytes(&buf, Phase::Data).await?;
-                    buf.clear();
-                    commands = 0;
+        let mut reader = message.reader();
+        let mut piece = vec![0u8; CHUNK];
+        loop {
+            let n = read_piece(&mut reader, &mut piece)?;
+            if n == 0 {
+                break;
+            }
+            encoder.encode(&piece[..n], &mut buf);
+            if buf.len() >= CHUNK {
+                sent += (buf.len() - commands) as u64;
+                if sent > size {
+                    return Err(size_mismatch(size, sent));
                 }
+                self.conn.write_bytes(&buf, Phase::Data).await?;
+                buf.clear();
+                commands = 0;
             }
         }
         encoder.finish(&mut buf);
@@ -711,19 +722,23 @@ impl Session {
     }
 
     /// The message, encoded chunk by chunk into one reused buffer, then `.` CRLF.
-    async fn write_message(&mut self, message: &[&[u8]], quit: bool) -> Result<()> {
+    async fn write_message(&mut self, message: &Payload<'_>, quit: bool) -> Result<()> {
         let mut encoder = DataEncoder::default();
         // Room for a chunk whose every byte doubles (LF → CRLF, `.` → `..`).
         let mut buf = Vec::with_capacity(2 * CHUNK + 8);
         let mut sent = 0usize;
-        for part in message {
-            for piece in part.chunks(CHUNK) {
-                encoder.encode(piece, &mut buf);
-                if buf.len() >= CHUNK {
-                    self.conn.write_data(&buf).await?;
-                    sent += buf.len();
-                    buf.clear();
-                }
+        let mut reader = message.reader();
+        let mut piece = vec![0u8; CHUNK];
+        loop {
+            let n = read_piece(&mut reader, &mut piece)?;
+            if n == 0 {
+                break;
+            }
+            encoder.encode(&piece[..n], &mut buf);
+            if buf.len() >= CHUNK {
+                self.conn.write_data(&buf).await?;
+                sent += buf.len();
+                buf.clear();
             }
         }
         encoder.finish(&mut buf);
@@ -799,6 +814,33 @@ impl Session {
             stream.shutdown().await
         })
         .await;
+    }
+}
+
+/// The message's size as `SIZE=` and `BDAT` count it, read through once (a spooled
+/// message is read from its file, not held in memory).
+fn encoded_size(message: &Payload<'_>) -> Result<u64> {
+    let mut size = super::wire::MessageSize::default();
+    let mut reader = message.reader();
+    let mut piece = vec![0u8; CHUNK];
+    loop {
+        match read_piece(&mut reader, &mut piece)? {
+            0 => return Ok(size.finish()),
+            n => size.push(&piece[..n]),
+        }
+    }
+}
+
+/// The next piece of the message; reading our own spooled copy can only fail locally.
+fn read_piece(reader: &mut impl std::io::Read, piece: &mut [u8]) -> Result<usize> {
+    loop {
+        match reader.read(piece) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => {
+                return other
+                    .map_err(|e| Error::io(format!("cannot read the message to send: {e}")));
+            }
+        }
     }
 }
 
@@ -1117,11 +1159,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// server that is closing say so at any time (exit 75, with its text).
     async fn nothing_unasked(&mut self, phase: Phase) -> Result<()> {
         let waiting = if self.io.buffer().is_empty() {
-            // Polled once, without waiting: only data already there counts.
-            matches!(
-                tokio::time::timeout(Duration::ZERO, self.io.fill_buf()).await,
-                Ok(Ok(buf)) if !buf.is_empty()
-            )
+            // Polled once, without waiting: only data already there counts. Not with a
+            // zero timeout: tokio's timer rounds it up to its next millisecond tick, and
+            // the runtime then sleeps that millisecond before every command we send.
+            let io = &mut self.io;
+            std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(matches!(
+                    std::pin::Pin::new(&mut *io).poll_fill_buf(cx),
+                    std::task::Poll::Ready(Ok(buf)) if !buf.is_empty()
+                ))
+            })
+            .await
         } else {
             true
         };
@@ -1261,6 +1309,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    fn p<'a>(parts: &[&'a [u8]]) -> Payload<'a> {
+        Payload::from_slices(parts)
+    }
     use crate::error::{
         EX_DATAERR, EX_NOPERM, EX_NOUSER, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE,
     };
@@ -1337,7 +1389,7 @@ mod tests {
         let mut s = ready(&f).await;
         let mut env = envelope(&["a@example.org", "b@example.org"]);
         env.eight_bit = true;
-        let reply = s.send(&env, &[MSG]).await.unwrap();
+        let reply = s.send(&env, &p(&[MSG])).await.unwrap();
         assert_eq!(reply.code, 250);
         s.quit().await;
 
@@ -1378,7 +1430,9 @@ mod tests {
             ..Behaviour::default()
         });
         let mut s = ready(&f).await;
-        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
         let flights = f.fake.flights_of(&["MAIL", "RCPT", "DATA"]);
         assert_eq!(flights.len(), 3);
         assert!(flights.iter().all(|&x| x == flights[0]), "{flights:?}");
@@ -1392,7 +1446,7 @@ mod tests {
         });
         let mut s = ready(&f).await;
         assert!(!s.caps.pipelining);
-        s.send(&envelope(&["a@example.org", "b@example.org"]), &[MSG])
+        s.send(&envelope(&["a@example.org", "b@example.org"]), &p(&[MSG]))
             .await
             .unwrap();
         assert_eq!(f.fake.deliveries().len(), 1);
@@ -1421,7 +1475,9 @@ mod tests {
             b"\r\nbare\nlone\rcr 8bit \xe9\xff\r",
             b"\nno trailing newline",
         ];
-        s.send(&envelope(&["a@example.org"]), parts).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(parts))
+            .await
+            .unwrap();
         let expected = b"Subject: dots\r\n\r\n.\r\n..two\r\n.\r\nbare\r\nlone\rcr 8bit \xe9\xff\r\nno trailing newline\r\n";
         assert_eq!(
             String::from_utf8_lossy(&f.fake.deliveries()[0].data),
@@ -1430,9 +1486,12 @@ mod tests {
         // Several chunks, with dots and line ends at every offset, in a 2.5 MB message.
         let line = b".a dotted line\nplain line\r\n";
         let big = line.repeat(100_000);
-        s.send(&envelope(&["a@example.org"]), &[&big[..1000], &big[1000..]])
-            .await
-            .unwrap();
+        s.send(
+            &envelope(&["a@example.org"]),
+            &p(&[&big[..1000], &big[1000..]]),
+        )
+        .await
+        .unwrap();
         let expected = b".a dotted line\r\nplain line\r\n".repeat(100_000);
         let got = &f.fake.deliveries()[1].data;
         assert_eq!(got.len(), expected.len());
@@ -1524,7 +1583,9 @@ mod tests {
             ..Behaviour::default()
         });
         let mut s = ready(&f).await;
-        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
         assert_eq!(f.fake.deliveries().len(), 1);
         assert!(!f.fake.transcript().iter().any(|l| l == "C: STARTTLS"));
     }
@@ -1576,7 +1637,9 @@ mod tests {
         assert_eq!(e.exit_code(), EX_NOPERM);
         assert!(!e.to_string().contains("stale"));
         s.authenticate("me@example.org", "fresh").await.unwrap();
-        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
         assert_eq!(f.fake.connections(), 1);
         let tokens: Vec<String> = f
             .fake
@@ -1761,7 +1824,7 @@ mod tests {
         });
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["a@example.org"]), &[&[b'x'; 1000]])
+            .send(&envelope(&["a@example.org"]), &p(&[&[b'x'; 1000]]))
             .await
             .unwrap_err();
         assert!(
@@ -1777,7 +1840,7 @@ mod tests {
         assert_eq!(e.exit_code(), EX_DATAERR);
         assert!(f.fake.flights_of(&["MAIL"]).is_empty());
         // Nothing was sent, so the session is still good.
-        s.send(&envelope(&["a@example.org"]), &[b"small"])
+        s.send(&envelope(&["a@example.org"]), &p(&[b"small"]))
             .await
             .unwrap();
     }
@@ -1798,7 +1861,7 @@ mod tests {
             });
             let mut s = ready(&f).await;
             let env = envelope(&["a@example.org", "nobody@example.org"]);
-            let e = s.send(&env, &[MSG]).await.unwrap_err();
+            let e = s.send(&env, &p(&[MSG])).await.unwrap_err();
             assert_eq!(refused_names(&e), ["nobody@example.org"]);
             assert_eq!(e.exit_code(), EX_NOUSER);
             assert!(
@@ -1829,11 +1892,13 @@ mod tests {
         );
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["x@example.org", "y@example.org"]), &[MSG])
+            .send(&envelope(&["x@example.org", "y@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert_eq!(refused_names(&e), ["x@example.org", "y@example.org"]);
-        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
         assert_eq!(f.fake.deliveries().len(), 1);
         assert_eq!(f.fake.deliveries()[0].rcpts, ["a@example.org"]);
     }
@@ -1844,7 +1909,10 @@ mod tests {
             fixture(Behaviour::default().refuse_rcpt("later@example.org", "451 4.4.0 try later"));
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["a@example.org", "later@example.org"]), &[MSG])
+            .send(
+                &envelope(&["a@example.org", "later@example.org"]),
+                &p(&[MSG]),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -1867,7 +1935,7 @@ mod tests {
         let f = fixture(behaviour);
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["a@example.org"]), &[MSG])
+            .send(&envelope(&["a@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert!(f.fake.deliveries().is_empty());
@@ -1929,7 +1997,7 @@ mod tests {
         let mut env = envelope(&["a@example.org"]);
         env.eight_bit = true;
         let msg: &[u8] = b"Subject: hi\n\n.\n..\r\n8bit \xe9\rend";
-        let reply = s.send(&env, &[msg]).await.unwrap();
+        let reply = s.send(&env, &p(&[msg])).await.unwrap();
         assert_eq!(reply.code, 250);
         let expected: &[u8] = b"Subject: hi\r\n\r\n.\r\n..\r\n8bit \xe9\rend\r\n";
         let d = &f.fake.deliveries()[0];
@@ -1947,7 +2015,7 @@ mod tests {
         let t = f.fake.transcript();
         assert!(t.contains(&format!("C: BDAT {size} LAST")), "{t:?}");
         // The fake took exactly `size` bytes and found the next command right after.
-        s.send(&env, &[b""]).await.unwrap();
+        s.send(&env, &p(&[b""])).await.unwrap();
         assert_eq!(f.fake.deliveries()[1].data, b"");
         assert!(t.len() < f.fake.transcript().len());
         assert!(f.fake.transcript().contains(&"C: BDAT 0 LAST".to_owned()));
@@ -1961,12 +2029,14 @@ mod tests {
             ..Behaviour::default()
         });
         let mut s = ready(&f).await;
-        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
         assert_eq!(verbs_of(&f), ["MAIL", "RCPT", "DATA"]);
 
         let f = fixture(Behaviour::default());
         let mut s = ready(&f).await;
-        s.send(&envelope(&["a@example.org", "b@example.org"]), &[MSG])
+        s.send(&envelope(&["a@example.org", "b@example.org"]), &p(&[MSG]))
             .await
             .unwrap();
         assert_eq!(verbs_of(&f), ["MAIL", "RCPT", "RCPT", "DATA"]);
@@ -1980,7 +2050,7 @@ mod tests {
         );
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["nobody@example.org"]), &[MSG])
+            .send(&envelope(&["nobody@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert_eq!(refused_names(&e), ["nobody@example.org"]);
@@ -1994,7 +2064,9 @@ mod tests {
         );
         assert!(s.is_usable());
         // One reply read per command, then RSET: the next message goes on the same line.
-        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
         assert_eq!(f.fake.deliveries().len(), 1);
         assert_eq!(f.fake.deliveries()[0].rcpts, ["a@example.org"]);
         assert_eq!(f.fake.connections(), 1);
@@ -2010,13 +2082,15 @@ mod tests {
             fixture(Behaviour::default().refuse_rcpt("later@example.org", "451 4.4.0 try later"));
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["later@example.org"]), &[MSG])
+            .send(&envelope(&["later@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert_eq!(phase_and_code(&e), (Phase::Rcpt, 451));
         assert_eq!(e.exit_code(), EX_TEMPFAIL);
         assert!(f.fake.deliveries().is_empty());
-        s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
         assert_eq!(f.fake.connections(), 1);
     }
 
@@ -2057,13 +2131,13 @@ mod tests {
         });
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["a@example.org"]), &[MSG])
+            .send(&envelope(&["a@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert_eq!(phase_and_code(&e), (Phase::Message, 451));
         assert!(s.is_usable());
         let e = s
-            .send(&envelope(&["a@example.org"]), &[MSG])
+            .send(&envelope(&["a@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert_eq!(phase_and_code(&e), (Phase::Message, 451));
@@ -2086,7 +2160,7 @@ mod tests {
         };
         let f = fixture(Behaviour::default());
         let mut s = ready(&f).await;
-        s.send(&env, &[MSG]).await.unwrap();
+        s.send(&env, &p(&[MSG])).await.unwrap();
         let d = &f.fake.deliveries()[0];
         assert_eq!(d.mail_params, ["SIZE=22", "RET=HDRS", "ENVID=id+201"]);
         assert_eq!(
@@ -2100,7 +2174,7 @@ mod tests {
             ..Behaviour::default()
         });
         let mut s = ready(&f).await;
-        s.send(&env, &[MSG]).await.unwrap();
+        s.send(&env, &p(&[MSG])).await.unwrap();
         let d = &f.fake.deliveries()[0];
         assert!(
             d.mail_params.is_empty() && d.rcpt_params[0].is_empty(),
@@ -2114,7 +2188,7 @@ mod tests {
         env.smtputf8 = true;
         let f = fixture(Behaviour::default());
         let mut s = ready(&f).await;
-        s.send(&env, &[MSG]).await.unwrap();
+        s.send(&env, &p(&[MSG])).await.unwrap();
         assert!(
             f.fake.deliveries()[0]
                 .mail_params
@@ -2126,7 +2200,7 @@ mod tests {
             ..Behaviour::default()
         });
         let mut s = ready(&f).await;
-        let e = s.send(&env, &[MSG]).await.unwrap_err();
+        let e = s.send(&env, &p(&[MSG])).await.unwrap_err();
         assert_eq!(e.exit_code(), EX_DATAERR);
         assert!(f.fake.flights_of(&["MAIL"]).is_empty());
     }
@@ -2136,7 +2210,7 @@ mod tests {
         let f = fixture(Behaviour::default());
         let mut s = ready(&f).await;
         let env = envelope(&["a@example.org>\r\nRCPT TO:<evil@example.org"]);
-        let e = s.send(&env, &[MSG]).await.unwrap_err();
+        let e = s.send(&env, &p(&[MSG])).await.unwrap_err();
         assert_eq!(e.exit_code(), EX_DATAERR);
         assert!(f.fake.flights_of(&["MAIL", "RCPT"]).is_empty());
     }
@@ -2156,7 +2230,7 @@ mod tests {
             .unwrap();
         s.authenticate("me@example.org", "tok").await.unwrap();
         let e = s
-            .send(&envelope(&["a@example.org"]), &[MSG])
+            .send(&envelope(&["a@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert!(
@@ -2169,7 +2243,11 @@ mod tests {
             ),
             "{e:?}"
         );
-        assert!(s.send(&envelope(&["a@example.org"]), &[MSG]).await.is_err());
+        assert!(
+            s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+                .await
+                .is_err()
+        );
     }
 
     /// A realistic Exchange token: XOAUTH2 strings of real ones pass 2,500 bytes.
@@ -2206,7 +2284,9 @@ mod tests {
             let token = exchange_sized_token();
             let mut s = connect(&f).await.unwrap();
             s.authenticate("me@example.org", &token).await.unwrap();
-            s.send(&envelope(&["a@example.org"]), &[MSG]).await.unwrap();
+            s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+                .await
+                .unwrap();
             let attempts = f.fake.auth_attempts();
             assert_eq!(attempts.len(), 1, "{refusal}");
             assert!(!attempts[0].inline);
@@ -2264,7 +2344,7 @@ mod tests {
             });
             let mut s = ready(&f).await;
             let all = ["a@x.org", "b@x.org", "c@x.org", "d@x.org", "e@x.org"];
-            let reply = s.send(&envelope(&all), &[MSG]).await.unwrap();
+            let reply = s.send(&envelope(&all), &p(&[MSG])).await.unwrap();
             assert_eq!(reply.code, 250);
             assert_eq!(
                 rcpts_of(&f),
@@ -2308,7 +2388,7 @@ mod tests {
             ..Behaviour::default()
         });
         let mut s = ready(&f).await;
-        s.send(&envelope(&["a@x.org", "b@x.org"]), &[MSG])
+        s.send(&envelope(&["a@x.org", "b@x.org"]), &p(&[MSG]))
             .await
             .unwrap();
         assert_eq!(rcpts_of(&f), [vec!["a@x.org"], vec!["b@x.org"]]);
@@ -2323,7 +2403,7 @@ mod tests {
         );
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["a@x.org", "b@x.org", "c@x.org"]), &[MSG])
+            .send(&envelope(&["a@x.org", "b@x.org", "c@x.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert_eq!(e.exit_code(), EX_NOUSER);
@@ -2335,7 +2415,7 @@ mod tests {
         let f = fixture(Behaviour::default().recipient_limit(0));
         let mut s = ready(&f).await;
         for rcpts in [&["a@x.org"][..], &["a@x.org", "b@x.org"]] {
-            let e = s.send(&envelope(rcpts), &[MSG]).await.unwrap_err();
+            let e = s.send(&envelope(rcpts), &p(&[MSG])).await.unwrap_err();
             assert_eq!(e.exit_code(), EX_TEMPFAIL, "{e}");
         }
         assert!(f.fake.deliveries().is_empty());
@@ -2349,7 +2429,7 @@ mod tests {
                 ..Behaviour::default()
             });
             let s = ready(&f).await;
-            s.send_and_quit(&envelope(&["a@x.org"]), &[MSG])
+            s.send_and_quit(&envelope(&["a@x.org"]), &p(&[MSG]))
                 .await
                 .unwrap();
             assert!(
@@ -2372,7 +2452,7 @@ mod tests {
         });
         let s = ready(&f).await;
         let e = s
-            .send_and_quit(&envelope(&["a@x.org", "b@x.org"]), &[MSG])
+            .send_and_quit(&envelope(&["a@x.org", "b@x.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         assert_eq!(e.exit_code(), EX_UNAVAILABLE);
@@ -2392,7 +2472,7 @@ mod tests {
         );
         let mut s = ready(&f).await;
         let e = s
-            .send(&envelope(&["a@x.org", "b@x.org"]), &[MSG])
+            .send(&envelope(&["a@x.org", "b@x.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
         let line = e.to_string();

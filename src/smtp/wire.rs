@@ -480,21 +480,53 @@ impl DataEncoder {
 /// The message size as RFC 1870 counts it for `SIZE=`: CRLF line endings, a final line
 /// break, no dot-stuffing, no terminating `.`: exactly what `DataEncoder::bdat()` emits,
 /// so it is also the `BDAT` size.
+#[cfg(test)]
 #[must_use]
 pub fn message_size(parts: &[&[u8]]) -> u64 {
-    let mut size = 0u64;
-    // The start of the message is a line start: a leading LF counts as CRLF.
-    let mut prev = b'\n';
-    for &part in parts {
-        for &b in part {
-            size += if b == b'\n' && prev != b'\r' { 2 } else { 1 };
-            prev = b;
+    let mut size = MessageSize::default();
+    for part in parts {
+        size.push(part);
+    }
+    size.finish()
+}
+
+/// `message_size` over a stream of pieces.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageSize {
+    size: u64,
+    /// The last byte taken; the start of the message is a line start, so a leading LF
+    /// counts as CRLF.
+    prev: u8,
+}
+
+impl Default for MessageSize {
+    fn default() -> Self {
+        MessageSize {
+            size: 0,
+            prev: b'\n',
         }
     }
-    if prev != b'\n' {
-        size += 2;
+}
+
+impl MessageSize {
+    pub fn push(&mut self, piece: &[u8]) {
+        let Some(&last) = piece.last() else {
+            return;
+        };
+        let mut bare_lf = 0u64;
+        let mut prev = self.prev;
+        for &b in piece {
+            bare_lf += u64::from(b == b'\n' && prev != b'\r');
+            prev = b;
+        }
+        self.size += piece.len() as u64 + bare_lf;
+        self.prev = last;
     }
-    size
+
+    #[must_use]
+    pub fn finish(self) -> u64 {
+        self.size + if self.prev == b'\n' { 0 } else { 2 }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+mod architecture;
 mod clients;
 mod docs;
 mod dovecot;
@@ -29,5 +30,6 @@ mod scheduling;
 mod send;
 mod status;
 mod support;
+mod system;
 mod token;
 mod wording;

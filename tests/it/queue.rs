@@ -715,6 +715,38 @@ fn flush_on_send_sends_the_queue_over_the_same_connection() {
 }
 
 #[test]
+fn a_queue_written_before_the_due_index_is_still_flushed_on_send() {
+    let s = setup();
+    let fake = s.fake(Behaviour::default());
+    s.config(fake.port(), "flush_on_send = true\n");
+    s.enqueue(&numbered(1));
+    // An older version kept no due index.
+    std::fs::remove_file(s.queue_dir().join(".due")).unwrap();
+    s.run(&["-i", BOB], &numbered(2)).assert_silent_success();
+    let subjects: Vec<String> = fake
+        .deliveries()
+        .iter()
+        .map(|d| subject_of(&d.data))
+        .collect();
+    assert_eq!(subjects, ["message 2", "message 1"]);
+    assert_eq!(fake.connections(), 1);
+    assert!(s.queued().is_empty());
+}
+
+#[test]
+fn after_a_flush_on_send_the_due_index_is_recomputed() {
+    let s = setup();
+    let fake = s.fake(Behaviour::default());
+    s.config(fake.port(), "flush_on_send = true\n");
+    s.enqueue(&numbered(1));
+    s.run(&["-i", BOB], &numbered(2)).assert_silent_success();
+    assert_eq!(fake.deliveries().len(), 2, "the due one went along");
+    assert!(s.queued().is_empty());
+    let index = std::fs::read_to_string(s.queue_dir().join(".due")).unwrap();
+    assert_eq!(index.trim(), "{}", "recomputed after the flush");
+}
+
+#[test]
 fn a_message_older_than_five_days_fails_at_its_next_temporary_failure() {
     let s = setup();
     s.config(closed_port(), "");

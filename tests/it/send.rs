@@ -374,6 +374,52 @@ caf\xc3\xa9 \xff\n\n\n"
 }
 
 #[test]
+fn a_large_message_is_spooled_and_arrives_byte_for_byte_without_its_bcc() {
+    for chunking in [true, false] {
+        let w = World::with(
+            Behaviour {
+                chunking,
+                ..Behaviour::default()
+            },
+            "",
+        );
+        let head = "From: alice@contoso.com\nTo: bob@fabrikam.example\nBcc: dave@fabrikam.example\n\
+                    Subject: big\nDate: Sun, 22 Nov 2026 21:59:36 +0000\nMessage-ID: <big@contoso.com>\n\n";
+        // Over 3 MB: past what is kept in memory. Dot-led lines and 8-bit bytes throughout,
+        // so the codec meets them at every offset of the pieces it reads.
+        let mut body = Vec::new();
+        for i in 0..60_000u32 {
+            body.extend_from_slice(format!(".{i} café line of the body {i:08}\n").as_bytes());
+        }
+        body.extend_from_slice(b".\nend without newline");
+        let mut message = head.as_bytes().to_vec();
+        message.extend_from_slice(&body);
+        w.send(&["-t"], &message).assert_silent_success();
+        let d = w.delivered();
+        assert_eq!(d.len(), 1);
+        let mut expected = head
+            .replace("Bcc: dave@fabrikam.example\n", "")
+            .into_bytes();
+        expected.extend_from_slice(&body);
+        assert!(
+            d[0].data == crlf(&expected),
+            "chunking {chunking}: the message changed"
+        );
+        assert_eq!(
+            d[0].rcpts,
+            ["bob@fabrikam.example", "dave@fabrikam.example"]
+        );
+        // The temporary copy had no name and is gone; its folder is private.
+        let spool = w.sandbox.path().join("state/oauth2-sendmail/spool");
+        assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&spool).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}
+
+#[test]
 fn message_ending_in_crlf_gets_no_extra_blank_line() {
     let w = World::new();
     let message = b"From: alice@contoso.com\r\nTo: bob@fabrikam.example\r\nDate: Sun, 22 Nov 2026 21:59:36 +0000\r\nMessage-ID: <c@contoso.com>\r\n\r\nbody\r\n";

@@ -1,5 +1,6 @@
 //! A server reply: the three-digit code and its text lines, with the enhanced status
-//! code (RFC 3463) when the server gives one. Shared by the session and the errors.
+//! code (RFC 3463) when the server gives one. Shared by the session and the errors, so it
+//! sits below both: `error` carries one without depending on the SMTP session.
 
 use std::fmt;
 
