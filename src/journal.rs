@@ -41,15 +41,6 @@ impl Journal {
         Journal { path }
     }
 
-    /// The log in its default place, for what happens before the config is read (the
-    /// maildrop's intake).
-    #[must_use]
-    pub fn default_place() -> Journal {
-        Journal {
-            path: crate::paths::log_file(),
-        }
-    }
-
     #[cfg(test)]
     #[must_use]
     pub fn at(path: Option<PathBuf>) -> Journal {

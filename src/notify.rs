@@ -50,15 +50,15 @@ pub fn needs_user(account: &AccountSettings, error: &Error, journal: &Journal) {
 
 /// System mode: a message that failed for good, for the admin's `notify_cmd` too (the
 /// submitter gets a mailed notice). Without `notify_cmd`, nothing: a root flusher has no
-/// desktop. The same hourly limit and loop guard as [`needs_user`].
+/// desktop.
 pub fn failed_for_good(account: &AccountSettings, reason: &str, journal: &Journal) {
     if account.config.notify_cmd.is_some() {
         tell(account, reason, journal);
     }
 }
 
-/// Runs the account's `notify_cmd` (or the desktop notice) with `reason`: at most once an
-/// hour per account and reason, and never from inside a notifier.
+/// Runs `notify_cmd` (or the desktop notice) with the account and the reason: at most once
+/// an hour per account and reason, and never from inside a notifier.
 fn tell(account: &AccountSettings, reason: &str, journal: &Journal) {
     if std::env::var_os(NOTIFYING_ENV).is_some() {
         return;
