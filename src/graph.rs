@@ -70,7 +70,7 @@ impl Client {
     /// while a `HEAD` sets up the connection the POST then reuses.
     pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Client> {
         let graph = settings(account)?;
-        let http = http_client(account.smtp.ca_file.as_deref())?;
+        let http = http_client(account.smtp.ca_file.as_deref(), account.smtp.proxy.as_ref())?;
         let url = graph.send_url(&account.email);
         let host = host_of(&graph.url);
         let token = if let Some(t) = oauth::graph_token_cached(account).await {
@@ -687,10 +687,17 @@ fn host_of(url: &str) -> String {
 
 /// HTTPS only, HTTP/2 by ALPN, the project's certificate trust (system roots and
 /// `tls_ca_file`), no redirects (a bearer token never follows one), timeouts.
-fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
+fn http_client(
+    ca_file: Option<&std::path::Path>,
+    proxy: Option<&crate::proxy::Proxy>,
+) -> Result<reqwest::Client> {
     let mut tls = (*crate::tls::client_config(ca_file)?).clone();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
+    let builder = match proxy {
+        Some(p) => reqwest::Client::builder().proxy(p.for_http()?),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
