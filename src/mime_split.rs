@@ -232,7 +232,8 @@ pub fn oversized_run(
             scan.byte(b);
         }
         std::io::BufRead::consume(&mut input, n);
-        if scan.longest > max_attachment {
+        // Found, and its run has ended: its whole size is known.
+        if scan.longest > max_attachment && scan.run == 0 {
             break;
         }
     }
