@@ -206,19 +206,22 @@ impl Client {
             None => (None, 0),
         };
         if self.verbose {
-            eprintln!(
-                "-> {} {} ({}{}, {length} bytes)",
-                request.method,
-                shown_url(request.url),
-                if authorized {
-                    "Authorization: Bearer <redacted>"
-                } else {
-                    "pre-authenticated URL, no Authorization"
-                },
-                request
-                    .content_type
-                    .map(|c| format!(", Content-Type: {c}"))
-                    .unwrap_or_default(),
+            crate::stderr::transcript(
+                crate::stderr::Mark::Request,
+                &format!(
+                    "{} {} ({}{}, {length} bytes)",
+                    request.method,
+                    shown_url(request.url),
+                    if authorized {
+                        "Authorization: Bearer <redacted>"
+                    } else {
+                        "pre-authenticated URL, no Authorization"
+                    },
+                    request
+                        .content_type
+                        .map(|c| format!(", Content-Type: {c}"))
+                        .unwrap_or_default(),
+                ),
             );
         }
         let mut builder = self
@@ -272,13 +275,16 @@ impl Client {
         let retry_after =
             header("retry-after").and_then(|v| retry_after(&v, std::time::SystemTime::now()));
         if self.verbose {
-            eprintln!(
-                "<- {:?} {status}{}",
-                response.version(),
-                request_id
-                    .as_deref()
-                    .map(|r| format!(" request-id {r}"))
-                    .unwrap_or_default()
+            crate::stderr::transcript(
+                crate::stderr::Mark::Response,
+                &format!(
+                    "{:?} {status}{}",
+                    response.version(),
+                    request_id
+                        .as_deref()
+                        .map(|r| format!(" request-id {r}"))
+                        .unwrap_or_default()
+                ),
             );
         }
         let limit = if (200..300).contains(&status) {
@@ -605,12 +611,18 @@ fn error_fields(body: &[u8]) -> (String, String) {
 async fn warm_up(http: &reqwest::Client, base: &str, verbose: bool) {
     let url = format!("{base}/v1.0/");
     if verbose {
-        eprintln!("-> HEAD {url} (connection set-up while the token is renewed)");
+        crate::stderr::transcript(
+            crate::stderr::Mark::Request,
+            &format!("HEAD {url} (connection set-up while the token is renewed)"),
+        );
     }
     if let Ok(r) = http.head(&url).send().await
         && verbose
     {
-        eprintln!("<- {:?} {}", r.version(), r.status().as_u16());
+        crate::stderr::transcript(
+            crate::stderr::Mark::Response,
+            &format!("{:?} {}", r.version(), r.status().as_u16()),
+        );
     }
 }
 
