@@ -157,9 +157,13 @@ fn renew_graph_after_login(account: &AccountSettings) -> Result<()> {
     TokenStore::new(account)?.graph().remove()?;
     let runtime = crate::runtime::single_threaded()?;
     if let Err(e) = runtime.block_on(oauth::graph_token(account, None)) {
+        let why = e.to_string();
+        let why = why
+            .strip_prefix(&format!("account {}: ", account.name))
+            .unwrap_or(&why);
         crate::stderr::account(
             &account.name,
-            &format!("warning: no Microsoft Graph token yet: {e}"),
+            &format!("warning: no Microsoft Graph token yet: {why}"),
         );
     }
     Ok(())
