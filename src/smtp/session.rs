@@ -461,8 +461,9 @@ impl Session {
             .await
         {
             Ok(()) => None,
-            Err(e) if matches!(e.kind, Kind::Internal(_)) => {
-                // The message did not match its size: nothing more may go on this line.
+            Err(e) if matches!(e.kind, Kind::Internal(_) | Kind::Protocol { .. }) => {
+                // The message did not match its size, or the server answered it before it
+                // was whole: nothing more may go on this line.
                 self.abandon().await;
                 return Err(e);
             }
@@ -555,6 +556,7 @@ impl Session {
                 if sent > size {
                     return Err(size_mismatch(size, sent));
                 }
+                self.bdat_not_answered_yet().await?;
                 self.conn.write_bytes(&buf, Phase::Data).await?;
                 buf.clear();
                 commands = 0;
@@ -571,7 +573,33 @@ impl Session {
         if quit {
             self.push_quit(&mut buf);
         }
+        self.bdat_not_answered_yet().await?;
         self.conn.write_bytes(&buf, Phase::Data).await
+    }
+
+    /// In the one-flight `BDAT LAST`, before each further write of the chunk: MAIL's and
+    /// RCPT's replies may have come, BDAT's cannot have (its chunk is not complete). A third
+    /// reply is an answer to data the server has not seen: out of step (exit 76), as a
+    /// `250` before DATA's final `.` is.
+    async fn bdat_not_answered_yet(&mut self) -> Result<()> {
+        if self.conn.replies_so_far(Phase::Data).await? <= 2 {
+            return Ok(());
+        }
+        let early = self
+            .conn
+            .early
+            .back()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Err(Error::protocol(
+            Phase::Data,
+            format!(
+                "the server sent a reply before the command it would answer was complete \
+                 (`{}`, to BDAT before its chunk was whole); its replies are out of step, so \
+                 nothing it says can be trusted",
+                crate::scrub::printable(&early, 100)
+            ),
+        ))
     }
 
     /// Appends QUIT to a flight; from then on nothing else may be sent.
@@ -819,6 +847,17 @@ impl Session {
 
 /// The message's size as `SIZE=` and `BDAT` count it, read through once (a spooled
 /// message is read from its file, not held in memory).
+/// Whether `buffered` holds a whole reply: a final line (`ddd` then a space or the line's
+/// end) ended by LF. Continuation lines (`ddd-`) before it belong to the same reply.
+fn complete_reply_waiting(buffered: &[u8]) -> bool {
+    buffered.split_inclusive(|&b| b == b'\n').any(|line| {
+        line.ends_with(b"\n")
+            && line.len() >= 4
+            && line[..3].iter().all(u8::is_ascii_digit)
+            && matches!(line[3], b' ' | b'\r' | b'\n')
+    })
+}
+
 fn encoded_size(message: &Payload<'_>) -> Result<u64> {
     let mut size = super::wire::MessageSize::default();
     let mut reader = message.reader();
@@ -1057,6 +1096,9 @@ fn human(d: Duration) -> String {
 /// A connection (plain or TLS) with the reply reader, the timeouts and the `-v` log.
 struct Conn<S> {
     io: BufReader<S>,
+    /// Whole replies taken off the line while a flight was still being written (see
+    /// `replies_so_far`), handed out first by the next reads.
+    early: std::collections::VecDeque<Reply>,
     timeouts: Timeouts,
     verbose: bool,
 }
@@ -1065,6 +1107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn new(stream: S, timeouts: Timeouts, verbose: bool) -> Conn<S> {
         Conn {
             io: BufReader::new(stream),
+            early: std::collections::VecDeque::new(),
             timeouts,
             verbose,
         }
@@ -1161,7 +1204,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// answer to the message. Only a `421` is taken at its word: RFC 5321 §3.8 lets a
     /// server that is closing say so at any time (exit 75, with its text).
     async fn nothing_unasked(&mut self, phase: Phase) -> Result<()> {
-        let waiting = if self.io.buffer().is_empty() {
+        let waiting = if !self.early.is_empty() {
+            true
+        } else if self.io.buffer().is_empty() {
             // Polled once, without waiting: only data already there counts. Not with a
             // zero timeout: tokio's timer rounds it up to its next millisecond tick, and
             // the runtime then sleeps that millisecond before every command we send.
@@ -1199,6 +1244,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         ))
     }
 
+    /// How many whole replies the server has sent so far in this flight, taken off the line
+    /// without waiting (kept for the reads that follow). In a one-flight `BDAT LAST`, the
+    /// replies to MAIL and RCPT may come while the message is still being written; a third
+    /// can only answer BDAT before its chunk was complete.
+    async fn replies_so_far(&mut self, phase: Phase) -> Result<usize> {
+        loop {
+            if !complete_reply_waiting(self.io.buffer()) {
+                if !self.io.buffer().is_empty() {
+                    break;
+                }
+                // Polled once, without waiting (as in `nothing_unasked`).
+                let io = &mut self.io;
+                let arrived = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(matches!(
+                        std::pin::Pin::new(&mut *io).poll_fill_buf(cx),
+                        std::task::Poll::Ready(Ok(buf)) if !buf.is_empty()
+                    ))
+                })
+                .await;
+                if !arrived || !complete_reply_waiting(self.io.buffer()) {
+                    break;
+                }
+            }
+            // The whole reply is in the buffer: reading it does not wait.
+            let reply = self.read_reply_off_the_line(phase).await?;
+            self.early.push_back(reply);
+        }
+        Ok(self.early.len())
+    }
+
     /// One write of message data (DATA's, before and with the final `.`): nothing may have
     /// been answered yet. When the write fails, the server's reply, if it sent one before
     /// it closed (a `421` in the middle of DATA), says more than the broken pipe.
@@ -1226,6 +1301,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn read_reply_now(&mut self, phase: Phase) -> Result<Reply> {
+        if let Some(reply) = self.early.pop_front() {
+            return Ok(reply);
+        }
+        self.read_reply_off_the_line(phase).await
+    }
+
+    /// The next reply as the server sends it (not one taken earlier).
+    async fn read_reply_off_the_line(&mut self, phase: Phase) -> Result<Reply> {
         let mut parser = ReplyParser::default();
         let mut line = Vec::new();
         // One more than the longest line with its CRLF tells "too long" from "complete".

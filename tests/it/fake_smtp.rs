@@ -108,7 +108,9 @@ pub struct Behaviour {
     pub auth_refusal: Option<String>,
     /// A reply sent in the same write as the `354`, before any message data (a broken or
     /// hostile server that answers the data before its final `.`, e.g. `250 2.0.0 OK`).
-    /// The data is then read as usual and answered with `end_reply`.
+    /// The data is then read as usual and answered with `end_reply`. With BDAT, the reply
+    /// is sent as soon as the `BDAT … LAST` line has arrived, before its chunk is read (the
+    /// chunk is read 300 ms later).
     pub early_data_reply: Option<String>,
     /// A reply sent once the first line of message data has arrived, a few bytes at a
     /// time (trickled), after which the connection closes, unread data and all: Exchange's
@@ -802,6 +804,10 @@ impl Conn {
             self.reply("501 5.5.4 Invalid arguments").await?;
             return Ok(true);
         };
+        if let (true, Some(early)) = (last, self.b().early_data_reply.clone()) {
+            self.reply(&early).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
         let Some(chunk) = self.read_exact(size).await? else {
             self.log("C: <connection closed during data>".to_owned());
             return Ok(false);

@@ -184,6 +184,38 @@ fn a_250_sent_before_the_final_dot_is_a_protocol_error_and_never_a_sent() {
     assert_eq!(w.queued(), 0);
 }
 
+#[test]
+fn a_reply_to_bdat_before_its_chunk_is_whole_is_a_protocol_error_and_never_a_sent() {
+    // One recipient, PIPELINING and CHUNKING: MAIL, RCPT and `BDAT n LAST` go in one flight
+    // with the message. MAIL's and RCPT's replies may come while it is being written; a
+    // third reply can only be BDAT's, before the server has its chunk.
+    let w = World::new(Behaviour {
+        early_data_reply: Some("250 2.0.0 OK early".to_owned()),
+        ..Behaviour::default()
+    });
+    w.config("queue = \"on-failure\"\n");
+    // Large enough that the client is still writing when the early reply has come.
+    let mut big = MESSAGE.to_vec();
+    for i in 0..1_000_000 {
+        big.extend_from_slice(format!("line {i} of a long message body\n").as_bytes());
+    }
+    let mut cmd = w.sandbox.command(&["-oi", "--", BOB]);
+    cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "3000");
+    let run = super::support::run_command(cmd, &big);
+    let line = run.assert_failure(76);
+    assert!(line.contains("250 2.0.0 OK early"), "{line}");
+    assert!(
+        line.contains("before"),
+        "says the reply came too early: {line}"
+    );
+    assert!(
+        w.smtp.deliveries().is_empty(),
+        "the chunk was never completed"
+    );
+    assert!(!w.log().contains("result=sent"), "{}", w.log());
+    assert_eq!(w.queued(), 0);
+}
+
 // Item: a 421 in the middle of DATA is reported with the server's words.
 
 #[test]
