@@ -26,6 +26,7 @@ mod peers;
 mod queue;
 mod scheduling;
 mod send;
+mod setup;
 mod support;
 mod system;
 mod token;
