@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::fake_idp::Failure;
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::setup::{Setup, setup};
+use super::setup::{Setup, closed_port, setup};
 use super::support::{Run, Sandbox, TestCa, now, run_command, set_mode, wait_for_line};
 
 const MESSAGE: &[u8] = b"From: alice@contoso.com\nTo: bob@example.org\nSubject: hi\n\nhi\n";
@@ -26,12 +26,6 @@ fn binary() -> &'static str {
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 // 1. A secret with a `~`, echoed in another encoder's spelling.

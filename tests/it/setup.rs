@@ -251,3 +251,25 @@ impl Account<'_> {
         self.setup.sandbox.write_config(&toml)
     }
 }
+
+/// A port on 127.0.0.1 that nothing listens on: connecting is refused at once.
+#[must_use]
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The ids of the `.mail` files in `dir` (a queue or its `failed` folder), sorted.
+#[must_use]
+pub fn ids_in(dir: &std::path::Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = read
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".mail").map(str::to_owned))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    ids
+}
