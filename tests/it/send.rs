@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::fake_idp::Failure;
 use super::fake_smtp::{Behaviour, Delivery, FakeSmtp};
-use super::setup::{CRONIE, DEBIAN_CRON, Setup};
+use super::setup::{BUSYBOX_CRON, CRONIE, DEBIAN_CRON, SYSTEMD_CRON, Setup};
 use super::support::{Run, TestCa, now, run_command};
 
 /// A sandbox with one account `work` (alice@contoso.com) pointing at a fake SMTP server
@@ -254,14 +254,14 @@ fn every_callers_flags_deliver() {
         ),
         (
             "busybox",
-            vec!["-ti"],
+            BUSYBOX_CRON.to_vec(),
             cronie,
             "alice@contoso.com",
             vec!["ops@contoso.com"],
         ),
         (
             "systemd-cron",
-            vec!["-i", "-B", "8BITMIME", "root"],
+            SYSTEMD_CRON.to_vec(),
             cron_debian,
             "alice@contoso.com",
             vec!["ops@contoso.com"],

@@ -27,6 +27,10 @@ pub const CRONIE: &[&str] = &[
     "-f",
     "root",
 ];
+/// busybox's crond: the recipients come from the header.
+pub const BUSYBOX_CRON: &[&str] = &["-ti"];
+/// systemd-cron's `mail_on_failure`.
+pub const SYSTEMD_CRON: &[&str] = &["-i", "-B", "8BITMIME", "root"];
 /// Emacs message-mode (with `message-sendmail-envelope-from` set to `header`).
 pub const EMACS: &[&str] = &["-oi", "--read-envelope-from", "-t"];
 

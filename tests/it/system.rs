@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::fake_idp::{Failure, FakeIdp};
 use super::fake_smtp::{Behaviour, FakeSmtp};
+use super::setup::DEBIAN_CRON;
 use super::support::{Run, TestCa, now, run_command, set_mode};
 
 const CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
@@ -272,11 +273,7 @@ fn roots_cron_mail_goes_out_at_once_with_the_system_account_and_its_aliases() {
         return;
     }
     let host = Host::new(Behaviour::default());
-    let run = host.run(
-        None,
-        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
-        CRON_MAIL,
-    );
+    let run = host.run(None, DEBIAN_CRON, CRON_MAIL);
     run.assert_silent_success();
     let deliveries = host.smtp.deliveries();
     assert_eq!(deliveries.len(), 1, "{:?}", host.smtp.transcript());
