@@ -184,6 +184,10 @@ impl Behaviour {
     }
 
     /// Gmail's limit on command lines: an `AUTH` line over about 1,000 octets gets `555`.
+    #[allow(
+        dead_code,
+        reason = "the SMTP session's unit tests use it; no integration test does"
+    )]
     #[must_use]
     pub fn gmail_line_limit(mut self) -> Self {
         self.auth_line_limit = Some((
@@ -293,11 +297,6 @@ impl FakeSmtp {
     }
 
     #[must_use]
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    #[must_use]
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -309,6 +308,10 @@ impl FakeSmtp {
         self.lock().transcript.clone()
     }
 
+    #[allow(
+        dead_code,
+        reason = "the SMTP session's unit tests use it; no integration test does"
+    )]
     #[must_use]
     pub fn commands(&self) -> Vec<CommandRecord> {
         self.lock().commands.clone()

@@ -2,8 +2,6 @@
 //! against in-process servers on 127.0.0.1 that speak the real protocols over TCP and TLS.
 //! One test binary (this one) keeps link time low.
 
-#![allow(dead_code)]
-
 mod architecture;
 mod clients;
 mod docs;
