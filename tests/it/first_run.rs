@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::fake_dns::FakeDns;
-use super::fake_idp::FakeIdp;
-use super::support::{Sandbox, TestCa};
+use super::setup::{Setup, setup};
+use super::support::Sandbox;
 
 const THUNDERBIRD: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 
@@ -252,17 +252,11 @@ fn first_run_with_an_unknown_mail_host_asks_for_provider_and_writes_nothing() {
 
 #[test]
 fn login_by_address_ends_with_the_lines_for_mutt_emacs_and_mbsync() {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let s = Sandbox::new();
-    let ca_file = s.write_file("ca.pem", &ca.ca_pem);
-    s.write_config(&format!(
-        "[accounts.work]\nemail = \"alice@contoso.com\"\n\
-         client_id = \"11111111-2222-3333-4444-555555555555\"\ntls_ca_file = \"{}\"\n\
-         token_url = \"{}\"\n",
-        ca_file.display(),
-        idp.token_url_v2("contoso"),
-    ));
+    let kit = setup();
+    kit.account().provider(None).write();
+    let Setup {
+        sandbox: s, idp, ..
+    } = kit;
     let rt = idp.issue_refresh_token();
     let run = s.run(
         &["login", "Alice@Contoso.com", "--import-refresh-token", "-"],

@@ -88,6 +88,7 @@ impl Setup {
         Account {
             setup: self,
             top: String::new(),
+            provider: Some("microsoft".to_owned()),
             email: "alice@contoso.com".to_owned(),
             client_id: Some(CLIENT_ID.to_owned()),
             token_url: self.idp.token_url_v2("contoso"),
@@ -168,6 +169,7 @@ impl Setup {
 pub struct Account<'a> {
     setup: &'a Setup,
     top: String,
+    provider: Option<String>,
     email: String,
     client_id: Option<String>,
     token_url: String,
@@ -181,6 +183,12 @@ impl Account<'_> {
     /// Lines before the account's table (global settings, `[aliases]`).
     pub fn top(mut self, top: &str) -> Self {
         top.clone_into(&mut self.top);
+        self
+    }
+
+    /// Another provider; `None` leaves the key out (the program guesses it from the address).
+    pub fn provider(mut self, provider: Option<&str>) -> Self {
+        self.provider = provider.map(str::to_owned);
         self
     }
 
@@ -227,10 +235,11 @@ impl Account<'_> {
     /// Writes `$XDG_CONFIG_HOME/oauth2-sendmail/config.toml`; returns its path.
     pub fn write(self) -> PathBuf {
         let idp = &self.setup.idp;
-        let mut toml = format!(
-            "{}\n[accounts.work]\nprovider = \"microsoft\"\nemail = \"{}\"\n",
-            self.top, self.email
-        );
+        let mut toml = format!("{}\n[accounts.work]\n", self.top);
+        if let Some(provider) = &self.provider {
+            toml += &format!("provider = \"{provider}\"\n");
+        }
+        toml += &format!("email = \"{}\"\n", self.email);
         if let Some(id) = &self.client_id {
             toml += &format!("client_id = \"{id}\"\n");
         }
