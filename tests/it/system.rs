@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::fake_idp::{Failure, FakeIdp};
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::setup::DEBIAN_CRON;
-use super::support::{Run, TestCa, now, run_command, set_mode};
+use super::setup::{DEBIAN_CRON, Setup, setup};
+use super::support::{Run, now, run_command, set_mode};
 
 const CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 const OPS: &str = "ops@contoso.com";
@@ -77,9 +77,11 @@ struct Host {
 
 impl Host {
     fn new(behaviour: Behaviour) -> Host {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let smtp = FakeSmtp::start(&ca, behaviour.accept_tokens(&idp.valid_access_tokens()));
+        // The shared set-up's CA, identity platform and SMTP server; the host's own folders
+        // stand in for its sandbox, as the system mode reads /etc and /var, not a home.
+        let kit = setup();
+        let smtp = kit.smtp(behaviour);
+        let Setup { ca, idp, .. } = kit;
         let dir = tempfile::tempdir().unwrap();
         for (sub, mode) in [
             ("etc", 0o755),
