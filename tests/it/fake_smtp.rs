@@ -296,6 +296,13 @@ impl FakeSmtp {
         FakeSmtp { addr, record }
     }
 
+    /// The listening address, for a proxy in front of the server.
+    #[allow(dead_code, reason = "the bench's delay proxies use it; no test does")]
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     #[must_use]
     pub fn port(&self) -> u16 {
         self.addr.port()

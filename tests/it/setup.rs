@@ -3,6 +3,7 @@
 //! usual account `work` with builder methods for what a module varies. Also the exact flag
 //! sets real callers pass, named once so every module tests the same invocations.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
@@ -83,7 +84,6 @@ impl Setup {
 
     /// The config of account `work` (Microsoft, alice@contoso.com, the fake's v2 token
     /// endpoint, the CA file), to vary and then [`Account::write`].
-    #[must_use]
     pub fn account(&self) -> Account<'_> {
         Account {
             setup: self,
@@ -236,31 +236,37 @@ impl Account<'_> {
     pub fn write(self) -> PathBuf {
         let idp = &self.setup.idp;
         let mut toml = format!("{}\n[accounts.work]\n", self.top);
+        // Writing to a String cannot fail.
+        let mut line = |key: &str, value: &str| writeln!(toml, "{key} = {value}").unwrap();
         if let Some(provider) = &self.provider {
-            toml += &format!("provider = \"{provider}\"\n");
+            line("provider", &format!("\"{provider}\""));
         }
-        toml += &format!("email = \"{}\"\n", self.email);
+        line("email", &format!("\"{}\"", self.email));
         if let Some(id) = &self.client_id {
-            toml += &format!("client_id = \"{id}\"\n");
+            line("client_id", &format!("\"{id}\""));
         }
         if self.authorize_url {
-            toml += &format!("authorize_url = \"{}\"\n", idp.authorize_url_v2("contoso"));
+            line(
+                "authorize_url",
+                &format!("\"{}\"", idp.authorize_url_v2("contoso")),
+            );
         }
-        toml += &format!("token_url = \"{}\"\n", self.token_url);
+        line("token_url", &format!("\"{}\"", self.token_url));
         if self.device_code_url {
-            toml += &format!(
-                "device_code_url = \"{}\"\n",
-                idp.device_code_url_v2("contoso")
+            line(
+                "device_code_url",
+                &format!("\"{}\"", idp.device_code_url_v2("contoso")),
             );
         }
         if let Some((host, port)) = &self.smtp {
-            toml += &format!("smtp_host = \"{host}\"\nsmtp_port = {port}\n");
+            line("smtp_host", &format!("\"{host}\""));
+            line("smtp_port", &port.to_string());
         }
-        toml += &format!(
-            "tls_ca_file = \"{}\"\n{}",
-            self.setup.ca_file.display(),
-            self.extra
+        line(
+            "tls_ca_file",
+            &format!("\"{}\"", self.setup.ca_file.display()),
         );
+        toml += &self.extra;
         self.setup.sandbox.write_config(&toml)
     }
 }
