@@ -5,15 +5,13 @@
 //! is Microsoft's with Thunderbird's client id, PKCE and a loopback redirect); and, after a
 //! login, the lines to paste into mutt, Emacs and mbsync.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::fake_dns::FakeDns;
-use super::setup::{Setup, setup};
+use super::setup::{Setup, setup, spawn_reading_stderr};
 use super::support::Sandbox;
 
 const THUNDERBIRD: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
@@ -26,20 +24,8 @@ fn config_path(s: &Sandbox) -> PathBuf {
 /// the login (waiting for a browser) is then stopped.
 fn url_of_login(s: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> (String, Vec<String>) {
     let mut cmd = s.command(args);
-    cmd.envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child: Child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    cmd.envs(env.iter().copied()).stdin(Stdio::null());
+    let (mut child, rx) = spawn_reading_stderr(cmd);
     let mut seen = Vec::new();
     let url = loop {
         match rx.recv_timeout(Duration::from_secs(20)) {

@@ -4,10 +4,9 @@
 //! account. Each test is named after the behaviour it pins down; all run the real binary
 //! against the fakes on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::fake_idp::Failure;
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::setup::{Setup, closed_port, setup};
+use super::setup::{Setup, closed_port, setup, spawn_reading_stderr};
 use super::support::{Run, Sandbox, TestCa, now, run_command, set_mode, wait_for_line};
 
 const MESSAGE: &[u8] = b"From: alice@contoso.com\nTo: bob@example.org\nSubject: hi\n\nhi\n";
@@ -200,19 +199,8 @@ fn a_log_that_cannot_be_written_is_said_once_a_day_and_in_status_not_on_every_se
 /// the exit code (`None` when stopped at the URL) and stderr.
 fn login_until_url(cmd: std::process::Command) -> (Option<i32>, Vec<String>) {
     let mut cmd = cmd;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child: Child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    cmd.stdin(Stdio::null());
+    let (mut child, rx) = spawn_reading_stderr(cmd);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

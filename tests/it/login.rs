@@ -7,7 +7,7 @@
 // AADSTS codes are identifiers, written as Microsoft prints them.
 #![allow(clippy::unreadable_literal)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::fake_idp::{Failure, THUNDERBIRD_CLIENT_ID};
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::setup::{CLIENT_ID, Setup};
+use super::setup::{CLIENT_ID, Setup, spawn_reading_stderr};
 use super::support::{Run, now, set_mode};
 
 /// Longest a test waits for one line from the binary: far above the second it takes.
@@ -65,21 +65,8 @@ impl Login {
     /// Starts the binary; its stderr is read line by line as it comes.
     fn spawn(&self, args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Live {
         let mut cmd = self.sandbox.command(args);
-        cmd.envs(env.iter().copied())
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        cmd.envs(env.iter().copied()).stdin(stdin);
+        let (child, rx) = spawn_reading_stderr(cmd);
         Live {
             child,
             lines: rx,

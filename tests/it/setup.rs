@@ -292,3 +292,27 @@ pub fn ids_in(dir: &std::path::Path) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// Starts `cmd` with stdout and stderr piped; its stderr lines arrive on the receiver as
+/// the program writes them (a login prints its URL and then waits).
+pub fn spawn_reading_stderr(
+    mut cmd: std::process::Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
