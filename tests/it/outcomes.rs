@@ -48,11 +48,7 @@ impl World {
 
     fn build(behaviour: Behaviour, accept_issued: bool, extra: &str) -> World {
         let setup = super::setup::setup();
-        let smtp = if accept_issued {
-            setup.smtp(behaviour)
-        } else {
-            setup.smtp_refusing_tokens(behaviour)
-        };
+        let smtp = setup.smtp_accepting_issued(behaviour, accept_issued);
         let world = World {
             token: setup.idp.issue_access_token(),
             refresh: setup.idp.issue_refresh_token(),

@@ -70,9 +70,13 @@ impl Setup {
         )
     }
 
-    /// A fake SMTP server that refuses every token, issued or not.
+    /// [`Setup::smtp`] when `accept_issued`, else a fake SMTP server that refuses every
+    /// token, issued or not.
     #[must_use]
-    pub fn smtp_refusing_tokens(&self, behaviour: Behaviour) -> FakeSmtp {
+    pub fn smtp_accepting_issued(&self, behaviour: Behaviour, accept_issued: bool) -> FakeSmtp {
+        if accept_issued {
+            return self.smtp(behaviour);
+        }
         FakeSmtp::start(
             &self.ca,
             Behaviour {
