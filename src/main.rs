@@ -33,6 +33,9 @@
 //! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport`; `auto`'s decision (`deliver::open`) |
 //! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
+//! | `graph::large` | Graph above its 4 MB request limit: a draft, attachments and upload sessions, then send |
+//! | `graph::body` | Graph request bodies that stream (base64 on the way) and their idle time limit |
+//! | `mime_split` | a MIME message less its largest attachments, every other byte kept |
 //! | `queue` | the durable queue on disk: enqueue (fsync), list, defer, fail, remove; the due index |
 //! | `maildrop` | other users' messages for the system account: the drop (any user) and the pickup (root's checks) |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens; the listing of `mailq`/`queue list` (`flush::listing`) |
@@ -67,6 +70,7 @@ mod maildrop;
 mod manage;
 mod manual;
 mod message;
+mod mime_split;
 mod notice;
 mod notify;
 mod oauth;

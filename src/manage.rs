@@ -123,12 +123,32 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
             )
         };
     notify::forget(&account.name);
+    renew_graph_after_login(&account)?;
     print(&format!(
         "account {}: {who}; access token valid until {}\n",
         account.name,
         clock::utc(done.expires_at)
     ))?;
     flush_after_login(config, &account)
+}
+
+/// After a login, an account that sends through Graph gets a new Graph token too: a stale
+/// one (for another audience or scopes, or from before a consent) would otherwise outlive
+/// the login that was meant to cure it. A failure is one warning line: the login itself
+/// (the refresh token) stands.
+fn renew_graph_after_login(account: &AccountSettings) -> Result<()> {
+    if account.config.transport == crate::config::TransportKind::Smtp || account.graph.is_none() {
+        return Ok(());
+    }
+    TokenStore::new(account)?.graph().remove()?;
+    let runtime = crate::runtime::single_threaded()?;
+    if let Err(e) = runtime.block_on(oauth::graph_token(account, None)) {
+        crate::stderr::account(
+            &account.name,
+            &format!("warning: no Microsoft Graph token yet: {e}"),
+        );
+    }
+    Ok(())
 }
 
 /// After a login: the account's queued messages go now; one line says how many.
