@@ -99,6 +99,7 @@ impl Setup {
             authorize_url: false,
             device_code_url: false,
             smtp: None,
+            tls_ca_file: None,
             extra: String::new(),
         }
     }
@@ -180,6 +181,7 @@ pub struct Account<'a> {
     authorize_url: bool,
     device_code_url: bool,
     smtp: Option<(String, u16)>,
+    tls_ca_file: Option<PathBuf>,
     extra: String,
 }
 
@@ -230,6 +232,12 @@ impl Account<'_> {
         self
     }
 
+    /// Trusts `path` instead of the set-up's CA (a server with a CA of its own).
+    pub fn tls_ca_file(mut self, path: &std::path::Path) -> Self {
+        self.tls_ca_file = Some(path.to_owned());
+        self
+    }
+
     /// Lines at the end of the account's table.
     pub fn extra(mut self, extra: &str) -> Self {
         extra.clone_into(&mut self.extra);
@@ -268,7 +276,13 @@ impl Account<'_> {
         }
         line(
             "tls_ca_file",
-            &format!("\"{}\"", self.setup.ca_file.display()),
+            &format!(
+                "\"{}\"",
+                self.tls_ca_file
+                    .as_ref()
+                    .unwrap_or(&self.setup.ca_file)
+                    .display()
+            ),
         );
         toml += &self.extra;
         self.setup.sandbox.write_config(&toml)
