@@ -70,7 +70,7 @@ impl Client {
     /// while a `HEAD` sets up the connection the POST then reuses.
     pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Client> {
         let graph = settings(account)?;
-        let http = http_client(account.smtp.ca_file.as_deref())?;
+        let http = http_client(account.smtp.ca_file.as_deref(), account.smtp.proxy.as_ref())?;
         let url = graph.send_url(&account.email);
         let host = host_of(&graph.url);
         let token = if let Some(t) = oauth::graph_token_cached(account).await {
@@ -119,14 +119,15 @@ impl Client {
     /// request limit the message goes as a draft with its large attachments uploaded
     /// apart ([`large`]).
     pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
+        let size = usize::try_from(message.len()).unwrap_or(usize::MAX);
+        if base64_len(size) > MAX_REQUEST_BYTES {
+            // A file too large for Graph is refused before the message is read into memory.
+            large::refuse_oversized(message)?;
+        }
         // The one copy in memory: Graph's request bodies are made from it.
         let whole = message
             .to_vec()
             .map_err(|e| Error::io(format!("cannot read the message to send: {e}")))?;
-        if base64_len(whole.len()) > MAX_REQUEST_BYTES {
-            // A file too large for Graph is refused before anything else is done.
-            large::refuse_oversized(&[&whole])?;
-        }
         let mime = for_graph(envelope, whole, &self.account.aliases)?;
         self.wait_for_throttling()?;
         self.renew_if_expiring().await?;
@@ -687,10 +688,17 @@ fn host_of(url: &str) -> String {
 
 /// HTTPS only, HTTP/2 by ALPN, the project's certificate trust (system roots and
 /// `tls_ca_file`), no redirects (a bearer token never follows one), timeouts.
-fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
+fn http_client(
+    ca_file: Option<&std::path::Path>,
+    proxy: Option<&crate::proxy::Proxy>,
+) -> Result<reqwest::Client> {
     let mut tls = (*crate::tls::client_config(ca_file)?).clone();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
+    let builder = match proxy {
+        Some(p) => reqwest::Client::builder().proxy(p.for_http()?),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)

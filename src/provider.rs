@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode, TransportKind};
+use crate::config::{
+    Account, CommandSpec, Flow, ProviderKind, SaslChoice, Secret, TlsMode, TransportKind,
+};
 use crate::error::{Error, Result};
 
 /// Thunderbird's public client (no secret; organisations and personal accounts): the
@@ -100,6 +102,21 @@ const COUNTRY_SUFFIXES: &[&str] = &[
     "rs", "ru", "sa", "se", "sg", "sk",
 ];
 
+/// How long the provider keeps a refresh token that nobody uses (seconds), where it says:
+/// Microsoft's expire after 90 days without use
+/// (<https://learn.microsoft.com/entra/identity-platform/refresh-tokens>), Google's after
+/// six months without use, taken as 180 days
+/// (<https://developers.google.com/identity/protocols/oauth2#expiration>); a custom
+/// server's is unknown.
+#[must_use]
+pub fn refresh_idle_lifetime(provider: ProviderKind) -> Option<u64> {
+    match provider {
+        ProviderKind::Microsoft | ProviderKind::MicrosoftChina => Some(90 * 86_400),
+        ProviderKind::Gmail => Some(180 * 86_400),
+        ProviderKind::Custom => None,
+    }
+}
+
 /// The provider in effect for an account: as written, else the one of a well-known
 /// `email` domain (gmail.com → gmail, hotmail.com → microsoft, …), else microsoft.
 #[must_use]
@@ -132,8 +149,23 @@ pub struct Server {
     pub tls: TlsMode,
     /// Extra trusted root certificates (PEM), added to the system's.
     pub ca_file: Option<PathBuf>,
-    /// How AUTH XOAUTH2 carries the token: on the AUTH line, or in two steps when long.
+    /// How AUTH carries the token: on the AUTH line, or in two steps when long.
     pub auth_line: AuthLine,
+    /// Which SASL mechanism carries it.
+    pub sasl: Sasl,
+    /// The account's `proxy`, through which the connection goes.
+    pub proxy: Option<crate::proxy::Proxy>,
+}
+
+/// The SASL mechanism an account authenticates with (`sasl`, resolved per provider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sasl {
+    Xoauth2,
+    /// RFC 7628 OAUTHBEARER; a server that does not offer it is an error.
+    Oauthbearer,
+    /// OAUTHBEARER when the server offers it, else XOAUTH2 (`auto` for gmail and custom:
+    /// Google offers both, and Dovecot's documentation prefers OAUTHBEARER).
+    OauthbearerWhenOffered,
 }
 
 /// The form of `AUTH XOAUTH2`. Whatever the form, an inline AUTH answered with 500, 501
@@ -191,6 +223,8 @@ pub struct OAuthSettings {
     pub authorize_params: Vec<(&'static str, &'static str)>,
     /// The extra trusted roots also apply to the token endpoint (tests, private clouds).
     pub ca_file: Option<PathBuf>,
+    /// The account's `proxy` carries the token requests too.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// One account with its provider's defaults filled in.
@@ -341,6 +375,56 @@ impl OAuthSettings {
     }
 }
 
+/// `sasl` resolved: `auto` is XOAUTH2 for Microsoft, which offers nothing else, and
+/// OAUTHBEARER where a gmail or custom server offers it.
+fn sasl(account: &Account) -> Sasl {
+    match (account.sasl, kind_of(account)) {
+        (SaslChoice::Xoauth2, _)
+        | (SaslChoice::Auto, ProviderKind::Microsoft | ProviderKind::MicrosoftChina) => {
+            Sasl::Xoauth2
+        }
+        (SaslChoice::Oauthbearer, _) => Sasl::Oauthbearer,
+        (SaslChoice::Auto, ProviderKind::Gmail | ProviderKind::Custom) => {
+            Sasl::OauthbearerWhenOffered
+        }
+    }
+}
+
+/// `proxy` parsed (a value that is not one is a configuration error).
+fn proxy(name: &str, account: &Account) -> Result<Option<crate::proxy::Proxy>> {
+    account
+        .proxy
+        .as_deref()
+        .map(crate::proxy::Proxy::parse)
+        .transpose()
+        .map_err(|e| Error::config(format!("account {name}: {e}")))
+}
+
+/// The SMTP server of account `name`: the account's settings, else the preset's.
+fn smtp_server(name: &str, account: &Account, preset: &Preset) -> Result<Server> {
+    let tls = account.tls.unwrap_or(TlsMode::Starttls);
+    Ok(Server {
+        host: account
+            .smtp_host
+            .clone()
+            .or(preset.smtp_host.map(str::to_owned))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "account {name}: `smtp_host` is required for provider = \"custom\""
+                ))
+            })?,
+        port: account.smtp_port.unwrap_or(match tls {
+            TlsMode::Starttls => 587,
+            TlsMode::Implicit => 465,
+        }),
+        tls,
+        ca_file: account.tls_ca_file.clone(),
+        auth_line: preset.auth_line,
+        sasl: sasl(account),
+        proxy: proxy(name, account)?,
+    })
+}
+
 /// Fills in the provider's defaults for account `name`.
 pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     let preset = Preset::of(account);
@@ -350,21 +434,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             "account {name}: `{key}` is required for provider = \"custom\""
         ))
     };
-    let tls = account.tls.unwrap_or(TlsMode::Starttls);
-    let smtp = Server {
-        host: account
-            .smtp_host
-            .clone()
-            .or(preset.smtp_host.map(str::to_owned))
-            .ok_or_else(|| missing("smtp_host"))?,
-        port: account.smtp_port.unwrap_or(match tls {
-            TlsMode::Starttls => 587,
-            TlsMode::Implicit => 465,
-        }),
-        tls,
-        ca_file: account.tls_ca_file.clone(),
-        auth_line: preset.auth_line,
-    };
+    let smtp = smtp_server(name, account, &preset)?;
     let endpoint = |configured: &Option<String>, path: &str| -> Option<String> {
         configured
             .clone()
@@ -410,6 +480,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
         authorize_params: authorize_params(kind_of(account), &scopes),
         ca_file: account.tls_ca_file.clone(),
+        proxy: smtp.proxy.clone(),
     };
     let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
     let oauth = OAuthSettings {
@@ -934,6 +1005,32 @@ mod tests {
         assert_eq!(form(ProviderKind::MicrosoftChina), AuthLine::Inline);
         assert_eq!(form(ProviderKind::Gmail), AuthLine::Rfc4954);
         assert_eq!(form(ProviderKind::Custom), AuthLine::Rfc4954);
+    }
+
+    #[test]
+    fn sasl_auto_is_xoauth2_for_microsoft_and_oauthbearer_when_offered_elsewhere() {
+        let mechanism = |kind, choice| {
+            let mut a = account(kind);
+            a.sasl = choice;
+            sasl(&a)
+        };
+        for kind in [ProviderKind::Microsoft, ProviderKind::MicrosoftChina] {
+            assert_eq!(mechanism(kind, SaslChoice::Auto), Sasl::Xoauth2);
+        }
+        for kind in [ProviderKind::Gmail, ProviderKind::Custom] {
+            assert_eq!(
+                mechanism(kind, SaslChoice::Auto),
+                Sasl::OauthbearerWhenOffered
+            );
+        }
+        assert_eq!(
+            mechanism(ProviderKind::Microsoft, SaslChoice::Oauthbearer),
+            Sasl::Oauthbearer
+        );
+        assert_eq!(
+            mechanism(ProviderKind::Gmail, SaslChoice::Xoauth2),
+            Sasl::Xoauth2
+        );
     }
 
     #[test]
