@@ -343,7 +343,7 @@ fn each_callers_flags_send_a_large_message_to_exactly_the_envelope() {
         ),
         (
             "cron",
-            vec!["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+            super::setup::DEBIAN_CRON.to_vec(),
             "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> backup\n".to_owned(),
             vec!["ops@contoso.com"],
         ),
