@@ -6,9 +6,9 @@ use std::process::Command;
 
 use serde_json::json;
 
-use super::fake_idp::FakeIdp;
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Sandbox, TestCa, now, run_command};
+use super::setup::setup;
+use super::support::{Sandbox, now, run_command};
 
 fn installed(program: &str) -> bool {
     let found = Command::new(program).arg("--version").output().is_ok();
@@ -20,31 +20,19 @@ fn installed(program: &str) -> bool {
 
 /// A sandbox whose account `work` sends to a fake server that accepts the cached token.
 fn world() -> (Sandbox, FakeSmtp, String) {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let smtp = FakeSmtp::start(
-        &ca,
-        Behaviour::default().accept_tokens(&idp.valid_access_tokens()),
-    );
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    sandbox.write_config(&format!(
-        "[accounts.work]\nprovider = \"custom\"\nemail = \"alice@contoso.com\"\n\
-         smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntoken_url = \"{}\"\ntls_ca_file = \"{}\"\n\
-         queue = \"never\"\n",
-        smtp.port(),
-        idp.token_url_v2("contoso"),
-        ca_file.display()
-    ));
-    let token = idp.issue_access_token();
-    sandbox.seed_token(
-        "work",
-        &json!({"access_token": token, "expires_at": now() + 3600}),
-    );
-    (sandbox, smtp, token)
+    let s = setup();
+    let smtp = s.smtp(Behaviour::default());
+    s.account()
+        .provider(Some("custom"))
+        .client_id(None)
+        .smtp("127.0.0.1", smtp.port())
+        .extra("queue = \"never\"\n")
+        .write();
+    let token = s.idp.issue_access_token();
+    s.seed(&json!({"access_token": token, "expires_at": now() + 3600}));
+    (s.sandbox, smtp, token)
 }
 
-/// mutt's own sendmail invocation (`-oi`, recipients after `--`, Bcc as an argument).
 #[test]
 fn mutt_sends_through_it() {
     if !installed("mutt") {

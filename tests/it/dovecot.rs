@@ -23,7 +23,8 @@ use serde_json::json;
 
 use super::fake_idp::FakeIdp;
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Sandbox, TestCa, now};
+use super::setup::{Setup, setup};
+use super::support::{Sandbox, now};
 
 const DOVECOT: &str = "/usr/sbin/dovecot";
 const USER: &str = "alice@contoso.com";
@@ -277,17 +278,16 @@ struct Interop {
 
 impl Interop {
     fn start(provider: &str, dovecot_extra: &str) -> Interop {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let token = idp.issue_access_token();
+        let kit = setup();
+        let token = kit.idp.issue_access_token();
         let relay = FakeSmtp::start(
-            &ca,
+            &kit.ca,
             Behaviour {
                 require_auth: false,
                 ..Behaviour::default()
             },
         );
-        let introspection = Introspection::start(idp.valid_access_tokens());
+        let introspection = Introspection::start(kit.idp.valid_access_tokens());
         let dir = tempfile::tempdir().unwrap();
         // Dovecot's unprivileged processes must reach their sockets below base_dir.
         std::fs::set_permissions(
@@ -297,21 +297,20 @@ impl Interop {
         .unwrap();
         let (dovecot, ca_pem) =
             Dovecot::start(dir.path(), relay.port(), introspection.port, dovecot_extra);
-        let sandbox = Sandbox::new();
         // Dovecot's CA and the token endpoint's, one bundle.
-        let ca_file = sandbox.write_file("dovecot-ca.pem", &format!("{ca_pem}{}", ca.ca_pem));
-        sandbox.write_config(&format!(
-            "[accounts.work]\nprovider = \"{provider}\"\nemail = \"{USER}\"\n\
-             smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntoken_url = \"{}\"\n\
-             tls_ca_file = \"{}\"\nqueue = \"never\"\n",
-            dovecot.port,
-            idp.token_url_v2("contoso"),
-            ca_file.display()
-        ));
-        sandbox.seed_token(
-            "work",
-            &json!({"access_token": token, "expires_at": now() + 3600}),
-        );
+        let ca_file = kit
+            .sandbox
+            .write_file("dovecot-ca.pem", &format!("{ca_pem}{}", kit.ca.ca_pem));
+        kit.account()
+            .provider(Some(provider))
+            .email(USER)
+            .client_id(None)
+            .smtp("127.0.0.1", dovecot.port)
+            .tls_ca_file(&ca_file)
+            .extra("queue = \"never\"\n")
+            .write();
+        kit.seed(&json!({"access_token": token, "expires_at": now() + 3600}));
+        let Setup { idp, sandbox, .. } = kit;
         Interop {
             idp,
             relay,

@@ -3,6 +3,7 @@
 //! line). The SMTP host and the token endpoint point at closed ports: a dry run must not
 //! touch the network, so these pass only if nothing connects.
 
+use crate::setup::{BUSYBOX_CRON, CRONIE, DEBIAN_CRON, EMACS, SYSTEMD_CRON};
 use crate::support::{Run, Sandbox};
 
 const CONFIG: &str = r#"
@@ -139,7 +140,7 @@ fn emacs_t_with_from_header_choosing_the_account() {
 fn emacs_read_envelope_from_with_f_too() {
     let msg = "From: alice.x@home.example\nTo: bob@fabrikam.example\n\nbody\n";
     let lines_of = |args: &[&str]| dry_run(args, msg).stdout;
-    let run = lines_of(&["-oi", "--read-envelope-from", "-t"]);
+    let run = lines_of(EMACS);
     assert!(
         run.contains("envelope-from: <alice.x@home.example>\n"),
         "{run}"
@@ -170,7 +171,7 @@ fn git_send_email() {
 fn debian_cron_root_alias_and_from_rewritten() {
     let msg = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> run-parts\n\
                Content-Type: text/plain; charset=UTF-8\n\njob output\n";
-    let run = dry_run(&["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"], msg);
+    let run = dry_run(DEBIAN_CRON, msg);
     let lines = report(&run);
     assert_eq!(lines[0], WORK);
     assert_eq!(lines[1], "envelope-from: <alice@contoso.example>");
@@ -194,19 +195,7 @@ fn debian_cron_root_alias_and_from_rewritten() {
 #[test]
 fn cronie_f_root_and_t() {
     let msg = "From: root (Cron Daemon)\nTo: root\nSubject: s\nAuto-Submitted: auto-generated\nX-Cron-Env: <SHELL=/bin/sh>\n\nout\n";
-    let run = dry_run(
-        &[
-            "-FCronDaemon",
-            "-i",
-            "-odi",
-            "-oem",
-            "-oi",
-            "-t",
-            "-f",
-            "root",
-        ],
-        msg,
-    );
+    let run = dry_run(CRONIE, msg);
     let lines = report(&run);
     assert_eq!(
         &lines[..4],
@@ -221,7 +210,7 @@ fn cronie_f_root_and_t() {
 
 #[test]
 fn busybox_and_systemd_cron_and_mailx() {
-    let lines = report(&dry_run(&["-ti"], "To: admins\nSubject: s\n\nout\n")).join("\n");
+    let lines = report(&dry_run(BUSYBOX_CRON, "To: admins\nSubject: s\n\nout\n")).join("\n");
     assert!(
         lines.contains("recipients: <ops@contoso.example>, <boss@contoso.example>\n"),
         "{lines}"
@@ -230,11 +219,7 @@ fn busybox_and_systemd_cron_and_mailx() {
         lines.contains("add header: From: alice@contoso.example\n"),
         "{lines}"
     );
-    let lines = report(&dry_run(
-        &["-i", "-B", "8BITMIME", "root"],
-        "Subject: s\n\nout\n",
-    ))
-    .join("\n");
+    let lines = report(&dry_run(SYSTEMD_CRON, "Subject: s\n\nout\n")).join("\n");
     assert!(
         lines.contains("recipients: <ops@contoso.example>\n"),
         "{lines}"

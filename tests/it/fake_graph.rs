@@ -178,8 +178,6 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub status: u16,
-    pub connection: usize,
-    pub version: String,
     /// An `Authorization` header came with it.
     pub authorized: bool,
     /// The request's body length.
@@ -194,7 +192,6 @@ struct State {
     sent: Vec<Sent>,
     seen: Vec<Seen>,
     connections: usize,
-    delay: Duration,
     drafts: HashMap<String, Draft>,
     sessions: HashMap<String, UploadSession>,
     upload_faults: VecDeque<UploadFault>,
@@ -322,11 +319,6 @@ impl FakeGraph {
             .collect()
     }
 
-    /// Each answer waits this long first.
-    pub fn set_delay(&self, delay: Duration) {
-        self.state.lock().unwrap().delay = delay;
-    }
-
     /// The messages accepted, in order.
     #[must_use]
     pub fn sent(&self) -> Vec<Sent> {
@@ -386,10 +378,6 @@ impl FakeGraph {
         if early == Some(Fault::TrickleError) {
             return Ok(trickling_503());
         }
-        let delay = self.state.lock().unwrap().delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
         let length = body.len();
         let (status, retry_after, body, location) = if upload {
             let (s, b, l) = self.upload_answer(
@@ -415,8 +403,6 @@ impl FakeGraph {
             method,
             path,
             status,
-            connection,
-            version,
             authorized: auth.is_some(),
             length,
             upload,

@@ -185,16 +185,6 @@ impl Failure {
         }
     }
 
-    /// 401 `invalid_client` with `code` (7000215: invalid client secret).
-    #[must_use]
-    pub fn invalid_client(code: u64) -> Failure {
-        Failure::Aad {
-            status: 401,
-            error: "invalid_client",
-            code,
-        }
-    }
-
     /// 503 `temporarily_unavailable` (JSON).
     #[must_use]
     pub fn temporarily_unavailable() -> Failure {
@@ -212,7 +202,6 @@ pub enum ExpiresIn {
     /// The endpoint's usual form: a number on v2, a string on v1.
     Usual(u64),
     Number(u64),
-    String(u64),
     Missing,
 }
 
@@ -482,15 +471,6 @@ impl FakeIdp {
             .map(|(a, _)| a.clone())
     }
 
-    /// A single-use authorization code.
-    #[must_use]
-    pub fn issue_auth_code(&self) -> String {
-        let mut s = self.state();
-        let code = s.unique("code");
-        s.auth_codes.insert(code.clone(), None);
-        code
-    }
-
     /// From now on the authorize redirect carries `iss=<iss>` (RFC 9207); `None` undoes it.
     pub fn set_redirect_iss(&self, iss: Option<&str>) {
         self.state().redirect_iss = iss.map(str::to_owned);
@@ -506,22 +486,6 @@ impl FakeIdp {
     /// (e.g. `access_denied`, as when the user cancels or refuses consent); `None` undoes it.
     pub fn set_authorize_error(&self, error: Option<&str>) {
         self.state().authorize_error = error.map(str::to_owned);
-    }
-
-    /// A device code, pending until [`FakeIdp::approve_device_code`].
-    #[must_use]
-    pub fn issue_device_code(&self) -> String {
-        let mut s = self.state();
-        let device = s.new_device();
-        let code = s.unique("dc");
-        s.device_codes.insert(code.clone(), device);
-        code
-    }
-
-    pub fn approve_device_code(&self, code: &str) {
-        if let Some(d) = self.state().device_codes.get_mut(code) {
-            d.decision = Some(true);
-        }
     }
 
     /// The user code of the device code issued last, as the user would read it.
@@ -863,7 +827,6 @@ impl FakeIdp {
         let expires = match s.expires_in {
             ExpiresIn::Usual(n) if v1 => Some(json!(n.to_string())),
             ExpiresIn::Usual(n) | ExpiresIn::Number(n) => Some(json!(n)),
-            ExpiresIn::String(n) => Some(json!(n.to_string())),
             ExpiresIn::Missing => None,
         };
         let mut body = json!({
@@ -877,7 +840,7 @@ impl FakeIdp {
         }
         if v1 {
             let n = match s.expires_in {
-                ExpiresIn::Usual(n) | ExpiresIn::Number(n) | ExpiresIn::String(n) => n,
+                ExpiresIn::Usual(n) | ExpiresIn::Number(n) => n,
                 ExpiresIn::Missing => DEFAULT_EXPIRES_IN,
             };
             body["expires_on"] = json!((now() + n).to_string());

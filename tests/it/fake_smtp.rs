@@ -186,6 +186,10 @@ impl Behaviour {
     }
 
     /// Gmail's limit on command lines: an `AUTH` line over about 1,000 octets gets `555`.
+    #[allow(
+        dead_code,
+        reason = "the SMTP session's unit tests use it; no integration test does"
+    )]
     #[must_use]
     pub fn gmail_line_limit(mut self) -> Self {
         self.auth_line_limit = Some((
@@ -296,6 +300,8 @@ impl FakeSmtp {
         FakeSmtp { addr, record }
     }
 
+    /// The listening address, for a proxy in front of the server.
+    #[allow(dead_code, reason = "the bench's delay proxies use it; no test does")]
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -313,6 +319,10 @@ impl FakeSmtp {
         self.lock().transcript.clone()
     }
 
+    #[allow(
+        dead_code,
+        reason = "the SMTP session's unit tests use it; no integration test does"
+    )]
     #[must_use]
     pub fn commands(&self) -> Vec<CommandRecord> {
         self.lock().commands.clone()

@@ -5,16 +5,14 @@
 //! is Microsoft's with Thunderbird's client id, PKCE and a loopback redirect); and, after a
 //! login, the lines to paste into mutt, Emacs and mbsync.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::fake_dns::FakeDns;
-use super::fake_idp::FakeIdp;
-use super::support::{Sandbox, TestCa};
+use super::setup::{Setup, setup, spawn_reading_stderr};
+use super::support::Sandbox;
 
 const THUNDERBIRD: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 
@@ -26,20 +24,8 @@ fn config_path(s: &Sandbox) -> PathBuf {
 /// the login (waiting for a browser) is then stopped.
 fn url_of_login(s: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> (String, Vec<String>) {
     let mut cmd = s.command(args);
-    cmd.envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child: Child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    cmd.envs(env.iter().copied()).stdin(Stdio::null());
+    let (mut child, rx) = spawn_reading_stderr(cmd);
     let mut seen = Vec::new();
     let url = loop {
         match rx.recv_timeout(Duration::from_secs(20)) {
@@ -252,17 +238,11 @@ fn first_run_with_an_unknown_mail_host_asks_for_provider_and_writes_nothing() {
 
 #[test]
 fn login_by_address_ends_with_the_lines_for_mutt_emacs_and_mbsync() {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let s = Sandbox::new();
-    let ca_file = s.write_file("ca.pem", &ca.ca_pem);
-    s.write_config(&format!(
-        "[accounts.work]\nemail = \"alice@contoso.com\"\n\
-         client_id = \"11111111-2222-3333-4444-555555555555\"\ntls_ca_file = \"{}\"\n\
-         token_url = \"{}\"\n",
-        ca_file.display(),
-        idp.token_url_v2("contoso"),
-    ));
+    let kit = setup();
+    kit.account().provider(None).write();
+    let Setup {
+        sandbox: s, idp, ..
+    } = kit;
     let rt = idp.issue_refresh_token();
     let run = s.run(
         &["login", "Alice@Contoso.com", "--import-refresh-token", "-"],

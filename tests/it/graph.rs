@@ -9,23 +9,29 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::fake_graph::{FakeGraph, Fault};
-use super::fake_idp::FakeIdp;
 use super::fake_smtp::{Behaviour, FakeSmtp};
+use super::setup::{CLIENT_ID, CRONIE, DEBIAN_CRON, Setup};
 use super::support::{Run, Sandbox, TestCa, now};
 
-pub(super) const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
-
+/// The shared set-up with the fake Graph, an SMTP server that takes only Exchange's tokens,
+/// and cached tokens for both.
 pub(super) struct World {
-    pub(super) sandbox: Sandbox,
-    pub(super) idp: FakeIdp,
+    setup: Setup,
     pub(super) graph: FakeGraph,
     smtp: FakeSmtp,
-    ca_file: PathBuf,
     /// The cached SMTP token and the refresh token (in `work.json`).
     smtp_token: String,
     refresh: String,
     /// The cached Graph token (in `graph/work.json`).
     graph_token: String,
+}
+
+impl std::ops::Deref for World {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.setup
+    }
 }
 
 impl World {
@@ -47,9 +53,9 @@ impl World {
         behaviour: Behaviour,
         graph_ca: Option<&TestCa>,
     ) -> World {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let graph = FakeGraph::start(graph_ca.unwrap_or(&ca), &idp);
+        let setup = super::setup::setup();
+        let idp = &setup.idp;
+        let graph = FakeGraph::start(graph_ca.unwrap_or(&setup.ca), idp);
         let graph_audience = graph.audience();
         let smtp_tokens = idp.valid_access_tokens();
         let audiences = idp.audiences();
@@ -69,44 +75,35 @@ impl World {
                 ..behaviour
             }
         };
-        let smtp = FakeSmtp::start(&ca, behaviour);
-        let sandbox = Sandbox::new();
-        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
+        let smtp = FakeSmtp::start(&setup.ca, behaviour);
         let w = World {
             smtp_token: idp.issue_access_token(),
             refresh: idp.issue_refresh_token(),
             graph_token: idp.issue_access_token_for(&graph.audience(), false),
-            sandbox,
-            idp,
+            setup,
             graph,
             smtp,
-            ca_file,
         };
         w.config(transport, extra);
-        w.sandbox.seed_token(
-            "work",
-            &json!({"access_token": w.smtp_token, "expires_at": now() + 3600, "refresh_token": w.refresh}),
-        );
+        w.seed(&json!({"access_token": w.smtp_token, "expires_at": now() + 3600, "refresh_token": w.refresh}));
         w.seed_graph(&w.graph_token, now() + 3600);
         w
     }
 
     fn config(&self, transport: &str, extra: &str) {
-        self.sandbox.write_config(&format!(
-            "[aliases]\nroot = \"ops@contoso.com\"\n\n[accounts.work]\nprovider = \"microsoft\"\n\
-             email = \"alice@contoso.com\"\nfrom = [\"*@contoso.com\"]\nclient_id = \"{CLIENT_ID}\"\n\
-             token_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
-             graph_url = \"{}\"\ntransport = \"{transport}\"\n{}{extra}",
-            self.idp.token_url_v2("contoso"),
-            self.smtp.port(),
-            self.ca_file.display(),
-            self.graph.base_url(),
-            if extra.contains("queue =") {
-                ""
-            } else {
-                "queue = \"never\"\n"
-            },
-        ));
+        let queue = if extra.contains("queue =") {
+            ""
+        } else {
+            "queue = \"never\"\n"
+        };
+        self.account()
+            .top("[aliases]\nroot = \"ops@contoso.com\"\n")
+            .smtp("127.0.0.1", self.smtp.port())
+            .extra(&format!(
+                "from = [\"*@contoso.com\"]\ngraph_url = \"{}\"\ntransport = \"{transport}\"\n{queue}{extra}",
+                self.graph.base_url()
+            ))
+            .write();
     }
 
     pub(super) fn graph_file(&self) -> PathBuf {
@@ -216,7 +213,7 @@ fn each_callers_flags_deliver_through_graph_with_exactly_the_envelope() {
         ),
         (
             "cron",
-            vec!["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+            DEBIAN_CRON.to_vec(),
             cron,
             vec!["ops@contoso.com"],
         ),        (
@@ -237,16 +234,7 @@ fn each_callers_flags_deliver_through_graph_with_exactly_the_envelope() {
         ),
         (
             "cronie",
-            vec![
-                "-FCronDaemon",
-                "-i",
-                "-odi",
-                "-oem",
-                "-oi",
-                "-t",
-                "-f",
-                "root",
-            ],
+            CRONIE.to_vec(),
             cron,
             vec!["ops@contoso.com"],
         ),
@@ -778,11 +766,8 @@ fn a_graph_answer_lost_after_the_upload_may_have_been_delivered_and_is_queued_on
     );
     // Debian cron cannot keep it: queued (at least once), exit 0.
     w.graph.push_fault(Fault::LostAnswer);
-    w.send(
-        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
-        b"To: root\nSubject: cron\n\nout\n",
-    )
-    .assert_silent_success();
+    w.send(DEBIAN_CRON, b"To: root\nSubject: cron\n\nout\n")
+        .assert_silent_success();
     assert_eq!(w.posts(), 2);
     let list = w.send(&["queue", "list"], b"");
     assert!(list.stdout.contains("1 queued"), "{}", list.stdout);

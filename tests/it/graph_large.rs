@@ -280,7 +280,7 @@ fn app_only_sends_a_large_message_from_the_mailbox() {
         "flow = \"client-credentials\"\nclient_secret = \"app-secret-123\"\n",
     );
     w.idp
-        .register_client_secret(super::graph::CLIENT_ID, "app-secret-123");
+        .register_client_secret(super::setup::CLIENT_ID, "app-secret-123");
     std::fs::remove_file(w.graph_file()).unwrap();
     let f = files();
     let run = w.send(&["-oi", "--", RCPT], &large_message(&f));
@@ -343,7 +343,7 @@ fn each_callers_flags_send_a_large_message_to_exactly_the_envelope() {
         ),
         (
             "cron",
-            vec!["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+            super::setup::DEBIAN_CRON.to_vec(),
             "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> backup\n".to_owned(),
             vec!["ops@contoso.com"],
         ),
@@ -377,7 +377,7 @@ fn a_china_account_sends_a_large_message_with_a_renewed_token() {
         "[aliases]\nroot = \"ops@contoso.com\"\n\n[accounts.work]\nprovider = \"microsoft-china\"\n\
          email = \"alice@contoso.com\"\nclient_id = \"{}\"\ntoken_url = \"{}\"\n\
          tls_ca_file = \"{}\"\ngraph_url = \"{}\"\ntransport = \"graph\"\nqueue = \"never\"\n",
-        super::graph::CLIENT_ID,
+        super::setup::CLIENT_ID,
         w.idp.token_url_v2("contoso"),
         w.sandbox.path().join("ca.pem").display(),
         w.graph.base_url()

@@ -6,91 +6,24 @@
 #![allow(clippy::unreadable_literal)]
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::fake_idp::{Failure, FakeIdp};
+use super::fake_idp::Failure;
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Run, Sandbox, TestCa, now};
-
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
-
-struct Setup {
-    sandbox: Sandbox,
-    idp: FakeIdp,
-    ca_file: PathBuf,
-}
-
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    Setup {
-        sandbox,
-        idp,
-        ca_file,
-    }
-}
-
-impl Setup {
-    /// A Microsoft account `work` whose token endpoint is the fake's v2 one; `top` goes before
-    /// the account table, `extra` inside it.
-    fn config(&self, top: &str, extra: &str) {
-        self.sandbox.write_config(&format!(
-            "{top}\n[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-             client_id = \"{CLIENT_ID}\"\ntoken_url = \"{}\"\ndevice_code_url = \"{}\"\n\
-             tls_ca_file = \"{}\"\n{extra}",
-            self.idp.token_url_v2("contoso"),
-            self.idp.device_code_url_v2("contoso"),
-            self.ca_file.display()
-        ));
-    }
-
-    fn seed(&self, json: &Value) {
-        self.sandbox.seed_token("work", json);
-    }
-
-    /// Seeds an expired access token with a valid refresh token; returns the refresh token.
-    fn seed_expired(&self) -> String {
-        let rt = self.idp.issue_refresh_token();
-        self.seed(&json!({
-            "access_token": "at-stale-0",
-            "expires_at": now() - 10,
-            "refresh_token": rt,
-        }));
-        rt
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.sandbox.run(args, b"")
-    }
-}
+use super::setup::{Setup, setup};
+use super::support::now;
 
 /// An account `work` with a valid cached token, sending to a fake SMTP server that accepts
 /// the tokens the fake identity platform issued; `extra` goes into the account table.
 fn with_smtp(behaviour: Behaviour, extra: &str) -> (Setup, FakeSmtp) {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let smtp = FakeSmtp::start(&ca, behaviour.accept_tokens(&idp.valid_access_tokens()));
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    let s = Setup {
-        sandbox,
-        idp,
-        ca_file,
-    };
-    s.config(
-        "",
-        &format!(
-            "smtp_host = \"127.0.0.1\"\nsmtp_port = {}\nqueue = \"never\"\n{extra}",
-            smtp.port()
-        ),
-    );
-    let token = s.idp.issue_access_token();
-    let rt = s.idp.issue_refresh_token();
-    s.seed(&json!({"access_token": token, "expires_at": now() + 3600, "refresh_token": rt}));
+    let s = setup();
+    let smtp = s.smtp(behaviour);
+    s.config(&format!(
+        "smtp_host = \"127.0.0.1\"\nsmtp_port = {}\nqueue = \"never\"\n{extra}",
+        smtp.port()
+    ));
+    s.seed_valid();
     (s, smtp)
 }
 
@@ -99,7 +32,7 @@ fn with_smtp(behaviour: Behaviour, extra: &str) -> (Setup, FakeSmtp) {
 #[test]
 fn an_endless_token_answer_is_cut_at_the_body_limit_with_exit_75() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     s.seed_expired();
     s.idp.set_failure(Some(Failure::Endless));
     let run = s.run(&["token", "work"]);
@@ -111,7 +44,10 @@ fn an_endless_token_answer_is_cut_at_the_body_limit_with_exit_75() {
 #[test]
 fn an_endless_device_code_answer_is_cut_at_the_body_limit_with_exit_75() {
     let s = setup();
-    s.config("", "flow = \"devicecode\"\n");
+    s.account()
+        .device_code_url()
+        .extra("flow = \"devicecode\"\n")
+        .write();
     s.idp.set_failure(Some(Failure::Endless));
     let run = s.run(&["login", "work", "--no-browser"]);
     let line = run.assert_failure(75);
@@ -124,7 +60,7 @@ fn an_endless_device_code_answer_is_cut_at_the_body_limit_with_exit_75() {
 fn a_hanging_password_cmd_is_stopped_at_command_timeout_with_a_line_naming_it() {
     let s = setup();
     // Through a shell that waits for its own child: the shell is stopped, its child left alone.
-    s.config(
+    s.config_with(
         "command_timeout = 1",
         "flow = \"password\"\npassword_cmd = [\"sh\", \"-c\", \"sleep 30; echo pw\"]\n",
     );
@@ -140,7 +76,7 @@ fn a_hanging_password_cmd_is_stopped_at_command_timeout_with_a_line_naming_it() 
 #[test]
 fn a_flooding_password_cmd_is_stopped_with_a_line_naming_it() {
     let s = setup();
-    s.config("", "flow = \"password\"\npassword_cmd = [\"yes\"]\n");
+    s.config_with("", "flow = \"password\"\npassword_cmd = [\"yes\"]\n");
     let run = s.run(&["token", "work"]);
     let line = run.assert_failure(78);
     assert!(
@@ -152,7 +88,7 @@ fn a_flooding_password_cmd_is_stopped_with_a_line_naming_it() {
 #[test]
 fn command_timeout_zero_is_a_config_error() {
     let s = setup();
-    s.config("command_timeout = 0", "");
+    s.config_with("command_timeout = 0", "");
     let run = s.run(&["token", "work"]);
     let line = run.assert_failure(78);
     assert!(line.contains("command_timeout"), "{line}");
@@ -162,7 +98,7 @@ fn command_timeout_zero_is_a_config_error() {
 fn a_hanging_notify_cmd_runs_detached_and_never_holds_up_the_command() {
     let s = setup();
     let done = s.sandbox.path().join("notified");
-    s.config(
+    s.config_with(
         "",
         &format!(
             "notify_cmd = [\"sh\", \"-c\", \"sleep 2; echo \\\"$OAUTH2_SENDMAIL_ACCOUNT\\\" > '{}'\"]\n",
@@ -215,7 +151,7 @@ fn assert_no_piece_of(secret: &str, text: &str) {
 fn secrets_echoed_by_the_token_service_are_scrubbed_before_the_cut_on_stderr() {
     let s = setup();
     let secret = long_secret();
-    s.config(
+    s.config_with(
         "",
         &format!(
             "client_secret = {}\n",
@@ -239,7 +175,7 @@ fn a_password_echoed_by_the_token_service_reaches_neither_stderr_the_log_nor_not
     let pw_file = s.sandbox.write_file("pw", &format!("{password}\n"));
     let notified = s.sandbox.path().join("notified");
     let log = s.sandbox.path().join("state/log");
-    s.config(
+    s.config_with(
         &format!("logfile = \"{}\"", log.display()),
         &format!(
             "flow = \"password\"\npassword_cmd = [\"cat\", \"{}\"]\nqueue = \"never\"\n\
@@ -270,7 +206,10 @@ fn a_password_echoed_by_the_token_service_reaches_neither_stderr_the_log_nor_not
 #[test]
 fn a_huge_expires_in_in_a_device_code_answer_is_clamped_not_a_panic() {
     let s = setup();
-    s.config("", "flow = \"devicecode\"\n");
+    s.account()
+        .device_code_url()
+        .extra("flow = \"devicecode\"\n")
+        .write();
     s.idp.push_failure(Failure::Json {
         status: 200,
         body: json!({
@@ -293,7 +232,7 @@ fn a_huge_expires_in_in_a_device_code_answer_is_clamped_not_a_panic() {
 #[test]
 fn a_huge_expires_in_in_a_token_answer_is_clamped_to_a_day() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     s.seed_expired();
     s.idp
         .set_expires_in(super::fake_idp::ExpiresIn::Number(u64::MAX));
@@ -313,7 +252,7 @@ fn a_huge_expires_in_in_a_token_answer_is_clamped_to_a_day() {
 fn a_token_encrypt_cmd_whose_output_does_not_decrypt_back_fails_the_login_and_keeps_the_file() {
     let s = setup();
     // `true` prints nothing: an empty "ciphertext".
-    s.config(
+    s.config_with(
         "",
         "token_encrypt_cmd = [\"true\"]\ntoken_decrypt_cmd = [\"cat\"]\n",
     );
@@ -336,7 +275,7 @@ fn a_token_encrypt_cmd_whose_output_does_not_decrypt_back_fails_the_login_and_ke
 fn tokens_that_cannot_be_saved_after_a_refresh_are_still_used_with_a_warning() {
     let s = setup();
     // Saving fails deterministically: the encrypt command fails (as a full disk would).
-    s.config(
+    s.config_with(
         "",
         "token_encrypt_cmd = [\"false\"]\ntoken_decrypt_cmd = [\"cat\"]\n",
     );
@@ -392,7 +331,7 @@ fn mode(p: &std::path::Path) -> u32 {
 #[test]
 fn a_token_folder_owned_by_another_user_is_refused_with_the_fix() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     s.seed(&json!({"access_token": "at-planted-1", "expires_at": now() + 3000}));
     let dir = s.sandbox.token_file("work").parent().unwrap().to_owned();
     std::os::unix::fs::chown(&dir, Some(54321), None).unwrap();
@@ -410,7 +349,7 @@ fn a_token_folder_owned_by_another_user_is_refused_with_the_fix() {
 #[test]
 fn a_queue_folder_others_may_write_or_a_symlink_to_one_is_refused_with_the_fix() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     let queue = s.sandbox.path().join("state/oauth2-sendmail/queue");
     let loose = s.sandbox.path().join("loose");
     std::fs::create_dir_all(&loose).unwrap();
@@ -437,7 +376,7 @@ fn a_queue_folder_others_may_write_or_a_symlink_to_one_is_refused_with_the_fix()
 #[test]
 fn a_symlink_at_the_lock_path_is_not_followed() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     s.seed_expired();
     let target = s.sandbox.path().join("elsewhere");
     let lock = s.sandbox.token_file("work").with_extension("lock");
@@ -472,7 +411,7 @@ fn the_log_is_created_0600_in_a_0700_folder_even_under_umask_000() {
 #[test]
 fn a_sender_that_is_no_address_or_not_one_address_is_refused_with_65() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     for f in [";", "x@y.example> SIZE=1 <z", "(comment only)"] {
         let run = s.sandbox.run(
             &["--dry-run", "-f", f, "bob@example.org"],
@@ -492,7 +431,7 @@ fn a_sender_that_is_no_address_or_not_one_address_is_refused_with_65() {
 #[test]
 fn an_address_list_that_does_not_parse_whole_is_refused_with_65_naming_the_header() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     let run = s.sandbox.run(
         &["--dry-run", "-t"],
         b"To: a@b.example (unterminated comment, c@d.example\nSubject: s\n\nhi\n",
@@ -514,7 +453,7 @@ fn aliases_are_expanded_once_per_name_with_a_depth_limit() {
         let _ = writeln!(aliases, "a{i} = \"{next}\"");
     }
     aliases.push_str("a7 = \"ops@contoso.com\"\n");
-    s.config(&aliases, "");
+    s.config_with(&aliases, "");
     let run = s.sandbox.run(&["--dry-run", "a0"], b"Subject: s\n\nhi\n");
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
@@ -529,7 +468,7 @@ fn aliases_are_expanded_once_per_name_with_a_depth_limit() {
         let _ = writeln!(deep, "d{i} = \"d{}\"", i + 1);
     }
     deep.push_str("d20 = \"ops@contoso.com\"\n");
-    s.config(&deep, "");
+    s.config_with(&deep, "");
     let run = s.sandbox.run(&["--dry-run", "d0"], b"Subject: s\n\nhi\n");
     let line = run.assert_failure(78);
     assert!(
@@ -600,7 +539,10 @@ fn control_characters_from_the_server_are_escaped_on_stderr_and_in_the_transcrip
 #[test]
 fn control_characters_in_a_device_code_message_are_escaped() {
     let s = setup();
-    s.config("", "flow = \"devicecode\"\n");
+    s.account()
+        .device_code_url()
+        .extra("flow = \"devicecode\"\n")
+        .write();
     s.idp.push_failure(Failure::Json {
         status: 200,
         body: json!({
@@ -622,7 +564,7 @@ fn control_characters_in_a_device_code_message_are_escaped() {
 #[test]
 fn an_error_line_echoing_huge_input_is_cut_with_an_ellipsis() {
     let s = setup();
-    s.config("", "");
+    s.config_with("", "");
     // As long as one argument may be (128 KiB), and 3 MB in a header.
     let long = format!("<{}", "a".repeat(100_000));
     let run = s.sandbox.run(
@@ -681,7 +623,7 @@ fn a_long_full_name_makes_a_folded_from_line() {
 fn a_slow_password_cmd_runs_without_holding_the_account_lock() {
     let s = setup();
     let started = s.sandbox.path().join("started");
-    s.config(
+    s.config_with(
         "",
         &format!(
             "flow = \"password\"\npassword_cmd = [\"sh\", \"-c\", \"touch '{}'; sleep 2; echo pw-1234\"]\n",
@@ -730,7 +672,7 @@ fn a_slow_password_cmd_runs_without_holding_the_account_lock() {
 fn a_secret_echoed_by_the_token_service_never_reaches_a_queue_file() {
     let s = setup();
     let secret = long_secret();
-    s.config(
+    s.config_with(
         "",
         &format!(
             "client_secret = {}\nsmtp_host = \"127.0.0.1\"\nsmtp_port = 1\n",

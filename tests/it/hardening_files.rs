@@ -4,73 +4,20 @@
 //! account. Each test is named after the behaviour it pins down; all run the real binary
 //! against the fakes on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::fake_idp::{Failure, FakeIdp};
+use super::fake_idp::Failure;
 use super::fake_smtp::{Behaviour, FakeSmtp};
+use super::setup::{Setup, closed_port, setup, spawn_reading_stderr};
 use super::support::{Run, Sandbox, TestCa, now, run_command, set_mode, wait_for_line};
 
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const MESSAGE: &[u8] = b"From: alice@contoso.com\nTo: bob@example.org\nSubject: hi\n\nhi\n";
-
-struct Setup {
-    sandbox: Sandbox,
-    idp: FakeIdp,
-    ca_file: PathBuf,
-}
-
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    Setup {
-        sandbox,
-        idp,
-        ca_file,
-    }
-}
-
-impl Setup {
-    /// A Microsoft account `work` whose token endpoint is the fake's; `top` goes before the
-    /// account table, `extra` inside it.
-    fn config(&self, top: &str, extra: &str) -> PathBuf {
-        self.sandbox.write_config(&format!(
-            "{top}\n[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-             client_id = \"{CLIENT_ID}\"\ntoken_url = \"{}\"\ntls_ca_file = \"{}\"\n{extra}",
-            self.idp.token_url_v2("contoso"),
-            self.ca_file.display()
-        ))
-    }
-
-    fn seed(&self, json: &Value) {
-        self.sandbox.seed_token("work", json);
-    }
-
-    /// An expired access token with a refresh token the fake issued.
-    fn seed_expired(&self) -> String {
-        let rt = self.idp.issue_refresh_token();
-        self.seed(
-            &json!({"access_token": "at-stale-0", "expires_at": now() - 10, "refresh_token": rt}),
-        );
-        rt
-    }
-
-    fn log(&self) -> PathBuf {
-        self.sandbox.path().join("state/oauth2-sendmail/log")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log()).unwrap_or_default()
-    }
-}
 
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_oauth2-sendmail")
@@ -78,12 +25,6 @@ fn binary() -> &'static str {
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
-}
-
-/// A port on 127.0.0.1 that nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 // 1. A secret with a `~`, echoed in another encoder's spelling.
@@ -141,7 +82,7 @@ fn a_secret_with_a_tilde_is_scrubbed_when_percent_encoded() {
         let s = setup();
         let secret = "aB3Q~k.Jr_5vXw~Ty9-Lm2Nq.Ps7Rt~Uv4Wx_Yz1A";
         let notified = s.sandbox.path().join("notified");
-        s.config(
+        s.config_with(
             "",
             &format!(
                 "client_secret = \"{secret}\"\nqueue = \"never\"\nsmtp_host = \"127.0.0.1\"\n\
@@ -190,7 +131,7 @@ fn a_logfile_in_a_folder_the_program_did_not_create_keeps_that_folders_mode() {
     std::fs::create_dir(&shared).unwrap();
     set_mode(&shared, 0o750);
     for logfile in ["~/x.log".to_owned(), format!("{}/x.log", shared.display())] {
-        s.config(&format!("logfile = \"{logfile}\""), "");
+        s.config_with(&format!("logfile = \"{logfile}\""), "");
         queue_one(&s).assert_silent_success();
     }
     assert_eq!(mode(home), 0o755, "the home folder was narrowed");
@@ -208,7 +149,7 @@ fn a_logfile_in_a_folder_the_program_did_not_create_keeps_that_folders_mode() {
     assert_eq!(mode(&home.join("x.log")), 0o600);
     // A folder it creates is its own, and private.
     let new = home.join("new/logs");
-    s.config(&format!("logfile = \"{}/x.log\"", new.display()), "");
+    s.config_with(&format!("logfile = \"{}/x.log\"", new.display()), "");
     queue_one(&s).assert_silent_success();
     assert_eq!(mode(&new), 0o700);
     assert_eq!(mode(&home.join("new")), 0o700);
@@ -220,7 +161,7 @@ fn a_log_that_cannot_be_written_is_said_once_a_day_and_in_status_not_on_every_se
     let open = s.sandbox.path().join("open");
     std::fs::create_dir(&open).unwrap();
     set_mode(&open, 0o777);
-    s.config(&format!("logfile = \"{}/x.log\"", open.display()), "");
+    s.config_with(&format!("logfile = \"{}/x.log\"", open.display()), "");
     let first = queue_one(&s);
     assert_eq!(first.code, 0, "{first:?}");
     assert!(
@@ -243,7 +184,7 @@ fn a_log_that_cannot_be_written_is_said_once_a_day_and_in_status_not_on_every_se
     let tmp = s.sandbox.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     set_mode(&tmp, 0o1777);
-    s.config(&format!("logfile = \"{}/x.log\"", tmp.display()), "");
+    s.config_with(&format!("logfile = \"{}/x.log\"", tmp.display()), "");
     let first = queue_one(&s);
     assert_eq!(first.code, 0, "{first:?}");
     assert!(first.stderr.contains("logfile"), "{first:?}");
@@ -258,19 +199,8 @@ fn a_log_that_cannot_be_written_is_said_once_a_day_and_in_status_not_on_every_se
 /// the exit code (`None` when stopped at the URL) and stderr.
 fn login_until_url(cmd: std::process::Command) -> (Option<i32>, Vec<String>) {
     let mut cmd = cmd;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child: Child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    cmd.stdin(Stdio::null());
+    let (mut child, rx) = spawn_reading_stderr(cmd);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -325,7 +255,7 @@ fn login_email_with_a_config_path_that_is_a_device_refuses_and_keeps_the_device(
 
 /// `notify_cmd` and the sandbox's log, with an expired token whose refresh is refused.
 fn refused_refresh(s: &Setup, top: &str, notify: &str) {
-    s.config(top, &format!("notify_cmd = {notify}\n"));
+    s.config_with(top, &format!("notify_cmd = {notify}\n"));
     s.seed_expired();
     s.idp.set_failure(Some(Failure::invalid_grant(700_082)));
 }
@@ -540,7 +470,7 @@ fn with_the_queue_disk_full_one_offline_account_does_not_stop_the_others() {
 #[test]
 fn a_second_login_email_sets_default_account_to_the_first_and_says_so() {
     let s = setup();
-    let path = s.config("# my mail\n", "");
+    let path = s.config_with("# my mail\n", "");
     let before = std::fs::read_to_string(&path).unwrap();
     let (code, stderr) = login_until_url(s.sandbox.command(&[
         "login",
@@ -582,7 +512,7 @@ fn a_second_login_email_sets_default_account_to_the_first_and_says_so() {
 #[test]
 fn default_account_under_an_account_table_gets_a_hint_that_it_belongs_at_the_top() {
     let s = setup();
-    s.config("", "default_account = \"work\"\n");
+    s.config_with("", "default_account = \"work\"\n");
     let run = queue_one(&s);
     let line = run.assert_failure(78);
     assert!(line.contains("default_account"), "{line}");
@@ -597,7 +527,7 @@ fn a_plain_token_cache_is_read_once_and_encrypted_when_token_decrypt_cmd_is_set(
     let at = s.idp.issue_access_token();
     s.seed(&json!({"access_token": at, "expires_at": now() + 3600, "refresh_token": "rt-plain"}));
     // base64 stands for gpg: it refuses input that is not its own output, as gpg does.
-    s.config(
+    s.config_with(
         "",
         "token_encrypt_cmd = [\"base64\"]\ntoken_decrypt_cmd = [\"base64\", \"-d\"]\n",
     );

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::fake_idp::{ExpiresIn, FakeIdp};
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Run, Sandbox, TestCa, run_command};
+use super::setup::{Setup, setup};
+use super::support::{Run, Sandbox, run_command};
 
 const PROGRAMS: [(&str, &str); 4] = [
     ("/usr/bin/dbus-daemon", "dbus-daemon"),
@@ -210,24 +211,14 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        idp.set_rotation_revokes_old(true);
-        let smtp = FakeSmtp::start(
-            &ca,
-            Behaviour::default().accept_tokens(&idp.valid_access_tokens()),
-        );
-        let sandbox = Sandbox::new();
-        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-        sandbox.write_config(&format!(
-            "[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-             client_id = \"11111111-2222-3333-4444-555555555555\"\ntoken_url = \"{}\"\n\
-             smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
-             queue = \"never\"\ntoken_store = \"keyring\"\n",
-            idp.token_url_v2("contoso"),
-            smtp.port(),
-            ca_file.display()
-        ));
+        let kit = setup();
+        kit.idp.set_rotation_revokes_old(true);
+        let smtp = kit.smtp(Behaviour::default());
+        kit.account()
+            .smtp("127.0.0.1", smtp.port())
+            .extra("queue = \"never\"\ntoken_store = \"keyring\"\n")
+            .write();
+        let Setup { sandbox, idp, .. } = kit;
         World {
             sandbox,
             idp,

@@ -7,7 +7,7 @@
 // AADSTS codes are identifiers, written as Microsoft prints them.
 #![allow(clippy::unreadable_literal)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -16,40 +16,36 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::fake_idp::{Failure, FakeIdp, THUNDERBIRD_CLIENT_ID};
+use super::fake_idp::{Failure, THUNDERBIRD_CLIENT_ID};
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Run, Sandbox, TestCa, now, set_mode};
+use super::setup::{CLIENT_ID, Setup, spawn_reading_stderr};
+use super::support::{Run, now, set_mode};
 
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 /// Longest a test waits for one line from the binary: far above the second it takes.
 const LINE_WAIT: Duration = Duration::from_secs(20);
 const MESSAGE: &[u8] = b"From: alice@contoso.com\nTo: bob@example.org\nSubject: hi\n\nbody\n";
 
-struct Setup {
-    sandbox: Sandbox,
-    idp: FakeIdp,
+/// The shared set-up with a fake SMTP server that accepts the tokens a login obtains.
+struct Login {
+    setup: Setup,
     smtp: FakeSmtp,
-    ca_file: PathBuf,
 }
 
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let smtp = FakeSmtp::start(
-        &ca,
-        Behaviour::default().accept_tokens(&idp.valid_access_tokens()),
-    );
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    Setup {
-        sandbox,
-        idp,
-        smtp,
-        ca_file,
+impl std::ops::Deref for Login {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.setup
     }
 }
 
-impl Setup {
+fn setup() -> Login {
+    let setup = super::setup::setup();
+    let smtp = setup.smtp(Behaviour::default());
+    Login { setup, smtp }
+}
+
+impl Login {
     /// Account `work` (Microsoft, v2 endpoints of the fake, SMTP on the fake), plus `extra`.
     fn config(&self, extra: &str) {
         self.config_client(CLIENT_ID, extra);
@@ -57,47 +53,26 @@ impl Setup {
 
     /// `config` with another app's client id (e.g. Thunderbird's).
     fn config_client(&self, client_id: &str, extra: &str) {
-        self.sandbox.write_config(&format!(
-            "[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-             client_id = \"{client_id}\"\ntls_ca_file = \"{ca}\"\n\
-             authorize_url = \"{}\"\ntoken_url = \"{}\"\ndevice_code_url = \"{}\"\n\
-             smtp_host = \"localhost\"\nsmtp_port = {}\n{extra}",
-            self.idp.authorize_url_v2("contoso"),
-            self.idp.token_url_v2("contoso"),
-            self.idp.device_code_url_v2("contoso"),
-            self.smtp.port(),
-            ca = self.ca_file.display(),
-        ));
+        self.account()
+            .client_id(Some(client_id))
+            .authorize_url()
+            .device_code_url()
+            .smtp("localhost", self.smtp.port())
+            .extra(extra)
+            .write();
     }
 
     /// Starts the binary; its stderr is read line by line as it comes.
     fn spawn(&self, args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Live {
         let mut cmd = self.sandbox.command(args);
-        cmd.envs(env.iter().copied())
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        cmd.envs(env.iter().copied()).stdin(stdin);
+        let (child, rx) = spawn_reading_stderr(cmd);
         Live {
             child,
             lines: rx,
             seen: Vec::new(),
             started: Instant::now(),
         }
-    }
-
-    fn stored(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.sandbox.token_file("work")).unwrap()).unwrap()
     }
 
     fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
@@ -280,7 +255,7 @@ fn mode(p: &std::path::Path) -> u32 {
 }
 
 /// A `$BROWSER` that records the URL it was given in `file`.
-fn recording_browser(s: &Setup) -> (String, PathBuf) {
+fn recording_browser(s: &Login) -> (String, PathBuf) {
     let record = s.sandbox.path().join("browser-got");
     let script = s.sandbox.write_file(
         "browser.sh",
@@ -838,7 +813,7 @@ fn login_into_an_encrypted_store_with_openssl() {
 }
 
 /// `notify_cmd` that writes the account and the reason to `file`.
-fn notify_config(s: &Setup, policy: &str) -> PathBuf {
+fn notify_config(s: &Login, policy: &str) -> PathBuf {
     let file = s.sandbox.path().join("notified");
     s.config(&format!(
         "queue = \"{policy}\"\nnotify_cmd = [\"sh\", \"-c\", \"echo \\\"$OAUTH2_SENDMAIL_ACCOUNT $OAUTH2_SENDMAIL_REASON\\\" > '{}'\"]\n",
@@ -975,7 +950,7 @@ fn the_fake_identity_platform_refuses_http_localhost_for_thunderbird_in_the_brow
 }
 
 /// An authcode login with `--no-browser`: the test plays the browser.
-fn login_through_the_browser(s: &Setup) -> Run {
+fn login_through_the_browser(s: &Login) -> Run {
     let mut live = s.spawn(&["login", "work", "--no-browser"], &[], Stdio::null());
     let location = authorize(&s.ca_file, &live.url());
     follow(&location);

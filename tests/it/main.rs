@@ -2,8 +2,6 @@
 //! against in-process servers on 127.0.0.1 that speak the real protocols over TCP and TLS.
 //! One test binary (this one) keeps link time low.
 
-#![allow(dead_code)]
-
 mod architecture;
 mod clients;
 mod docs;
@@ -30,6 +28,7 @@ mod proxy;
 mod queue;
 mod scheduling;
 mod send;
+mod setup;
 mod slow_link;
 mod status;
 mod support;

@@ -8,30 +8,19 @@
 
 use serde_json::json;
 
-use super::fake_idp::{Failure, FakeIdp};
-use super::support::{Sandbox, TestCa};
+use super::fake_idp::Failure;
+use super::setup::{Setup, setup};
 
-struct World {
-    sandbox: Sandbox,
-    idp: FakeIdp,
-}
-
-/// Account `work` on the fake identity platform; `client_id` only when given.
-fn world(client_id: Option<&str>) -> World {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    let client = client_id
-        .map(|c| format!("client_id = \"{c}\"\n"))
-        .unwrap_or_default();
-    sandbox.write_config(&format!(
-        "# migrated from mutt_oauth2.py\n[accounts.work]\nemail = \"alice@contoso.com\"\n{client}\
-         tls_ca_file = \"{}\"\ntoken_url = \"{}\"\n",
-        ca_file.display(),
-        idp.token_url_v2("contoso"),
-    ));
-    World { sandbox, idp }
+/// Account `work` on the fake identity platform, its provider left to the address;
+/// `client_id` only when given.
+fn world(client_id: Option<&str>) -> Setup {
+    let w = setup();
+    w.account()
+        .top("# migrated from mutt_oauth2.py")
+        .provider(None)
+        .client_id(client_id)
+        .write();
+    w
 }
 
 #[test]

@@ -9,31 +9,16 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::fake_idp::{Failure, FakeIdp};
+use super::fake_idp::Failure;
 use super::fake_smtp::{AfterData, Behaviour, FakeSmtp};
-use super::support::{self, Run, Sandbox, TestCa, now, run_command};
+use super::setup::{CRONIE, DEBIAN_CRON, EMACS, Setup, ids_in};
+use super::support::{self, Run, now, run_command};
 
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const BOB: &str = "bob@example.org";
 const MESSAGE: &str = "From: alice@contoso.com\nTo: bob@example.org\nSubject: hi\n\nbody\n";
 
-/// Emacs message-mode: keeps the message on failure.
-const EMACS: &[&str] = &["-oi", "--read-envelope-from", "-t"];
 /// mutt: keeps the message on failure.
 const MUTT: &[&str] = &["-oi", "--", BOB];
-/// Debian cron: cannot keep it.
-const DEBIAN_CRON: &[&str] = &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"];
-/// cronie: cannot keep it.
-const CRONIE: &[&str] = &[
-    "-FCronDaemon",
-    "-i",
-    "-odi",
-    "-oem",
-    "-oi",
-    "-t",
-    "-f",
-    "root",
-];
 
 const MAIL_PROGRAMS: [&[&str]; 2] = [EMACS, MUTT];
 const CRONS: [&[&str]; 2] = [DEBIAN_CRON, CRONIE];
@@ -42,12 +27,18 @@ const CRONS: [&[&str]; 2] = [DEBIAN_CRON, CRONIE];
 /// (the default), a `notify_cmd` that writes its environment to a file, and a cached
 /// token the server accepts.
 struct World {
-    sandbox: Sandbox,
-    idp: FakeIdp,
+    setup: Setup,
     smtp: FakeSmtp,
-    ca_file: PathBuf,
     token: String,
     refresh: String,
+}
+
+impl std::ops::Deref for World {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.setup
+    }
 }
 
 impl World {
@@ -56,37 +47,21 @@ impl World {
     }
 
     fn build(behaviour: Behaviour, accept_issued: bool, extra: &str) -> World {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let behaviour = if accept_issued {
-            behaviour.accept_tokens(&idp.valid_access_tokens())
-        } else {
-            Behaviour {
-                accept: std::sync::Arc::new(|_, _| false),
-                ..behaviour
-            }
-        };
-        let smtp = FakeSmtp::start(&ca, behaviour);
-        let sandbox = Sandbox::new();
-        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
+        let setup = super::setup::setup();
+        let smtp = setup.smtp_accepting_issued(behaviour, accept_issued);
         let world = World {
-            token: idp.issue_access_token(),
-            refresh: idp.issue_refresh_token(),
-            sandbox,
-            idp,
+            token: setup.idp.issue_access_token(),
+            refresh: setup.idp.issue_refresh_token(),
+            setup,
             smtp,
-            ca_file,
         };
         world.config(extra);
-        world.sandbox.seed_token(
-            "work",
-            &json!({
-                "access_token": world.token,
-                "expires_at": now() + 3600,
-                "refresh_token": world.refresh,
-                "obtained_at": now() - 60,
-            }),
-        );
+        world.seed(&json!({
+            "access_token": world.token,
+            "expires_at": now() + 3600,
+            "refresh_token": world.refresh,
+            "obtained_at": now() - 60,
+        }));
         world
     }
 
@@ -96,16 +71,14 @@ impl World {
 
     /// `top` lines before any table, `extra` lines for the account.
     fn config_with(&self, top: &str, extra: &str) {
-        self.sandbox.write_config(&format!(
-            "{top}[aliases]\nroot = \"{BOB}\"\n\n[accounts.work]\nprovider = \"microsoft\"\n\
-             email = \"alice@contoso.com\"\nfrom = [\"*@contoso.com\"]\nclient_id = \"{CLIENT_ID}\"\n\
-             token_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
-             notify_cmd = [\"sh\", \"-c\", \"env > '{}'\"]\n{extra}",
-            self.idp.token_url_v2("contoso"),
-            self.smtp.port(),
-            self.ca_file.display(),
-            self.notified_file().display(),
-        ));
+        self.account()
+            .top(&format!("{top}[aliases]\nroot = \"{BOB}\"\n"))
+            .smtp("127.0.0.1", self.smtp.port())
+            .extra(&format!(
+                "from = [\"*@contoso.com\"]\nnotify_cmd = [\"sh\", \"-c\", \"env > '{}'\"]\n{extra}",
+                self.notified_file().display()
+            ))
+            .write();
     }
 
     fn notified_file(&self) -> PathBuf {
@@ -157,10 +130,6 @@ impl World {
         run
     }
 
-    fn queue_dir(&self) -> PathBuf {
-        self.sandbox.path().join("state/oauth2-sendmail/queue")
-    }
-
     fn queued(&self) -> Vec<String> {
         ids_in(&self.queue_dir())
     }
@@ -175,11 +144,6 @@ impl World {
         let _ = std::fs::remove_dir_all(self.queue_dir());
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.sandbox.path().join("state/oauth2-sendmail/log"))
-            .unwrap_or_default()
-    }
-
     /// Makes every queued entry's next attempt lie in the future (a back-off).
     fn back_off_all(&self) {
         for id in self.queued() {
@@ -192,19 +156,6 @@ impl World {
             .unwrap();
         }
     }
-}
-
-fn ids_in(dir: &Path) -> Vec<String> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<String> = read
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".mail").map(str::to_owned))
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    ids.sort();
-    ids
 }
 
 fn env_var<'a>(env: &'a str, name: &str) -> Option<&'a str> {
@@ -234,7 +185,7 @@ fn a_4xx_is_queued_silently_for_every_caller_with_the_attempt_and_the_reply() {
         w.clear_queue();
     }
     assert!(w.smtp.deliveries().is_empty());
-    assert!(w.log().contains("result=queued"), "{}", w.log());
+    assert!(w.log_text().contains("result=queued"), "{}", w.log_text());
 }
 
 // ---- needs the user -----------------------------------------------------------------
@@ -395,7 +346,7 @@ fn the_log_is_on_by_default_rfc3339_one_line_per_outcome_private_and_secret_free
     let w = World::new(Behaviour::default());
     w.run(MUTT, MESSAGE).assert_silent_success();
     w.run(&["-odq", "-i", BOB], MESSAGE).assert_silent_success();
-    let log = w.log();
+    let log = w.log_text();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 2, "{log}");
     for line in &lines {
@@ -448,7 +399,7 @@ fn the_log_is_created_private_whatever_the_umask_and_logfile_empty_turns_it_off(
     std::fs::remove_file(&path).unwrap();
     w.run(MUTT, MESSAGE).assert_silent_success();
     assert!(!path.exists());
-    assert_eq!(w.log(), "", "off means off");
+    assert_eq!(w.log_text(), "", "off means off");
 }
 
 // ---- the queue drives itself --------------------------------------------------------
@@ -572,9 +523,9 @@ fn q_renews_a_refresh_token_unused_for_31_days_and_not_one_used_29_days_ago() {
         "the rotated one is kept"
     );
     assert!(
-        w.log().contains("account=work result=renewed"),
+        w.log_text().contains("account=work result=renewed"),
         "{}",
-        w.log()
+        w.log_text()
     );
     w.run(&["-q"], "").assert_silent_success();
     assert_eq!(w.idp.refresh_count(), 1, "renewed once, not at every run");
@@ -592,7 +543,11 @@ fn a_refused_renewal_is_heard_on_the_q_line_and_through_notify_cmd() {
     assert!(line.contains("oauth2-sendmail login work") && line.contains("AADSTS700082"));
     let env = w.take_notification();
     assert_eq!(env_var(&env, "OAUTH2_SENDMAIL_ACCOUNT"), Some("work"));
-    assert!(w.log().contains("result=renewal-refused"), "{}", w.log());
+    assert!(
+        w.log_text().contains("result=renewal-refused"),
+        "{}",
+        w.log_text()
+    );
 }
 
 // ---- status -------------------------------------------------------------------------

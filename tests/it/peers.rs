@@ -9,9 +9,9 @@ use serde_json::json;
 
 use super::fake_idp::FakeIdp;
 use super::fake_smtp::{Behaviour, FakeSmtp};
+use super::setup::CLIENT_ID;
 use super::support::{Run, Sandbox, TestCa, now};
 
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const BOB: &str = "bob@fabrikam.example";
 const MESSAGE: &[u8] = b"From: Alice <alice@contoso.com>\nTo: Bob <bob@fabrikam.example>\n\
 Subject: hi\n\nHello.\n";

@@ -16,7 +16,8 @@ use serde_json::json;
 
 use super::fake_idp::FakeIdp;
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Run, Sandbox, TestCa, now};
+use super::setup::{Setup, setup};
+use super::support::{Run, Sandbox, now};
 
 const DANTED: &str = "/usr/sbin/danted";
 const TINYPROXY: &str = "/usr/bin/tinyproxy";
@@ -171,23 +172,13 @@ struct World {
 
 impl World {
     fn new(proxy: &str) -> World {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let smtp = FakeSmtp::start(
-            &ca,
-            Behaviour::default().accept_tokens(&idp.valid_access_tokens()),
-        );
-        let sandbox = Sandbox::new();
-        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-        sandbox.write_config(&format!(
-            "[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-             client_id = \"11111111-2222-3333-4444-555555555555\"\ntoken_url = \"{}\"\n\
-             smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
-             queue = \"never\"\nproxy = \"{proxy}\"\n",
-            idp.token_url_v2("contoso"),
-            smtp.port(),
-            ca_file.display()
-        ));
+        let kit = setup();
+        let smtp = kit.smtp(Behaviour::default());
+        kit.account()
+            .smtp("127.0.0.1", smtp.port())
+            .extra(&format!("queue = \"never\"\nproxy = \"{proxy}\"\n"))
+            .write();
+        let Setup { sandbox, idp, .. } = kit;
         let refresh = idp.issue_refresh_token();
         sandbox.seed_token(
             "work",

@@ -4,14 +4,15 @@
 //! listings, and crashes at named points (`OAUTH2_SENDMAIL_TEST_CRASH`).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Run, Sandbox, TestCa, now, run_command};
+use super::setup::{Setup, closed_port, ids_in};
+use super::support::{Run, now, run_command};
 
 /// Every network wait in these tests is capped at this (a refused connection needs none).
 const TEST_TIMEOUT_MS: &str = "2000";
@@ -24,55 +25,40 @@ const FULL: &str = "From: Alice <alice@contoso.example>\nTo: Bob <bob@fabrikam.e
 
 const BOB: &str = "bob@fabrikam.example";
 
-struct Setup {
-    ca: TestCa,
-    sandbox: Sandbox,
-    ca_file: PathBuf,
-}
+/// The shared set-up with a cached token, so no token endpoint is needed.
+struct Queue(Setup);
 
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    sandbox.seed_token(
-        "work",
-        &json!({"access_token": "at-1", "expires_at": now() + 3600, "refresh_token": "rt-1"}),
-    );
-    Setup {
-        ca,
-        sandbox,
-        ca_file,
+impl std::ops::Deref for Queue {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.0
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on: connecting is refused at once.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+fn setup() -> Queue {
+    let setup = super::setup::setup();
+    setup.seed(
+        &json!({"access_token": "at-1", "expires_at": now() + 3600, "refresh_token": "rt-1"}),
+    );
+    Queue(setup)
 }
 
-impl Setup {
+impl Queue {
     fn fake(&self, behaviour: Behaviour) -> FakeSmtp {
         FakeSmtp::start(&self.ca, behaviour)
     }
 
     /// Account `work` on 127.0.0.1:`port`, plus `extra` config lines for the account.
     fn config(&self, port: u16, extra: &str) {
-        self.sandbox.write_config(&format!(
-            "logfile = \"{}\"\n\n[accounts.work]\nprovider = \"microsoft\"\n\
-             email = \"alice@contoso.example\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\n\
-             token_url = \"https://127.0.0.1:1/\"\ntls_ca_file = \"{}\"\n{extra}",
-            self.logfile().display(),
-            self.ca_file.display()
-        ));
-    }
-
-    fn logfile(&self) -> PathBuf {
-        self.sandbox.path().join("state/oauth2-sendmail/log")
-    }
-
-    fn queue_dir(&self) -> PathBuf {
-        self.sandbox.path().join("state/oauth2-sendmail/queue")
+        self.account()
+            .top(&format!("logfile = \"{}\"\n", self.log().display()))
+            .email("alice@contoso.example")
+            .client_id(None)
+            .token_url("https://127.0.0.1:1/")
+            .smtp("127.0.0.1", port)
+            .extra(extra)
+            .write();
     }
 
     fn command(&self, args: &[&str], crash: Option<&str>) -> Command {
@@ -120,24 +106,6 @@ impl Setup {
         assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{}", run.stdout);
         run.stdout
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.logfile()).unwrap_or_default()
-    }
-}
-
-/// The ids of the `.mail` files in `dir` (queue or failed), sorted.
-fn ids_in(dir: &Path) -> Vec<String> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<String> = read
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".mail").map(str::to_owned))
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// `n`th numbered test message.
@@ -184,9 +152,10 @@ fn server_down_queues_silently_then_flush_delivers_the_same_bytes() {
     assert_eq!(mode(&s.queue_dir()), 0o700);
     assert_eq!(mode(&s.queue_dir().join(format!("{}.mail", ids[0]))), 0o600);
     assert!(
-        s.log().contains(&format!("result=queued id={}", ids[0])),
+        s.log_text()
+            .contains(&format!("result=queued id={}", ids[0])),
         "{}",
-        s.log()
+        s.log_text()
     );
 
     s.config(fake.port(), "");
@@ -201,7 +170,11 @@ fn server_down_queues_silently_then_flush_delivers_the_same_bytes() {
         "{}",
         run.stdout
     );
-    assert!(s.log().contains("<fake@fake.outlook.test>"), "{}", s.log());
+    assert!(
+        s.log_text().contains("<fake@fake.outlook.test>"),
+        "{}",
+        s.log_text()
+    );
     let deliveries = fake.deliveries();
     assert_eq!(deliveries.len(), 2);
     assert_eq!(deliveries[1].data, deliveries[0].data, "byte-identical");
@@ -523,7 +496,12 @@ fn crash_after_the_250_sends_that_message_again_and_loses_nothing() {
     // The first delivery is on record with the server's queue id, before the crash.
     let sent_first =
         format!("result=sent id={first} reply=\"250 2.0.0 OK <fake@fake.outlook.test>");
-    assert_eq!(s.log().matches(&sent_first).count(), 1, "{}", s.log());
+    assert_eq!(
+        s.log_text().matches(&sent_first).count(),
+        1,
+        "{}",
+        s.log_text()
+    );
     s.run(&["-q"], "").assert_silent_success();
     let subjects: Vec<String> = fake
         .deliveries()
@@ -536,7 +514,7 @@ fn crash_after_the_250_sends_that_message_again_and_loses_nothing() {
         ["message 0", "message 0", "message 1", "message 2"]
     );
     assert_eq!(
-        s.log().matches(&sent_first).count(),
+        s.log_text().matches(&sent_first).count(),
         2,
         "the duplicate shows"
     );
@@ -711,7 +689,12 @@ fn flush_on_send_sends_the_queue_over_the_same_connection() {
     assert_eq!(fake.connections(), 1);
     assert!(s.queued().is_empty());
     // The flushed ones are logged with the server's reply.
-    assert_eq!(s.log().matches("result=sent").count(), 3, "{}", s.log());
+    assert_eq!(
+        s.log_text().matches("result=sent").count(),
+        3,
+        "{}",
+        s.log_text()
+    );
 }
 
 #[test]

@@ -4,28 +4,32 @@
 //! server saw, and that no token ever shows in any output.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::fake_idp::{Failure, FakeIdp};
+use super::fake_idp::Failure;
 use super::fake_smtp::{Behaviour, Delivery, FakeSmtp};
-use super::support::{Run, Sandbox, TestCa, now, run_command};
-
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+use super::setup::{BUSYBOX_CRON, CRONIE, DEBIAN_CRON, SYSTEMD_CRON, Setup};
+use super::support::{Run, TestCa, now, run_command};
 
 /// A sandbox with one account `work` (alice@contoso.com) pointing at a fake SMTP server
 /// and a fake token endpoint that share a CA; the cache holds a token the server accepts.
 struct World {
-    sandbox: Sandbox,
-    idp: FakeIdp,
+    setup: Setup,
     smtp: FakeSmtp,
-    ca_file: PathBuf,
     /// The cached access token (every output is checked for it).
     token: String,
     refresh: String,
+}
+
+impl std::ops::Deref for World {
+    type Target = Setup;
+
+    fn deref(&self) -> &Setup {
+        &self.setup
+    }
 }
 
 impl World {
@@ -45,36 +49,20 @@ impl World {
     }
 
     fn build(behaviour: Behaviour, extra: &str, accept_issued: bool) -> World {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let behaviour = if accept_issued {
-            behaviour.accept_tokens(&idp.valid_access_tokens())
-        } else {
-            Behaviour {
-                accept: std::sync::Arc::new(|_, _| false),
-                ..behaviour
-            }
-        };
-        let smtp = FakeSmtp::start(&ca, behaviour);
-        let sandbox = Sandbox::new();
-        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
+        let setup = super::setup::setup();
+        let smtp = setup.smtp_accepting_issued(behaviour, accept_issued);
         let world = World {
-            token: idp.issue_access_token(),
-            refresh: idp.issue_refresh_token(),
-            sandbox,
-            idp,
+            token: setup.idp.issue_access_token(),
+            refresh: setup.idp.issue_refresh_token(),
+            setup,
             smtp,
-            ca_file,
         };
         world.config(extra);
-        world.sandbox.seed_token(
-            "work",
-            &json!({
-                "access_token": world.token,
-                "expires_at": now() + 3600,
-                "refresh_token": world.refresh,
-            }),
-        );
+        world.seed(&json!({
+            "access_token": world.token,
+            "expires_at": now() + 3600,
+            "refresh_token": world.refresh,
+        }));
         world
     }
 
@@ -83,15 +71,13 @@ impl World {
     }
 
     fn config_with_port(&self, port: u16, extra: &str) {
-        self.sandbox.write_config(&format!(
-            "[aliases]\nroot = \"ops@contoso.com\"\n\n[accounts.work]\nprovider = \"microsoft\"\n\
-             email = \"alice@contoso.com\"\nfrom = [\"*@contoso.com\"]\nclient_id = \"{CLIENT_ID}\"\n\
-             token_url = \"{}\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntls_ca_file = \"{}\"\n\
-             queue = \"never\"\n{extra}",
-            self.idp.token_url_v2("contoso"),
-            port,
-            self.ca_file.display()
-        ));
+        self.account()
+            .top("[aliases]\nroot = \"ops@contoso.com\"\n")
+            .smtp("127.0.0.1", port)
+            .extra(&format!(
+                "from = [\"*@contoso.com\"]\nqueue = \"never\"\n{extra}"
+            ))
+            .write();
     }
 
     /// Replaces the cached access token with an expired one (the refresh token stays).
@@ -122,9 +108,7 @@ impl World {
     }
 
     fn stored_refresh_token(&self) -> String {
-        let file = std::fs::read(self.sandbox.token_file("work")).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&file).unwrap();
-        v["refresh_token"].as_str().unwrap().to_owned()
+        self.stored()["refresh_token"].as_str().unwrap().to_owned()
     }
 }
 
@@ -252,37 +236,28 @@ fn every_callers_flags_deliver() {
         ),
         (
             "debian cron",
-            vec!["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+            DEBIAN_CRON.to_vec(),
             cron_debian,
             "alice@contoso.com",
             vec!["ops@contoso.com"],
         ),
         (
             "cronie",
-            vec![
-                "-FCronDaemon",
-                "-i",
-                "-odi",
-                "-oem",
-                "-oi",
-                "-t",
-                "-f",
-                "root",
-            ],
+            CRONIE.to_vec(),
             cronie,
             "alice@contoso.com",
             vec!["ops@contoso.com"],
         ),
         (
             "busybox",
-            vec!["-ti"],
+            BUSYBOX_CRON.to_vec(),
             cronie,
             "alice@contoso.com",
             vec!["ops@contoso.com"],
         ),
         (
             "systemd-cron",
-            vec!["-i", "-B", "8BITMIME", "root"],
+            SYSTEMD_CRON.to_vec(),
             cron_debian,
             "alice@contoso.com",
             vec!["ops@contoso.com"],

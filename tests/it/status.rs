@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 
 use super::fake_idp::{Failure, FakeIdp};
-use super::support::{Run, Sandbox, TestCa, now};
+use super::setup::{CLIENT_ID, Setup, setup};
+use super::support::{Run, Sandbox, now};
 
 const DAY: u64 = 86_400;
 
@@ -19,10 +20,12 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let sandbox = Sandbox::new();
-        let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
+        let Setup {
+            sandbox,
+            idp,
+            ca_file,
+            ..
+        } = setup();
         World {
             sandbox,
             idp,
@@ -34,7 +37,7 @@ impl World {
     fn account(&self, name: &str, extra: &str) -> String {
         format!(
             "[accounts.{name}]\nprovider = \"microsoft\"\nemail = \"{name}@contoso.com\"\n\
-             client_id = \"11111111-2222-3333-4444-555555555555\"\ntoken_url = \"{}\"\n\
+             client_id = \"{CLIENT_ID}\"\ntoken_url = \"{}\"\n\
              smtp_host = \"127.0.0.1\"\nsmtp_port = 2587\ntls_ca_file = \"{}\"\n\
              notify_cmd = [\"sh\", \"-c\", \"env >> '{}'\"]\n{extra}\n",
             self.idp.token_url_v2("contoso"),

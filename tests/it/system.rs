@@ -16,7 +16,8 @@ use serde_json::json;
 
 use super::fake_idp::{Failure, FakeIdp};
 use super::fake_smtp::{Behaviour, FakeSmtp};
-use super::support::{Run, TestCa, now, run_command, set_mode};
+use super::setup::{DEBIAN_CRON, Setup, setup};
+use super::support::{Run, now, run_command, set_mode};
 
 const CLIENT_ID: &str = "9e5f94bc-e8a4-4e73-b8be-63364c29d753";
 const OPS: &str = "ops@contoso.com";
@@ -76,9 +77,11 @@ struct Host {
 
 impl Host {
     fn new(behaviour: Behaviour) -> Host {
-        let ca = TestCa::new();
-        let idp = FakeIdp::start(&ca);
-        let smtp = FakeSmtp::start(&ca, behaviour.accept_tokens(&idp.valid_access_tokens()));
+        // The shared set-up's CA, identity platform and SMTP server; the host's own folders
+        // stand in for its sandbox, as the system mode reads /etc and /var, not a home.
+        let kit = setup();
+        let smtp = kit.smtp(behaviour);
+        let Setup { ca, idp, .. } = kit;
         let dir = tempfile::tempdir().unwrap();
         for (sub, mode) in [
             ("etc", 0o755),
@@ -272,11 +275,7 @@ fn roots_cron_mail_goes_out_at_once_with_the_system_account_and_its_aliases() {
         return;
     }
     let host = Host::new(Behaviour::default());
-    let run = host.run(
-        None,
-        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
-        CRON_MAIL,
-    );
+    let run = host.run(None, DEBIAN_CRON, CRON_MAIL);
     run.assert_silent_success();
     let deliveries = host.smtp.deliveries();
     assert_eq!(deliveries.len(), 1, "{:?}", host.smtp.transcript());

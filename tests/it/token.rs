@@ -5,71 +5,14 @@
 #![allow(clippy::unreadable_literal)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::fake_idp::{ExpiresIn, Failure, FakeIdp};
-use super::support::{Run, Sandbox, TestCa, now};
-
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
-
-struct Setup {
-    sandbox: Sandbox,
-    idp: FakeIdp,
-    ca_file: PathBuf,
-}
-
-fn setup() -> Setup {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    Setup {
-        sandbox,
-        idp,
-        ca_file,
-    }
-}
-
-impl Setup {
-    /// A Microsoft account `work` whose token endpoint is the fake's v2 one, plus `extra`.
-    fn config(&self, extra: &str) {
-        self.config_with_url(&self.idp.token_url_v2("contoso"), extra);
-    }
-
-    fn config_with_url(&self, token_url: &str, extra: &str) {
-        self.sandbox.write_config(&format!(
-            "[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-             client_id = \"{CLIENT_ID}\"\ntoken_url = \"{token_url}\"\ntls_ca_file = \"{}\"\n{extra}",
-            self.ca_file.display()
-        ));
-    }
-
-    fn seed(&self, json: &Value) {
-        self.sandbox.seed_token("work", json);
-    }
-
-    /// Seeds an expired access token with a valid refresh token; returns the refresh token.
-    fn seed_expired(&self) -> String {
-        let rt = self.idp.issue_refresh_token();
-        self.seed(&json!({
-            "access_token": "at-stale-0",
-            "expires_at": now() - 10,
-            "refresh_token": rt,
-        }));
-        rt
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.sandbox.run(args, b"")
-    }
-
-    fn stored(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.sandbox.token_file("work")).unwrap()).unwrap()
-    }
-}
+use super::fake_idp::{ExpiresIn, Failure};
+use super::setup::{CLIENT_ID, setup};
+use super::support::{Run, now};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -267,10 +210,11 @@ fn an_unavailable_idp_is_a_tempfail_75() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    s.config_with_url(
-        &format!("https://127.0.0.1:{port}/contoso/oauth2/v2.0/token"),
-        "",
-    );
+    s.account()
+        .token_url(&format!(
+            "https://127.0.0.1:{port}/contoso/oauth2/v2.0/token"
+        ))
+        .write();
     let line = s.run(&["token", "work"]).assert_failure(75).to_owned();
     assert!(line.contains("try again later"), "{line}");
 }
@@ -417,7 +361,9 @@ fn a_missing_expires_in_means_an_hour_and_an_unrotated_refresh_token_is_kept() {
 #[test]
 fn a_plain_http_token_url_is_refused() {
     let s = setup();
-    s.config_with_url("http://127.0.0.1:9/contoso/oauth2/v2.0/token", "");
+    s.account()
+        .token_url("http://127.0.0.1:9/contoso/oauth2/v2.0/token")
+        .write();
     let rt = s.seed_expired();
     let run = s.run(&["token", "work"]);
     let line = run.assert_failure(78);

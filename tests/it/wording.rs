@@ -4,24 +4,14 @@
 use serde_json::json;
 
 use super::fake_idp::FakeIdp;
-use super::support::{Sandbox, TestCa, now};
-
-const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+use super::setup::{CLIENT_ID, setup};
+use super::support::{Sandbox, now};
 
 /// A sandbox whose account `work` (Microsoft) gets its tokens from the fake.
 fn microsoft(extra: &str) -> (Sandbox, FakeIdp) {
-    let ca = TestCa::new();
-    let idp = FakeIdp::start(&ca);
-    let sandbox = Sandbox::new();
-    let ca_file = sandbox.write_file("ca.pem", &ca.ca_pem);
-    sandbox.write_config(&format!(
-        "[accounts.work]\nprovider = \"microsoft\"\nemail = \"alice@contoso.com\"\n\
-         tenant = \"contoso\"\nclient_id = \"{CLIENT_ID}\"\ntoken_url = \"{}\"\n\
-         tls_ca_file = \"{}\"\n{extra}",
-        idp.token_url_v2("contoso"),
-        ca_file.display()
-    ));
-    (sandbox, idp)
+    let s = setup();
+    s.config(&format!("tenant = \"contoso\"\n{extra}"));
+    (s.sandbox, s.idp)
 }
 
 #[test]
