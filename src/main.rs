@@ -28,7 +28,7 @@
 //! | `spool` | the message's bytes: small in memory, large in a nameless private file; `Payload`, read as a stream by SMTP, Graph and the queue |
 //! | `plan` | pure resolution of account, envelope and header edits |
 //! | `oauth` | the token cache (`store`), the HTTP grants (`grants`), the interactive flows (`login`, `authcode`) |
-//! | `smtp` | our ESMTP client: wire bytes, the session |
+//! | `smtp` | our ESMTP client: wire bytes (`wire`), the stream and its timeouts (`net`), the envelope's checks (`envelope`), the dialogue (`session`) |
 //! | `reply` | an SMTP server's reply and its enhanced status code (below `smtp` and `error`) |
 //! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
 //! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport`; `auto`'s decision (`deliver::open`) |
