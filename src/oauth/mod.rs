@@ -13,6 +13,7 @@
 //!        save atomically (rotated refresh token) ─► unlock ──► fresh token
 //! ```
 
+pub mod aadsts;
 pub mod authcode;
 pub mod grants;
 pub mod login;
