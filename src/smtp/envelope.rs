@@ -1,8 +1,10 @@
 //! The envelope's rules: what may go on MAIL and RCPT lines, the DSN parameters each
 //! recipient carries, and how the replies to a pipelined MAIL and RCPTs are judged
-//! (recipients are all or nothing; a `452` means "no more in this transaction").
+//! (recipients are all or nothing; a `452` means "no more in this transaction"). The
+//! envelope's commands are built here too, with the parameters the server offers (SIZE,
+//! 8BITMIME, SMTPUTF8, DSN).
 
-use super::wire::{Rcpt, RcptParam};
+use super::wire::{Capabilities, Mail, MailParam, Rcpt, RcptParam};
 use super::{Envelope, Reply};
 use crate::error::{Error, Kind, Phase, Result};
 
@@ -26,6 +28,63 @@ pub(super) fn partly_delivered(delivered: &[String], e: &Error) -> Error {
             to.join(", ")
         ),
     )
+}
+
+/// MAIL and RCPT with the parameters this server understands; refuses what cannot be
+/// sent before any byte goes out.
+pub(super) fn envelope_commands(
+    caps: &Capabilities,
+    envelope: &Envelope,
+    size: u64,
+) -> Result<(Mail, Vec<Rcpt>)> {
+    check_envelope(envelope)?;
+    let needs_utf8 = envelope.smtputf8
+        || envelope
+            .from
+            .iter()
+            .chain(&envelope.recipients)
+            .any(|a| !a.is_ascii());
+    if needs_utf8 && !caps.smtputf8 {
+        return Err(Error::data(
+            "an envelope address is not ASCII, but the server does not offer SMTPUTF8",
+        ));
+    }
+    let mut params = Vec::new();
+    if let Some(limit) = caps.size {
+        if limit > 0 && size > limit {
+            return Err(Kind::TooLarge { size, limit }.into());
+        }
+        params.push(MailParam::Size(size));
+    }
+    if envelope.eight_bit && caps.eight_bit_mime {
+        params.push(MailParam::Body8BitMime);
+    }
+    if needs_utf8 {
+        params.push(MailParam::SmtpUtf8);
+    }
+    let dsn = &envelope.dsn;
+    let use_dsn = caps.dsn && (dsn.notify.is_some() || dsn.ret.is_some() || dsn.envid.is_some());
+    if use_dsn {
+        params.extend(dsn.ret.clone().map(MailParam::Ret));
+        params.extend(dsn.envid.clone().map(MailParam::EnvId));
+    }
+    let rcpts = envelope
+        .recipients
+        .iter()
+        .map(|to| Rcpt {
+            to: to.clone(),
+            params: if use_dsn {
+                dsn_rcpt_params(envelope, to)
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    let mail = Mail {
+        from: envelope.from.clone().filter(|f| !f.is_empty()),
+        params,
+    };
+    Ok((mail, rcpts))
 }
 
 /// MAIL's reply, then each RCPT's. A refused MAIL wins; then every permanently refused
@@ -73,7 +132,7 @@ pub(super) fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<Vec<Rc
 /// transaction has as many recipients as the server takes, not that this one is refused:
 /// it goes in a further transaction. `452 4.3.1` (no storage) and others are temporary
 /// refusals.
-pub(super) fn is_too_many_recipients(reply: &Reply) -> bool {
+fn is_too_many_recipients(reply: &Reply) -> bool {
     match reply.enhanced() {
         Some(code) => reply.is_transient() && code == "4.5.3",
         None => reply.code == 452,
@@ -81,7 +140,7 @@ pub(super) fn is_too_many_recipients(reply: &Reply) -> bool {
 }
 
 /// Addresses and DSN values go on command lines: nothing in them may end or extend one.
-pub(super) fn check_envelope(envelope: &Envelope) -> Result<()> {
+fn check_envelope(envelope: &Envelope) -> Result<()> {
     if envelope.recipients.is_empty() {
         return Err(Error::data("no recipient"));
     }
@@ -111,7 +170,7 @@ pub(super) fn check_envelope(envelope: &Envelope) -> Result<()> {
 }
 
 /// NOTIFY as asked, and ORCPT (the address as given) so the DSN names it.
-pub(super) fn dsn_rcpt_params(envelope: &Envelope, to: &str) -> Vec<RcptParam> {
+fn dsn_rcpt_params(envelope: &Envelope, to: &str) -> Vec<RcptParam> {
     let mut params: Vec<RcptParam> = envelope
         .dsn
         .notify

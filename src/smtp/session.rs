@@ -17,12 +17,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::envelope::{check_envelope, dsn_rcpt_params, judge_envelope, partly_delivered};
+use super::envelope::{envelope_commands, judge_envelope, partly_delivered};
 pub use super::net::Timeouts;
 use super::net::{Conn, after_end_of_data, handshake, open_tcp};
 use super::wire::{
     AuthResponse, AuthStart, Bdat, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
-    Mail, MailParam, Mechanism, Rcpt, Simple,
+    Mail, Mechanism, Rcpt, Simple,
 };
 use super::{Envelope, Reply};
 use crate::config::TlsMode;
@@ -231,7 +231,7 @@ impl Session {
     pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Reply> {
         self.check_usable(Phase::Mail)?;
         let size = encoded_size(message)?;
-        let (mail, rcpts) = self.envelope_commands(envelope, size)?;
+        let (mail, rcpts) = envelope_commands(&self.caps, envelope, size)?;
         let mut pending: &[Rcpt] = &rcpts;
         let mut delivered: Vec<String> = Vec::new();
         loop {
@@ -500,61 +500,6 @@ impl Session {
         self.conn.log_client(&quit.log_line());
         buf.extend_from_slice(quit.to_string().as_bytes());
         self.quit_sent = true;
-    }
-
-    /// MAIL and RCPT with the parameters this server understands; refuses what cannot be
-    /// sent before any byte goes out.
-    fn envelope_commands(&self, envelope: &Envelope, size: u64) -> Result<(Mail, Vec<Rcpt>)> {
-        check_envelope(envelope)?;
-        let caps = &self.caps;
-        let needs_utf8 = envelope.smtputf8
-            || envelope
-                .from
-                .iter()
-                .chain(&envelope.recipients)
-                .any(|a| !a.is_ascii());
-        if needs_utf8 && !caps.smtputf8 {
-            return Err(Error::data(
-                "an envelope address is not ASCII, but the server does not offer SMTPUTF8",
-            ));
-        }
-        let mut params = Vec::new();
-        if let Some(limit) = caps.size {
-            if limit > 0 && size > limit {
-                return Err(Kind::TooLarge { size, limit }.into());
-            }
-            params.push(MailParam::Size(size));
-        }
-        if envelope.eight_bit && caps.eight_bit_mime {
-            params.push(MailParam::Body8BitMime);
-        }
-        if needs_utf8 {
-            params.push(MailParam::SmtpUtf8);
-        }
-        let dsn = &envelope.dsn;
-        let use_dsn =
-            caps.dsn && (dsn.notify.is_some() || dsn.ret.is_some() || dsn.envid.is_some());
-        if use_dsn {
-            params.extend(dsn.ret.clone().map(MailParam::Ret));
-            params.extend(dsn.envid.clone().map(MailParam::EnvId));
-        }
-        let rcpts = envelope
-            .recipients
-            .iter()
-            .map(|to| Rcpt {
-                to: to.clone(),
-                params: if use_dsn {
-                    dsn_rcpt_params(envelope, to)
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
-        let mail = Mail {
-            from: envelope.from.clone().filter(|f| !f.is_empty()),
-            params,
-        };
-        Ok((mail, rcpts))
     }
 
     /// MAIL, every RCPT and (`with_data`) DATA in one write, then the replies in order
