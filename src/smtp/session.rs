@@ -3,11 +3,12 @@
 //! DATA or `BDAT LAST`), QUIT.
 //!
 //! Rules it keeps:
-//! - every wait is bounded (`Timeouts`); a timeout or a broken connection is a network
-//!   error (exit 75);
+//! - every wait is bounded (`Timeouts`, kept by `net::Conn`); a timeout or a broken
+//!   connection is a network error (exit 75);
 //! - no credentials before TLS is up and verified; a server without STARTTLS gets none;
 //! - recipients are all or nothing: when any RCPT is refused, the message is not sent
-//!   (see `Session::envelope_pipelined` for how a pipelined DATA is abandoned, and
+//!   (`envelope` judges the replies; see `Session::envelope_pipelined` for how a
+//!   pipelined DATA is abandoned, and
 //!   `Session::transaction` for when the one-flight BDAT is safe);
 //! - `-v` shows the dialogue with AUTH payloads redacted and the message summarised.
 
