@@ -294,14 +294,12 @@ impl Client {
         };
         // Bounded in size and in time, like every answer: one too large or too slow to
         // read says no more than its status.
-        let body = tokio::time::timeout(
-            ANSWER_BODY_TIMEOUT,
-            crate::oauth::grants::read_body(response, limit),
-        )
-        .await
-        .ok()
-        .and_then(std::result::Result::ok)
-        .unwrap_or_default();
+        let body =
+            tokio::time::timeout(ANSWER_BODY_TIMEOUT, crate::http::read_body(response, limit))
+                .await
+                .ok()
+                .and_then(std::result::Result::ok)
+                .unwrap_or_default();
         Answer {
             status,
             request_id,
@@ -448,7 +446,7 @@ fn permission_hint(account: &AccountSettings, permission: &str) -> String {
         .oauth
         .client_id
         .as_deref()
-        .and_then(|id| oauth::grants::admin_consent_url(&account.oauth.token_url, id))
+        .and_then(|id| oauth::aadsts::admin_consent_url(&account.oauth.token_url, id))
         .map(|u| format!(" (admin consent: {u})"))
         .unwrap_or_default();
     let graph = account.graph.as_ref().map_or("", |g| g.url.as_str());

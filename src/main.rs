@@ -27,8 +27,9 @@
 //! | `message` | reading stdin once, the header view, Bcc stripping, header edits |
 //! | `spool` | the message's bytes: small in memory, large in a nameless private file; `Payload`, read as a stream by SMTP, Graph and the queue |
 //! | `plan` | pure resolution of account, envelope and header edits |
-//! | `oauth` | the token cache (`store`), the HTTP grants (`grants`), the interactive flows (`login`, `authcode`) |
-//! | `smtp` | our ESMTP client: wire bytes, the session |
+//! | `oauth` | the token cache (`store`), the HTTP grants (`grants`), Microsoft's AADSTS codes and what each asks of the user (`aadsts`), the interactive flows (`login`, `authcode`) |
+//! | `http` | HTTP answers read with a bound on their size (`read_body`), for the token endpoint and Graph |
+//! | `smtp` | our ESMTP client: wire bytes (`wire`), the stream and its timeouts (`net`), the envelope's checks (`envelope`), the dialogue (`session`) |
 //! | `reply` | an SMTP server's reply and its enhanced status code (below `smtp` and `error`) |
 //! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
 //! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport`; `auto`'s decision (`deliver::open`) |
@@ -68,6 +69,7 @@ mod deliver;
 mod error;
 mod flush;
 mod graph;
+mod http;
 mod journal;
 mod keyring;
 mod maildrop;

@@ -13,6 +13,7 @@
 //!        save atomically (rotated refresh token) ─► unlock ──► fresh token
 //! ```
 
+pub mod aadsts;
 pub mod authcode;
 pub mod grants;
 pub mod login;
@@ -105,80 +106,11 @@ pub async fn access_token_in(
         store,
         seen.map(|t| t.access_token),
         reject.map(str::to_owned),
-        prepared,
+        Cache::Main { prepared },
     );
     tokio::spawn(renewal)
         .await
         .map_err(|e| Error::internal(format!("the token renewal task failed: {e}")))?
-}
-
-/// Under the account's lock: re-read, then renew and save unless another process just did.
-async fn renew(
-    account: AccountSettings,
-    store: TokenStore,
-    seen: Option<String>,
-    reject: Option<String>,
-    prepared: Option<grants::Form>,
-) -> Result<AccessToken> {
-    let (store, lock, current) = blocking(move || {
-        let lock = store.lock()?;
-        let current = store.load()?;
-        Ok((store, lock, current))
-    })
-    .await?;
-    if let Some(t) = &current
-        && Some(&t.access_token) != seen.as_ref()
-        && Some(&t.access_token) != reject.as_ref()
-        && t.valid_for(now(), MIN_VALIDITY)
-    {
-        return Ok(AccessToken {
-            secret: t.access_token.clone(),
-            expires_at: t.expires_at,
-            fresh: false,
-        });
-    }
-    let response = match fetch(&account, current.as_ref(), prepared).await {
-        Ok(r) => r,
-        Err(e) => {
-            // An outage during an early renewal: the cached token still works for a while.
-            if let Some(t) = &current
-                && is_class(&e, TokenClass::Transient)
-                && t.valid_for(now(), MIN_VALIDITY)
-                && Some(&t.access_token) != reject.as_ref()
-            {
-                return Ok(AccessToken {
-                    secret: t.access_token.clone(),
-                    expires_at: t.expires_at,
-                    fresh: false,
-                });
-            }
-            return Err(e);
-        }
-    };
-    let stored = merge(current, response, now());
-    // The save runs on a blocking thread: it completes even if this task is cancelled,
-    // and the lock is released only after it.
-    let name = account.name.clone();
-    blocking(move || {
-        if let Err(e) = store.save(&stored) {
-            // A full disk, a read-only folder, a failing token_encrypt_cmd: the access token
-            // in hand is good for an hour, so it is used; the refresh token may be lost.
-            crate::stderr::account(
-                &name,
-                &format!(
-                    "{e}; the new tokens were used but not saved: \
-                     if the next renewal fails, run `oauth2-sendmail login {name}`"
-                ),
-            );
-        }
-        drop(lock);
-        Ok(AccessToken {
-            secret: stored.access_token,
-            expires_at: stored.expires_at,
-            fresh: true,
-        })
-    })
-    .await
 }
 
 /// A valid Microsoft Graph token for the account (`graph_scopes`): cached in
@@ -241,32 +173,46 @@ pub async fn graph_token_in(
     if let Some(cached) = seen.as_ref().and_then(|t| usable(t, reject)) {
         return Ok(cached);
     }
-    let renewal = renew_graph(
+    let renewal = renew(
         graph.clone(),
-        main,
         store,
         seen.map(|t| t.access_token),
         reject.map(str::to_owned),
+        Cache::Graph { main },
     );
     tokio::spawn(renewal)
         .await
         .map_err(|e| Error::internal(format!("the token renewal task failed: {e}")))?
 }
 
-/// [`renew`] for the Graph token: the same lock, the refresh token read from (and a
-/// rotated one saved to) the main cache, the access token saved in the Graph cache.
-async fn renew_graph(
+/// Which cache a renewal fills: the one thing the SMTP and the Graph renewals do
+/// differently.
+enum Cache {
+    /// The account's own cache (SMTP's token). `prepared` is the unattended grant's form,
+    /// built before the lock.
+    Main { prepared: Option<grants::Form> },
+    /// The Graph cache, under the same lock: the refresh token read from (and a rotated one
+    /// saved to) the main cache `main`; the access token, with what was asked for, saved in
+    /// the Graph cache.
+    Graph { main: TokenStore },
+}
+
+/// Under the account's lock: re-read, then renew and save unless another process just did.
+async fn renew(
     account: AccountSettings,
-    main: TokenStore,
     store: TokenStore,
     seen: Option<String>,
     reject: Option<String>,
+    cache: Cache,
 ) -> Result<AccessToken> {
-    let (main, store, lock, current, primary) = blocking(move || {
+    let (store, lock, current, primary, cache) = blocking(move || {
         let lock = store.lock()?;
         let current = store.load()?;
-        let primary = main.load()?;
-        Ok((main, store, lock, current, primary))
+        let primary = match &cache {
+            Cache::Main { .. } => None,
+            Cache::Graph { main } => main.load()?,
+        };
+        Ok((store, lock, current, primary, cache))
     })
     .await?;
     let cached = |t: &StoredToken| AccessToken {
@@ -274,8 +220,12 @@ async fn renew_graph(
         expires_at: t.expires_at,
         fresh: false,
     };
-    // A token another process renewed meanwhile, for what the configuration asks.
-    let current = current.filter(|t| asked_as_configured(t, &account));
+    // A Graph token another process renewed meanwhile counts only when it was asked for
+    // what the configuration asks.
+    let current = match cache {
+        Cache::Main { .. } => current,
+        Cache::Graph { .. } => current.filter(|t| asked_as_configured(t, &account)),
+    };
     if let Some(t) = &current
         && Some(&t.access_token) != seen.as_ref()
         && Some(&t.access_token) != reject.as_ref()
@@ -283,20 +233,64 @@ async fn renew_graph(
     {
         return Ok(cached(t));
     }
-    // The account's refresh token lives in the main cache; a Graph cache written by hand
-    // may hold one of its own.
+    let (basis, prepared, main) = match cache {
+        Cache::Main { prepared } => (current.clone(), prepared, None),
+        Cache::Graph { main } => (
+            graph_basis(&account, current.as_ref(), primary.as_ref()),
+            None,
+            Some(main),
+        ),
+    };
+    let response = match fetch(&account, basis.as_ref(), prepared).await {
+        Ok(r) => r,
+        Err(e) => {
+            // An outage during an early renewal: the cached token still works for a while.
+            if let Some(t) = &current
+                && is_class(&e, TokenClass::Transient)
+                && t.valid_for(now(), MIN_VALIDITY)
+                && Some(&t.access_token) != reject.as_ref()
+            {
+                return Ok(cached(t));
+            }
+            return Err(e);
+        }
+    };
+    let name = account.name.clone();
+    let requested = request_key(&account);
+    // The save runs on a blocking thread: it completes even if this task is cancelled,
+    // and the lock is released only after it.
+    blocking(move || {
+        let saved = match main {
+            None => save_main(&store, &name, current, response),
+            Some(main) => save_graph(&main, &store, primary, response, requested)?,
+        };
+        drop(lock);
+        Ok(AccessToken {
+            secret: saved.access_token,
+            expires_at: saved.expires_at,
+            fresh: true,
+        })
+    })
+    .await
+}
+
+/// What a Graph renewal trades: the account's refresh token, which lives in the main cache
+/// (a Graph cache written by hand may hold one of its own).
+fn graph_basis(
+    account: &AccountSettings,
+    current: Option<&StoredToken>,
+    primary: Option<&StoredToken>,
+) -> Option<StoredToken> {
     let refresh = primary
-        .as_ref()
         .and_then(|t| t.refresh_token.clone())
-        .or_else(|| current.as_ref().and_then(|t| t.refresh_token.clone()));
+        .or_else(|| current.and_then(|t| t.refresh_token.clone()));
     // The renewal names the configured Graph scopes (not what an older Graph token was
     // granted: a fixed `graph_url` or `graph_scopes` must take effect): without a scope
     // Microsoft could issue a token for SMTP's audience.
     let graph_scope = account
         .refresh_scope_when_unknown()
-        .or_else(|| current.as_ref().and_then(|t| t.scope.clone()));
-    let requested = request_key(&account);
-    let basis = match refresh {
+        .or_else(|| current.and_then(|t| t.scope.clone()));
+    match refresh {
         Some(rt) => Some(StoredToken {
             access_token: String::new(),
             expires_at: 0,
@@ -308,43 +302,55 @@ async fn renew_graph(
             requested: None,
             flow: None,
         }),
-        None => current.clone().or_else(|| primary.clone()),
-    };
-    let mut response = match fetch(&account, basis.as_ref(), None).await {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(t) = &current
-                && is_class(&e, TokenClass::Transient)
-                && t.valid_for(now(), MIN_VALIDITY)
-                && Some(&t.access_token) != reject.as_ref()
-            {
-                return Ok(cached(t));
-            }
-            return Err(e);
-        }
-    };
+        None => current.or(primary).cloned(),
+    }
+}
+
+/// The main cache's save. A failure does not fail the renewal: a full disk, a read-only
+/// folder, a failing `token_encrypt_cmd` leave the access token in hand good for an hour, so
+/// it is used; the refresh token may be lost, which the warning says.
+fn save_main(
+    store: &TokenStore,
+    name: &str,
+    current: Option<StoredToken>,
+    response: TokenResponse,
+) -> StoredToken {
+    let stored = merge(current, response, now());
+    if let Err(e) = store.save(&stored) {
+        crate::stderr::account(
+            name,
+            &format!(
+                "{e}; the new tokens were used but not saved: \
+                 if the next renewal fails, run `oauth2-sendmail login {name}`"
+            ),
+        );
+    }
+    stored
+}
+
+/// The Graph cache's save: a rotated refresh token goes to the main cache first (it is the
+/// one thing that cannot be got again), then the access token to the Graph cache with
+/// `requested`, what was asked for.
+fn save_graph(
+    main: &TokenStore,
+    store: &TokenStore,
+    primary: Option<StoredToken>,
+    mut response: TokenResponse,
+    requested: String,
+) -> Result<StoredToken> {
     let rotated = response.refresh_token.take();
-    blocking(move || {
-        // The rotated refresh token first: it is the one thing that cannot be got again.
-        let mut graph = merge(None, response, now());
-        graph.requested = Some(requested);
-        match (rotated, primary) {
-            (Some(rt), Some(mut p)) => {
-                p.refresh_token = Some(rt);
-                main.save(&p)?;
-            }
-            (Some(rt), None) => graph.refresh_token = Some(rt),
-            (None, _) => {}
+    let mut graph = merge(None, response, now());
+    graph.requested = Some(requested);
+    match (rotated, primary) {
+        (Some(rt), Some(mut p)) => {
+            p.refresh_token = Some(rt);
+            main.save(&p)?;
         }
-        store.save(&graph)?;
-        drop(lock);
-        Ok(AccessToken {
-            secret: graph.access_token,
-            expires_at: graph.expires_at,
-            fresh: true,
-        })
-    })
-    .await
+        (Some(rt), None) => graph.refresh_token = Some(rt),
+        (None, _) => {}
+    }
+    store.save(&graph)?;
+    Ok(graph)
 }
 
 /// New tokens: with the refresh token, else by a grant the flow can do unattended.

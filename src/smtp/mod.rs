@@ -3,9 +3,14 @@
 //!
 //! - `wire`: commands as exact bytes, reply parsing, the message codec (CRLF, and
 //!   dot-stuffing for DATA; none for BDAT);
-//! - `session`: connect, STARTTLS, AUTH XOAUTH2, the pipelined transaction (DATA, or
-//!   `BDAT LAST` in one flight), QUIT.
+//! - `net`: the stream (TCP or proxy tunnel, TLS) and `Conn`, which writes commands and
+//!   reads replies with every wait bounded;
+//! - `envelope`: what may go on MAIL and RCPT lines, and how their replies are judged;
+//! - `session`: the dialogue: connect, STARTTLS, AUTH XOAUTH2, the pipelined transaction
+//!   (DATA, or `BDAT LAST` in one flight), QUIT.
 
+mod envelope;
+mod net;
 pub mod session;
 pub mod wire;
 

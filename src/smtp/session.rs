@@ -3,27 +3,27 @@
 //! DATA or `BDAT LAST`), QUIT.
 //!
 //! Rules it keeps:
-//! - every wait is bounded (`Timeouts`); a timeout or a broken connection is a network
-//!   error (exit 75);
+//! - every wait is bounded (`Timeouts`, kept by `net::Conn`); a timeout or a broken
+//!   connection is a network error (exit 75);
 //! - no credentials before TLS is up and verified; a server without STARTTLS gets none;
 //! - recipients are all or nothing: when any RCPT is refused, the message is not sent
-//!   (see `Session::envelope_pipelined` for how a pipelined DATA is abandoned, and
+//!   (`envelope` judges the replies; see `Session::envelope_pipelined` for how a
+//!   pipelined DATA is abandoned, and
 //!   `Session::transaction` for when the one-flight BDAT is safe);
 //! - `-v` shows the dialogue with AUTH payloads redacted and the message summarised.
 
 use std::io;
-use std::time::Duration;
 
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
-};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::envelope::{envelope_commands, judge_envelope, partly_delivered};
+pub use super::net::Timeouts;
+use super::net::{Conn, after_end_of_data, handshake, open_tcp};
 use super::wire::{
     AuthResponse, AuthStart, Bdat, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
-    MAX_REPLY_LINE, Mail, MailParam, Mechanism, Rcpt, RcptParam, ReplyParser, Simple,
+    Mail, Mechanism, Rcpt, Simple,
 };
 use super::{Envelope, Reply};
 use crate::config::TlsMode;
@@ -32,88 +32,9 @@ use crate::provider::{AuthLine, Sasl, Server};
 use crate::spool::Payload;
 use crate::tls;
 
-/// Test hook: when set to a number of milliseconds, every wait below is capped at that
-/// (so a "silent server" test ends in about a second). Not meant for users.
-pub const TEST_TIMEOUT_ENV: &str = "OAUTH2_SENDMAIL_TEST_TIMEOUT_MS";
-
 /// The message is encoded and written in pieces of this size: big TLS records and few
 /// writes, without a second copy of a large message in memory.
 const CHUNK: usize = 64 * 1024;
-
-/// How long each wait may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub greeting: Duration,
-    pub tls: Duration,
-    pub reply: Duration,
-    pub write: Duration,
-    pub data_end: Duration,
-    pub quit: Duration,
-}
-
-/// TCP connect: a submission server that has not answered a SYN in 30 s is down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The 220 greeting. RFC 5321 §4.5.3.2.1 allows 5 min for MTAs that tarpit; submission
-/// servers greet at once, and a cron job should not hang for minutes before queueing.
-const GREETING_TIMEOUT: Duration = Duration::from_mins(1);
-/// The TLS handshake: a few round trips.
-const TLS_TIMEOUT: Duration = Duration::from_secs(30);
-/// Replies to EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, RSET. RFC 5321 §4.5.3.2 suggests
-/// 5 min for MAIL/RCPT; submission servers answer in well under a second, so 60 s leaves
-/// room for a slow token check and still fails a hung server in reasonable time.
-const REPLY_TIMEOUT: Duration = Duration::from_mins(1);
-/// Each write (a command batch or one 64 KiB chunk of data): RFC 5321 §4.5.3.2.5 gives
-/// 3 min per data block.
-const WRITE_TIMEOUT: Duration = Duration::from_mins(3);
-/// The reply after the final `.`: RFC 5321 §4.5.3.2.6 says 10 min, as the server may scan
-/// the message before accepting it; a timeout here risks a duplicate, so be patient.
-const DATA_END_TIMEOUT: Duration = Duration::from_mins(10);
-/// Writing QUIT and closing: best effort, the message is already accepted.
-const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            connect: CONNECT_TIMEOUT,
-            greeting: GREETING_TIMEOUT,
-            tls: TLS_TIMEOUT,
-            reply: REPLY_TIMEOUT,
-            write: WRITE_TIMEOUT,
-            data_end: DATA_END_TIMEOUT,
-            quit: QUIT_TIMEOUT,
-        }
-    }
-}
-
-impl Timeouts {
-    /// The standard values, capped by `OAUTH2_SENDMAIL_TEST_TIMEOUT_MS` when set.
-    #[must_use]
-    pub fn from_env() -> Timeouts {
-        let cap = std::env::var(TEST_TIMEOUT_ENV)
-            .ok()
-            .and_then(|ms| ms.trim().parse().ok())
-            .map(Duration::from_millis);
-        match cap {
-            Some(cap) => Timeouts::default().capped(cap),
-            None => Timeouts::default(),
-        }
-    }
-
-    /// Every wait at most `cap`.
-    #[must_use]
-    pub fn capped(self, cap: Duration) -> Timeouts {
-        Timeouts {
-            connect: self.connect.min(cap),
-            greeting: self.greeting.min(cap),
-            tls: self.tls.min(cap),
-            reply: self.reply.min(cap),
-            write: self.write.min(cap),
-            data_end: self.data_end.min(cap),
-            quit: self.quit.min(cap),
-        }
-    }
-}
 
 /// An authenticated-or-not SMTP session over verified TLS.
 pub struct Session {
@@ -311,7 +232,7 @@ impl Session {
     pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Reply> {
         self.check_usable(Phase::Mail)?;
         let size = encoded_size(message)?;
-        let (mail, rcpts) = self.envelope_commands(envelope, size)?;
+        let (mail, rcpts) = envelope_commands(&self.caps, envelope, size)?;
         let mut pending: &[Rcpt] = &rcpts;
         let mut delivered: Vec<String> = Vec::new();
         loop {
@@ -585,12 +506,7 @@ impl Session {
         if self.conn.replies_so_far(Phase::Data).await? <= 2 {
             return Ok(());
         }
-        let early = self
-            .conn
-            .early
-            .back()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let early = self.conn.last_early_reply();
         Err(Error::protocol(
             Phase::Data,
             format!(
@@ -608,61 +524,6 @@ impl Session {
         self.conn.log_client(&quit.log_line());
         buf.extend_from_slice(quit.to_string().as_bytes());
         self.quit_sent = true;
-    }
-
-    /// MAIL and RCPT with the parameters this server understands; refuses what cannot be
-    /// sent before any byte goes out.
-    fn envelope_commands(&self, envelope: &Envelope, size: u64) -> Result<(Mail, Vec<Rcpt>)> {
-        check_envelope(envelope)?;
-        let caps = &self.caps;
-        let needs_utf8 = envelope.smtputf8
-            || envelope
-                .from
-                .iter()
-                .chain(&envelope.recipients)
-                .any(|a| !a.is_ascii());
-        if needs_utf8 && !caps.smtputf8 {
-            return Err(Error::data(
-                "an envelope address is not ASCII, but the server does not offer SMTPUTF8",
-            ));
-        }
-        let mut params = Vec::new();
-        if let Some(limit) = caps.size {
-            if limit > 0 && size > limit {
-                return Err(Kind::TooLarge { size, limit }.into());
-            }
-            params.push(MailParam::Size(size));
-        }
-        if envelope.eight_bit && caps.eight_bit_mime {
-            params.push(MailParam::Body8BitMime);
-        }
-        if needs_utf8 {
-            params.push(MailParam::SmtpUtf8);
-        }
-        let dsn = &envelope.dsn;
-        let use_dsn =
-            caps.dsn && (dsn.notify.is_some() || dsn.ret.is_some() || dsn.envid.is_some());
-        if use_dsn {
-            params.extend(dsn.ret.clone().map(MailParam::Ret));
-            params.extend(dsn.envid.clone().map(MailParam::EnvId));
-        }
-        let rcpts = envelope
-            .recipients
-            .iter()
-            .map(|to| Rcpt {
-                to: to.clone(),
-                params: if use_dsn {
-                    dsn_rcpt_params(envelope, to)
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
-        let mail = Mail {
-            from: envelope.from.clone().filter(|f| !f.is_empty()),
-            params,
-        };
-        Ok((mail, rcpts))
     }
 
     /// MAIL, every RCPT and (`with_data`) DATA in one write, then the replies in order
@@ -847,17 +708,6 @@ impl Session {
 
 /// The message's size as `SIZE=` and `BDAT` count it, read through once (a spooled
 /// message is read from its file, not held in memory).
-/// Whether `buffered` holds a whole reply: a final line (`ddd` then a space or the line's
-/// end) ended by LF. Continuation lines (`ddd-`) before it belong to the same reply.
-fn complete_reply_waiting(buffered: &[u8]) -> bool {
-    buffered.split_inclusive(|&b| b == b'\n').any(|line| {
-        line.ends_with(b"\n")
-            && line.len() >= 4
-            && line[..3].iter().all(u8::is_ascii_digit)
-            && matches!(line[3], b' ' | b'\r' | b'\n')
-    })
-}
-
 fn encoded_size(message: &Payload<'_>) -> Result<u64> {
     let mut size = super::wire::MessageSize::default();
     let mut reader = message.reader();
@@ -883,84 +733,10 @@ fn read_piece(reader: &mut impl std::io::Read, piece: &mut [u8]) -> Result<usize
     }
 }
 
-/// A later transaction of a message split by the server's recipient limit failed after
-/// earlier ones were accepted.
-fn partly_delivered(delivered: &[String], e: &Error) -> Error {
-    let to: Vec<String> = delivered.iter().map(|a| format!("<{a}>")).collect();
-    let failure = match &e.kind {
-        Kind::RecipientsRefused(refused) => refused
-            .iter()
-            .map(|(a, r)| format!("<{a}>: {r}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        _ => e.to_string(),
-    };
-    Error::protocol(
-        Phase::Rcpt,
-        format!(
-            "the server took the message for {} in earlier transactions (its limit of recipients \
-             per message), then failed for the others: {failure}; send it again only to those",
-            to.join(", ")
-        ),
-    )
-}
-
 /// 500 (line too long, Dovecot), 501 (syntax), 555 (Gmail's "command line too long"):
 /// the server did not take the one-line form; a refusal of the token is 535 or 334.
 fn is_line_refused(reply: &Reply) -> bool {
     matches!(reply.code, 500 | 501 | 555)
-}
-
-/// MAIL's reply, then each RCPT's. A refused MAIL wins; then every permanently refused
-/// recipient (exit 67); then the first temporary refusal (exit 75). `replies` may be
-/// short (a broken connection); extra replies (DATA's) are ignored.
-fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<Vec<Rcpt>> {
-    let Some((mail, rest)) = replies.split_first() else {
-        return Ok(Vec::new());
-    };
-    if !mail.is_success() {
-        return Err(Error::reply(Phase::Mail, mail.clone()));
-    }
-    let answered: Vec<(&Rcpt, &Reply)> = rcpts.iter().zip(rest).collect();
-    let refused: Vec<(String, Reply)> = answered
-        .iter()
-        .filter(|(_, r)| r.is_permanent())
-        .map(|(rcpt, r)| (rcpt.to.clone(), (*r).clone()))
-        .collect();
-    if !refused.is_empty() {
-        return Err(Kind::RecipientsRefused(refused).into());
-    }
-    if let Some((_, r)) = answered
-        .iter()
-        .find(|(_, r)| !r.is_success() && !is_too_many_recipients(r))
-    {
-        return Err(Error::reply(Phase::Rcpt, (*r).clone()));
-    }
-    let deferred: Vec<Rcpt> = answered
-        .iter()
-        .filter(|(_, r)| is_too_many_recipients(r))
-        .map(|(rcpt, _)| (*rcpt).clone())
-        .collect();
-    let accepted = answered.iter().filter(|(_, r)| r.is_success()).count();
-    if let Some((_, r)) = answered.iter().find(|(_, r)| is_too_many_recipients(r))
-        && accepted == 0
-        && answered.len() == rcpts.len()
-    {
-        // Not one recipient fits: a server busy or limited to none, try again later.
-        return Err(Error::reply(Phase::Rcpt, (*r).clone()));
-    }
-    Ok(deferred)
-}
-
-/// RFC 5321 §4.5.3.1.10: `452` (or, as Dovecot says it, `451 4.5.3`) to a RCPT means this
-/// transaction has as many recipients as the server takes, not that this one is refused:
-/// it goes in a further transaction. `452 4.3.1` (no storage) and others are temporary
-/// refusals.
-fn is_too_many_recipients(reply: &Reply) -> bool {
-    match reply.enhanced() {
-        Some(code) => reply.is_transient() && code == "4.5.3",
-        None => reply.code == 452,
-    }
 }
 
 /// The BDAT size did not match the bytes the encoder produced: a bug, never sent.
@@ -970,426 +746,9 @@ fn size_mismatch(size: u64, actual: u64) -> Error {
     ))
 }
 
-/// Addresses and DSN values go on command lines: nothing in them may end or extend one.
-fn check_envelope(envelope: &Envelope) -> Result<()> {
-    if envelope.recipients.is_empty() {
-        return Err(Error::data("no recipient"));
-    }
-    let bad = |a: &str| {
-        a.chars()
-            .any(|c| c.is_control() || c == '<' || c == '>' || c == ' ')
-    };
-    let from = envelope.from.as_deref().unwrap_or("");
-    let recipients = envelope.recipients.iter().map(String::as_str);
-    for address in std::iter::once(from).chain(recipients) {
-        if bad(address) {
-            return Err(Error::data(format!("invalid envelope address {address:?}")));
-        }
-    }
-    if envelope.recipients.iter().any(String::is_empty) {
-        return Err(Error::data("an empty recipient address"));
-    }
-    let keyword = |v: &Option<String>| {
-        v.as_deref().is_some_and(|v| {
-            v.is_empty() || !v.bytes().all(|b| b.is_ascii_uppercase() || b == b',')
-        })
-    };
-    if keyword(&envelope.dsn.notify) || keyword(&envelope.dsn.ret) {
-        return Err(Error::data("invalid DSN NOTIFY or RET value"));
-    }
-    Ok(())
-}
-
-/// NOTIFY as asked, and ORCPT (the address as given) so the DSN names it.
-fn dsn_rcpt_params(envelope: &Envelope, to: &str) -> Vec<RcptParam> {
-    let mut params: Vec<RcptParam> = envelope
-        .dsn
-        .notify
-        .clone()
-        .map(RcptParam::Notify)
-        .into_iter()
-        .collect();
-    // `rfc822;` is for ASCII addresses only (RFC 6533 has another type for UTF-8).
-    if to.is_ascii() {
-        params.push(RcptParam::Orcpt(to.to_owned()));
-    }
-    params
-}
-
-async fn open_tcp(server: &Server, wait: Duration) -> Result<TcpStream> {
-    if let Some(proxy) = &server.proxy {
-        // The tunnel is set up within the same limit; TLS then runs end to end through it.
-        return proxy.connect(&server.host, server.port, wait).await;
-    }
-    let address = server.address();
-    let tcp = match tokio::time::timeout(
-        wait,
-        TcpStream::connect((server.host.as_str(), server.port)),
-    )
-    .await
-    {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            return Err(Error::network(
-                Phase::Connect,
-                format!("cannot connect to {address}: {e}"),
-            ));
-        }
-        Err(_) => {
-            return Err(Error::network(
-                Phase::Connect,
-                format!("no connection to {address} within {}", human(wait)),
-            ));
-        }
-    };
-    // Each flight is one write; Nagle would hold the last one back for a delayed ACK.
-    tcp.set_nodelay(true)
-        .map_err(|e| Error::network(Phase::Connect, e.to_string()))?;
-    Ok(tcp)
-}
-
-async fn handshake(
-    tcp: TcpStream,
-    config: std::sync::Arc<rustls::ClientConfig>,
-    name: rustls_pki_types::ServerName<'static>,
-    wait: Duration,
-    verbose: bool,
-) -> Result<TlsStream<TcpStream>> {
-    let connecting = TlsConnector::from(config).connect(name, tcp);
-    let stream = match tokio::time::timeout(wait, connecting).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(tls::handshake_error(&e)),
-        Err(_) => {
-            return Err(Error::network(
-                Phase::Tls,
-                format!("no TLS handshake within {}", human(wait)),
-            ));
-        }
-    };
-    if verbose {
-        let (_, state) = stream.get_ref();
-        let version = state
-            .protocol_version()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default();
-        let suite = state
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default();
-        crate::stderr::transcript(
-            crate::stderr::Mark::Note,
-            &format!("TLS established, certificate verified: {version} {suite}"),
-        );
-    }
-    Ok(stream)
-}
-
-/// `30 s`, `250 ms`.
-fn human(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{} ms", d.as_millis())
-    }
-}
-
-/// A connection (plain or TLS) with the reply reader, the timeouts and the `-v` log.
-struct Conn<S> {
-    io: BufReader<S>,
-    /// Whole replies taken off the line while a flight was still being written (see
-    /// `replies_so_far`), handed out first by the next reads.
-    early: std::collections::VecDeque<Reply>,
-    timeouts: Timeouts,
-    verbose: bool,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    fn new(stream: S, timeouts: Timeouts, verbose: bool) -> Conn<S> {
-        Conn {
-            io: BufReader::new(stream),
-            early: std::collections::VecDeque::new(),
-            timeouts,
-            verbose,
-        }
-    }
-
-    /// The stream back, for the TLS handshake. Anything the server sent after its
-    /// STARTTLS reply would be plain text smuggled into the TLS session: refused.
-    fn into_inner(self) -> Result<S> {
-        if !self.io.buffer().is_empty() {
-            return Err(Error::protocol(
-                Phase::StartTls,
-                "the server sent data before the TLS handshake; refusing to continue",
-            ));
-        }
-        Ok(self.io.into_inner())
-    }
-
-    async fn greeting(&mut self) -> Result<()> {
-        let reply = self
-            .read_reply(Phase::Greeting, self.timeouts.greeting)
-            .await?;
-        if reply.code == 220 {
-            Ok(())
-        } else {
-            Err(Error::reply(Phase::Greeting, reply))
-        }
-    }
-
-    async fn ehlo(&mut self, ehlo: &Ehlo) -> Result<Capabilities> {
-        let reply = self.command(ehlo, Phase::Ehlo).await?;
-        if reply.code == 250 {
-            Ok(Capabilities::from_ehlo(&reply))
-        } else {
-            Err(Error::reply(Phase::Ehlo, reply))
-        }
-    }
-
-    async fn starttls(&mut self, caps: &Capabilities) -> Result<()> {
-        const NO_TLS: &str = "refusing to send credentials without TLS";
-        if !caps.starttls {
-            return Err(Error::protocol(
-                Phase::StartTls,
-                format!("server does not offer STARTTLS; {NO_TLS}"),
-            ));
-        }
-        let reply = self.command(&Simple::StartTls, Phase::StartTls).await?;
-        if reply.code == 220 {
-            Ok(())
-        } else {
-            Err(Error::protocol(
-                Phase::StartTls,
-                format!("server refused STARTTLS ({reply}); {NO_TLS}"),
-            ))
-        }
-    }
-
-    /// Writes one command and reads its reply.
-    async fn command(&mut self, cmd: &dyn Command, phase: Phase) -> Result<Reply> {
-        self.write_commands(&[cmd], phase).await?;
-        self.read_reply(phase, self.timeouts.reply).await
-    }
-
-    /// Writes commands in one write (one TCP segment, one TLS record).
-    async fn write_commands(&mut self, cmds: &[&dyn Command], phase: Phase) -> Result<()> {
-        self.nothing_unasked(phase).await?;
-        let mut bytes = String::new();
-        for cmd in cmds {
-            self.log_client(&cmd.log_line());
-            bytes.push_str(&cmd.to_string());
-        }
-        self.write_bytes(bytes.as_bytes(), phase).await
-    }
-
-    async fn write_bytes(&mut self, bytes: &[u8], phase: Phase) -> Result<()> {
-        let stream = self.io.get_mut();
-        let writing = async {
-            stream.write_all(bytes).await?;
-            stream.flush().await
-        };
-        match tokio::time::timeout(self.timeouts.write, writing).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io_error(phase, &e)),
-            Err(_) => Err(Error::network(
-                phase,
-                format!("the server took no data for {}", human(self.timeouts.write)),
-            )),
-        }
-    }
-
-    /// Every reply so far has been read as the answer to a command we sent; a byte waiting
-    /// now (buffered, or ready on the socket) came before the command it would answer, and
-    /// would shift every later reply by one (a false "sent"). A protocol error (exit 76),
-    /// in every phase, the message data included: a `250` before the final `.` is no
-    /// answer to the message. Only a `421` is taken at its word: RFC 5321 §3.8 lets a
-    /// server that is closing say so at any time (exit 75, with its text).
-    async fn nothing_unasked(&mut self, phase: Phase) -> Result<()> {
-        let waiting = if !self.early.is_empty() {
-            true
-        } else if self.io.buffer().is_empty() {
-            // Polled once, without waiting: only data already there counts. Not with a
-            // zero timeout: tokio's timer rounds it up to its next millisecond tick, and
-            // the runtime then sleeps that millisecond before every command we send.
-            let io = &mut self.io;
-            std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(matches!(
-                    std::pin::Pin::new(&mut *io).poll_fill_buf(cx),
-                    std::task::Poll::Ready(Ok(buf)) if !buf.is_empty()
-                ))
-            })
-            .await
-        } else {
-            true
-        };
-        if !waiting {
-            return Ok(());
-        }
-        // The whole reply, if it comes soon (a server may send it a few bytes at a time).
-        let early = match self.read_reply(phase, self.timeouts.quit).await {
-            Ok(reply) if reply.code == 421 => return Err(Error::reply(phase, reply)),
-            Ok(reply) => reply.to_string(),
-            Err(_) => String::from_utf8_lossy(self.io.buffer())
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned(),
-        };
-        Err(Error::protocol(
-            phase,
-            format!(
-                "the server sent a reply before the command it would answer was complete \
-                 (`{}`); its replies are out of step, so nothing it says can be trusted",
-                crate::scrub::printable(&early, 100)
-            ),
-        ))
-    }
-
-    /// How many whole replies the server has sent so far in this flight, taken off the line
-    /// without waiting (kept for the reads that follow). In a one-flight `BDAT LAST`, the
-    /// replies to MAIL and RCPT may come while the message is still being written; a third
-    /// can only answer BDAT before its chunk was complete.
-    async fn replies_so_far(&mut self, phase: Phase) -> Result<usize> {
-        loop {
-            if !complete_reply_waiting(self.io.buffer()) {
-                if !self.io.buffer().is_empty() {
-                    break;
-                }
-                // Polled once, without waiting (as in `nothing_unasked`).
-                let io = &mut self.io;
-                let arrived = std::future::poll_fn(|cx| {
-                    std::task::Poll::Ready(matches!(
-                        std::pin::Pin::new(&mut *io).poll_fill_buf(cx),
-                        std::task::Poll::Ready(Ok(buf)) if !buf.is_empty()
-                    ))
-                })
-                .await;
-                if !arrived || !complete_reply_waiting(self.io.buffer()) {
-                    break;
-                }
-            }
-            // The whole reply is in the buffer: reading it does not wait.
-            let reply = self.read_reply_off_the_line(phase).await?;
-            self.early.push_back(reply);
-        }
-        Ok(self.early.len())
-    }
-
-    /// One write of message data (DATA's, before and with the final `.`): nothing may have
-    /// been answered yet. When the write fails, the server's reply, if it sent one before
-    /// it closed (a `421` in the middle of DATA), says more than the broken pipe.
-    async fn write_data(&mut self, bytes: &[u8]) -> Result<()> {
-        self.nothing_unasked(Phase::Data).await?;
-        match self.write_bytes(bytes, Phase::Data).await {
-            Err(e) if matches!(e.kind, Kind::Network { .. }) => {
-                match self.read_reply(Phase::Data, self.timeouts.quit).await {
-                    Ok(reply) if !reply.is_success() => Err(Error::reply(Phase::Data, reply)),
-                    _ => Err(e),
-                }
-            }
-            other => other,
-        }
-    }
-
-    async fn read_reply(&mut self, phase: Phase, wait: Duration) -> Result<Reply> {
-        match tokio::time::timeout(wait, self.read_reply_now(phase)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::network(
-                phase,
-                format!("no reply from the server within {}", human(wait)),
-            )),
-        }
-    }
-
-    async fn read_reply_now(&mut self, phase: Phase) -> Result<Reply> {
-        if let Some(reply) = self.early.pop_front() {
-            return Ok(reply);
-        }
-        self.read_reply_off_the_line(phase).await
-    }
-
-    /// The next reply as the server sends it (not one taken earlier).
-    async fn read_reply_off_the_line(&mut self, phase: Phase) -> Result<Reply> {
-        let mut parser = ReplyParser::default();
-        let mut line = Vec::new();
-        // One more than the longest line with its CRLF tells "too long" from "complete".
-        let limit = (MAX_REPLY_LINE + 3) as u64;
-        loop {
-            line.clear();
-            let n = (&mut self.io)
-                .take(limit)
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(|e| io_error(phase, &e))?;
-            if !line.ends_with(b"\n") {
-                return Err(if n as u64 == limit {
-                    Error::protocol(
-                        phase,
-                        format!("a reply line longer than {MAX_REPLY_LINE} bytes"),
-                    )
-                } else {
-                    Error::network(phase, "the server closed the connection")
-                });
-            }
-            self.log_server(&line);
-            let parsed = parser
-                .push(&line)
-                .map_err(|e| Error::protocol(phase, format!("malformed reply: {e}")))?;
-            if let Some(reply) = parsed {
-                return Ok(reply);
-            }
-        }
-    }
-
-    fn log_client(&self, line: &str) {
-        if self.verbose {
-            crate::stderr::transcript(crate::stderr::Mark::Client, line);
-        }
-    }
-
-    fn log_server(&self, line: &[u8]) {
-        if self.verbose {
-            let text = String::from_utf8_lossy(line);
-            let text = text.trim_end_matches(['\r', '\n']);
-            crate::stderr::transcript(crate::stderr::Mark::Server, text);
-        }
-    }
-
-    fn log_note(&self, note: &str) {
-        if self.verbose {
-            crate::stderr::transcript(crate::stderr::Mark::Note, note);
-        }
-    }
-}
-
-/// A network failure once the end of the data was sent is one "after the message data"
-/// (`Phase::Message`): the server may have taken the message (`Class::Uncertain`).
-fn after_end_of_data(e: Error) -> Error {
-    match e.kind {
-        Kind::Network { detail, .. } => Error {
-            kind: Kind::Network {
-                phase: Phase::Message,
-                detail,
-            },
-            ..e
-        },
-        _ => e,
-    }
-}
-
-fn io_error(phase: Phase, e: &io::Error) -> Error {
-    let detail = match e.kind() {
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => {
-            "the server closed the connection".to_owned()
-        }
-        io::ErrorKind::ConnectionReset => "the connection was reset".to_owned(),
-        _ => e.to_string(),
-    };
-    Error::network(phase, detail)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::*;
 
@@ -1701,14 +1060,6 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("300 ms"), "{e}");
-    }
-
-    #[test]
-    fn the_test_hook_caps_every_wait() {
-        let t = Timeouts::default().capped(Duration::from_millis(700));
-        assert_eq!(t.data_end, Duration::from_millis(700));
-        assert_eq!(t.connect, Duration::from_millis(700));
-        assert_eq!(Timeouts::default().data_end, Duration::from_mins(10));
     }
 
     #[tokio::test]
