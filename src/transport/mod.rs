@@ -1,19 +1,27 @@
-//! The one seam between the callers (`sendmail`, `flush`, `check`) and the ways out: an
-//! authenticated SMTP session or a Microsoft Graph client. Callers only `send` and `close`;
-//! `deliver::open` decides which one an account gets (its `transport`, and for `auto` what
-//! the state folder remembers).
+//! An account's whole way out: which one it takes (`route`: SMTP, Graph, or for `auto` SMTP
+//! then Graph), opening it (`open`: token and connection at once, auth with one retry, the
+//! 5.7.139 switch), and the seam callers use once it is open (`Transport`: `send` and
+//! `close`, over an SMTP session or a Graph client).
 //!
 //! `auto`: the first `5.7.139` (SMTP AUTH disabled for the tenant or mailbox) switches the
 //! account to Graph, for that message and, remembered in
 //! `$XDG_STATE_HOME/oauth2-sendmail/transport/ACCOUNT`, for the following ones.
 
-use std::path::PathBuf;
+mod open;
+mod route;
+
+pub use open::open_smtp;
+pub use route::{Route, remember_graph};
 
 use crate::error::{Error, Kind, Phase, Result};
 use crate::graph;
-use crate::provider::AccountSettings;
 use crate::smtp::{Envelope, Reply, Session};
 use crate::spool::Payload;
+
+/// The account's transport, open and authenticated, along its route now.
+pub async fn open(account: &crate::provider::AccountSettings, verbose: bool) -> Result<Transport> {
+    Route::for_account(account).open(account, verbose).await
+}
 
 /// How a message left: the SMTP server's final reply, or Graph's acceptance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,42 +97,6 @@ pub fn is_smtp_auth_disabled(e: &Error) -> bool {
     matches!(&e.kind, Kind::Reply { phase: Phase::Auth, reply } if reply.enhanced() == Some("5.7.139"))
 }
 
-/// Where `auto` remembers that an account switched to Graph.
-fn memory_file(account: &str) -> Option<PathBuf> {
-    crate::paths::state_dir().map(|d| d.join("transport").join(account))
-}
-
-/// What `auto` remembers for the account: `Some(line)` when it sends through Graph (the
-/// line says since when and why).
-#[must_use]
-pub fn remembered_graph(account: &str) -> Option<String> {
-    let text = std::fs::read_to_string(memory_file(account)?).ok()?;
-    let line = text.lines().next()?.trim();
-    line.starts_with("graph").then(|| line.to_owned())
-}
-
-/// Remembers that the account sends through Graph from now on (best effort: without it,
-/// the next message tries SMTP once more and switches again).
-pub fn remember_graph(account: &str, why: &Error) {
-    let Some(path) = memory_file(account) else {
-        return;
-    };
-    if let Some(dir) = path.parent()
-        && crate::private_dir::ensure_dir(dir, "state folder").is_err()
-    {
-        return;
-    }
-    let why = server_words(why);
-    let line = format!(
-        "graph since {}: SMTP said: {why}\n",
-        crate::clock::utc(crate::clock::now())
-    );
-    let tmp = path.with_extension("tmp");
-    if std::fs::write(&tmp, line).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
-}
-
 /// What the SMTP server said (its reply, without our advice, which is for `transport =
 /// "smtp"`), fit for one line on a terminal: control characters escaped.
 #[must_use]
@@ -134,27 +106,4 @@ pub fn server_words(e: &Error) -> String {
         _ => e.to_string(),
     };
     crate::scrub::for_output(&said, 1000)
-}
-
-/// The account's transport as `status` shows it.
-#[must_use]
-pub fn describe(account: &AccountSettings) -> String {
-    use crate::config::TransportKind;
-    match account.config.transport {
-        TransportKind::Smtp => "smtp".to_owned(),
-        TransportKind::Graph => format!("graph ({})", graph_url(account)),
-        TransportKind::Auto => match remembered_graph(&account.name) {
-            // Escaped here too: a memory file from an older version holds the raw reply.
-            Some(line) => format!(
-                "auto: {} ({})",
-                crate::scrub::for_output(&line, 1000),
-                graph_url(account)
-            ),
-            None => "auto: smtp (graph after a 5.7.139)".to_owned(),
-        },
-    }
-}
-
-fn graph_url(account: &AccountSettings) -> &str {
-    account.graph.as_ref().map_or("", |g| g.url.as_str())
 }
