@@ -483,10 +483,7 @@ impl<'a> Flusher<'a> {
         let result = session
             .send(&entry.meta.envelope, &payload)
             .await
-            .map_err(|e| {
-                e.for_account(&settings.name)
-                    .at_server(&settings.smtp.address())
-            });
+            .map_err(|e| e.for_account(&settings.name));
         let keep = session.is_usable() && !result.as_ref().is_err_and(server_closing);
         match result {
             Ok(reply) => self.sent(entry, &reply)?,

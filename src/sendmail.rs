@@ -164,10 +164,8 @@ async fn send_now(
     verbose: bool,
 ) -> Result<Receipt> {
     let mut transport = transport::open(account, verbose).await?;
-    let context = |e: Error| {
-        e.for_account(&account.name)
-            .at_server(&account.smtp.address())
-    };
+    // The session and the Graph client name their server in their errors.
+    let context = |e: Error| e.for_account(&account.name);
     if !(account.config.flush_on_send && flush::has_due(&account.name)) {
         // Nothing follows: SMTP's QUIT goes with the end of the data, and on errors too.
         return transport

@@ -46,17 +46,12 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Sends one message to the envelope's recipients. Errors carry the server.
+    /// Sends one message to the envelope's recipients. Errors carry the server (the
+    /// session and the Graph client name their own).
     pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
         match self {
             Transport::Smtp(s) => s.send(envelope, message).await.map(Receipt::Smtp),
-            Transport::Graph(g) => {
-                let host = g.host().to_owned();
-                g.send(envelope, message)
-                    .await
-                    .map(Receipt::Graph)
-                    .map_err(|e| e.at_server(&host))
-            }
+            Transport::Graph(g) => g.send(envelope, message).await.map(Receipt::Graph),
         }
     }
 

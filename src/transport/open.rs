@@ -49,7 +49,6 @@ pub async fn open_smtp(account: &AccountSettings, verbose: bool) -> Result<Sessi
         oauth::access_token(account, None),
         Session::connect(&account.smtp, verbose)
     );
-    let server = account.smtp.address();
     let with_context = |e: Error| e.for_account(&account.name);
     // Both have run to the end (a refresh is never cut off halfway, so a rotated refresh
     // token is always saved). A token that needs a login or a config fix says more than
@@ -67,8 +66,7 @@ pub async fn open_smtp(account: &AccountSettings, verbose: bool) -> Result<Sessi
         {
             return Err(with_context(t));
         }
-        (_, Err(e)) => return Err(with_context(e.at_server(&server))),
-        (Err(e), Ok(_)) => return Err(with_context(e)),
+        (_, Err(e)) | (Err(e), Ok(_)) => return Err(with_context(e)),
     };
     match authenticate(account, &mut session, &token).await {
         Ok(()) => Ok(session),
@@ -87,7 +85,6 @@ async fn authenticate(
     session: &mut Session,
     token: &oauth::AccessToken,
 ) -> Result<()> {
-    let server = account.smtp.address();
     let user = account.xoauth2_user();
     match session.authenticate(user, &token.secret).await {
         Ok(()) => Ok(()),
@@ -96,15 +93,11 @@ async fn authenticate(
         Err(e) if e.is_auth_refused() && !token.fresh && !super::is_smtp_auth_disabled(&e) => {
             // The cached token may have been revoked or issued for another scope: get a
             // new one (not this one) and try once more on the same connection.
-            let refusal = e.at_server(&server);
             let fresh = oauth::access_token(account, Some(&token.secret))
                 .await
-                .map_err(|renewal| oauth::explain_refused_cached_token(renewal, &refusal))?;
-            session
-                .authenticate(user, &fresh.secret)
-                .await
-                .map_err(|e| e.at_server(&server))
+                .map_err(|renewal| oauth::explain_refused_cached_token(renewal, &e))?;
+            session.authenticate(user, &fresh.secret).await
         }
-        Err(e) => Err(e.at_server(&server)),
+        Err(e) => Err(e),
     }
 }
