@@ -158,3 +158,61 @@ pub fn remember_graph(account: &str, why: &Error) {
         let _ = std::fs::rename(&tmp, &path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Account, ProviderKind};
+
+    fn microsoft(transport: TransportKind) -> AccountSettings {
+        let account = Account {
+            provider: Some(ProviderKind::Microsoft),
+            email: "a@contoso.com".into(),
+            transport,
+            ..Account::default()
+        };
+        crate::provider::resolve("w", &account).unwrap()
+    }
+
+    #[test]
+    fn smtp_and_graph_routes_follow_the_configured_transport() {
+        let smtp = microsoft(TransportKind::Smtp);
+        assert_eq!(Route::for_account(&smtp), Route::Smtp);
+        assert!(!Route::Smtp.may_use_graph());
+        assert_eq!(Route::Smtp.describe(&smtp), "smtp");
+        let graph = microsoft(TransportKind::Graph);
+        assert_eq!(Route::for_account(&graph), Route::Graph);
+        assert_eq!(
+            (Route::Graph.configured(), Route::Graph.in_use()),
+            ("graph", "graph")
+        );
+    }
+
+    #[test]
+    fn auto_shows_smtp_then_graph_until_a_5_7_139_is_remembered() {
+        let auto = microsoft(TransportKind::Auto);
+        let graph =
+            "Microsoft Graph POST https://graph.microsoft.com/v1.0/me/sendMail, user a@contoso.com";
+        assert_eq!(
+            Route::SmtpThenGraph.plan(&auto),
+            format!(
+                "smtp.office365.com:587, starttls, user a@contoso.com; transport auto: {graph} after a 5.7.139"
+            )
+        );
+        assert_eq!(Route::SmtpThenGraph.in_use(), "smtp");
+        let switched = Route::GraphSince("graph since 2026-01-01: SMTP said: 535 5.7.139".into());
+        assert_eq!(
+            switched.plan(&auto),
+            format!("{graph}; transport auto: Graph since a 5.7.139")
+        );
+        assert_eq!(
+            (switched.configured(), switched.in_use()),
+            ("auto", "graph")
+        );
+        assert!(
+            switched
+                .describe(&auto)
+                .starts_with("auto: graph since 2026-01-01")
+        );
+    }
+}
