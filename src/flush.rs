@@ -21,7 +21,7 @@ use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::{self, Entry, Queue};
 use crate::transport::{Receipt, Transport};
-use crate::{deliver, notify};
+use crate::{notify, transport};
 
 /// `-q` renews a refresh token not used for this long (30 days): Microsoft's expire after
 /// 90 days of inactivity, so a timer keeps every account alive with room to spare.
@@ -437,7 +437,7 @@ impl<'a> Flusher<'a> {
         for (i, entry) in entries.iter().enumerate() {
             let mut open = match session.take() {
                 Some(s) => s,
-                None => match deliver::open(settings, self.verbose).await {
+                None => match transport::open(settings, self.verbose).await {
                     Ok(s) => s,
                     Err(e) => {
                         if e.class() == Class::NeedsUser {
@@ -483,10 +483,7 @@ impl<'a> Flusher<'a> {
         let result = session
             .send(&entry.meta.envelope, &payload)
             .await
-            .map_err(|e| {
-                e.for_account(&settings.name)
-                    .at_server(&settings.smtp.address())
-            });
+            .map_err(|e| e.for_account(&settings.name));
         let keep = session.is_usable() && !result.as_ref().is_err_and(server_closing);
         match result {
             Ok(reply) => self.sent(entry, &reply)?,

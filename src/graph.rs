@@ -118,7 +118,17 @@ impl Client {
     /// Sends one message as Graph wants it; `202 Accepted` is success. Above Graph's
     /// request limit the message goes as a draft with its large attachments uploaded
     /// apart ([`large`]).
+    /// Errors name the server (the Graph host).
     pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
+        let result = self.send_unnamed(envelope, message).await;
+        result.map_err(|e| e.at_server(&self.host))
+    }
+
+    async fn send_unnamed(
+        &mut self,
+        envelope: &Envelope,
+        message: &Payload<'_>,
+    ) -> Result<Receipt> {
         let size = usize::try_from(message.len()).unwrap_or(usize::MAX);
         if base64_len(size) > MAX_REQUEST_BYTES {
             // A file too large for Graph is refused before the message is read into memory.
@@ -138,8 +148,7 @@ impl Client {
         let url = self.url.clone();
         let answer = self
             .authorized(Request::post(&url, "text/plain", Some(Body::Base64(mime))))
-            .await
-            .map_err(|e| e.at_server(&self.host))?;
+            .await?;
         if (200..300).contains(&answer.status) {
             return Ok(Receipt {
                 status: answer.status,

@@ -6,7 +6,8 @@
 //! ```text
 //! argv ─► cli ─► config ─► message (stdin; a large one spooled) ─► plan::resolve (pure)
 //!                                                  │
-//!          deliver: oauth::access_token ∥ smtp::Session::connect
+//!          transport: Route::for_account (smtp, graph, or auto: smtp then graph)
+//!                   ─► oauth::access_token ∥ smtp::Session::connect
 //!                   ─► authenticate (XOAUTH2, one retry on a refused cached token)
 //!                   ─► send (MAIL/RCPT/DATA pipelined) ─► exit 0
 //!          (transport = "graph", or "auto" after a 5.7.139: oauth::graph_token ∥ the
@@ -32,8 +33,9 @@
 //! | `smtp` | our ESMTP client: wire bytes (`wire`), the stream and its timeouts (`net`), the envelope's checks (`envelope`), the dialogue (`session`) |
 //! | `reply` | an SMTP server's reply and its enhanced status code (below `smtp` and `error`) |
 //! | `tls` | certificate trust for SMTP and the token endpoint: system roots, `tls_ca_file` |
-//! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport`; `auto`'s decision (`deliver::open`) |
-//! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
+//! | `transport` | the whole way out: the seam callers use (`send` and `close`, over an SMTP session or a Graph client) |
+//! | `transport::route` | one `Route` per account (SMTP, Graph, or SMTP then Graph for `auto`), read by sending, `--dry-run`, `check` and `status`; `auto`'s decision and its memory |
+//! | `transport::open` | opening a route: token and SMTP connection at once, XOAUTH2 with one retry, `auto`'s switch on a 5.7.139 |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
 //! | `graph::large` | Graph above its 4 MB request limit: a draft, attachments and upload sessions, then send |
 //! | `graph::body` | Graph request bodies that stream (base64 on the way) and their idle time limit |
@@ -65,7 +67,6 @@ mod cli;
 mod clock;
 mod command;
 mod config;
-mod deliver;
 mod error;
 mod flush;
 mod graph;

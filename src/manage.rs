@@ -12,7 +12,7 @@ use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::Queue;
 use crate::stdout::print;
-use crate::{deliver, flush, notify, sendmail, setup};
+use crate::{flush, notify, sendmail, setup, transport};
 
 /// `login EMAIL` without `--system`: a first run that writes the caller's own config.
 #[must_use]
@@ -151,7 +151,7 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
 /// the login that was meant to cure it. A failure is one warning line: the login itself
 /// (the refresh token) stands.
 fn renew_graph_after_login(account: &AccountSettings) -> Result<()> {
-    if account.config.transport == crate::config::TransportKind::Smtp || account.graph.is_none() {
+    if !transport::Route::for_account(account).may_use_graph() || account.graph.is_none() {
         return Ok(());
     }
     TokenStore::new(account)?.graph().remove()?;
@@ -234,11 +234,11 @@ fn check(account: &AccountSettings) -> Result<()> {
 
 /// `check`'s work: SMTP, Graph, or (`auto`) both.
 fn check_transports(account: &AccountSettings) -> Result<()> {
-    use crate::config::TransportKind;
+    use transport::Route;
     let rt = crate::runtime::single_threaded()?;
     let smtp = || {
         rt.block_on(async {
-            let session = deliver::open_smtp(account, false).await?;
+            let session = transport::open_smtp(account, false).await?;
             let mechanism = session.mechanism().unwrap_or("XOAUTH2");
             session.quit().await;
             Ok::<_, Error>(format!(
@@ -267,23 +267,24 @@ fn check_transports(account: &AccountSettings) -> Result<()> {
             ))
         })
     };
-    match account.config.transport {
-        TransportKind::Smtp => print(&smtp()?),
-        TransportKind::Graph => print(&graph()?),
-        TransportKind::Auto => {
+    // `auto` checks both, whatever it remembers: SMTP AUTH may have been turned back on.
+    match Route::for_account(account) {
+        Route::Smtp => print(&smtp()?),
+        Route::Graph => print(&graph()?),
+        Route::GraphSince(_) | Route::SmtpThenGraph => {
             let first = match smtp() {
                 Ok(line) => {
                     print(&line)?;
                     None
                 }
-                Err(e) if crate::transport::is_smtp_auth_disabled(&e) => {
-                    crate::transport::remember_graph(&account.name, &e);
+                Err(e) if transport::is_smtp_auth_disabled(&e) => {
+                    transport::remember_graph(&account.name, &e);
                     print(&format!(
                         "account {}: SMTP AUTH is disabled ({}: {}); transport = \"auto\" sends \
                          through Microsoft Graph\n",
                         account.name,
                         account.smtp.address(),
-                        crate::transport::server_words(&e)
+                        transport::server_words(&e)
                     ))?;
                     None
                 }

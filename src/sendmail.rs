@@ -9,7 +9,7 @@
 
 use crate::cli::SendArgs;
 use crate::clock;
-use crate::config::{self, Config, QueuePolicy, TransportKind};
+use crate::config::{self, Config, QueuePolicy};
 use crate::error::{Class, Error, Result};
 use crate::journal::Journal;
 use crate::message::Message;
@@ -20,7 +20,7 @@ use crate::queue::{self, Queue};
 use crate::scope::{self, Mode};
 use crate::spool::Payload;
 use crate::transport::Receipt;
-use crate::{deliver, flush, graph, maildrop, notify, transport};
+use crate::{flush, graph, maildrop, notify, transport};
 
 pub fn run(args: &SendArgs) -> Result<()> {
     if scope::current() == Mode::Drop {
@@ -163,11 +163,9 @@ async fn send_now(
     journal: &Journal,
     verbose: bool,
 ) -> Result<Receipt> {
-    let mut transport = deliver::open(account, verbose).await?;
-    let context = |e: Error| {
-        e.for_account(&account.name)
-            .at_server(&account.smtp.address())
-    };
+    let mut transport = transport::open(account, verbose).await?;
+    // The session and the Graph client name their server in their errors.
+    let context = |e: Error| e.for_account(&account.name);
     if !(account.config.flush_on_send && flush::has_due(&account.name)) {
         // Nothing follows: SMTP's QUIT goes with the end of the data, and on errors too.
         return transport
@@ -238,26 +236,12 @@ fn print_plan(
     parts: &Payload<'_>,
 ) -> Result<()> {
     let size = parts.len();
-    let way = match (account.config.transport, &account.graph) {
-        (TransportKind::Graph, Some(g)) => {
-            // What Graph would refuse, a dry run refuses too (no network needed).
-            graph_check(&plan.envelope, parts, &account.aliases)?;
-            graph_way(g, account)
-        }
-        (TransportKind::Auto, Some(g)) if transport::remembered_graph(&account.name).is_some() => {
-            graph_check(&plan.envelope, parts, &account.aliases)?;
-            format!(
-                "{}; transport auto: Graph since a 5.7.139",
-                graph_way(g, account)
-            )
-        }
-        (TransportKind::Auto, Some(g)) => format!(
-            "{}; transport auto: {} after a 5.7.139",
-            smtp_way(account),
-            graph_way(g, account)
-        ),
-        _ => smtp_way(account),
-    };
+    let route = transport::Route::for_account(account);
+    if route.starts_with_graph() && account.graph.is_some() {
+        // What Graph would refuse, a dry run refuses too (no network needed).
+        graph_check(&plan.envelope, parts, &account.aliases)?;
+    }
+    let way = route.plan(account);
     let text = format!(
         "account: {} ({way})\n{plan}size: {size} bytes\n",
         account.name
@@ -275,22 +259,4 @@ fn graph_check(
         .to_vec()
         .map_err(|e| Error::io(format!("cannot read the message: {e}")))?;
     graph::for_graph(envelope, whole, aliases).map(drop)
-}
-
-/// `HOST:PORT, starttls, user EMAIL`: where an SMTP send goes.
-fn smtp_way(account: &provider::AccountSettings) -> String {
-    let tls = match account.smtp.tls {
-        config::TlsMode::Starttls => "starttls",
-        config::TlsMode::Implicit => "implicit tls",
-    };
-    format!("{}, {tls}, user {}", account.smtp.address(), account.email)
-}
-
-/// `Microsoft Graph POST URL, user EMAIL`: where a Graph send goes.
-fn graph_way(graph: &provider::GraphSettings, account: &provider::AccountSettings) -> String {
-    format!(
-        "Microsoft Graph POST {}, user {}",
-        graph.send_url(&account.email),
-        account.email
-    )
 }

@@ -15,7 +15,7 @@ use std::io::Write as _;
 use serde::Serialize;
 
 use crate::clock;
-use crate::config::{Config, Flow, SaslChoice, TransportKind};
+use crate::config::{Config, Flow, SaslChoice};
 use crate::error::{EX_CONFIG, EX_NOPERM, Error, Kind, Result};
 use crate::oauth::store::{StoredToken, TokenStore};
 use crate::provider::{self, AccountSettings};
@@ -397,25 +397,15 @@ fn tidy(who: &str) -> String {
 }
 
 fn transport(account: &AccountSettings) -> Transport {
-    let graph_url = account.graph.as_ref().map(|g| g.url.clone());
-    let (configured, in_use, graph_url) = match account.config.transport {
-        TransportKind::Smtp => ("smtp", "smtp", None),
-        TransportKind::Graph => ("graph", "graph", graph_url),
-        TransportKind::Auto => (
-            "auto",
-            if crate::transport::remembered_graph(&account.name).is_some() {
-                "graph"
-            } else {
-                "smtp"
-            },
-            graph_url,
-        ),
-    };
+    let route = crate::transport::Route::for_account(account);
     Transport {
-        configured,
-        in_use,
-        graph_url,
-        detail: crate::transport::describe(account),
+        configured: route.configured(),
+        in_use: route.in_use(),
+        graph_url: route
+            .may_use_graph()
+            .then(|| account.graph.as_ref().map(|g| g.url.clone()))
+            .flatten(),
+        detail: route.describe(account),
     }
 }
 

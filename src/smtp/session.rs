@@ -50,6 +50,8 @@ pub struct Session {
     /// The server's name and port, which OAUTHBEARER's initial response carries.
     host: String,
     port: u16,
+    /// `host:port` as errors name it: the session names its own server.
+    address: String,
     /// The mechanism of the last successful AUTH.
     authenticated_with: Option<Mechanism>,
     /// `send_and_quit`: QUIT goes with the last flight when PIPELINING allows.
@@ -73,8 +75,23 @@ enum Outcome {
 impl Session {
     /// TCP (`TCP_NODELAY`), greeting, EHLO, STARTTLS (or implicit TLS), EHLO again.
     /// `verbose` prints the dialogue to stderr.
+    /// Errors name the server (`host:port`), as every error of the session does.
     pub async fn connect(server: &Server, verbose: bool) -> Result<Session> {
-        Session::connect_with(server, verbose, Timeouts::from_env()).await
+        Session::connect_with(server, verbose, Timeouts::from_env())
+            .await
+            .map_err(|e| e.at_server(&server.address()))
+    }
+
+    /// AUTH XOAUTH2 or OAUTHBEARER (see `authenticate_unnamed`); errors name the server.
+    pub async fn authenticate(&mut self, user: &str, access_token: &str) -> Result<()> {
+        let result = self.authenticate_unnamed(user, access_token).await;
+        result.map_err(|e| e.at_server(&self.address))
+    }
+
+    /// One message (see `send_unnamed`); errors name the server.
+    pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Reply> {
+        let result = self.send_unnamed(envelope, message).await;
+        result.map_err(|e| e.at_server(&self.address))
     }
 
     /// `connect` with explicit timeouts.
@@ -116,6 +133,7 @@ impl Session {
             sasl: server.sasl,
             host: server.host.clone(),
             port: server.port,
+            address: server.address(),
             authenticated_with: None,
             quit_after: false,
             quit_sent: false,
@@ -126,7 +144,7 @@ impl Session {
     /// AUTH XOAUTH2 or OAUTHBEARER (by `sasl`, and for `auto` by what the server offers).
     /// A refusal is `Error::reply(Phase::Auth, ..)` (`is_auth_refused()`); the connection
     /// stays usable for another attempt with a fresh token.
-    pub async fn authenticate(&mut self, user: &str, access_token: &str) -> Result<()> {
+    async fn authenticate_unnamed(&mut self, user: &str, access_token: &str) -> Result<()> {
         self.check_usable(Phase::Auth)?;
         let oauthbearer = match self.sasl {
             Sasl::Xoauth2 => false,
@@ -229,7 +247,7 @@ impl Session {
     /// MAIL, RCPT, `BDAT LAST` and the message in one flight (see `transaction`).
     /// `message` is the message as parts to be sent one after another, with LF or CRLF
     /// line endings; the session normalises to CRLF (and dot-stuffs for DATA).
-    pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Reply> {
+    async fn send_unnamed(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Reply> {
         self.check_usable(Phase::Mail)?;
         let size = encoded_size(message)?;
         let (mail, rcpts) = envelope_commands(&self.caps, envelope, size)?;

@@ -1,44 +1,42 @@
-//! One account's way out, ready to send (`transport`): an SMTP session or a Microsoft Graph
-//! client, as the account's `transport` says (`auto`: SMTP, and Graph from the first
-//! 5.7.139 on). For SMTP the token and the connection are got at the same time (the user
-//! waits for the slower, not the sum), then XOAUTH2 with one retry when the server refuses
-//! a token that came from the cache.
+//! Opening an account's way out, ready to send: an SMTP session or a Microsoft Graph
+//! client, as its `Route` says (`auto`: SMTP, and Graph from the first 5.7.139 on). For
+//! SMTP the token and the connection are got at the same time (the user waits for the
+//! slower, not the sum), then XOAUTH2 with one retry when the server refuses a token that
+//! came from the cache.
 
-use crate::config::TransportKind;
+use super::{Route, Transport};
 use crate::error::{Error, Result, TokenClass};
 use crate::graph;
 use crate::oauth;
 use crate::provider::AccountSettings;
 use crate::smtp::Session;
-use crate::transport::{self, Transport};
 
-/// The account's transport, open and authenticated.
-pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Transport> {
-    match account.config.transport {
-        TransportKind::Smtp => open_smtp(account, verbose).await.map(Transport::Smtp),
-        TransportKind::Graph => open_graph(account, verbose).await,
-        TransportKind::Auto if transport::remembered_graph(&account.name).is_some() => {
-            open_graph(account, verbose).await
-        }
-        TransportKind::Auto => match open_smtp(account, verbose).await {
-            Ok(s) => Ok(Transport::Smtp(s)),
-            Err(e) if transport::is_smtp_auth_disabled(&e) => {
-                if verbose {
-                    crate::stderr::transcript(
-                        crate::stderr::Mark::Note,
-                        "SMTP AUTH is disabled (5.7.139): sending through Microsoft Graph",
-                    );
+impl Route {
+    /// The account's transport along this route, open and authenticated.
+    pub async fn open(&self, account: &AccountSettings, verbose: bool) -> Result<Transport> {
+        match self {
+            Route::Smtp => open_smtp(account, verbose).await.map(Transport::Smtp),
+            Route::Graph | Route::GraphSince(_) => open_graph(account, verbose).await,
+            Route::SmtpThenGraph => match open_smtp(account, verbose).await {
+                Ok(s) => Ok(Transport::Smtp(s)),
+                Err(e) if super::is_smtp_auth_disabled(&e) => {
+                    if verbose {
+                        crate::stderr::transcript(
+                            crate::stderr::Mark::Note,
+                            "SMTP AUTH is disabled (5.7.139): sending through Microsoft Graph",
+                        );
+                    }
+                    super::remember_graph(&account.name, &e);
+                    open_graph(account, verbose).await
                 }
-                transport::remember_graph(&account.name, &e);
-                open_graph(account, verbose).await
-            }
-            Err(e) => Err(e),
-        },
+                Err(e) => Err(e),
+            },
+        }
     }
 }
 
 /// A Microsoft Graph client for `account` (its token and connection at once).
-pub async fn open_graph(account: &AccountSettings, verbose: bool) -> Result<Transport> {
+async fn open_graph(account: &AccountSettings, verbose: bool) -> Result<Transport> {
     graph::Client::open(account, verbose)
         .await
         .map(Transport::Graph)
@@ -51,7 +49,6 @@ pub async fn open_smtp(account: &AccountSettings, verbose: bool) -> Result<Sessi
         oauth::access_token(account, None),
         Session::connect(&account.smtp, verbose)
     );
-    let server = account.smtp.address();
     let with_context = |e: Error| e.for_account(&account.name);
     // Both have run to the end (a refresh is never cut off halfway, so a rotated refresh
     // token is always saved). A token that needs a login or a config fix says more than
@@ -69,8 +66,7 @@ pub async fn open_smtp(account: &AccountSettings, verbose: bool) -> Result<Sessi
         {
             return Err(with_context(t));
         }
-        (_, Err(e)) => return Err(with_context(e.at_server(&server))),
-        (Err(e), Ok(_)) => return Err(with_context(e)),
+        (_, Err(e)) | (Err(e), Ok(_)) => return Err(with_context(e)),
     };
     match authenticate(account, &mut session, &token).await {
         Ok(()) => Ok(session),
@@ -89,24 +85,19 @@ async fn authenticate(
     session: &mut Session,
     token: &oauth::AccessToken,
 ) -> Result<()> {
-    let server = account.smtp.address();
     let user = account.xoauth2_user();
     match session.authenticate(user, &token.secret).await {
         Ok(()) => Ok(()),
         // 5.7.139 says SMTP AUTH is off for the tenant or mailbox: no new token changes
         // that, so it goes straight back (and `auto` straight on to Graph).
-        Err(e) if e.is_auth_refused() && !token.fresh && !transport::is_smtp_auth_disabled(&e) => {
+        Err(e) if e.is_auth_refused() && !token.fresh && !super::is_smtp_auth_disabled(&e) => {
             // The cached token may have been revoked or issued for another scope: get a
             // new one (not this one) and try once more on the same connection.
-            let refusal = e.at_server(&server);
             let fresh = oauth::access_token(account, Some(&token.secret))
                 .await
-                .map_err(|renewal| oauth::explain_refused_cached_token(renewal, &refusal))?;
-            session
-                .authenticate(user, &fresh.secret)
-                .await
-                .map_err(|e| e.at_server(&server))
+                .map_err(|renewal| oauth::explain_refused_cached_token(renewal, &e))?;
+            session.authenticate(user, &fresh.secret).await
         }
-        Err(e) => Err(e.at_server(&server)),
+        Err(e) => Err(e),
     }
 }
