@@ -19,9 +19,6 @@ _oauth2__sendmail() {
             oauth2__sendmail,check)
                 cmd="oauth2__sendmail__subcmd__check"
                 ;;
-            oauth2__sendmail,help)
-                cmd="oauth2__sendmail__subcmd__help"
-                ;;
             oauth2__sendmail,login)
                 cmd="oauth2__sendmail__subcmd__login"
                 ;;
@@ -37,59 +34,14 @@ _oauth2__sendmail() {
             oauth2__sendmail,token)
                 cmd="oauth2__sendmail__subcmd__token"
                 ;;
-            oauth2__sendmail__subcmd__help,check)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__check"
-                ;;
-            oauth2__sendmail__subcmd__help,help)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__help"
-                ;;
-            oauth2__sendmail__subcmd__help,login)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__login"
-                ;;
-            oauth2__sendmail__subcmd__help,logout)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__logout"
-                ;;
-            oauth2__sendmail__subcmd__help,queue)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__queue"
-                ;;
-            oauth2__sendmail__subcmd__help,status)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__status"
-                ;;
-            oauth2__sendmail__subcmd__help,token)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__token"
-                ;;
-            oauth2__sendmail__subcmd__help__subcmd__queue,flush)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__queue__subcmd__flush"
-                ;;
-            oauth2__sendmail__subcmd__help__subcmd__queue,list)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__queue__subcmd__list"
-                ;;
-            oauth2__sendmail__subcmd__help__subcmd__queue,remove)
-                cmd="oauth2__sendmail__subcmd__help__subcmd__queue__subcmd__remove"
-                ;;
             oauth2__sendmail__subcmd__queue,flush)
                 cmd="oauth2__sendmail__subcmd__queue__subcmd__flush"
-                ;;
-            oauth2__sendmail__subcmd__queue,help)
-                cmd="oauth2__sendmail__subcmd__queue__subcmd__help"
                 ;;
             oauth2__sendmail__subcmd__queue,list)
                 cmd="oauth2__sendmail__subcmd__queue__subcmd__list"
                 ;;
             oauth2__sendmail__subcmd__queue,remove)
                 cmd="oauth2__sendmail__subcmd__queue__subcmd__remove"
-                ;;
-            oauth2__sendmail__subcmd__queue__subcmd__help,flush)
-                cmd="oauth2__sendmail__subcmd__queue__subcmd__help__subcmd__flush"
-                ;;
-            oauth2__sendmail__subcmd__queue__subcmd__help,help)
-                cmd="oauth2__sendmail__subcmd__queue__subcmd__help__subcmd__help"
-                ;;
-            oauth2__sendmail__subcmd__queue__subcmd__help,list)
-                cmd="oauth2__sendmail__subcmd__queue__subcmd__help__subcmd__list"
-                ;;
-            oauth2__sendmail__subcmd__queue__subcmd__help,remove)
-                cmd="oauth2__sendmail__subcmd__queue__subcmd__help__subcmd__remove"
                 ;;
             *)
                 ;;
@@ -98,7 +50,7 @@ _oauth2__sendmail() {
 
     case "${cmd}" in
         oauth2__sendmail)
-            opts="-t -i -f -F -a -C -v -N -R -V -B -o -b -q -L -h -n -U -G -m -X -A -d --read-recipients --from --read-envelope-from --account --config --dry-run --generate --help --version login token status check logout queue help"
+            opts="-t -i -f -F -a -C -v -N -R -V -B -o -b -q -L -h -n -U -G -m -X -A -d --read-recipients --from --read-envelope-from --account --config --dry-run --generate --help --version login token status check logout queue"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -191,7 +143,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__check)
+        oauth2__sendmail__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -205,161 +157,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__help)
-            opts="login token status check logout queue help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__check)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__login)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__logout)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__queue)
-            opts="list flush remove"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__flush)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__list)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__remove)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__status)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__help__subcmd__token)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__login)
+        oauth2__sendmail__subcmd__login)
             opts="--provider --flow --no-browser --import-refresh-token"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -385,7 +183,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__logout)
+        oauth2__sendmail__subcmd__logout)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -399,8 +197,8 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__queue)
-            opts="list flush remove help"
+        oauth2__sendmail__subcmd__queue)
+            opts="list flush remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -413,7 +211,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__flush)
+        oauth2__sendmail__subcmd__queue__subcmd__flush)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -427,77 +225,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__help)
-            opts="list flush remove help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__flush)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__list)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__remove)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__list)
+        oauth2__sendmail__subcmd__queue__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -511,7 +239,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__queue__subcmd__remove)
+        oauth2__sendmail__subcmd__queue__subcmd__remove)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -525,7 +253,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__status)
+        oauth2__sendmail__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -539,7 +267,7 @@ _oauth2__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth2__subcmd__sendmail__subcmd__token)
+        oauth2__sendmail__subcmd__token)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -2,7 +2,7 @@
 //! `token_encrypt_cmd`, `token_decrypt_cmd`, `notify_cmd`): no shell, a time limit
 //! (`command_timeout`, 60 s by default), a bounded output, and a child that is always killed
 //! and reaped. A command that hangs or floods fails with one line
-//! naming it; a notifier runs detached and never holds up a send.
+//! naming it; a notifier runs in a process group of its own, killed whole at the limit.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -161,32 +161,59 @@ pub fn secret(what: &str, argv: &[String]) -> Result<String> {
     Ok(line.to_owned())
 }
 
-/// Starts `argv` detached, in its own process group: no input, output discarded, not waited
-/// for. A watcher thread kills the group after [`timeout`] if this process still runs then. Only a failure to start is
-/// reported.
-pub fn spawn_detached(what: &str, argv: &[String], env: &[(&str, &str)]) -> Result<()> {
+/// Runs `argv` in a process group of its own, without input or output (its environment is
+/// ours), and waits for it at most [`timeout`]: at the limit the whole group is killed, the
+/// command and whatever it left running. Fails when it cannot start, outlives the limit, or
+/// exits non-zero. For `notify_cmd`, whose keeper process calls it.
+pub fn run_group(what: &str, argv: &[String]) -> Result<()> {
+    let limit = timeout();
     let program = &argv[0];
     let mut child = Command::new(program)
         .args(&argv[1..])
-        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
         .map_err(|e| Error::config(format!("{what}: cannot run `{program}`: {e}")))?;
-    let limit = timeout();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
+    let group = pid(&child);
+    let deadline = Instant::now() + limit;
+    let mut status = None;
+    loop {
+        if status.is_none() {
+            match child.try_wait() {
+                Ok(done) => status = done,
+                Err(e) => {
+                    kill_group(&mut child);
+                    return Err(Error::config(format!(
+                        "{what}: `{program}` could not be waited for: {e}; it was stopped"
+                    )));
+                }
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        kill_group(&mut child);
-    });
-    Ok(())
+        // Done when the command has exited and nothing of its group is left running.
+        if status.is_some() && rustix::process::test_kill_process_group(group).is_err() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            kill_group(&mut child);
+            if status.is_none() {
+                return Err(Error::config(format!(
+                    "{what}: `{program}` did not finish within {} s (command_timeout); it was \
+                     stopped",
+                    limit.as_secs()
+                )));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match status {
+        Some(s) if !s.success() => Err(Error::config(format!(
+            "{what}: `{program}` exited with {s}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn pid(child: &Child) -> rustix::process::Pid {
@@ -200,7 +227,7 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Kills a detached child's process group (its own) and reaps the child.
+/// Kills a child's process group (its own) and reaps the child.
 fn kill_group(child: &mut Child) {
     let pid = pid(child);
     if pid != rustix::process::Pid::INIT {

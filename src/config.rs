@@ -127,7 +127,7 @@ pub enum Flow {
 }
 
 impl Flow {
-    /// The flow as the config spells it.
+    /// As the config spells it.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
@@ -267,7 +267,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     let de = toml::Deserializer::parse(text).map_err(|e| located(path, text, None, &e))?;
     let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
-        located(path, text, Some(&key), e.inner())
+        let error = located(path, text, Some(&key), e.inner());
+        match misplaced_top_level_key(&key) {
+            Some(top) => Error::config(format!(
+                "{error} (`{top}` belongs at the top of the file, before the first [table])"
+            )),
+            None => error,
+        }
     })?;
     config.path = path.to_path_buf();
     if config.command_timeout == Some(0) {
@@ -289,6 +295,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
                 path.display()
             )));
         }
+        if !is_whole_address(&account.email) {
+            return Err(Error::config(format!(
+                "{}{}: key `accounts.{name}.email`: `{}` is not an address (write it as \
+                 name@domain)",
+                path.display(),
+                line_of(text, &["accounts", name, "email"])
+                    .map(|l| format!(":{l}"))
+                    .unwrap_or_default(),
+                account.email.escape_debug()
+            )));
+        }
         if account.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
             return Err(Error::config(format!(
                 "{}: key `accounts.{name}.user`: must not be empty",
@@ -306,6 +323,38 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         )));
     }
     Ok(config)
+}
+
+/// The top-level keys: written under an `[accounts.NAME]` table they are read as the
+/// account's (TOML puts every key after a table header into that table).
+const TOP_LEVEL_KEYS: [&str; 4] = ["default_account", "command_timeout", "logfile", "aliases"];
+
+/// `accounts.work.default_account` → `default_account`: a top-level key under a table.
+fn misplaced_top_level_key(key: &str) -> Option<&'static str> {
+    let (table, last) = key.rsplit_once('.')?;
+    (table.starts_with("accounts.") && !table[9..].contains('.'))
+        .then(|| TOP_LEVEL_KEYS.into_iter().find(|k| *k == last))
+        .flatten()
+}
+
+/// `local@domain`: something before and after the one `@`, no space. The full syntax is
+/// checked where the address is used (the envelope); this catches `email = "japinli"` at once,
+/// for every command.
+fn is_whole_address(email: &str) -> bool {
+    email.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+    }) && !email.chars().any(char::is_whitespace)
+}
+
+/// The line (from 1) where the value at `keys` starts in `text`, when it can be found.
+fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut item = doc.as_item();
+    for key in keys {
+        item = item.get(key)?;
+    }
+    let start = item.span()?.start;
+    Some(text[..start.min(text.len())].matches('\n').count() + 1)
 }
 
 fn located(path: &Path, text: &str, key: Option<&str>, e: &toml::de::Error) -> Error {

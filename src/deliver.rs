@@ -92,7 +92,9 @@ async fn authenticate(
     let user = account.xoauth2_user();
     match session.authenticate(user, &token.secret).await {
         Ok(()) => Ok(()),
-        Err(e) if e.is_auth_refused() && !token.fresh => {
+        // 5.7.139 says SMTP AUTH is off for the tenant or mailbox: no new token changes
+        // that, so it goes straight back (and `auto` straight on to Graph).
+        Err(e) if e.is_auth_refused() && !token.fresh && !transport::is_smtp_auth_disabled(&e) => {
             // The cached token may have been revoked or issued for another scope: get a
             // new one (not this one) and try once more on the same connection.
             let refusal = e.at_server(&server);

@@ -86,9 +86,13 @@ pub enum Kind {
     Internal(String),
     /// The network failed: refused, reset, timed out, closed.
     Network { phase: Phase, detail: String },
-    /// The server broke the protocol, or refused what security requires (no STARTTLS,
-    /// a certificate that does not verify).
+    /// The server broke the protocol, or refused what security requires (no STARTTLS).
     Protocol { phase: Phase, detail: String },
+    /// A server's certificate did not verify (SMTP server, token service or Graph alike):
+    /// exit 76 wherever it happens, and never "try again later": a wrong or missing
+    /// `tls_ca_file`, an intercepting proxy or a wrong host does not clear by itself.
+    /// `service` names what was being reached, e.g. "the token service (https://…)".
+    Certificate { service: String, why: String },
     /// The server refused, in its own words.
     Reply { phase: Phase, reply: Reply },
     /// One or more recipients were refused permanently; nothing was delivered.
@@ -167,6 +171,38 @@ impl Error {
     pub fn reply(phase: Phase, reply: Reply) -> Self {
         Kind::Reply { phase, reply }.into()
     }
+    pub fn certificate(service: impl Into<String>, why: impl Into<String>) -> Self {
+        Kind::Certificate {
+            service: service.into(),
+            why: why.into(),
+        }
+        .into()
+    }
+
+    /// The certificate failure behind an error from any TLS client (rustls directly, or
+    /// reqwest and hyper wrapping it, however deep), as [`Kind::Certificate`]; `None` when
+    /// the chain holds no certificate refusal.
+    pub fn certificate_in(service: &str, e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            if let Some(rustls::Error::InvalidCertificate(why)) =
+                err.downcast_ref::<rustls::Error>()
+            {
+                return Some(Self::certificate(service, why.to_string()));
+            }
+            // tokio-rustls and hyper wrap rustls's error in an io::Error (even in two),
+            // whose source() skips the error it wraps: step into it instead.
+            next = match err
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                Some(inner) => Some(inner),
+                None => err.source(),
+            };
+        }
+        None
+    }
+
     pub fn token(class: TokenClass, detail: impl Into<String>) -> Self {
         Kind::Token {
             class,
@@ -207,8 +243,10 @@ impl Error {
                 ..
             } => Class::Transient,
             // A local file (token cache, queue) that cannot be read or written is the
-            // user's to fix, like the configuration.
-            Kind::Token { .. } | Kind::Config(_) | Kind::Io(_) => Class::NeedsUser,
+            // user's to fix, like the configuration and a certificate that does not verify.
+            Kind::Token { .. } | Kind::Config(_) | Kind::Io(_) | Kind::Certificate { .. } => {
+                Class::NeedsUser
+            }
             Kind::Reply { reply, .. } if reply.is_transient() => Class::Transient,
             Kind::Reply {
                 phase: Phase::Auth,
@@ -268,7 +306,7 @@ impl Error {
             Kind::Io(_) => EX_IOERR,
             Kind::Internal(_) => EX_SOFTWARE,
             Kind::Network { .. } => EX_TEMPFAIL,
-            Kind::Protocol { .. } => EX_PROTOCOL,
+            Kind::Protocol { .. } | Kind::Certificate { .. } => EX_PROTOCOL,
             Kind::RecipientsRefused(_) => EX_NOUSER,
             Kind::Token { class, .. } => match class {
                 TokenClass::Transient => EX_TEMPFAIL,
@@ -326,15 +364,32 @@ pub const EX_CONFIG: u8 = 78;
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(account) = &self.account {
-            write!(f, "account {account}: ")?;
+        let body = Body(self).to_string();
+        match &self.account {
+            // A message that names its account already (a config check) gets no second
+            // `account NAME: `.
+            Some(account) if !body.starts_with(&format!("account {account}: ")) => {
+                write!(f, "account {account}: {body}")
+            }
+            _ => f.write_str(&body),
         }
-        let at = self
+    }
+}
+
+/// The line without its `account NAME: ` prefix.
+struct Body<'a>(&'a Error);
+
+impl fmt::Display for Body<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Body(this) = self;
+        let at = this
             .server
             .as_deref()
             .map(|s| format!(" ({s})"))
             .unwrap_or_default();
-        match &self.kind {
+        match &this.kind {
+            // A message that already points somewhere gets no second pointer.
+            Kind::Usage(m) if m.contains("(see ") => f.write_str(m),
             Kind::Usage(m) => write!(f, "{m} (see --help)"),
             Kind::Data(m) | Kind::Config(m) | Kind::Io(m) => f.write_str(m),
             Kind::Internal(m) => write!(f, "internal error: {m}; please report it"),
@@ -367,13 +422,18 @@ impl fmt::Display for Error {
             Kind::Protocol { phase, detail } => {
                 write!(f, "server{at} failed {}: {detail}", phase.describe())
             }
+            Kind::Certificate { service, why } => write!(
+                f,
+                "the certificate of {service}{at} does not verify ({why}); nothing was sent: \
+                 check the host name, tls_ca_file and any proxy that intercepts TLS"
+            ),
             Kind::Reply { phase, reply } => {
                 let what = match phase {
                     Phase::Auth => "authentication refused".to_owned(),
                     p => format!("refused {}", p.describe()),
                 };
                 write!(f, "{what}{at}: {reply}")?;
-                let account = self.account.as_deref().unwrap_or("ACCOUNT");
+                let account = this.account.as_deref().unwrap_or("ACCOUNT");
                 match hint(*phase, reply, account) {
                     Some(h) => write!(f, "; {h}"),
                     None if reply.is_transient() => f.write_str("; try again later"),
@@ -551,6 +611,10 @@ mod tests {
             class(Error::protocol(Phase::Message, "bad")),
             Class::Uncertain
         );
+        // A certificate that does not verify needs the user wherever it is met: exit 76.
+        let cert = Error::certificate("the token service (https://x/)", "BadSignature");
+        assert_eq!((cert.class(), cert.exit_code()), (Class::NeedsUser, 76));
+        assert!(!cert.to_string().contains("try again"), "{cert}");
         let lost = Error::network(Phase::Message, "the server closed the connection").to_string();
         assert!(lost.contains("may have been delivered"), "{lost}");
         assert!(!lost.contains("nothing was sent"), "{lost}");

@@ -46,6 +46,9 @@ pub enum Outcome {
     Failed,
     /// Its files could not be read: skipped, left in place for the user.
     Unreadable,
+    /// Its outcome could not be written to the queue (a full disk): left as it was, so it
+    /// is tried again at the next flush.
+    Unrecorded,
 }
 
 /// What a flush did: one line per message (`ID: sent: 250 …`), in order.
@@ -83,18 +86,24 @@ impl Report {
         self.lines.iter().map(|(_, l)| l.as_str())
     }
 
-    /// The lines that need the user: failed and unreadable messages. `-q` prints only
-    /// these, because cron mails any output, and a deferral is the queue doing its job
-    /// (`queue list` shows it).
+    /// The lines that need the user: failed, unreadable and unrecorded messages. `-q`
+    /// prints only these, because cron mails any output, and a deferral is the queue doing
+    /// its job (`queue list` shows it).
     pub fn problems(&self) -> impl Iterator<Item = &str> {
         self.lines
             .iter()
-            .filter(|(o, _)| matches!(o, Outcome::Failed | Outcome::Unreadable))
+            .filter(|(o, _)| {
+                matches!(
+                    o,
+                    Outcome::Failed | Outcome::Unreadable | Outcome::Unrecorded
+                )
+            })
             .map(|(_, l)| l.as_str())
     }
 
     /// 69 when a message failed for good in this flush; 77 when an account needs a
-    /// login; 75 when some still wait (a deferral, or an unreadable entry left in place);
+    /// login; 75 when some still wait (a deferral, an unreadable entry left in place, an
+    /// outcome the queue could not record);
     /// else 0 (all due ones sent, or none due).
     #[must_use]
     pub fn exit_code(&self) -> u8 {
@@ -102,7 +111,11 @@ impl Report {
             EX_UNAVAILABLE
         } else if !self.logins.is_empty() {
             EX_NOPERM
-        } else if self.count(Outcome::Deferred) + self.count(Outcome::Unreadable) > 0 {
+        } else if self.count(Outcome::Deferred)
+            + self.count(Outcome::Unreadable)
+            + self.count(Outcome::Unrecorded)
+            > 0
+        {
             EX_TEMPFAIL
         } else {
             0
@@ -133,6 +146,7 @@ fn flush_accounts(
     let now = clock::now();
     queue.tidy(now);
     let (entries, unreadable) = queue.list()?;
+    let waiting = waiting_per_account(&entries);
     let entries: Vec<Entry> = entries
         .into_iter()
         .filter(|e| only.is_none_or(|a| a.name == e.meta.account))
@@ -152,20 +166,65 @@ fn flush_accounts(
     }
     let runtime = crate::runtime::single_threaded()?;
     for (name, due) in by_account(&entries) {
-        match config
+        let tried = match config
             .account(name)
             .and_then(|a| provider::resolve(name, a))
         {
-            Ok(settings) => runtime.block_on(flusher.account(&settings, &due, None))?,
-            Err(e) => flusher.temporary_all(&due, &e.for_account(name))?,
+            Ok(settings) => runtime.block_on(flusher.account(&settings, &due, None)),
+            Err(e) => flusher.temporary_all(&due, &e.for_account(name)),
+        };
+        // The queue failing under one account (a full disk) leaves its messages where they
+        // were; the other accounts' messages are still tried.
+        if let Err(e) = tried {
+            flusher
+                .report
+                .note(Outcome::Unrecorded, format!("account {name}: {e}"));
         }
     }
     // What was sent, deferred or failed moved the accounts' due times.
     let _ = queue.refresh_due_index();
     if scope == Scope::Due && only.is_none() {
+        report_known_logins(config, &waiting, &mut flusher.report);
         runtime.block_on(renew_idle_tokens(config, &journal, &mut flusher.report));
     }
     Ok(flusher.report)
+}
+
+/// How many messages each account has queued, due or not.
+fn waiting_per_account(entries: &[Entry]) -> Vec<(String, usize)> {
+    by_account(entries)
+        .into_iter()
+        .map(|(name, e)| (name.to_owned(), e.len()))
+        .collect()
+}
+
+/// `-q` with nothing due for an account still says when its queued messages wait for a
+/// login (as `status` knows it: a refused refresh remembered, no token stored), so a timer
+/// that runs between back-offs is not silent about it.
+fn report_known_logins(config: &Config, waiting: &[(String, usize)], report: &mut Report) {
+    for (name, count) in waiting {
+        if report.logins.iter().any(|(a, _)| a == name) {
+            continue;
+        }
+        let Ok(settings) = config
+            .account(name)
+            .and_then(|a| provider::resolve(name, a))
+        else {
+            continue;
+        };
+        if let Some(line) = notify::known_login_needed(&settings) {
+            report.needs_user(name, format!("{line} ({})", messages_wait(*count)));
+        }
+    }
+}
+
+/// "1 queued message waits", "2 queued messages wait".
+fn messages_wait(n: usize) -> String {
+    if n == 1 {
+        "1 queued message waits".to_owned()
+    } else {
+        format!("{n} queued messages wait")
+    }
 }
 
 /// Renews each refresh token unused for `IDLE_RENEWAL_SECS` (or of unknown age), so an
@@ -200,7 +259,7 @@ async fn renew_idle_tokens(config: &Config, journal: &Journal, report: &mut Repo
                         name,
                         &format!("result=renewal-refused error={:?}", e.to_string()),
                     );
-                    notify::needs_user(&settings, &e);
+                    notify::needs_user(&settings, &e, journal);
                     report.needs_user(name, format!("{e}"));
                 }
             }
@@ -314,11 +373,11 @@ impl<'a> Flusher<'a> {
                     Ok(s) => s,
                     Err(e) => {
                         if e.class() == Class::NeedsUser {
-                            notify::needs_user(settings, &e);
+                            notify::needs_user(settings, &e, self.journal);
                             let waiting = entries.len() - i;
                             self.report.needs_user(
                                 &settings.name,
-                                format!("{e} ({waiting} queued message{} wait)", plural(waiting)),
+                                format!("{e} ({})", messages_wait(waiting)),
                             );
                         }
                         // No message is to blame: all of them wait for the next flush.
@@ -399,7 +458,25 @@ impl<'a> Flusher<'a> {
             );
         }
         let wait = error.retry_after().unwrap_or(0);
-        self.queue.defer(entry, &why, now, wait)?;
+        if let Err(e) = self.queue.defer(entry, &why, now, wait) {
+            // Still queued as it was (due now): the next flush tries it again.
+            self.log(
+                entry,
+                &format!(
+                    "result=deferred id={} error={why:?} unrecorded={:?}",
+                    entry.id,
+                    e.to_string()
+                ),
+            );
+            self.report.note(
+                Outcome::Unrecorded,
+                format!(
+                    "{}: deferred: {why}; the queue could not record it: {e}",
+                    entry.id
+                ),
+            );
+            return Ok(());
+        }
         self.log(
             entry,
             &format!(
@@ -504,10 +581,6 @@ fn write_entry(out: &mut String, e: &Entry, label: &str, now: u64) {
     if let Some(err) = &e.state.last_error {
         let _ = writeln!(out, "  last error: {err}");
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn age(secs: u64) -> String {

@@ -5,8 +5,9 @@
 //!
 //! `$XDG_STATE_HOME/oauth2-sendmail/log` unless `logfile` says otherwise (`logfile = ""`
 //! turns it off). Each line starts with an RFC 3339 UTC timestamp. The file is created
-//! `0600` in `0700` folders whatever the umask. Nothing written here holds a secret: the
-//! lines are built from envelopes and from errors, and errors never hold one.
+//! `0600` whatever the umask; the folders created for it are `0700`, a folder that was
+//! there (the home folder, a shared log folder) keeps its mode. Nothing written here holds
+//! a secret: the lines are built from envelopes and from errors, and errors never hold one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,10 +35,22 @@ impl Journal {
         Journal { path }
     }
 
+    /// The log at `path` (`None` = off): for the notifier's keeper, which has no config.
+    #[must_use]
+    pub fn to(path: Option<PathBuf>) -> Journal {
+        Journal { path }
+    }
+
     #[cfg(test)]
     #[must_use]
     pub fn at(path: Option<PathBuf>) -> Journal {
         Journal { path }
+    }
+
+    /// The log file, `None` when off.
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// `TIME account=… from=<…> recipients=… size=… RESULT` for one message.
@@ -55,10 +68,9 @@ impl Journal {
     }
 
     /// Appends one line, secrets scrubbed and control characters escaped. The log is a
-    /// record, not the outcome: failing to write it never fails a message; only a log
-    /// that cannot be written (a folder that is not private: another user's, or writable
-    /// by others) is said on stderr, since nobody would otherwise learn that nothing is
-    /// logged.
+    /// record, not the outcome: failing to write it never fails a message. A log that
+    /// cannot be written is said on stderr once a day at most (a mail client takes any
+    /// output as a failed send) and by `status` every time.
     fn line(&self, text: &str) {
         let Some(path) = &self.path else { return };
         let line = format!(
@@ -67,19 +79,48 @@ impl Journal {
             crate::scrub::for_output(text, MAX_LINE)
         );
         if let Err(e) = append(path, line.as_bytes()) {
-            eprintln!("oauth2-sendmail: {e}");
+            let key = format!("log-unwritable {}", path.display());
+            // Nothing remembered (no usable state folder): silence; `status` still says it.
+            if crate::throttle::first_in(&key, TROUBLE_PERIOD_SECS) == Some(true) {
+                eprintln!(
+                    "oauth2-sendmail: logfile: {e} (said once a day; `oauth2-sendmail status` \
+                     shows it)"
+                );
+            }
         }
     }
+
+    /// Why the log cannot be written, for `status`: its folder refused, or the file not
+    /// writable. Creates nothing; `None` when it is off or all is well.
+    #[must_use]
+    pub fn problem(&self) -> Option<String> {
+        let path = self.path.as_ref()?;
+        if let Some(dir) = path.parent().filter(|d| d.exists())
+            && let Err(e) = crate::private_dir::check_named_dir(dir, "log folder")
+        {
+            return Some(format!("logfile: {e}"));
+        }
+        if !path.exists() {
+            return None;
+        }
+        crate::private_dir::open(path, std::fs::OpenOptions::new().append(true))
+            .err()
+            .map(|e| format!("logfile: cannot open the log {}: {e}", path.display()))
+    }
 }
+
+/// How often a log that cannot be written is said on stderr (seconds).
+const TROUBLE_PERIOD_SECS: u64 = 86_400;
 
 /// Longest log line (characters): a server reply or an error is cut, never a whole message.
 const MAX_LINE: usize = 4000;
 
-/// Appends `bytes` to `path`: its folder created `0700` or checked (ours, not writable by
-/// others), the file `0600` whatever the umask, never through a symlink.
+/// Appends `bytes` to `path`: its missing folders created `0700`, its folder checked (ours,
+/// not writable by others) but never changed, the file `0600` whatever the umask, never
+/// through a symlink.
 fn append(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::private_dir::ensure_dir(dir, "log folder")?;
+        crate::private_dir::ensure_named_dir(dir, "log folder")?;
     }
     let mut file =
         crate::private_dir::open(path, std::fs::OpenOptions::new().create(true).append(true))

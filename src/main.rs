@@ -35,6 +35,7 @@
 //! | `queue` | the durable queue on disk: enqueue (fsync), list, defer, fail, remove; the due index |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens; the listing of `mailq`/`queue list` (`flush::listing`) |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
+//! | `throttle` | a notice at most once per period across runs (an unwritable log, the notifier) |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
 //! | `manage` | the management words: login, token, status, check, logout, queue |
 //! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add or find the account in the config (`manage` runs the login) |
@@ -76,6 +77,7 @@ mod setup;
 mod smtp;
 mod spool;
 mod stdout;
+mod throttle;
 mod tls;
 mod transport;
 
@@ -116,7 +118,12 @@ const MAX_ERROR_LINE: usize = 2000;
 fn main() -> ExitCode {
     // One TLS provider for the process: reqwest and tokio-rustls share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let invocation = match cli::parse(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // This program started again to keep a notifier (see `notify`): not a command line.
+    if args.first().is_some_and(|a| a == notify::KEEPER_ARG0) {
+        return notify::keeper(&args);
+    }
+    let invocation = match cli::parse(args) {
         Ok(i) => i,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();

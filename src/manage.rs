@@ -204,9 +204,11 @@ fn check_transports(account: &AccountSettings) -> Result<()> {
                 Err(e) if crate::transport::is_smtp_auth_disabled(&e) => {
                     crate::transport::remember_graph(&account.name, &e);
                     print(&format!(
-                        "account {}: SMTP AUTH is disabled ({e}); transport = \"auto\" sends \
+                        "account {}: SMTP AUTH is disabled ({}: {}); transport = \"auto\" sends \
                          through Microsoft Graph\n",
-                        account.name
+                        account.name,
+                        account.smtp.address(),
+                        crate::transport::server_words(&e)
                     ))?;
                     None
                 }
@@ -251,6 +253,7 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
     let (failed, bad_failed) = queue.list_failed()?;
     let mut out = String::new();
     let (mut needs_login, mut misconfigured) = (false, false);
+    let (mut shown, mut shown_counts) = (0usize, (0usize, 0usize));
     for name in config
         .accounts
         .keys()
@@ -268,13 +271,15 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         };
         let _ = write!(
             out,
-            "  provider: {}\n  email: {}\n  server: {}\n  transport: {}\n  flow: {}\n",
+            "  provider: {}\n  email: {}\n  server: {}{}\n  transport: {}\n  flow: {}\n",
             account.provider.name(),
             account.email,
             account.smtp.address(),
+            overridden(account.config.smtp_host.is_some() || account.config.smtp_port.is_some()),
             crate::transport::describe(&account),
-            account.oauth.flow.name(),
+            flow_line(&account),
         );
+        out.push_str(&identity_platform(&account));
         if let Some(who) = signed_in_identity(&account) {
             let _ = writeln!(out, "  signed in as: {who}");
         }
@@ -301,13 +306,20 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
             mine(&queued),
             mine(&failed)
         );
+        shown += 1;
+        shown_counts = (mine(&queued), mine(&failed));
     }
-    let _ = writeln!(
-        out,
-        "queue: {} queued, {} failed",
-        queued.len() + bad.len(),
-        failed.len() + bad_failed.len()
-    );
+    // The whole queue, when it is more than the one account shown says.
+    let (all_queued, all_failed) = (queued.len() + bad.len(), failed.len() + bad_failed.len());
+    if shown != 1 || (all_queued, all_failed) != shown_counts {
+        let _ = writeln!(
+            out,
+            "queue (all accounts): {all_queued} queued, {all_failed} failed"
+        );
+    }
+    if let Some(problem) = crate::journal::Journal::from_config(config).problem() {
+        let _ = writeln!(out, "log: {problem}");
+    }
     print(&out)?;
     let code = if misconfigured {
         crate::error::EX_CONFIG
@@ -317,6 +329,68 @@ fn status(config: &Config, only: Option<&str>) -> Result<()> {
         return Ok(());
     };
     Err(Error::from(crate::error::Kind::Reported(code)))
+}
+
+/// ` (override)` after a value the config sets in place of the provider's.
+fn overridden(set: bool) -> &'static str {
+    if set { " (override)" } else { "" }
+}
+
+/// The config's flow, and the flow of the login that stored the tokens when that differs
+/// (`login --flow`): renewals without a refresh token use the config's.
+fn flow_line(account: &AccountSettings) -> String {
+    let configured = account.oauth.flow.name();
+    let stored = TokenStore::new(account)
+        .ok()
+        .filter(|_| account.config.token_decrypt_cmd.is_none())
+        .and_then(|s| std::fs::read(s.path()).ok())
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|v| v.get("flow")?.as_str().map(str::to_owned));
+    match stored {
+        Some(flow) if flow != configured => {
+            let flow: String = flow.chars().filter(|c| !c.is_control()).take(40).collect();
+            format!("{flow} (the last login's; the config says {configured})")
+        }
+        _ => configured.to_owned(),
+    }
+}
+
+/// Tenant, client id and the endpoints in use, overrides marked: what to compare with the
+/// app registration when a login fails.
+fn identity_platform(account: &AccountSettings) -> String {
+    let c = &account.config;
+    let o = &account.oauth;
+    let mut out = String::new();
+    if let Some(tenant) = crate::provider::tenant(c) {
+        let _ = writeln!(out, "  tenant: {tenant}");
+    }
+    match &o.client_id {
+        Some(id) if c.client_id.is_none() => {
+            let _ = writeln!(out, "  client id: {id} (the provider's default)");
+        }
+        Some(id) => {
+            let _ = writeln!(out, "  client id: {id}");
+        }
+        None => out.push_str("  client id: none (set client_id)\n"),
+    }
+    for (name, url, set) in [
+        ("token endpoint", &o.token_url, c.token_url.is_some()),
+        (
+            "authorize endpoint",
+            &o.authorize_url,
+            c.authorize_url.is_some(),
+        ),
+        (
+            "device-code endpoint",
+            &o.device_code_url,
+            c.device_code_url.is_some(),
+        ),
+    ] {
+        if !url.is_empty() {
+            let _ = writeln!(out, "  {name}: {url}{}", overridden(set));
+        }
+    }
+    out
 }
 
 /// The identity that signed in, as the token cache records it (its `identity` field),

@@ -20,7 +20,15 @@ const REFERENCE: &str = include_str!("manual.roff");
 #[must_use]
 pub fn command() -> clap::Command {
     let manage = ManageArgs::command();
-    SendArgs::command().subcommands(manage.get_subcommands().cloned())
+    without_help_words(SendArgs::command().subcommands(manage.get_subcommands().cloned()))
+}
+
+/// No `help` word anywhere, as the parser has none: clap would add one to the combined
+/// command and to `queue`, and completion would then offer `oauth2-sendmail help`, which
+/// mails a local user called `help`.
+fn without_help_words(cmd: clap::Command) -> clap::Command {
+    cmd.disable_help_subcommand(true)
+        .mut_subcommands(without_help_words)
 }
 
 /// Prints what `--generate` asks for on stdout.
@@ -59,8 +67,24 @@ pub fn man_page() -> Vec<u8> {
 #[must_use]
 pub fn completion(shell: Shell) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut command(), "oauth2-sendmail", &mut out);
+    clap_complete::generate(shell, &mut command(), BIN, &mut out);
+    if shell == Shell::Bash {
+        return bash_names_matched(&out);
+    }
     out
+}
+
+const BIN: &str = "oauth2-sendmail";
+
+/// `clap_complete`'s bash script names a word's state `oauth2__sendmail__subcmd__queue` where
+/// it parses the words, but `oauth2__subcmd__sendmail__subcmd__queue` where it completes
+/// them (the hyphen in the binary's name is mangled two ways: clap-rs/clap#6421), so
+/// completion stopped after the first word. The second spelling is made the first.
+fn bash_names_matched(script: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(script);
+    let wrong = format!("{}__subcmd__", BIN.replace('-', "__subcmd__"));
+    let right = format!("{}__subcmd__", BIN.replace('-', "__"));
+    text.replace(&wrong, &right).into_bytes()
 }
 
 /// Text for roff: backslashes, leading dots and quotes, and hyphens escaped.

@@ -4,49 +4,142 @@
 //! `OAUTH2_SENDMAIL_ACCOUNT` and `OAUTH2_SENDMAIL_REASON` in its environment; without
 //! one, on a graphical session with `notify-send` installed, a desktop notification.
 //!
+//! A notice is given at most once an hour per account and reason (remembered by
+//! `throttle`), and never from inside a notifier: its environment carries
+//! `OAUTH2_SENDMAIL_NOTIFYING`, so a notifier that mails the user through this program
+//! (which needs the same login) cannot start a loop. The notifier runs under a keeper, a
+//! second process of this program that outlives the sender: it kills the notifier's process
+//! group at `command_timeout` and writes a failure to the log.
+//!
 //! It also remembers a refused token refresh (since when, and the AADSTS code) in
 //! `$XDG_STATE_HOME/oauth2-sendmail/accounts/ACCOUNT.json`, for `status`: the token file
 //! alone cannot say that its refresh token is dead.
 
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Class, Error};
+use crate::error::{Class, Error, Result};
+use crate::journal::Journal;
 use crate::provider::AccountSettings;
 
 /// Longest reason handed to the notifier (characters).
 const MAX_REASON: usize = 1000;
 
+/// Set in a notifier's environment: a process that sees it is inside a notification.
+pub const NOTIFYING_ENV: &str = "OAUTH2_SENDMAIL_NOTIFYING";
+/// The keeper's `argv[0]`: how `main` knows it is one (and how `ps` shows it).
+pub const KEEPER_ARG0: &str = "oauth2-sendmail: notify_cmd";
+/// How often the same account and reason may be told (seconds).
+const NOTICE_PERIOD_SECS: u64 = 3600;
+
 /// Tells the user about `error` when it needs them (`Class::NeedsUser`); remembers a
-/// needed login for `status`. A notifier that fails is reported on stderr but changes
-/// nothing else: the mail's own outcome stands.
-pub fn needs_user(account: &AccountSettings, error: &Error) {
+/// needed login for `status`. At most once an hour per account and reason, and never from
+/// inside a notifier. A notifier that cannot start is reported on stderr, one that fails or
+/// hangs in the log (`journal`), and nothing else changes: the mail's own outcome stands.
+pub fn needs_user(account: &AccountSettings, error: &Error, journal: &Journal) {
     if error.class() != Class::NeedsUser {
         return;
     }
     remember(account, error);
+    if std::env::var_os(NOTIFYING_ENV).is_some() {
+        return;
+    }
     let reason = crate::scrub::for_output(&error.to_string(), MAX_REASON);
+    let key = format!("notify {} {}", account.name, reason_key(&reason));
+    // Nothing can be remembered: tell anyway (the environment mark still stops a loop).
+    if crate::throttle::first_in(&key, NOTICE_PERIOD_SECS) == Some(false) {
+        return;
+    }
     match &account.config.notify_cmd {
         Some(cmd) => {
-            let env = [
-                ("OAUTH2_SENDMAIL_ACCOUNT", account.name.as_str()),
-                ("OAUTH2_SENDMAIL_REASON", reason.as_str()),
-            ];
-            // Detached: a notifier that hangs must never hold up the mail's own outcome.
-            let started = cmd
+            if let Err(e) = cmd
                 .argv()
-                .and_then(|argv| crate::command::spawn_detached("notify_cmd", &argv, &env));
-            if let Err(e) = started {
-                eprintln!(
-                    "oauth2-sendmail: account {}: {}",
-                    account.name,
-                    crate::scrub::for_output(&e.to_string(), 1000)
+                .and_then(|argv| keep(account, &reason, &argv, journal))
+            {
+                let line = crate::scrub::for_output(&e.to_string(), 1000);
+                journal.account(
+                    &account.name,
+                    &format!("event=notify-failed error={line:?}"),
                 );
+                eprintln!("oauth2-sendmail: account {}: {line}", account.name);
             }
         }
         None => desktop_notice(&account.name, &reason),
+    }
+}
+
+/// What makes two notices "the same reason": the identity platform's code when there is
+/// one (the rest of its text carries trace ids and times), else the line itself.
+fn reason_key(reason: &str) -> String {
+    aadsts_code(reason).unwrap_or_else(|| reason.chars().take(200).collect())
+}
+
+/// Starts the keeper (this program again, named [`KEEPER_ARG0`]) for `argv`, detached: in
+/// a process group of its own, without input or output, never waited for by the sender.
+/// Arguments: the log file (`""` = off), `command_timeout` in seconds, the account, then
+/// the notifier's argv.
+fn keep(account: &AccountSettings, reason: &str, argv: &[String], journal: &Journal) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| {
+        Error::config(format!(
+            "notify_cmd: cannot find this program to run it: {e}"
+        ))
+    })?;
+    let log = journal
+        .path()
+        .map(|p| p.as_os_str().to_owned())
+        .unwrap_or_default();
+    let mut child = Command::new(exe)
+        .arg0(KEEPER_ARG0)
+        .arg(log)
+        .arg(crate::command::timeout().as_secs().to_string())
+        .arg(&account.name)
+        .args(argv)
+        .env("OAUTH2_SENDMAIL_ACCOUNT", &account.name)
+        .env("OAUTH2_SENDMAIL_REASON", reason)
+        .env(NOTIFYING_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::config(format!("notify_cmd: cannot start its keeper: {e}")))?;
+    // Reaped if the sender lives that long (a flush); otherwise init adopts it.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+/// The keeper's whole run (`args`: its argv, see [`keep`]): the notifier under
+/// `command_timeout`, its group killed at the limit, a failure written to the log.
+#[must_use]
+pub fn keeper(args: &[OsString]) -> std::process::ExitCode {
+    let text: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let [_, log, seconds, account, notifier @ ..] = text.as_slice() else {
+        return std::process::ExitCode::from(crate::error::EX_USAGE);
+    };
+    let Ok(seconds) = seconds.parse::<u64>() else {
+        return std::process::ExitCode::from(crate::error::EX_USAGE);
+    };
+    if notifier.is_empty() {
+        return std::process::ExitCode::from(crate::error::EX_USAGE);
+    }
+    crate::command::set_timeout(seconds);
+    let journal = Journal::to((!log.is_empty()).then(|| PathBuf::from(log)));
+    match crate::command::run_group("notify_cmd", notifier) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let line = crate::scrub::for_output(&e.to_string(), 1000);
+            journal.account(account, &format!("event=notify-failed error={line:?}"));
+            std::process::ExitCode::from(e.exit_code())
+        }
     }
 }
 
@@ -132,6 +225,34 @@ pub fn remember(account: &AccountSettings, error: &Error) {
 pub fn remembered(account: &str) -> Option<LoginNeeded> {
     let bytes = std::fs::read(state_file(account)?).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether `account` needs a login as far as is known without the network (and without
+/// running `token_decrypt_cmd`): a refused refresh remembered since its tokens were last
+/// saved, or no stored token where the flow cannot get one alone. The line that says so.
+#[must_use]
+pub fn known_login_needed(account: &AccountSettings) -> Option<String> {
+    let store = crate::oauth::store::TokenStore::new(account).ok()?;
+    let saved = std::fs::symlink_metadata(store.path())
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    let prefix = format!("account {}: ", account.name);
+    if let Some(r) = remembered(&account.name).filter(|r| saved.is_none_or(|t| r.since >= t)) {
+        let reason = crate::scrub::for_output(&r.reason, MAX_REASON);
+        return Some(if reason.starts_with(&prefix) {
+            reason
+        } else {
+            format!("{prefix}{reason}")
+        });
+    }
+    (saved.is_none() && crate::oauth::grants::unattended_grant(account).is_none()).then(|| {
+        format!(
+            "{prefix}no token stored: run `oauth2-sendmail login {}`",
+            account.name
+        )
+    })
 }
 
 /// Forgets it (after a successful login).

@@ -830,7 +830,18 @@ from = ["alice.*@example.org"]
 
     #[test]
     fn account_email_must_be_an_address() {
-        for email in ["alice", "alice@", "a@x.example\\r\\nBcc: e@x"] {
+        // `alice` and `alice@` are refused when the config is read (with the line); what
+        // only the address parser catches is refused here.
+        for email in ["alice", "alice@", "a@b@", "a@x.example\\r\\nBcc: e@x"] {
+            let cfg = format!("[accounts.w]\nemail = \"{email}\"\n");
+            let e = crate::config::parse(&cfg, Path::new("/c.toml")).unwrap_err();
+            assert_eq!(e.exit_code(), 78, "{email}");
+            assert!(
+                e.to_string().contains("/c.toml:2: key `accounts.w.email`"),
+                "{e}"
+            );
+        }
+        for email in ["<a@x.example>", "a,b@x.example"] {
             let cfg = format!("[accounts.w]\nemail = \"{email}\"\n");
             let e = try_plan_with(&cfg, &["b@x.example"], SIMPLE).unwrap_err();
             assert_eq!(e.exit_code(), 78, "{email}");

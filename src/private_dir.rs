@@ -2,6 +2,11 @@
 //! `0600` whatever the umask; a folder that another user owns, or that group or others may
 //! write, is refused with a line saying how to fix it (as ssh refuses a loose `~/.ssh`);
 //! token, lock and temporary files are opened without following a symlink (`O_NOFOLLOW`).
+//!
+//! Our own folders (named after the program: tokens, queue, state) are narrowed to `0700`
+//! when others may read them. A folder the user named (the log's, which may be the home
+//! folder or a folder shared with others) is only created, never changed: the folders we
+//! create for it are `0700`, one that was there keeps its mode.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
@@ -74,6 +79,65 @@ pub fn check_dir(dir: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates the folders of `dir` that are missing, each `0700` whatever the umask, and checks
+/// `dir` as [`check_dir`] does, except that a folder that was there is never changed: a
+/// home folder or a folder shared with others (read-only for them) keeps its mode. For a
+/// folder the user named (`logfile`'s).
+pub fn ensure_named_dir(dir: &Path, what: &str) -> Result<()> {
+    let error =
+        |e: io::Error| Error::io(format!("cannot create the {what} {}: {e}", dir.display()));
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+        .collect();
+    for folder in missing.into_iter().rev() {
+        match DirBuilder::new().mode(DIR_MODE).create(folder) {
+            // Ours: set exactly, the umask may have taken bits we need or left others.
+            Ok(()) => {
+                fs::set_permissions(folder, fs::Permissions::from_mode(DIR_MODE)).map_err(error)?;
+            }
+            // Made by another process at the same moment: checked below like any other.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(error(e)),
+        }
+    }
+    check_named_dir(dir, what)
+}
+
+/// Refuses a folder the user named when another user owns it or when group or others may
+/// write it, with the fix; changes nothing. A sticky folder that everyone may write (`/tmp`)
+/// is no place for a private file: the fix is another folder, not a `chmod` of a shared one.
+pub fn check_named_dir(dir: &Path, what: &str) -> Result<()> {
+    let meta = fs::metadata(dir)
+        .map_err(|e| Error::io(format!("cannot read the {what} {}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::io(format!(
+            "the {what} {} is not a folder: move it away",
+            dir.display()
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let mode = meta.permissions().mode() & 0o7777;
+    let fix = if meta.uid() != me {
+        format!("belongs to user {} (not to you, user {me})", meta.uid())
+    } else if mode & 0o022 != 0 && mode & 0o1000 != 0 {
+        format!("is shared with other users (mode {mode:04o})")
+    } else if mode & 0o022 != 0 {
+        return Err(Error::io(format!(
+            "the {what} {} may be written by others (mode {mode:04o}), so it is not used: \
+             fix it with `chmod go-w {}`",
+            dir.display(),
+            dir.display()
+        )));
+    } else {
+        return Ok(());
+    };
+    Err(Error::io(format!(
+        "the {what} {} {fix}, so it is not used: choose a folder of your own",
+        dir.display()
+    )))
+}
+
 /// `O_NOFOLLOW`: opening a symlink fails (`ELOOP`) instead of opening its target.
 #[must_use]
 pub fn nofollow() -> i32 {
@@ -143,6 +207,33 @@ mod tests {
             .is_err()
         );
         assert!(read(&dir.join("link")).is_err());
+    }
+
+    #[test]
+    fn a_named_folder_is_created_private_but_one_that_was_there_keeps_its_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        fs::create_dir(&home).unwrap();
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_named_dir(&home.join("a/b"), "log folder").unwrap();
+        assert_eq!(mode(&home), 0o755);
+        assert_eq!(mode(&home.join("a")), 0o700);
+        assert_eq!(mode(&home.join("a/b")), 0o700);
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o775)).unwrap();
+        let e = ensure_named_dir(&home, "log folder")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+        assert_eq!(mode(&home), 0o775);
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = ensure_named_dir(&home, "log folder")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("chmod") && e.contains("shared"), "{e}");
+        assert_eq!(
+            fs::metadata(&home).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
     }
 
     #[test]

@@ -157,7 +157,12 @@ impl Server {
     /// `host:port`, as errors show it.
     #[must_use]
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        // An IPv6 address in brackets, as in a URL: `[::1]:587`, not `::1:587`.
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -295,7 +300,8 @@ impl OAuthSettings {
                 ),
                 ProviderKind::Gmail => format!(
                     "account {account}: `client_id` (and `client_secret` or `client_secret_cmd`) are required \
-                     for gmail: create an OAuth client of type Desktop app in the Google Cloud console"
+                     for gmail: create an OAuth client of type Desktop app in the Google Cloud console \
+                     (https://console.cloud.google.com/apis/credentials)"
                 ),
                 _ => format!("account {account}: `client_id` is required"),
             })
@@ -485,6 +491,20 @@ fn graph_settings(
 fn is_https(url: &str) -> bool {
     url.get(..8)
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+/// The tenant an account's endpoints use (its `tenant`, else the provider's default), for
+/// providers whose endpoints have one; `None` for the others or for endpoints all set.
+#[must_use]
+pub fn tenant(account: &Account) -> Option<String> {
+    let preset = Preset::of(account);
+    preset.authority.filter(|a| a.contains("{tenant}"))?;
+    Some(
+        account
+            .tenant
+            .clone()
+            .unwrap_or_else(|| preset.tenant.to_owned()),
+    )
 }
 
 /// A provider's built-in values. `authority` may hold `{tenant}`.

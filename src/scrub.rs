@@ -4,7 +4,8 @@
 //!
 //! Every secret the process handles (tokens read or received, refresh tokens, passwords,
 //! client secrets, codes) is [`register`]ed once; [`scrub`] then removes each of them from a
-//! text in raw, URL-encoded (`%XX` either case, `+` for space), JSON-escaped and base64
+//! text in raw, percent-encoded (any set of bytes escaped, `%XX` in either case, `+` for
+//! space, in any mix), JSON-escaped and base64
 //! (standard and URL-safe alphabets, at any byte alignment) forms. The sinks — the stderr
 //! line, the log, `notify_cmd`'s environment, `-v`, queue files — call [`scrub`] (or
 //! [`for_output`]) on what they write.
@@ -51,18 +52,77 @@ pub fn scrub(text: &str) -> String {
 pub fn scrub_with(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();
     for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET) {
+        // Raw and percent-encoded in any mix, whatever the encoder chose to escape.
+        out = redact_percent_spellings(&out, secret.as_bytes());
         for form in forms(secret) {
             if out.contains(&form) {
                 out = out.replace(&form, REDACTED);
             }
         }
-        // Percent-encoding in lower-case hex, as some servers write it.
-        let lower = percent_encode(secret, false);
-        if lower != *secret && out.contains(&lower) {
-            out = out.replace(&lower, REDACTED);
-        }
     }
     out
+}
+
+/// `text` with every spelling of `secret` in which each byte is either itself or `%XX`
+/// (either hex case), and a space may also be `+`, replaced by [`REDACTED`]. Encoders
+/// disagree on what to escape (`~` is `%7E` for one form encoder and left alone by
+/// another), and a peer may echo the form re-encoded by its own stack, so no single
+/// encoding can be guessed.
+fn redact_percent_spellings(text: &str, secret: &[u8]) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        match spelled_at(bytes, at, secret) {
+            Some(end) => {
+                // A match starts on `%`, `+` or the secret's first byte (a character's
+                // first byte) and ends after a whole escape or the secret's last byte: both
+                // are character boundaries.
+                out.push_str(&text[copied..at]);
+                out.push_str(REDACTED);
+                copied = end;
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Where a spelling of `secret` that starts at `at` ends, if one does. Only a `%` in the
+/// secret leaves a choice (`%25` or itself); those choices are tried in turn.
+fn spelled_at(text: &[u8], at: usize, secret: &[u8]) -> Option<usize> {
+    // (position in text, bytes of the secret matched): where to resume after a dead end.
+    let mut choices: Vec<(usize, usize)> = Vec::new();
+    let (mut t, mut matched) = (at, 0);
+    loop {
+        let Some(&want) = secret.get(matched) else {
+            return Some(t);
+        };
+        let escaped = match text.get(t..t + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        let raw = text.get(t).copied();
+        let raw_fits = raw == Some(want) || (want == b' ' && raw == Some(b'+'));
+        if escaped == Some(want) {
+            if raw_fits {
+                // A raw `%` in the secret may also stand for itself.
+                choices.push((t + 1, matched + 1));
+            }
+            (t, matched) = (t + 3, matched + 1);
+        } else if raw_fits {
+            (t, matched) = (t + 1, matched + 1);
+        } else {
+            (t, matched) = choices.pop()?;
+        }
+    }
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).map(|d| d as u8)
 }
 
 /// The scrubbed, escaped, cut form of peer text for one output line.
@@ -71,8 +131,8 @@ pub fn for_output(text: &str, max_chars: usize) -> String {
     printable(&scrub(text), max_chars)
 }
 
-/// The spellings of `secret` a peer may send back: raw, URL-encoded (`+` and `%20` for a
-/// space), JSON-escaped, and the alignment-independent core of its base64 encodings.
+/// The spellings of `secret` a peer may send back besides the percent-encoded ones:
+/// JSON-escaped, and the alignment-independent core of its base64 encodings.
 fn forms(secret: &str) -> Vec<String> {
     let mut forms = vec![secret.to_owned()];
     let mut push = |f: String| {
@@ -80,8 +140,6 @@ fn forms(secret: &str) -> Vec<String> {
             forms.push(f);
         }
     };
-    push(percent_encode(secret, true));
-    push(percent_encode(secret, true).replace("%20", "+"));
     if let Ok(json) = serde_json::to_string(secret) {
         push(json[1..json.len() - 1].to_owned());
         push(json[1..json.len() - 1].replace('/', "\\/"));
@@ -101,20 +159,6 @@ fn forms(secret: &str) -> Vec<String> {
         }
     }
     forms
-}
-
-fn percent_encode(s: &str, upper: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'*') {
-            out.push(char::from(b));
-        } else if upper {
-            let _ = write!(out, "%{b:02X}");
-        } else {
-            let _ = write!(out, "%{b:02x}");
-        }
-    }
-    out
 }
 
 /// `text` with control characters escaped (`\x1b`, `\u{9b}`; a tab is a space) and cut to
@@ -154,6 +198,21 @@ mod tests {
 
     const RT: &str = "0.AXkA-rt/Secret+value=with_odd~chars and space";
 
+    /// One encoder's choice: RFC 3986's unreserved characters and `*` kept.
+    fn percent_encode(s: &str, upper: bool) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'*') {
+                out.push(char::from(b));
+            } else if upper {
+                let _ = write!(out, "%{b:02X}");
+            } else {
+                let _ = write!(out, "%{b:02x}");
+            }
+        }
+        out
+    }
+
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| (*x).to_owned()).collect()
     }
@@ -189,6 +248,39 @@ mod tests {
                 assert!(left.len() <= 16 + prefix.len() * 2, "{prefix:?}: {out}");
             }
         }
+    }
+
+    #[test]
+    fn a_secret_with_a_tilde_is_scrubbed_whatever_the_encoder_escaped() {
+        let azure = "aB3Q~k.Jr_5vXw~Ty9-Lm2Nq.Ps7Rt~Uv4Wx_Yz1A";
+        let secrets = s(&[azure, RT, "50%off%25"]);
+        let every = |text: &str, upper: bool| -> String {
+            text.bytes()
+                .map(|b| match b {
+                    b' ' => "+".to_owned(),
+                    b if b.is_ascii_alphanumeric() => char::from(b).to_string(),
+                    b if upper => format!("%{b:02X}"),
+                    b => format!("%{b:02x}"),
+                })
+                .collect()
+        };
+        for text in [
+            azure.replace('~', "%7E"),
+            azure.replace('~', "%7e"),
+            every(azure, false),
+            every(RT, true),
+            every(RT, false),
+            // Mixed: one escape in each case, the rest raw.
+            RT.replacen('~', "%7e", 1).replacen('/', "%2F", 1),
+            "50%25off%2525".to_owned(),
+            "50%off%25".to_owned(),
+        ] {
+            let out = scrub_with(&format!("x={text}&y=1"), &secrets);
+            assert_eq!(out, "x=<redacted>&y=1", "{text}");
+        }
+        // Text around a near miss is left as it was, multi-byte characters included.
+        let out = scrub_with("é aB3Q%7Ek.J ü", &secrets);
+        assert_eq!(out, "é aB3Q%7Ek.J ü");
     }
 
     #[test]

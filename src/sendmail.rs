@@ -70,7 +70,7 @@ pub fn run(args: &SendArgs) -> Result<()> {
         }
         Err(e) => e,
     };
-    notify::needs_user(&account, &e);
+    notify::needs_user(&account, &e, &journal);
     if should_queue(e.class(), policy, args.caller_cannot_keep()) {
         // Exit 0: the message is safe on disk, and the next flush sends it.
         let id = enqueue(&plan, &parts, Some(&e))?;

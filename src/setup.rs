@@ -53,27 +53,11 @@ pub fn account_for_email(
     let (local, domain) = split_address(email)?;
     let path = config::locate(config_file)
         .ok_or_else(|| Error::config("cannot find a home directory for the config"))?;
-    let existing = if path.exists() {
-        Some(config::load(Some(&path))?)
-    } else {
-        None
-    };
-    // An account named like the address (`[accounts."a@b.c"]`), else one with that email.
-    let known = existing.as_ref().and_then(|c| {
-        c.accounts
-            .keys()
-            .find(|n| *n == email)
-            .or_else(|| {
-                c.accounts
-                    .iter()
-                    .find(|(_, a)| a.email.eq_ignore_ascii_case(email))
-                    .map(|(n, _)| n)
-            })
-            .cloned()
-    });
-    let name = if let Some(name) = known {
+    regular_or_missing(&path)?;
+    let name = if let Some(name) = known_account(&path, email)? {
         name
     } else {
+        // Asked before the lock: a slow DNS answer must not hold up another login.
         let inferred = match args.provider {
             Some(p) => Inference {
                 provider: provider_of(p),
@@ -82,19 +66,7 @@ pub fn account_for_email(
             },
             None => infer(&domain)?,
         };
-        let taken: Vec<&str> = existing
-            .as_ref()
-            .map(|c| c.accounts.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        let name = account_name(&local, &domain, &taken);
-        add_account(&path, &name, email, &inferred)?;
-        eprintln!(
-            "oauth2-sendmail: added account {name} (provider {}, from {}) to {}",
-            inferred.provider.name(),
-            inferred.reason,
-            path.display()
-        );
-        name
+        add_or_find(&path, email, &local, &domain, &inferred)?
     };
     let config = config::load(Some(&path))?;
     let named = LoginArgs {
@@ -105,6 +77,120 @@ pub fn account_for_email(
         import_refresh_token: args.import_refresh_token.clone(),
     };
     Ok((config, named))
+}
+
+/// Refuses a config path that is there but is no regular file (followed through symlinks):
+/// a device (`-C /dev/null`), a folder or a pipe is never read as a config nor replaced.
+fn regular_or_missing(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(Error::config(format!(
+            "the config {} is not a regular file (a device, a folder or a pipe): give -C a \
+             config file, or a path where one may be created",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::config(format!(
+            "cannot read the config {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The account of the config at `path` for `email`: one named like the address
+/// (`[accounts."a@b.c"]`), else one with that email; `None` when there is no config yet.
+fn known_account(path: &Path, email: &str) -> Result<Option<String>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let config = config::load(Some(path))?;
+    Ok(config
+        .accounts
+        .keys()
+        .find(|n| *n == email)
+        .or_else(|| {
+            config
+                .accounts
+                .iter()
+                .find(|(_, a)| a.email.eq_ignore_ascii_case(email))
+                .map(|(n, _)| n)
+        })
+        .cloned())
+}
+
+/// Adds the account for `email` to the config, holding the lock beside it, so that logins
+/// run at once neither trip over a file one of them just created nor lose each other's
+/// account; the config is read again under the lock (another login may have added this very
+/// address). The second account added also makes the first one `default_account`, so that
+/// what relied on the only account keeps working. Returns the account's name.
+fn add_or_find(
+    path: &Path,
+    email: &str,
+    local: &str,
+    domain: &str,
+    inferred: &Inference,
+) -> Result<String> {
+    let _lock = lock_beside(path)?;
+    if let Some(name) = known_account(path, email)? {
+        return Ok(name);
+    }
+    let existing = if path.exists() {
+        Some(config::load(Some(path))?)
+    } else {
+        None
+    };
+    let taken: Vec<&str> = existing
+        .as_ref()
+        .map(|c| c.accounts.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let name = account_name(local, domain, &taken);
+    let first = existing
+        .as_ref()
+        .filter(|c| c.default_account.is_none() && c.accounts.len() == 1)
+        .and_then(|c| c.accounts.keys().next().cloned());
+    add_account(path, &name, email, inferred, first.as_deref())?;
+    eprintln!(
+        "oauth2-sendmail: added account {name} (provider {}, from {}) to {}",
+        inferred.provider.name(),
+        inferred.reason,
+        path.display()
+    );
+    if let Some(first) = first {
+        eprintln!(
+            "oauth2-sendmail: set default_account = \"{first}\" at the top of {}: mail that \
+             names no account (no -a, no From of {name}) still goes through {first}",
+            path.display()
+        );
+    }
+    Ok(name)
+}
+
+/// An exclusive lock on `.NAME.lock` beside the config file (its folder created `0700`
+/// when missing), held until dropped.
+fn lock_beside(path: &Path) -> Result<std::fs::File> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Error::io(format!("cannot {what} {}: {e}", p.display()))
+    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io("create", dir, e))?;
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock_path = path.with_file_name(format!(".{file_name}.lock"));
+    let file = crate::private_dir::open(
+        &lock_path,
+        OpenOptions::new().read(true).write(true).create(true),
+    )
+    .map_err(|e| io("create the lock", &lock_path, e))?;
+    file.lock().map_err(|e| io("lock", &lock_path, e))?;
+    Ok(file)
 }
 
 /// `local@domain`, checked enough to be written into a config file.
@@ -349,9 +435,16 @@ pub fn with_account(old: &str, name: &str, email: &str, inferred: &Inference) ->
     }
 }
 
-/// Adds the account to the config file: a new file is created `0600` (its folder `0700`);
-/// an existing one is replaced atomically, keeping its mode (through a symlink: its target).
-fn add_account(path: &Path, name: &str, email: &str, inferred: &Inference) -> Result<()> {
+/// Adds the account to the config file (and `default_account = "FIRST"` when given): a new
+/// file is created `0600` (its folder `0700`); an existing one is replaced atomically,
+/// keeping its mode (through a symlink: its target).
+fn add_account(
+    path: &Path,
+    name: &str,
+    email: &str,
+    inferred: &Inference,
+    first: Option<&str>,
+) -> Result<()> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         Error::io(format!("cannot {what} {}: {e}", p.display()))
     };
@@ -377,11 +470,33 @@ fn add_account(path: &Path, name: &str, email: &str, inferred: &Inference) -> Re
     }
     let target: PathBuf = std::fs::canonicalize(path).map_err(|e| io("read", path, e))?;
     let old = std::fs::read_to_string(&target).map_err(|e| io("read", &target, e))?;
-    replace_file(&target, &with_account(&old, name, email, inferred)?)
+    let mut text = with_account(&old, name, email, inferred)?;
+    if let Some(first) = first {
+        text = with_default_account(&text, first)?;
+    }
+    replace_file(&target, &text)
 }
 
-/// Sets `client_id` in `[accounts.NAME]` of the config file, keeping everything else.
+/// The config text with `default_account = "FIRST"` as its first line: a top-level key
+/// must come before any table, and the top of the file is where people look for it. Every
+/// other byte, comments included, stays.
+pub fn with_default_account(text: &str, first: &str) -> Result<String> {
+    let line = format!("default_account = {}\n", toml_edit::Value::from(first));
+    let edited = format!("{line}{text}");
+    match config::parse(&edited, Path::new("config.toml")) {
+        Ok(c) if c.default_account.as_deref() == Some(first) => Ok(edited),
+        _ => Err(Error::config(format!(
+            "cannot set default_account = \"{first}\" in the config; set it yourself, at the \
+             top of the file"
+        ))),
+    }
+}
+
+/// Sets `client_id` in `[accounts.NAME]` of the config file, keeping everything else; under
+/// the lock beside the file, as every edit.
 pub fn set_client_id(path: &Path, name: &str, client_id: &str) -> Result<()> {
+    regular_or_missing(path)?;
+    let _lock = lock_beside(path)?;
     let target: PathBuf = std::fs::canonicalize(path)
         .map_err(|e| Error::io(format!("cannot read {}: {e}", path.display())))?;
     let old = std::fs::read_to_string(&target)
@@ -412,11 +527,13 @@ pub fn set_client_id(path: &Path, name: &str, client_id: &str) -> Result<()> {
     replace_file(&target, &text)
 }
 
-/// Replaces `target` atomically (a temporary file beside it, renamed), keeping its mode.
+/// Replaces `target` atomically (a temporary file beside it, renamed), keeping its mode;
+/// only ever a regular file.
 fn replace_file(target: &Path, text: &str) -> Result<()> {
     let io = |what: &str, p: &Path, e: std::io::Error| {
         Error::io(format!("cannot {what} {}: {e}", p.display()))
     };
+    regular_or_missing(target)?;
     let mode = std::fs::metadata(target)
         .map_err(|e| io("read", target, e))?
         .permissions()

@@ -238,17 +238,19 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
         .map_err(|_| Error::config(format!("smtp_host {host:?} is not a valid host name")))
 }
 
-/// A failed handshake: a certificate (or other TLS) refusal is a protocol error that says
-/// why; a connection that broke is a network error.
+/// A failed handshake: a certificate that does not verify is [`Kind::Certificate`] (exit
+/// 76, never "try again later"), another TLS refusal a protocol error that says why, a
+/// connection that broke a network error.
+///
+/// [`Kind::Certificate`]: crate::error::Kind::Certificate
 pub fn handshake_error(e: &io::Error) -> Error {
+    if let Some(cert) = Error::certificate_in("the SMTP server", e) {
+        return cert;
+    }
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(rustls::Error::InvalidCertificate(why)) => Error::protocol(
-            Phase::Tls,
-            format!("the server's certificate does not verify ({why}); no credentials were sent"),
-        ),
         Some(tls) => Error::protocol(Phase::Tls, format!("{tls}; no credentials were sent")),
         None => Error::network(Phase::Tls, e.to_string()),
     }

@@ -114,7 +114,7 @@ pub fn remember_graph(account: &str, why: &Error) {
     {
         return;
     }
-    let why = why.to_string().replace(['\r', '\n'], " ");
+    let why = server_words(why);
     let line = format!(
         "graph since {}: SMTP said: {why}\n",
         crate::clock::utc(crate::clock::now())
@@ -125,6 +125,17 @@ pub fn remember_graph(account: &str, why: &Error) {
     }
 }
 
+/// What the SMTP server said (its reply, without our advice, which is for `transport =
+/// "smtp"`), fit for one line on a terminal: control characters escaped.
+#[must_use]
+pub fn server_words(e: &Error) -> String {
+    let said = match &e.kind {
+        Kind::Reply { reply, .. } => reply.to_string(),
+        _ => e.to_string(),
+    };
+    crate::scrub::for_output(&said, 1000)
+}
+
 /// The account's transport as `status` shows it.
 #[must_use]
 pub fn describe(account: &AccountSettings) -> String {
@@ -133,7 +144,12 @@ pub fn describe(account: &AccountSettings) -> String {
         TransportKind::Smtp => "smtp".to_owned(),
         TransportKind::Graph => format!("graph ({})", graph_url(account)),
         TransportKind::Auto => match remembered_graph(&account.name) {
-            Some(line) => format!("auto: {line} ({})", graph_url(account)),
+            // Escaped here too: a memory file from an older version holds the raw reply.
+            Some(line) => format!(
+                "auto: {} ({})",
+                crate::scrub::for_output(&line, 1000),
+                graph_url(account)
+            ),
             None => "auto: smtp (graph after a 5.7.139)".to_owned(),
         },
     }

@@ -454,7 +454,9 @@ pub fn open_browser(url: &str) -> Result<()> {
             "cannot start the browser from $BROWSER (`{browser}`)"
         )));
     }
-    open::that_detached(url).map_err(|e| Error::io(format!("cannot open a browser: {e}")))
+    // The opener's error names each launcher it tried with the whole URL, in Rust's debug
+    // form: the user gets one plain sentence, and the URL once, from the caller.
+    open::that_detached(url).map_err(|_| Error::io("no browser could be opened"))
 }
 
 #[cfg(test)]

@@ -754,7 +754,11 @@ impl Form {
             .form(&self.fields)
             .send()
             .await
-            .map_err(|e| transient("request failed", e))?;
+            .map_err(|e| {
+                // A certificate that does not verify will not verify in an hour either.
+                Error::certificate_in(&format!("the token service ({})", self.url), &e)
+                    .unwrap_or_else(|| transient("request failed", e))
+            })?;
         let status = response.status().as_u16();
         // The body first: error_for_status() would throw Microsoft's error JSON away.
         let body = read_body(response, MAX_BODY).await.map_err(|e| {

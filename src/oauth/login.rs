@@ -188,6 +188,7 @@ async fn save(
         stored.refresh_token = imported;
     }
     stored.identity = identity;
+    stored.flow = Some(account.oauth.flow.name().to_owned());
     blocking(move || {
         let lock = store.lock()?;
         store.save(&stored)?;
@@ -237,8 +238,15 @@ async fn authcode_flow(account: &AccountSettings, no_browser: bool) -> Result<To
         &pkce,
         account.xoauth2_user(),
     )?;
-    let opened = !no_browser && open_browser(account, &url);
-    tell_authcode(account, &url, &redirect, opened);
+    let browser = if no_browser {
+        Browser::NotAsked
+    } else {
+        match authcode::open_browser(&url) {
+            Ok(()) => Browser::Opened,
+            Err(e) => Browser::Failed(e.to_string()),
+        }
+    };
+    tell_authcode(account, &url, &redirect, &browser);
     let code = redirect.code(&state, authcode::LOGIN_TIMEOUT).await?;
     grants::request(
         account,
@@ -251,32 +259,44 @@ async fn authcode_flow(account: &AccountSettings, no_browser: bool) -> Result<To
     .await
 }
 
-/// Starts the browser; a failure is only a warning, since the URL is printed anyway.
-fn open_browser(account: &AccountSettings, url: &str) -> bool {
-    match authcode::open_browser(url) {
-        Ok(()) => true,
-        Err(e) => {
-            say(account, &format!("{e}; open the URL below yourself"));
-            false
-        }
-    }
+/// What became of the browser; a failure is no error, since the URL is printed anyway.
+enum Browser {
+    Opened,
+    /// `--no-browser`.
+    NotAsked,
+    /// Why not (one plain sentence).
+    Failed(String),
 }
 
-/// The URL on a line of its own (easy to copy), and how the code will come back.
-fn tell_authcode(account: &AccountSettings, url: &str, redirect: &Redirect, opened: bool) {
+/// The URL on a line of its own (easy to copy), once, and how the code will come back.
+fn tell_authcode(account: &AccountSettings, url: &str, redirect: &Redirect, browser: &Browser) {
     let minutes = authcode::LOGIN_TIMEOUT.as_secs() / 60;
+    let who = account.xoauth2_user();
     say(
         account,
-        &if opened {
-            format!(
-                "a browser was opened to sign in as {}; if it did not open, open this URL:",
-                account.xoauth2_user()
-            )
-        } else {
-            format!(
-                "to sign in as {}, open this URL in a browser:",
-                account.xoauth2_user()
-            )
+        &match browser {
+            Browser::Opened => {
+                format!(
+                    "a browser was opened to sign in as {who}; if it did not open, open this URL:"
+                )
+            }
+            Browser::NotAsked => format!("to sign in as {who}, open this URL in a browser:"),
+            Browser::Failed(why) => {
+                // Without a browser here, the device code signs in from any other device;
+                // not for Gmail, whose device flow does not grant the mail scope
+                // (https://developers.google.com/identity/protocols/oauth2/limited-input-device#allowedscopes).
+                let device = if account.oauth.device_code_url.is_empty()
+                    || account.provider == crate::config::ProviderKind::Gmail
+                {
+                    String::new()
+                } else {
+                    format!(
+                        " (or sign in on another device: `oauth2-sendmail login {} --flow devicecode`)",
+                        account.name
+                    )
+                };
+                format!("{why}; to sign in as {who}, open this URL in a browser{device}:")
+            }
         },
     );
     eprintln!("{url}");

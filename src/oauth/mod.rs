@@ -280,6 +280,7 @@ async fn renew_graph(
             scope: graph_scope,
             obtained_at: None,
             identity: None,
+            flow: None,
         }),
         None => current.clone().or_else(|| primary.clone()),
     };
@@ -411,9 +412,9 @@ pub fn explain_refused_cached_token(renewal: Error, refusal: &Error) -> Error {
 
 /// The new cache contents: a refresh token the server did not rotate is kept.
 fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken {
-    let (old_refresh, old_scope, identity) = match old {
-        Some(t) => (t.refresh_token, t.scope, t.identity),
-        None => (None, None, None),
+    let (old_refresh, old_scope, identity, flow) = match old {
+        Some(t) => (t.refresh_token, t.scope, t.identity, t.flow),
+        None => (None, None, None, None),
     };
     StoredToken {
         access_token: new.access_token,
@@ -424,8 +425,9 @@ fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken 
         // scopes granted before.
         scope: new.scope.or(old_scope),
         obtained_at: Some(now),
-        // Who signed in does not change with a refresh.
+        // Who signed in, and how, does not change with a refresh.
         identity,
+        flow,
     }
 }
 
@@ -494,6 +496,7 @@ mod tests {
                     scope: None,
                     obtained_at: None,
                     identity: None,
+                    flow: None,
                 })
                 .unwrap();
             rt
@@ -695,6 +698,7 @@ mod tests {
             scope: None,
             obtained_at: None,
             identity: None,
+            flow: None,
         }
     }
 

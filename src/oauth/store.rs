@@ -86,6 +86,10 @@ pub struct StoredToken {
     /// `id_token` named someone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The flow of the login that stored these tokens (`login --flow` may differ from the
+    /// config's), as the config spells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
 }
 
 impl fmt::Debug for StoredToken {
@@ -101,6 +105,7 @@ impl fmt::Debug for StoredToken {
             .field("scope", &self.scope)
             .field("obtained_at", &self.obtained_at)
             .field("identity", &self.identity)
+            .field("flow", &self.flow)
             .finish()
     }
 }
@@ -223,12 +228,19 @@ impl TokenStore {
             }
         };
         let json = match &self.decrypt {
-            Some(cmd) => cmd.run(
+            Some(cmd) => match cmd.run(
                 "token_decrypt_cmd",
                 Some(&raw),
                 &[],
                 crate::command::TOKEN_OUTPUT,
-            )?,
+            ) {
+                Ok(json) => json,
+                // Encryption turned on after a login: the file still holds the plain JSON.
+                Err(e) => match serde_json::from_slice::<StoredToken>(&raw) {
+                    Ok(plain) => return Ok(Some(self.encrypt_plain(&raw, plain))),
+                    Err(_) => return Err(e),
+                },
+            },
             None => raw,
         };
         let token: StoredToken = serde_json::from_slice(&json).map_err(|e| {
@@ -245,6 +257,37 @@ impl TokenStore {
         })?;
         token.register_secrets();
         Ok(Some(token))
+    }
+
+    /// Tokens read from a plain-JSON file while `token_decrypt_cmd` is set (encryption was
+    /// turned on after the login): used, and written again through `token_encrypt_cmd` when
+    /// no other process holds the account (one that does will save them encrypted anyway),
+    /// with a line saying so. A failure to encrypt is said and leaves the file as it was.
+    fn encrypt_plain(&self, raw: &[u8], token: StoredToken) -> StoredToken {
+        token.register_secrets();
+        let Ok(Some(_lock)) = self.try_lock() else {
+            return token;
+        };
+        // Under the lock: only the file we read is replaced, never newer tokens.
+        if private_dir::read(&self.file).ok().as_deref() != Some(raw) {
+            return token;
+        }
+        match self.save(&token) {
+            Ok(()) => eprintln!(
+                "oauth2-sendmail: account {}: the token file {} held plain JSON; it is now \
+                 encrypted with token_encrypt_cmd",
+                self.account,
+                self.file.display()
+            ),
+            Err(e) => eprintln!(
+                "oauth2-sendmail: account {}: the token file {} holds plain JSON and could not \
+                 be encrypted: {}",
+                self.account,
+                self.file.display(),
+                crate::scrub::for_output(&e.to_string(), 1000)
+            ),
+        }
+        token
     }
 
     /// Replaces the stored tokens atomically (temp file, fsync, rename, fsync the folder).
@@ -323,7 +366,6 @@ impl TokenStore {
     }
 
     /// The account's exclusive lock if no one holds it now.
-    #[allow(dead_code, reason = "for `login` and tests")]
     pub fn try_lock(&self) -> Result<Option<TokenLock>> {
         self.ensure_dir()?;
         let file = self.open_lock_file()?;
@@ -396,6 +438,7 @@ mod tests {
             scope: Some("a b".into()),
             obtained_at: Some(1_767_222_000),
             identity: None,
+            flow: None,
         }
     }
 

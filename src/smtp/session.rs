@@ -128,6 +128,18 @@ pub struct Session {
     quit_after: bool,
     /// QUIT is on the wire: nothing more may be sent.
     quit_sent: bool,
+    /// The most recipients this server took in one transaction, once a `452`/`451 4.5.3`
+    /// showed it: later transactions never carry more.
+    rcpt_limit: Option<usize>,
+}
+
+/// How one transaction ended, short of an error.
+enum Outcome {
+    /// The server took the message: its reply after the data.
+    Sent(Reply),
+    /// The server showed its limit of recipients per transaction (it took this many):
+    /// the transaction was reset before DATA, and the recipients go again in batches.
+    Limited(usize),
 }
 
 impl Session {
@@ -175,6 +187,7 @@ impl Session {
             auth_line: server.auth_line,
             quit_after: false,
             quit_sent: false,
+            rcpt_limit: None,
         })
     }
 
@@ -256,34 +269,42 @@ impl Session {
         self.check_usable(Phase::Mail)?;
         let size = encoded_size(message)?;
         let (mail, rcpts) = self.envelope_commands(envelope, size)?;
-        let mut pending = rcpts;
+        let mut pending: &[Rcpt] = &rcpts;
         let mut delivered: Vec<String> = Vec::new();
         loop {
-            let result = self.transaction(&mail, &pending, message, size).await;
+            let take = pending.len().min(self.rcpt_limit.unwrap_or(usize::MAX));
+            let (batch, rest) = pending.split_at(take);
+            let result = self
+                .transaction(&mail, batch, message, size, rest.is_empty())
+                .await;
             self.note_failure(&result);
-            let (reply, deferred) = match result {
-                Ok(r) => r,
+            let reply = match result {
+                Ok(Outcome::Sent(reply)) => reply,
+                Ok(Outcome::Limited(took)) => {
+                    // Dovecot 2.3 relays a RCPT it answered `451 4.5.3` on: a transaction
+                    // that showed the limit never reaches DATA; batches that fit follow.
+                    self.conn.log_note(&format!(
+                        "the server takes {took} recipient(s) per message: sending in batches of {took}"
+                    ));
+                    self.rcpt_limit = Some(took);
+                    continue;
+                }
                 Err(e) if delivered.is_empty() => return Err(e),
                 // All or nothing holds per transaction only: say who has the message, so
                 // that nobody resends it to them (not a "try again later": not queued).
                 Err(e) => return Err(partly_delivered(&delivered, &e)),
             };
-            delivered.extend(
-                pending
-                    .iter()
-                    .filter(|r| !deferred.iter().any(|d| d.to == r.to))
-                    .map(|r| r.to.clone()),
-            );
-            if deferred.is_empty() {
+            delivered.extend(batch.iter().map(|r| r.to.clone()));
+            if rest.is_empty() {
                 return Ok(reply);
             }
-            // RFC 5321 §4.5.3.1.10: the server took as many as it takes in one
-            // transaction; the others follow in the next, on this connection.
+            // RFC 5321 §4.5.3.1.10: the others follow in the next transaction, on this
+            // connection.
             self.conn.log_note(&format!(
                 "{} more recipient(s) in another transaction (the server's limit per message)",
-                deferred.len()
+                rest.len()
             ));
-            pending = deferred;
+            pending = rest;
         }
     }
 
@@ -306,33 +327,70 @@ impl Session {
     /// recipient that is safe: if MAIL or the RCPT is refused, the server has no valid
     /// recipient and must refuse the BDAT, so nothing is delivered. With several, one
     /// refused would leave the message delivered to the others, against all or nothing.
+    ///
+    /// DATA joins the MAIL and RCPT flight only when the recipients surely fit: one, or no
+    /// more than the limit the server showed. Otherwise it waits for the RCPT replies, so
+    /// that a transaction that shows the limit is reset before DATA (`Outcome::Limited`):
+    /// Dovecot 2.3 delivers to a RCPT it answered `451 4.5.3` on once DATA goes ahead.
+    /// `last`: no transaction follows (QUIT may share the final flight).
     async fn transaction(
         &mut self,
         mail: &Mail,
         rcpts: &[Rcpt],
         message: &Payload<'_>,
         size: u64,
-    ) -> Result<(Reply, Vec<Rcpt>)> {
+        last: bool,
+    ) -> Result<Outcome> {
+        let quit = self.quit_after && last && self.caps.pipelining;
         if self.caps.pipelining && self.caps.chunking && rcpts.len() == 1 {
             // One recipient: a "too many" for it is a temporary refusal, nothing deferred.
             let reply = self
-                .transaction_bdat(mail, &rcpts[0], message, size)
+                .transaction_bdat(mail, &rcpts[0], message, size, quit)
                 .await?;
-            return Ok((reply, Vec::new()));
+            return Ok(Outcome::Sent(reply));
         }
+        let data_in_flight = self.caps.pipelining
+            && (rcpts.len() == 1 || self.rcpt_limit.is_some_and(|n| rcpts.len() <= n));
         let deferred = if self.caps.pipelining {
-            self.envelope_pipelined(mail, rcpts).await?
+            self.envelope_pipelined(mail, rcpts, data_in_flight).await?
         } else {
             self.envelope_stepwise(mail, rcpts).await?
         };
-        let quit = self.quit_after && deferred.is_empty() && self.caps.pipelining;
-        self.write_message(message, quit).await?;
+        if !deferred.is_empty() {
+            let took = rcpts.len() - deferred.len();
+            if data_in_flight {
+                // DATA was taken (354) although a recipient was not: only a close keeps
+                // the message from the ones that were.
+                self.abandon().await;
+                return Err(Error::network(
+                    Phase::Rcpt,
+                    format!(
+                        "the server took only {took} of {} recipients, fewer than before",
+                        rcpts.len()
+                    ),
+                ));
+            }
+            self.reset().await;
+            return Ok(Outcome::Limited(took));
+        }
+        if !data_in_flight {
+            let data = self.conn.command(&Simple::Data, Phase::Data).await?;
+            if data.code != 354 {
+                self.reset().await;
+                return Err(Error::reply(Phase::Data, data));
+            }
+        }
+        if let Err(e) = self.write_message(message, quit).await {
+            // In the middle of the data only a close ends the transaction undelivered.
+            self.abandon().await;
+            return Err(e);
+        }
         let reply = self
             .conn
             .read_reply(Phase::Message, self.conn.timeouts.data_end)
             .await?;
         if reply.is_success() {
-            Ok((reply, deferred))
+            Ok(Outcome::Sent(reply))
         } else {
             Err(Error::reply(Phase::Message, reply))
         }
@@ -353,8 +411,12 @@ impl Session {
         rcpt: &Rcpt,
         message: &Payload<'_>,
         size: u64,
+        quit: bool,
     ) -> Result<Reply> {
-        let mut broken = match self.write_bdat_flight(mail, rcpt, message, size).await {
+        let mut broken = match self
+            .write_bdat_flight(mail, rcpt, message, size, quit)
+            .await
+        {
             Ok(()) => None,
             Err(e) if matches!(e.kind, Kind::Internal(_)) => {
                 // The message did not match its size: nothing more may go on this line.
@@ -424,6 +486,7 @@ impl Session {
         rcpt: &Rcpt,
         message: &Payload<'_>,
         size: u64,
+        quit: bool,
     ) -> Result<()> {
         self.conn.nothing_unasked(Phase::Mail).await?;
         let bdat = Bdat { size, last: true };
@@ -462,7 +525,7 @@ impl Session {
         self.conn
             .log_client(&format!("<message data, {sent} bytes>"));
         // This path needs PIPELINING, so QUIT may follow in the same flight.
-        if self.quit_after {
+        if quit {
             self.push_quit(&mut buf);
         }
         self.conn.write_bytes(&buf, Phase::Data).await
@@ -531,26 +594,33 @@ impl Session {
         Ok((mail, rcpts))
     }
 
-    /// MAIL, every RCPT and DATA in one write, then the replies in order (RFC 2920).
+    /// MAIL, every RCPT and (`with_data`) DATA in one write, then the replies in order
+    /// (RFC 2920). Returns the recipients the server's limit left over.
     ///
     /// All or nothing: when a recipient is refused, DATA usually fails too (no valid
     /// recipient) or the server answers 354 because others were accepted. In that case
     /// the data phase has begun and any `.` would deliver to the accepted ones, so the
     /// connection is closed instead: the final `.` is what confirms the transaction
     /// (RFC 5321 §4.1.1.4), and without it a server discards the data. Either way nothing
-    /// is delivered. (The alternative, DATA only after every RCPT reply, costs a round
-    /// trip on every message to save one on the rare refusal.)
-    async fn envelope_pipelined(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<Vec<Rcpt>> {
+    /// is delivered. Without DATA in the flight, a refusal is followed by RSET.
+    async fn envelope_pipelined(
+        &mut self,
+        mail: &Mail,
+        rcpts: &[Rcpt],
+        with_data: bool,
+    ) -> Result<Vec<Rcpt>> {
         let mut batch: Vec<&dyn Command> = vec![mail];
         batch.extend(rcpts.iter().map(|r| r as &dyn Command));
-        batch.push(&Simple::Data);
+        if with_data {
+            batch.push(&Simple::Data);
+        }
         self.conn.write_commands(&batch, Phase::Mail).await?;
         let mut replies = Vec::with_capacity(batch.len());
         let mut broken = None;
         for i in 0..batch.len() {
             let phase = match i {
                 0 => Phase::Mail,
-                i if i == batch.len() - 1 => Phase::Data,
+                i if with_data && i == batch.len() - 1 => Phase::Data,
                 _ => Phase::Rcpt,
             };
             match self.conn.read_reply(phase, self.conn.timeouts.reply).await {
@@ -561,7 +631,11 @@ impl Session {
                 }
             }
         }
-        let data = replies.get(batch.len() - 1).cloned();
+        let data = if with_data {
+            replies.get(batch.len() - 1).cloned()
+        } else {
+            None
+        };
         // A refusal explains a connection the server then closed better than the I/O error.
         let verdict = judge_envelope(rcpts, &replies);
         match (verdict, broken, data) {
@@ -577,6 +651,7 @@ impl Session {
                 self.usable = false;
                 Err(e)
             }
+            (Ok(deferred), None, None) if !with_data => Ok(deferred),
             (Ok(deferred), None, Some(data)) if data.code == 354 => Ok(deferred),
             (Ok(_), None, Some(data)) => {
                 self.reset().await;
@@ -586,26 +661,20 @@ impl Session {
         }
     }
 
-    /// One command at a time, for servers without PIPELINING.
+    /// One command at a time, for servers without PIPELINING: MAIL and each RCPT (DATA
+    /// follows in `transaction`). Returns the recipients the server's limit left over.
     async fn envelope_stepwise(&mut self, mail: &Mail, rcpts: &[Rcpt]) -> Result<Vec<Rcpt>> {
         let mut replies = vec![self.conn.command(mail, Phase::Mail).await?];
         judge_envelope(&[], &replies)?;
         for rcpt in rcpts {
             replies.push(self.conn.command(rcpt, Phase::Rcpt).await?);
         }
-        let deferred = match judge_envelope(rcpts, &replies) {
-            Ok(deferred) => deferred,
+        match judge_envelope(rcpts, &replies) {
+            Ok(deferred) => Ok(deferred),
             Err(e) => {
                 self.reset().await;
-                return Err(e);
+                Err(e)
             }
-        };
-        let data = self.conn.command(&Simple::Data, Phase::Data).await?;
-        if data.code == 354 {
-            Ok(deferred)
-        } else {
-            self.reset().await;
-            Err(Error::reply(Phase::Data, data))
         }
     }
 
@@ -624,7 +693,7 @@ impl Session {
             }
             encoder.encode(&piece[..n], &mut buf);
             if buf.len() >= CHUNK {
-                self.conn.write_bytes(&buf, Phase::Data).await?;
+                self.conn.write_data(&buf).await?;
                 sent += buf.len();
                 buf.clear();
             }
@@ -637,7 +706,7 @@ impl Session {
         if quit {
             self.push_quit(&mut buf);
         }
-        self.conn.write_bytes(&buf, Phase::Data).await
+        self.conn.write_data(&buf).await
     }
 
     /// RSET after a failed envelope, so the connection can be used again; best effort.
@@ -1037,7 +1106,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Every reply so far has been read as the answer to a command we sent; a byte waiting
     /// now (buffered, or ready on the socket) came before the command it would answer, and
-    /// would shift every later reply by one (a false "sent"). A protocol error (exit 76).
+    /// would shift every later reply by one (a false "sent"). A protocol error (exit 76),
+    /// in every phase, the message data included: a `250` before the final `.` is no
+    /// answer to the message. Only a `421` is taken at its word: RFC 5321 §3.8 lets a
+    /// server that is closing say so at any time (exit 75, with its text).
     async fn nothing_unasked(&mut self, phase: Phase) -> Result<()> {
         let waiting = if self.io.buffer().is_empty() {
             // Polled once, without waiting: only data already there counts. Not with a
@@ -1054,20 +1126,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         } else {
             true
         };
-        if waiting {
-            let text = String::from_utf8_lossy(self.io.buffer());
-            let first = text.lines().next().unwrap_or("").to_owned();
-            self.log_server(first.as_bytes());
-            return Err(Error::protocol(
-                phase,
-                format!(
-                    "the server sent a reply before the command it would answer (`{}`); \
-                     its replies are out of step, so nothing it says can be trusted",
-                    crate::scrub::printable(&first, 100)
-                ),
-            ));
+        if !waiting {
+            return Ok(());
         }
-        Ok(())
+        // The whole reply, if it comes soon (a server may send it a few bytes at a time).
+        let early = match self.read_reply(phase, self.timeouts.quit).await {
+            Ok(reply) if reply.code == 421 => return Err(Error::reply(phase, reply)),
+            Ok(reply) => reply.to_string(),
+            Err(_) => String::from_utf8_lossy(self.io.buffer())
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        };
+        Err(Error::protocol(
+            phase,
+            format!(
+                "the server sent a reply before the command it would answer was complete \
+                 (`{}`); its replies are out of step, so nothing it says can be trusted",
+                crate::scrub::printable(&early, 100)
+            ),
+        ))
+    }
+
+    /// One write of message data (DATA's, before and with the final `.`): nothing may have
+    /// been answered yet. When the write fails, the server's reply, if it sent one before
+    /// it closed (a `421` in the middle of DATA), says more than the broken pipe.
+    async fn write_data(&mut self, bytes: &[u8]) -> Result<()> {
+        self.nothing_unasked(Phase::Data).await?;
+        match self.write_bytes(bytes, Phase::Data).await {
+            Err(e) if matches!(e.kind, Kind::Network { .. }) => {
+                match self.read_reply(Phase::Data, self.timeouts.quit).await {
+                    Ok(reply) if !reply.is_success() => Err(Error::reply(Phase::Data, reply)),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn read_reply(&mut self, phase: Phase, wait: Duration) -> Result<Reply> {
@@ -1254,9 +1349,14 @@ mod tests {
         assert_eq!(d.rcpts, ["a@example.org", "b@example.org"]);
         assert_eq!(d.mail_params, ["SIZE=22", "BODY=8BITMIME"]);
         assert_eq!(d.data, b"Subject: hi\r\n\r\nhello\r\n");
-        let flights = f.fake.flights_of(&["MAIL", "RCPT", "DATA"]);
-        assert_eq!(flights.len(), 4);
+        let flights = f.fake.flights_of(&["MAIL", "RCPT"]);
+        assert_eq!(flights.len(), 3);
         assert!(flights.iter().all(|&x| x == flights[0]), "{flights:?}");
+        // With several recipients DATA waits for their replies: a transaction that shows
+        // the server's limit is reset before DATA (Dovecot delivers to a RCPT it answered
+        // 451 once DATA goes ahead).
+        let data = f.fake.flights_of(&["DATA"]);
+        assert!(data[0] > flights[0], "{flights:?} {data:?}");
         let auth = f.fake.auth_attempts();
         assert_eq!(auth.len(), 1);
         assert_eq!(
@@ -1272,6 +1372,21 @@ mod tests {
         let t = f.fake.transcript();
         assert!(t.contains(&"C: EHLO [127.0.0.1]".to_owned()), "{t:?}");
         assert_eq!(t.iter().filter(|l| l.starts_with("C: EHLO")).count(), 2);
+    }
+
+    #[tokio::test]
+    async fn one_recipient_without_chunking_sends_data_in_the_envelopes_flight() {
+        let f = fixture(Behaviour {
+            chunking: false,
+            ..Behaviour::default()
+        });
+        let mut s = ready(&f).await;
+        s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
+            .await
+            .unwrap();
+        let flights = f.fake.flights_of(&["MAIL", "RCPT", "DATA"]);
+        assert_eq!(flights.len(), 3);
+        assert!(flights.iter().all(|&x| x == flights[0]), "{flights:?}");
     }
 
     #[tokio::test]
@@ -1390,17 +1505,12 @@ mod tests {
         let f = fixture_with(&TestCa::new(), &TestCa::new(), Behaviour::default());
         let e = connect(&f).await.err().unwrap();
         assert_eq!(e.exit_code(), EX_PROTOCOL);
+        assert!(matches!(e.kind, Kind::Certificate { .. }), "{e:?}");
         assert!(
-            matches!(
-                e.kind,
-                Kind::Protocol {
-                    phase: Phase::Tls,
-                    ..
-                }
-            ),
-            "{e:?}"
+            e.to_string().contains("the certificate of the SMTP server"),
+            "{e}"
         );
-        assert!(e.to_string().contains("certificate does not verify"), "{e}");
+        assert!(e.to_string().contains("does not verify"), "{e}");
         assert!(!f.fake.transcript().iter().any(|l| l.starts_with("C: AUTH")));
     }
 
@@ -1409,16 +1519,7 @@ mod tests {
         let ca = TestCa::with_names(&["other.example"]);
         let f = fixture_with(&ca, &ca, Behaviour::default());
         let e = connect(&f).await.err().unwrap();
-        assert!(
-            matches!(
-                e.kind,
-                Kind::Protocol {
-                    phase: Phase::Tls,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e.kind, Kind::Certificate { .. }), "{e:?}");
         assert!(
             e.to_string().contains("not valid for name \"127.0.0.1\""),
             "{e}"
@@ -2119,6 +2220,21 @@ mod tests {
             );
             assert_eq!(f.fake.connections(), 1);
             assert!(s.is_usable());
+            // The transaction that showed the limit never reached DATA: RSET, then
+            // batches that fit.
+            let verbs = verbs_of(&f);
+            let first_rset = verbs.iter().position(|v| v == "RSET").unwrap();
+            assert!(
+                !verbs[..first_rset]
+                    .iter()
+                    .any(|v| v == "DATA" || v == "BDAT"),
+                "{verbs:?}"
+            );
+            assert_eq!(
+                verbs.iter().filter(|v| *v == "RCPT").count(),
+                10,
+                "{verbs:?}"
+            );
         }
     }
 

@@ -454,13 +454,24 @@ fn dovecots_451_4_5_3_too_many_recipients_sends_the_rest_in_further_transactions
         "{}",
         run.stderr
     );
-    // Our side: a second transaction on the same connection with the one left over.
+    // Our side: the transaction that showed the limit is reset before DATA, then the
+    // recipients go two by two on the same connection, the one left over last.
     let dialogue: Vec<&str> = run.stderr.lines().collect();
     let mails: Vec<usize> = (0..dialogue.len())
         .filter(|&i| dialogue[i].starts_with("C: MAIL FROM:"))
         .collect();
-    assert_eq!(mails.len(), 2, "{}", run.stderr);
-    let second: Vec<&str> = dialogue[mails[1]..]
+    assert_eq!(mails.len(), 3, "{}", run.stderr);
+    assert!(
+        dialogue[mails[0]..mails[1]].contains(&"C: RSET"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !dialogue[mails[0]..mails[1]].contains(&"C: DATA"),
+        "{}",
+        run.stderr
+    );
+    let second: Vec<&str> = dialogue[mails[2]..]
         .iter()
         .filter(|l| l.starts_with("C: RCPT TO:"))
         .copied()
@@ -470,7 +481,65 @@ fn dovecots_451_4_5_3_too_many_recipients_sends_the_rest_in_further_transactions
         relay.deliveries().last().unwrap().rcpts,
         ["c@fabrikam.example"]
     );
-    // Dovecot 2.3.19's own quirk, seen here: it passes the refused third RCPT on to its
-    // relay host anyway, so that one gets the message twice (not our doing; see
-    // docs/provider-quirks.md).
+    // Dovecot 2.3 passes a RCPT it answered 451 on to its relay host anyway: the first
+    // transaction, which showed the limit, was abandoned before DATA, so the relay got
+    // each recipient once.
+    let mut got: Vec<String> = relay
+        .deliveries()
+        .iter()
+        .flat_map(|d| d.rcpts.clone())
+        .collect();
+    got.sort();
+    assert_eq!(got, rcpts, "each recipient exactly once");
+}
+
+#[test]
+fn no_recipient_gets_the_message_twice_from_dovecot_with_a_recipient_limit() {
+    // Dovecot 2.3 relays a RCPT it answered `451 4.5.3` on: a transaction that has shown
+    // the limit is abandoned before DATA, and the recipients go in batches that fit.
+    if !dovecot_available() {
+        return;
+    }
+    let Interop {
+        idp: _idp,
+        relay,
+        introspection: _introspection,
+        dovecot,
+        sandbox,
+        token: _token,
+        _dir,
+    } = Interop::start("custom", "submission_max_recipients = 20\n");
+    let rcpts: Vec<String> = (0..50)
+        .map(|i| format!("r{i:02}@fabrikam.example"))
+        .collect();
+    let mut args = vec!["-v", "-oi", "--"];
+    args.extend(rcpts.iter().map(String::as_str));
+    let run = sandbox.run(&args, MESSAGE);
+    assert_eq!(
+        run.code,
+        0,
+        "stderr: {}\ndovecot: {}",
+        run.stderr,
+        dovecot.log_text()
+    );
+    let mut got: Vec<String> = relay
+        .deliveries()
+        .iter()
+        .flat_map(|d| d.rcpts.clone())
+        .collect();
+    got.sort();
+    assert_eq!(got, rcpts, "each recipient exactly once");
+    // No transaction after the first carries more recipients than the server takes.
+    let dialogue: Vec<&str> = run.stderr.lines().collect();
+    let mut counts = Vec::new();
+    for line in &dialogue {
+        if line.starts_with("C: MAIL FROM:") {
+            counts.push(0);
+        } else if line.starts_with("C: RCPT TO:") {
+            *counts.last_mut().unwrap() += 1;
+        }
+    }
+    assert!(counts.len() >= 4, "{counts:?}");
+    assert!(counts[1..].iter().all(|&n| n <= 20), "{counts:?}");
+    assert_eq!(counts[1..].iter().sum::<usize>(), 50, "{counts:?}");
 }

@@ -168,6 +168,10 @@ pub enum Failure {
     /// 400 `invalid_grant` (AADSTS70008) whose `error_description` echoes the request body
     /// as received (the URL-encoded form, secrets and all), as some endpoints and proxies do.
     EchoForm,
+    /// The same refusal, but the echo is the form re-encoded as another stack would write
+    /// it: every byte but letters and digits escaped, lower-case hex, `+` for a space (so a
+    /// `~` comes back as `%7e`, a space as `+`).
+    EchoFormReencoded,
 }
 
 impl Failure {
@@ -687,18 +691,8 @@ impl FakeIdp {
                 ),
                 Failure::Json { status, body } => (status, body.to_string()),
                 Failure::Endless => (500, json!({"error": "server_error"}).to_string()),
-                Failure::EchoForm => (
-                    400,
-                    json!({
-                        "error": "invalid_grant",
-                        "error_description": format!(
-                            "AADSTS70008: The provided grant is invalid for the request {} (echoed)",
-                            req.body
-                        ),
-                        "error_codes": [70008],
-                    })
-                    .to_string(),
-                ),
+                Failure::EchoForm => echo_form(&req.body),
+                Failure::EchoFormReencoded => echo_form(&reencode(&req.form)),
             };
         }
         if req.method == "POST" && req.path.ends_with("/devicecode") {
@@ -1253,4 +1247,37 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// 400 `invalid_grant` (AADSTS70008) whose description quotes `form`.
+fn echo_form(form: &str) -> (u16, String) {
+    (
+        400,
+        json!({
+            "error": "invalid_grant",
+            "error_description": format!(
+                "AADSTS70008: The provided grant is invalid for the request {form} (echoed)"
+            ),
+            "error_codes": [70008],
+        })
+        .to_string(),
+    )
+}
+
+/// The decoded form written again with every byte but letters and digits escaped in
+/// lower-case hex and `+` for a space: another encoder's choice than the client's.
+fn reencode(form: &BTreeMap<String, String>) -> String {
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b' ' => "+".to_owned(),
+                b if b.is_ascii_alphanumeric() => char::from(b).to_string(),
+                b => format!("%{b:02x}"),
+            })
+            .collect()
+    };
+    form.iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }

@@ -106,6 +106,14 @@ pub struct Behaviour {
     /// The reply to a refused XOAUTH2 token instead of `535 5.7.3 …`, e.g. Exchange's
     /// `535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled …`.
     pub auth_refusal: Option<String>,
+    /// A reply sent in the same write as the `354`, before any message data (a broken or
+    /// hostile server that answers the data before its final `.`, e.g. `250 2.0.0 OK`).
+    /// The data is then read as usual and answered with `end_reply`.
+    pub early_data_reply: Option<String>,
+    /// A reply sent once the first line of message data has arrived, a few bytes at a
+    /// time (trickled), after which the connection closes, unread data and all: Exchange's
+    /// `421 4.3.2 Service not available` in the middle of DATA.
+    pub mid_data_reply: Option<String>,
 }
 
 /// The end of a transaction, as a server that crashes or hangs there shows it.
@@ -151,6 +159,8 @@ impl Default for Behaviour {
             max_rcpts: None,
             after_auth: None,
             auth_refusal: None,
+            early_data_reply: None,
+            mid_data_reply: None,
         }
     }
 }
@@ -699,8 +709,14 @@ impl Conn {
         if let Some(reply) = self.b().data_reply.clone() {
             return self.reply(&reply).await;
         }
-        self.reply("354 Start mail input; end with <CRLF>.<CRLF>")
-            .await?;
+        let go_ahead = "354 Start mail input; end with <CRLF>.<CRLF>";
+        match self.b().early_data_reply.clone() {
+            Some(early) => self.reply(&format!("{go_ahead}\r\n{early}")).await?,
+            None => self.reply(go_ahead).await?,
+        }
+        if let Some(reply) = self.b().mid_data_reply.clone() {
+            return self.interrupt_data(&reply).await;
+        }
         let Some(data) = self.read_data().await? else {
             // The client went away before the final dot: nothing is delivered.
             self.log("C: <connection closed during data>".to_owned());
@@ -709,6 +725,22 @@ impl Conn {
         self.log(format!("C: <message data, {} bytes>", data.len()));
         self.log("C: .".to_owned());
         self.finish_message(data).await
+    }
+
+    /// `mid_data_reply`: after the first data line, `reply` in pieces, then the connection
+    /// closes with the rest of the data unread; nothing is delivered.
+    async fn interrupt_data(&mut self, reply: &str) -> Io<()> {
+        if self.read_raw_line().await?.is_none() {
+            return Ok(());
+        }
+        self.log(format!("S: {reply}"));
+        let bytes = format!("{reply}\r\n").into_bytes();
+        for piece in bytes.chunks(bytes.len().div_ceil(3)) {
+            self.write(piece).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.log("S: <connection closed during data>".to_owned());
+        Err(std::io::Error::other("closed during the data"))
     }
 
     /// `BDAT <n> [LAST]` (RFC 3030): takes exactly n bytes after the line, whatever the

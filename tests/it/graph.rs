@@ -786,3 +786,85 @@ fn a_graph_answer_lost_after_the_upload_may_have_been_delivered_and_is_queued_on
             .contains("attempts 2")
     );
 }
+
+#[test]
+fn auto_goes_to_graph_after_535_5_7_139_without_renewing_the_smtp_token() {
+    // 5.7.139 says SMTP AUTH is off for the tenant or mailbox: no new token changes that.
+    let refusal = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.";
+    let w = World::with_smtp(
+        "auto",
+        "",
+        Behaviour {
+            auth_refusal: Some(refusal.to_owned()),
+            ..Behaviour::default()
+        },
+    );
+    let msg: &[u8] = b"To: bob@fabrikam.example\n\nx\n";
+    w.send(&["-oi", "--", "bob@fabrikam.example"], msg)
+        .assert_silent_success();
+    assert_eq!(w.smtp.auth_attempts().len(), 1, "AUTH is not tried again");
+    assert_eq!(w.idp.refresh_count(), 0, "the SMTP token is not renewed");
+    assert_eq!(w.graph.sent().len(), 1);
+}
+
+#[test]
+fn smtp_transport_reports_535_5_7_139_at_once_without_renewing_the_token() {
+    let refusal = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.";
+    let w = World::with_smtp(
+        "smtp",
+        "",
+        Behaviour {
+            auth_refusal: Some(refusal.to_owned()),
+            ..Behaviour::default()
+        },
+    );
+    let run = w.send(
+        &["-oi", "--", "bob@fabrikam.example"],
+        b"To: bob@fabrikam.example\n\nx\n",
+    );
+    let line = run.assert_failure(77);
+    assert!(line.contains("5.7.139"), "{line}");
+    assert!(line.contains("transport = \"auto\""), "{line}");
+    assert_eq!(w.smtp.auth_attempts().len(), 1);
+    assert_eq!(w.idp.refresh_count(), 0);
+}
+
+#[test]
+fn status_and_check_escape_control_characters_in_a_remembered_5_7_139_reply() {
+    let refusal = "535 5.7.139 SMTP AUTH \u{1b}[31mdisabled\u{7} for the Tenant.";
+    let w = World::with_smtp(
+        "auto",
+        "",
+        Behaviour {
+            auth_refusal: Some(refusal.to_owned()),
+            ..Behaviour::default()
+        },
+    );
+    let check = w.send(&["check", "work"], b"");
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    let status = w.send(&["status"], b"");
+    // The account has transport = "auto": no advice to set it.
+    assert!(!check.stdout.contains("set transport"), "{}", check.stdout);
+    assert!(
+        !status.stdout.contains("set transport"),
+        "{}",
+        status.stdout
+    );
+    for out in [&check.stdout, &status.stdout] {
+        assert!(out.contains("5.7.139"), "{out}");
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+        assert!(out.contains("\\x1b[31m"), "{out:?}");
+    }
+    // A memory file written before this rule (raw control characters) is escaped too.
+    let memory = w
+        .sandbox
+        .path()
+        .join("state/oauth2-sendmail/transport/work");
+    std::fs::write(
+        &memory,
+        "graph since 2026-12-01: SMTP said: 535 5.7.139 \u{1b}]0;x\u{7}\n",
+    )
+    .unwrap();
+    let status = w.send(&["status"], b"");
+    assert!(!status.stdout.contains('\u{1b}'), "{:?}", status.stdout);
+}

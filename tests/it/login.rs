@@ -1085,3 +1085,54 @@ fn a_redirect_from_another_issuer_is_refused_and_the_own_issuer_accepted() {
         "logged in as alice@contoso.com",
     );
 }
+
+#[test]
+fn a_headless_login_says_once_that_no_browser_opened_with_the_url_once_and_the_device_code_hint() {
+    let s = setup();
+    s.config("redirect_uri = \"http://127.0.0.1\"\n");
+    // No graphical session: the system opener is there but fails, as xdg-open does.
+    let bin = s.sandbox.path().join("headless-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for opener in ["xdg-open", "gio", "gnome-open", "kde-open", "wslview"] {
+        let path = bin.join(opener);
+        std::fs::write(
+            &path,
+            "#!/bin/sh\necho \"$0: no method available for opening '$*'\" >&2\nexit 3\n",
+        )
+        .unwrap();
+        set_mode(&path, 0o755);
+    }
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let mut live = s.spawn(
+        &["login"],
+        &[
+            ("BROWSER", ""),
+            ("DISPLAY", ""),
+            ("WAYLAND_DISPLAY", ""),
+            ("PATH", &path),
+        ],
+        Stdio::null(),
+    );
+    let url = live.url();
+    live.line(|l| l.contains("waiting up to"));
+    let _ = live.child.kill();
+    let run = live.finish();
+    assert_eq!(run.stderr.matches(&url).count(), 1, "{}", run.stderr);
+    for debug in ["Launcher", "ExitStatus", "no method available"] {
+        assert!(!run.stderr.contains(debug), "{debug}: {}", run.stderr);
+    }
+    let before_url: Vec<&str> = run
+        .stderr
+        .lines()
+        .take_while(|l| !l.starts_with("https://"))
+        .collect();
+    assert_eq!(before_url.len(), 1, "{before_url:?}");
+    assert!(
+        before_url[0].contains("no browser could be opened"),
+        "{before_url:?}"
+    );
+    assert!(
+        before_url[0].contains("oauth2-sendmail login work --flow devicecode"),
+        "{before_url:?}"
+    );
+}

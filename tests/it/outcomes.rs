@@ -113,11 +113,22 @@ impl World {
     }
 
     /// The environment `notify_cmd` ran with (it runs detached, so this waits for its whole
-    /// output, up to 20 s); the file is removed.
+    /// output, up to 20 s); the file is removed, and so is the memory of the notice, as if
+    /// the hour in which the same notice is not given again had passed.
     fn take_notification(&self) -> String {
         let text = support::wait_for_line(&self.notified_file());
         std::fs::remove_file(self.notified_file()).unwrap();
+        self.forget_notices();
         text
+    }
+
+    /// Forgets which notices were given (each is given once an hour at most).
+    fn forget_notices(&self) {
+        let _ = std::fs::remove_file(
+            self.sandbox
+                .path()
+                .join("state/oauth2-sendmail/notices.json"),
+        );
     }
 
     /// True when no `notify_cmd` ran, allowing a detached one half a second to show.
@@ -697,6 +708,7 @@ fn without_notify_cmd_a_graphical_session_gets_a_desktop_notice_and_others_nothi
     assert!(!seen.exists(), "no graphical session: nothing extra");
 
     for display in [("DISPLAY", ":0"), ("WAYLAND_DISPLAY", "wayland-0")] {
+        w.forget_notices();
         let mut cmd = w.sandbox.command(MUTT);
         cmd.env("PATH", &path).env(display.0, display.1);
         run_command(cmd, MESSAGE.as_bytes()).assert_failure(77);

@@ -434,7 +434,10 @@ fn an_untrusted_certificate_gets_no_token_request() {
         s.idp.token_url_v2("contoso")
     ));
     s.seed_expired();
-    s.run(&["token", "work"]).assert_failure(75);
+    // A certificate that does not verify does not clear by itself: 76, not "try again".
+    let run = s.run(&["token", "work"]);
+    let line = run.assert_failure(76);
+    assert!(line.contains("certificate of the token service"), "{line}");
     assert_eq!(
         s.idp.requests().len(),
         0,
