@@ -50,7 +50,7 @@ _oauth2__sendmail() {
 
     case "${cmd}" in
         oauth2__sendmail)
-            opts="-t -i -f -F -a -C -v -N -R -V -B -o -b -q -L -h -n -U -G -m -X -A -d --read-recipients --from --read-envelope-from --account --config --dry-run --generate --help --version login token status check logout queue"
+            opts="-t -i -f -F -a -C -v -N -R -V -B -o -b -q -L -h -n -U -G -m -X -A -d --read-recipients --from --read-envelope-from --account --config --dry-run --system --generate --help --version login token status check logout queue"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_oauth2_sendmail_global_optspecs
-    string join \n t/read-recipients i f/from= read-envelope-from F= a/account= C/config= v N= R= V= B= o= b= q= dry-run generate= L= h= n U G m X= A= d= help version
+    string join \n t/read-recipients i f/from= read-envelope-from F= a/account= C/config= v N= R= V= B= o= b= q= dry-run system generate= L= h= n U G m X= A= d= help version
 end
 
 function __fish_oauth2_sendmail_needs_command
@@ -49,6 +49,7 @@ complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s i -d 'A
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -l read-envelope-from -d 'Take the envelope sender from the From header (-f wins)'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s v -d 'Print the SMTP dialogue to stderr (authentication data redacted)'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -l dry-run -d 'Resolve account, envelope and header changes, print them, send nothing'
+complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -l system -d 'Use the host\'s system account, config, tokens and queue (root only), e.g. `--system -q`'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s n -d 'Accepted for compatibility'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s U -d 'Accepted for compatibility'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_needs_command" -s G -d 'Accepted for compatibility'

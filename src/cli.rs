@@ -20,6 +20,8 @@ Files:
   $XDG_DATA_HOME/oauth2-sendmail/tokens/ACCOUNT.json   the token cache (0600): access_token,
       expires_at (Unix seconds), refresh_token, token_type, scope, obtained_at
   $XDG_STATE_HOME/oauth2-sendmail/queue/   messages waiting to be sent; failed/ keeps refusals
+  /etc/oauth2-sendmail/config.toml   the system config, when the caller has none (system mode;
+      root sends with it, other users' mail goes through /var/spool/oauth2-sendmail/maildrop/)
 
 Exit status (sysexits.h):
   0 sent (or queued)   64 bad command line   65 unusable message   67 a recipient refused
@@ -118,6 +120,10 @@ pub struct SendArgs {
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 
+    /// Use the host's system account, config, tokens and queue (root only), e.g. `--system -q`
+    #[arg(long = "system")]
+    pub system: bool,
+
     /// Print the man page or a shell completion script on stdout (for installing them)
     #[arg(long = "generate", value_enum, value_name = "WHAT")]
     pub generate: Option<GenerateArg>,
@@ -206,6 +212,10 @@ pub struct ManageArgs {
     /// Config file
     #[arg(short = 'C', long = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+
+    /// Act on the host's system account, config, tokens and queue (root only)
+    #[arg(long = "system", global = true)]
+    pub system: bool,
 
     #[command(subcommand)]
     pub command: Manage,
@@ -320,6 +330,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
         // Like Postfix's and sendmail's `mailq`: list the queue, whatever the arguments.
         return Ok(Invocation::Manage(ManageArgs {
             config: None,
+            system: false,
             command: Manage::Queue {
                 action: QueueAction::List,
             },
@@ -331,9 +342,13 @@ pub fn parse(argv: Vec<OsString>) -> Result<Invocation, clap::Error> {
     ManageArgs::try_parse_from(argv).map(Invocation::Manage)
 }
 
-/// True when the first word (after an optional leading `-C FILE`) is a management word.
+/// True when the first word (after an optional leading `-C FILE` or `--system`) is a
+/// management word.
 fn starts_with_management_word(args: &[OsString]) -> bool {
-    let mut rest = args.iter().map(|a| a.to_string_lossy());
+    let mut rest = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .filter(|a| a != "--system");
     let mut first = rest.next();
     match first.as_deref() {
         Some("-C" | "--config") => {
@@ -482,6 +497,14 @@ mod tests {
         assert!(matches!(
             parse(argv(&["oauth2-sendmail", "--", "token"])).unwrap(),
             Invocation::Send(_)
+        ));
+        assert!(matches!(
+            parse(argv(&["oauth2-sendmail", "--system", "login", "ops"])).unwrap(),
+            Invocation::Manage(m) if m.system
+        ));
+        assert!(matches!(
+            parse(argv(&["oauth2-sendmail", "--system", "-q"])).unwrap(),
+            Invocation::Send(s) if s.system && s.queue_run.is_some()
         ));
         // Invoked as `sendmail`, a word is a recipient.
         assert!(matches!(

@@ -127,7 +127,7 @@ pub enum Flow {
 }
 
 impl Flow {
-    /// As the config spells it.
+    /// The flow as the config spells it.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {

@@ -164,22 +164,20 @@ fn flush_accounts(
             ),
         );
     }
+    if crate::scope::current() == crate::scope::Mode::System {
+        flusher.notices = Some(config);
+    }
     let runtime = crate::runtime::single_threaded()?;
-    for (name, due) in by_account(&entries) {
-        let tried = match config
-            .account(name)
-            .and_then(|a| provider::resolve(name, a))
-        {
-            Ok(settings) => runtime.block_on(flusher.account(&settings, &due, None)),
-            Err(e) => flusher.temporary_all(&due, &e.for_account(name)),
-        };
-        // The queue failing under one account (a full disk) leaves its messages where they
-        // were; the other accounts' messages are still tried.
-        if let Err(e) = tried {
-            flusher
-                .report
-                .note(Outcome::Unrecorded, format!("account {name}: {e}"));
-        }
+    flusher.accounts(config, &runtime, &entries);
+    // System mode: the notices of this flush's failures go out now, not a timer later.
+    let notice_ids = std::mem::take(&mut flusher.noticed);
+    if !notice_ids.is_empty() {
+        let (queued, _) = queue.list()?;
+        let written: Vec<Entry> = queued
+            .into_iter()
+            .filter(|e| notice_ids.contains(&e.id))
+            .collect();
+        flusher.accounts(config, &runtime, &written);
     }
     // What was sent, deferred or failed moved the accounts' due times.
     let _ = queue.refresh_due_index();
@@ -346,6 +344,10 @@ struct Flusher<'a> {
     journal: &'a Journal,
     verbose: bool,
     report: Report,
+    /// System mode: the config that a failure's notice is written with (`notice`).
+    notices: Option<&'a Config>,
+    /// The queue ids of the notices written in this flush.
+    noticed: Vec<String>,
 }
 
 impl<'a> Flusher<'a> {
@@ -355,6 +357,27 @@ impl<'a> Flusher<'a> {
             journal,
             verbose,
             report: Report::default(),
+            notices: None,
+            noticed: Vec::new(),
+        }
+    }
+
+    /// Each account's entries over one session per account.
+    fn accounts(&mut self, config: &Config, runtime: &tokio::runtime::Runtime, entries: &[Entry]) {
+        for (name, due) in by_account(entries) {
+            let tried = match config
+                .account(name)
+                .and_then(|a| provider::resolve(name, a))
+            {
+                Ok(settings) => runtime.block_on(self.account(&settings, &due, None)),
+                Err(e) => self.temporary_all(&due, &e.for_account(name)),
+            };
+            // The queue failing under one account (a full disk) leaves its messages where
+            // they were; the other accounts' messages are still tried.
+            if let Err(e) = tried {
+                self.report
+                    .note(Outcome::Unrecorded, format!("account {name}: {e}"));
+            }
         }
     }
 
@@ -503,6 +526,11 @@ impl<'a> Flusher<'a> {
         );
         self.report
             .note(Outcome::Failed, format!("{}: failed: {why}", entry.id));
+        if let Some(config) = self.notices
+            && let Some(id) = crate::notice::failed(config, self.queue, self.journal, entry, why)
+        {
+            self.noticed.push(id);
+        }
         Ok(())
     }
 

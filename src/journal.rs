@@ -41,6 +41,15 @@ impl Journal {
         Journal { path }
     }
 
+    /// The log in its default place, for what happens before the config is read (the
+    /// maildrop's intake).
+    #[must_use]
+    pub fn default_place() -> Journal {
+        Journal {
+            path: crate::paths::log_file(),
+        }
+    }
+
     #[cfg(test)]
     #[must_use]
     pub fn at(path: Option<PathBuf>) -> Journal {
@@ -60,6 +69,11 @@ impl Journal {
         self.line(&format!(
             "account={account} from=<{from}> recipients={rcpts} size={size} {result}"
         ));
+    }
+
+    /// `TIME EVENT` for something about no one account (the maildrop's pickup).
+    pub fn event(&self, event: &str) {
+        self.line(event);
     }
 
     /// `TIME account=… EVENT` for something about an account, not a message.

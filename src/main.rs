@@ -19,7 +19,8 @@
 //! | `config` | the TOML model (and the names it spells), errors with file/line/key, secret commands |
 //! | `command` | the one runner for every `*_cmd`: time limit, bounded output, kill and reap |
 //! | `scrub` | peer text made printable: secrets removed in every encoding, control characters escaped, cut |
-//! | `paths` | XDG locations of config, tokens and queue |
+//! | `scope` | who runs us, decided once: user mode, or system mode (root sends with the host's account, anyone else drops) |
+//! | `paths` | where config, tokens, queue and log live: the caller's XDG folders, or the host's in system mode |
 //! | `private_dir` | folders 0700 and files 0600 whatever the umask, loose or foreign folders refused, no symlinks followed |
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes; the provider guessed from the address |
 //! | `message` | reading stdin once, the header view, Bcc stripping, header edits |
@@ -33,6 +34,7 @@
 //! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
 //! | `queue` | the durable queue on disk: enqueue (fsync), list, defer, fail, remove; the due index |
+//! | `maildrop` | other users' messages for the system account: the drop (any user) and the pickup (root's checks) |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens; the listing of `mailq`/`queue list` (`flush::listing`) |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
 //! | `throttle` | a notice at most once per period across runs (an unwritable log, the notifier) |
@@ -41,6 +43,7 @@
 //! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add or find the account in the config (`manage` runs the login) |
 //! | `manual` | the man page (clap's options plus the hand-written reference) and completions: `--generate` |
 //! | `clock` | times as people read them (`status`, `login`) |
+//! | `notice` | system mode: a short mail to the submitter (their alias, or root's) when their message fails for good |
 //! | `notify` | telling the user an account needs them (`notify_cmd`, desktop); a refused refresh remembered for `status` |
 //! | `error` | one error type → the stderr line, the exit code, the failure class |
 //! | `runtime` | the single-threaded async runtime every network step runs on |
@@ -59,9 +62,11 @@ mod error;
 mod flush;
 mod graph;
 mod journal;
+mod maildrop;
 mod manage;
 mod manual;
 mod message;
+mod notice;
 mod notify;
 mod oauth;
 mod paths;
@@ -71,6 +76,7 @@ mod provider;
 mod queue;
 mod reply;
 mod runtime;
+mod scope;
 mod scrub;
 mod sendmail;
 mod setup;
@@ -141,8 +147,18 @@ fn main() -> ExitCode {
         cli::Invocation::Send(args) if args.generate.is_some() => {
             manual::generate(args.generate.unwrap_or(cli::GenerateArg::Man))
         }
-        cli::Invocation::Send(args) => sendmail::run(&args),
-        cli::Invocation::Manage(args) => manage::run(args),
+        cli::Invocation::Send(args) => scope::decide(scope::Asked {
+            config: args.config.as_deref(),
+            system: args.system,
+            creates_own_config: false,
+        })
+        .and_then(|_| sendmail::run(&args)),
+        cli::Invocation::Manage(args) => scope::decide(scope::Asked {
+            config: args.config.as_deref(),
+            system: args.system,
+            creates_own_config: manage::creates_own_config(&args),
+        })
+        .and_then(|_| manage::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

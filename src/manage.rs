@@ -14,7 +14,18 @@ use crate::queue::Queue;
 use crate::stdout::print;
 use crate::{deliver, flush, notify, sendmail, setup};
 
+/// `login EMAIL` without `--system`: a first run that writes the caller's own config.
+#[must_use]
+pub fn creates_own_config(args: &ManageArgs) -> bool {
+    !args.system
+        && matches!(&args.command, Manage::Login(login)
+            if login.account.as_deref().is_some_and(setup::is_email))
+}
+
 pub fn run(args: ManageArgs) -> Result<()> {
+    if crate::scope::current() == crate::scope::Mode::Drop {
+        return Err(crate::scope::not_yours(word(&args.command)));
+    }
     if let Manage::Queue { action } = &args.command {
         return queue(args.config.as_deref(), action);
     }
@@ -34,6 +45,18 @@ pub fn run(args: ManageArgs) -> Result<()> {
         Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
         Manage::Login(args) => login(&config, &args),
         Manage::Queue { .. } => unreachable!("the queue is handled above"),
+    }
+}
+
+/// The management word, for messages.
+fn word(command: &Manage) -> &'static str {
+    match command {
+        Manage::Login(_) => "login",
+        Manage::Token { .. } => "token",
+        Manage::Status { .. } => "status",
+        Manage::Check { .. } => "check",
+        Manage::Logout { .. } => "logout",
+        Manage::Queue { .. } => "queue",
     }
 }
 
@@ -461,8 +484,15 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
     match action {
         QueueAction::List => sendmail::list_queue(),
         QueueAction::Flush => {
-            let report =
-                flush::flush(&config::load(config_file)?, flush::Scope::Everything, false)?;
+            if crate::scope::current() == crate::scope::Mode::System {
+                // Before the config: the maildrop empties even while the config is broken.
+                crate::maildrop::intake()?;
+            }
+            let config = config::load(config_file)?;
+            if crate::scope::current() == crate::scope::Mode::System {
+                crate::maildrop::pickup(&config, &crate::journal::Journal::from_config(&config))?;
+            }
+            let report = flush::flush(&config, flush::Scope::Everything, false)?;
             let mut text = String::new();
             for line in report.lines().chain(report.logins()) {
                 // The server's words, made safe for a terminal.

@@ -32,6 +32,20 @@ pub struct Context {
     pub random: u64,
 }
 
+impl Context {
+    /// The clock and a fresh seed, as every caller of [`resolve`] passes them.
+    #[must_use]
+    pub fn current() -> Context {
+        let mut seed = [0u8; 8];
+        // A Message-ID needs uniqueness, not secrecy; the time and pid still vary without it.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        Context {
+            now: clock::now(),
+            random: u64::from_le_bytes(seed) ^ u64::from(std::process::id()),
+        }
+    }
+}
+
 /// Aliases may point at other local names; this bounds a loop in the config.
 const MAX_ALIAS_DEPTH: usize = 8;
 /// Most recipients one message may have after alias expansion (Exchange Online allows 1000

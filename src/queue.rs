@@ -75,6 +75,10 @@ pub struct Meta {
     pub envelope: Envelope,
     /// Unix seconds.
     pub created_at: u64,
+    /// System mode: the local user whose message came through the maildrop (their login
+    /// name, as the flusher found it from the file's owner); notices go to their alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
 }
 
 /// How delivery has gone so far.
@@ -581,6 +585,7 @@ mod tests {
 
     fn meta(account: &str, created_at: u64) -> Meta {
         Meta {
+            submitter: None,
             account: account.into(),
             envelope: Envelope {
                 from: Some("a@contoso.com".into()),

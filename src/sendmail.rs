@@ -17,11 +17,15 @@ use crate::plan::{self, SendPlan};
 use crate::provider;
 use crate::provider::AccountSettings;
 use crate::queue::{self, Queue};
+use crate::scope::{self, Mode};
 use crate::spool::Payload;
 use crate::transport::Receipt;
-use crate::{deliver, flush, graph, notify, transport};
+use crate::{deliver, flush, graph, maildrop, notify, transport};
 
 pub fn run(args: &SendArgs) -> Result<()> {
+    if scope::current() == Mode::Drop {
+        return drop_for_the_system(args);
+    }
     match args.mode.as_deref() {
         None | Some("m") => {}
         Some("p") => return list_queue(),
@@ -32,12 +36,16 @@ pub fn run(args: &SendArgs) -> Result<()> {
         }
         Some(m) => return Err(Error::usage(format!("unsupported mode -b{m}"))),
     }
+    if args.queue_run.is_some() && scope::current() == Mode::System {
+        // Before the config: the maildrop empties even while the config is broken.
+        maildrop::intake()?;
+    }
     let config = config::load(args.config.as_deref())?;
     if args.queue_run.is_some() {
         return flush_queue(&config, args.verbose > 0);
     }
     let message = Message::read(std::io::stdin().lock())?;
-    let plan = plan::resolve(args, &config, &message, context())?;
+    let plan = plan::resolve(args, &config, &message, plan::Context::current())?;
     let account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
     let parts = message.render(&plan.edits);
     if args.dry_run {
@@ -71,6 +79,12 @@ pub fn run(args: &SendArgs) -> Result<()> {
         Err(e) => e,
     };
     notify::needs_user(&account, &e, &journal);
+    if scope::current() == Mode::System
+        && e.class() == Class::Permanent
+        && args.caller_cannot_keep()
+    {
+        return keep_refused(&config, &plan, &parts, &e, &journal);
+    }
     if should_queue(e.class(), policy, args.caller_cannot_keep()) {
         // Exit 0: the message is safe on disk, and the next flush sends it.
         let id = enqueue(&plan, &parts, Some(&e))?;
@@ -83,6 +97,49 @@ pub fn run(args: &SendArgs) -> Result<()> {
         e.to_string()
     ));
     Err(e)
+}
+
+/// System mode, a caller that cannot keep the message (cron's `-oem`): a permanent refusal
+/// is kept in the system queue's `failed/` and a notice goes to root's alias (exit 0),
+/// since cron would otherwise lose the job's output with nobody told.
+fn keep_refused(
+    config: &Config,
+    plan: &SendPlan,
+    parts: &Payload<'_>,
+    e: &Error,
+    journal: &Journal,
+) -> Result<()> {
+    let id = enqueue(plan, parts, Some(e))?;
+    let queue = Queue::open()?;
+    let (entries, _) = queue.list()?;
+    let Some(entry) = entries.into_iter().find(|x| x.id == id) else {
+        return Err(Error::io(format!(
+            "queued message {id} cannot be read back"
+        )));
+    };
+    let why = e.to_string();
+    queue.fail(&entry, &why)?;
+    journal.message(
+        &plan.account,
+        &plan.envelope,
+        entry.size,
+        &format!("result=failed id={id} error={why:?}"),
+    );
+    crate::notice::failed(config, &queue, journal, &entry, &why);
+    Ok(())
+}
+
+/// A user with no config of their own on a host whose MTA is the system account: the
+/// message goes into the maildrop for the root flusher; what needs the system config
+/// (the queue, a dry run) is root's.
+fn drop_for_the_system(args: &SendArgs) -> Result<()> {
+    match (args.mode.as_deref(), args.queue_run.is_some(), args.dry_run) {
+        (Some("p"), _, _) => Err(scope::not_yours("queue list")),
+        (_, true, _) => Err(scope::not_yours("-q")),
+        (_, _, true) => Err(scope::not_yours("status")),
+        (None | Some("m"), _, _) => maildrop::drop_message(args),
+        (Some(m), _, _) => Err(Error::usage(format!("unsupported mode -b{m}"))),
+    }
 }
 
 /// Whether a failed send is queued (exit 0) rather than handed back to the caller.
@@ -134,6 +191,7 @@ fn enqueue(plan: &SendPlan, parts: &Payload<'_>, attempt: Option<&Error>) -> Res
         account: plan.account.clone(),
         envelope: plan.envelope.clone(),
         created_at: now,
+        submitter: None,
     };
     let queue = Queue::open()?;
     match attempt {
@@ -159,6 +217,9 @@ pub fn list_queue() -> Result<()> {
 /// printed (stderr, one line each); idle refresh tokens are renewed. The exit code is
 /// `queue flush`'s (0; 75 some deferred; 77 an account needs a login; 69 some failed).
 fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
+    if scope::current() == Mode::System {
+        maildrop::pickup(config, &Journal::from_config(config))?;
+    }
     let report = flush::flush(config, flush::Scope::Due, verbose)?;
     for line in report.problems().chain(report.logins()) {
         eprintln!("oauth2-sendmail: {}", crate::scrub::for_output(line, 2000));
@@ -166,18 +227,6 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     match report.exit_code() {
         0 => Ok(()),
         code => Err(Error::from(crate::error::Kind::Reported(code))),
-    }
-}
-
-/// The clock, the local UTC offset and a random seed for the plan.
-fn context() -> plan::Context {
-    let now = crate::clock::now();
-    let mut seed = [0u8; 8];
-    // A Message-ID needs uniqueness, not secrecy; the time and pid still vary without it.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
-    plan::Context {
-        now,
-        random: u64::from_le_bytes(seed) ^ u64::from(std::process::id()),
     }
 }
 

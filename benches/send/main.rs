@@ -25,6 +25,7 @@ mod proxy;
 #[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
 #[path = "../../tests/it/support.rs"]
 mod support;
+mod system;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -155,6 +156,11 @@ struct Bench {
 }
 
 fn main() {
+    // Inside the system-mode bench's mount namespace: time the runs asked for, nothing else.
+    if let Ok(mode) = std::env::var("BENCH_SYSTEM_CHILD") {
+        system::child(&mode);
+        return;
+    }
     // `cargo bench` passes --bench; any other run (`cargo test --all-targets`) skips.
     if !std::env::args().any(|a| a == "--bench") {
         println!("send bench: skipped (run scripts/bench or cargo bench --bench send)");
@@ -162,6 +168,12 @@ fn main() {
     }
     let opts = Options::from_env();
     support::install_provider();
+    // BENCH_ONLY=system: the system-mode rows alone (they need no msmtp and no table).
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "system") {
+        let exe = PathBuf::from(Sandbox::new().command(&[]).get_program());
+        system::run(&exe, opts.rtt, opts.reps, opts.queue_n);
+        return;
+    }
     let ca = TestCa::new();
     let idp = FakeIdp::start(&ca);
     let smtp = FakeSmtp::start(
@@ -360,6 +372,18 @@ impl Row {
 }
 
 impl Bench {
+    /// The sections with their own tables: Graph, and system mode.
+    fn other_sections(&self) {
+        // Microsoft Graph: its own rows; BENCH_GRAPH=0 skips them.
+        if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
+            graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+        }
+        // System mode: the maildrop and the flusher; BENCH_SYSTEM=0 skips them.
+        if std::env::var("BENCH_SYSTEM").map_or(true, |v| v != "0") {
+            system::run(&self.exe, self.opts.rtt, self.opts.reps, self.opts.queue_n);
+        }
+    }
+
     fn run_all(&mut self) {
         self.print_header();
         let small = self.sandbox.path().join("msg-1k.eml");
@@ -454,10 +478,7 @@ impl Bench {
         }
         println!();
         print!("{}", self.table(&rows));
-        // Microsoft Graph (issue #11): its own rows; BENCH_GRAPH=0 skips them.
-        if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
-            graph::run(&self.exe, self.opts.rtt, self.opts.reps);
-        }
+        self.other_sections();
         if !self.notes.is_empty() {
             println!();
             for n in &self.notes {

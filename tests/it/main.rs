@@ -27,5 +27,6 @@ mod queue;
 mod scheduling;
 mod send;
 mod support;
+mod system;
 mod token;
 mod wording;
