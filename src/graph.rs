@@ -166,10 +166,13 @@ impl Client {
 
     async fn post(&self, body: &str) -> Result<Answer> {
         if self.verbose {
-            eprintln!(
-                "-> POST {} (Authorization: Bearer <redacted>, Content-Type: text/plain, {} bytes)",
-                self.url,
-                body.len()
+            crate::stderr::transcript(
+                crate::stderr::Mark::Request,
+                &format!(
+                    "POST {} (Authorization: Bearer <redacted>, Content-Type: text/plain, {} bytes)",
+                    self.url,
+                    body.len()
+                ),
             );
         }
         let response = self
@@ -193,13 +196,16 @@ impl Client {
         let retry_after =
             header("retry-after").and_then(|v| retry_after(&v, std::time::SystemTime::now()));
         if self.verbose {
-            eprintln!(
-                "<- {:?} {status}{}",
-                response.version(),
-                request_id
-                    .as_deref()
-                    .map(|r| format!(" request-id {r}"))
-                    .unwrap_or_default()
+            crate::stderr::transcript(
+                crate::stderr::Mark::Response,
+                &format!(
+                    "{:?} {status}{}",
+                    response.version(),
+                    request_id
+                        .as_deref()
+                        .map(|r| format!(" request-id {r}"))
+                        .unwrap_or_default()
+                ),
             );
         }
         let body = if (200..300).contains(&status) {
@@ -403,12 +409,18 @@ fn error_fields(body: &[u8]) -> (String, String) {
 async fn warm_up(http: &reqwest::Client, base: &str, verbose: bool) {
     let url = format!("{base}/v1.0/");
     if verbose {
-        eprintln!("-> HEAD {url} (connection set-up while the token is renewed)");
+        crate::stderr::transcript(
+            crate::stderr::Mark::Request,
+            &format!("HEAD {url} (connection set-up while the token is renewed)"),
+        );
     }
     if let Ok(r) = http.head(&url).send().await
         && verbose
     {
-        eprintln!("<- {:?} {}", r.version(), r.status().as_u16());
+        crate::stderr::transcript(
+            crate::stderr::Mark::Response,
+            &format!("{:?} {}", r.version(), r.status().as_u16()),
+        );
     }
 }
 

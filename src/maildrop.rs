@@ -93,7 +93,14 @@ pub fn drop_message(args: &SendArgs) -> Result<()> {
         )));
     }
     // Refused here what the flusher would refuse: empty input, a NUL byte.
-    Message::read(&raw[..])?;
+    if raw.is_empty() {
+        return Err(Error::data("empty message on stdin; nothing was sent"));
+    }
+    if let Some(pos) = raw.iter().position(|&b| b == 0) {
+        return Err(Error::data(format!(
+            "the message holds a NUL byte (at byte {pos}); nothing was sent"
+        )));
+    }
     write_entry(Path::new(system::MAILDROP), &drop_args(args), &raw)
 }
 
@@ -200,7 +207,8 @@ fn entry_name(uid: u32) -> String {
 pub fn intake() -> Result<()> {
     let dir = Path::new(system::MAILDROP);
     ensure_spool()?;
-    let journal = Journal::default_place();
+    // Before the config is read: the log in its default place.
+    let journal = Journal::to(crate::paths::log_file());
     let queue = Queue::open()?;
     let _lock = queue.lock_flush()?;
     let entries = fs::read_dir(dir)

@@ -48,6 +48,7 @@
 //! | `error` | one error type → the stderr line, the exit code, the failure class |
 //! | `runtime` | the single-threaded async runtime every network step runs on |
 //! | `stdout` | what a command answers, written to stdout (a failed write is an error) |
+//! | `stderr` | the one door to stderr: the prefix, scrubbed, escaped and cut lines; the `-v` transcript |
 //!
 //! Rules that hold everywhere: nothing is printed on success in sendmail mode; a token is
 //! only sent after TLS is up and verified; no token, refresh token, password or secret ever
@@ -82,6 +83,7 @@ mod sendmail;
 mod setup;
 mod smtp;
 mod spool;
+mod stderr;
 mod stdout;
 mod throttle;
 mod tls;
@@ -118,9 +120,6 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 
-/// Longest error line printed (characters).
-const MAX_ERROR_LINE: usize = 2000;
-
 fn main() -> ExitCode {
     // One TLS provider for the process: reqwest and tokio-rustls share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -139,7 +138,7 @@ fn main() -> ExitCode {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad command line");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("oauth2-sendmail: {first} (see --help)");
+            stderr::line(&format!("{first} (see --help)"));
             return ExitCode::from(error::EX_USAGE);
         }
     };
@@ -166,10 +165,7 @@ fn main() -> ExitCode {
             if !matches!(e.kind, error::Kind::Reported(_)) {
                 // The last guard on every error line: no secret, no control character,
                 // no megabyte of echoed input.
-                eprintln!(
-                    "oauth2-sendmail: {}",
-                    scrub::for_output(&e.to_string(), MAX_ERROR_LINE)
-                );
+                stderr::line(&e.to_string());
             }
             ExitCode::from(e.exit_code())
         }

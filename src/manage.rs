@@ -98,17 +98,19 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     if let Some(client_id) = &done.client_id_from_file {
         // The imported token only works with the client it was issued to: keep it.
         setup::set_client_id(&config.path, name, client_id)?;
-        eprintln!(
-            "oauth2-sendmail: account {name}: client_id = \"{client_id}\" from the token file \
-             added to {}",
-            config.path.display()
+        crate::stderr::account(
+            name,
+            &format!(
+                "client_id = \"{client_id}\" from the token file added to {}",
+                config.path.display()
+            ),
         );
     }
     if !done.has_refresh_token && account.oauth.flow != Flow::ClientCredentials {
-        eprintln!(
-            "oauth2-sendmail: account {}: warning: no refresh token was issued (is offline_access \
-             among the scopes?): a new login is needed when the access token expires",
-            account.name
+        crate::stderr::account(
+            &account.name,
+            "warning: no refresh token was issued (is offline_access among the scopes?): \
+             a new login is needed when the access token expires",
         );
     }
     let who =
@@ -150,7 +152,11 @@ fn flush_after_login(config: &Config, account: &AccountSettings) -> Result<()> {
         if tried == 1 { "" } else { "s" }
     );
     for line in report.lines().filter(|l| !l.contains(": sent: ")) {
-        let _ = writeln!(text, "  {}", crate::scrub::for_output(line, 2000));
+        let _ = writeln!(
+            text,
+            "  {}",
+            crate::scrub::for_output(line, crate::stderr::MAX_LINE)
+        );
     }
     print(&text)
 }
@@ -496,7 +502,7 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
             let mut text = String::new();
             for line in report.lines().chain(report.logins()) {
                 // The server's words, made safe for a terminal.
-                text.push_str(&crate::scrub::for_output(line, 2000));
+                text.push_str(&crate::scrub::for_output(line, crate::stderr::MAX_LINE));
                 text.push('\n');
             }
             print(&text)?;

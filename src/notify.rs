@@ -45,24 +45,24 @@ pub fn needs_user(account: &AccountSettings, error: &Error, journal: &Journal) {
         return;
     }
     remember(account, error);
-    if std::env::var_os(NOTIFYING_ENV).is_some() {
-        return;
-    }
-    notifier(account, &error.to_string(), journal);
+    tell(account, &error.to_string(), journal);
 }
 
 /// System mode: a message that failed for good, for the admin's `notify_cmd` too (the
 /// submitter gets a mailed notice). Without `notify_cmd`, nothing: a root flusher has no
-/// desktop. The same hourly limit and loop guard as [`needs_user`].
+/// desktop.
 pub fn failed_for_good(account: &AccountSettings, reason: &str, journal: &Journal) {
-    if account.config.notify_cmd.is_some() && std::env::var_os(NOTIFYING_ENV).is_none() {
-        notifier(account, reason, journal);
+    if account.config.notify_cmd.is_some() {
+        tell(account, reason, journal);
     }
 }
 
-/// Runs `notify_cmd` (or the desktop notice) with the account and the reason, at most once
-/// an hour per account and reason.
-fn notifier(account: &AccountSettings, reason: &str, journal: &Journal) {
+/// Runs `notify_cmd` (or the desktop notice) with the account and the reason: at most once
+/// an hour per account and reason, and never from inside a notifier.
+fn tell(account: &AccountSettings, reason: &str, journal: &Journal) {
+    if std::env::var_os(NOTIFYING_ENV).is_some() {
+        return;
+    }
     let reason = crate::scrub::for_output(reason, MAX_REASON);
     let key = format!("notify {} {}", account.name, reason_key(&reason));
     // Nothing can be remembered: tell anyway (the environment mark still stops a loop).
@@ -80,7 +80,7 @@ fn notifier(account: &AccountSettings, reason: &str, journal: &Journal) {
                     &account.name,
                     &format!("event=notify-failed error={line:?}"),
                 );
-                eprintln!("oauth2-sendmail: account {}: {line}", account.name);
+                crate::stderr::account(&account.name, &line);
             }
         }
         None => desktop_notice(&account.name, &reason),

@@ -222,7 +222,7 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     }
     let report = flush::flush(config, flush::Scope::Due, verbose)?;
     for line in report.problems().chain(report.logins()) {
-        eprintln!("oauth2-sendmail: {}", crate::scrub::for_output(line, 2000));
+        crate::stderr::line(line);
     }
     match report.exit_code() {
         0 => Ok(()),

@@ -163,10 +163,12 @@ async fn renew(
         if let Err(e) = store.save(&stored) {
             // A full disk, a read-only folder, a failing token_encrypt_cmd: the access token
             // in hand is good for an hour, so it is used; the refresh token may be lost.
-            eprintln!(
-                "oauth2-sendmail: account {name}: {}; the new tokens were used but not saved: \
-                 if the next renewal fails, run `oauth2-sendmail login {name}`",
-                crate::scrub::for_output(&e.to_string(), 500)
+            crate::stderr::account(
+                &name,
+                &format!(
+                    "{e}; the new tokens were used but not saved: \
+                     if the next renewal fails, run `oauth2-sendmail login {name}`"
+                ),
             );
         }
         drop(lock);

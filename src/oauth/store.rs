@@ -273,18 +273,19 @@ impl TokenStore {
             return token;
         }
         match self.save(&token) {
-            Ok(()) => eprintln!(
-                "oauth2-sendmail: account {}: the token file {} held plain JSON; it is now \
-                 encrypted with token_encrypt_cmd",
-                self.account,
-                self.file.display()
+            Ok(()) => crate::stderr::account(
+                &self.account,
+                &format!(
+                    "the token file {} held plain JSON; it is now encrypted with token_encrypt_cmd",
+                    self.file.display()
+                ),
             ),
-            Err(e) => eprintln!(
-                "oauth2-sendmail: account {}: the token file {} holds plain JSON and could not \
-                 be encrypted: {}",
-                self.account,
-                self.file.display(),
-                crate::scrub::for_output(&e.to_string(), 1000)
+            Err(e) => crate::stderr::account(
+                &self.account,
+                &format!(
+                    "the token file {} holds plain JSON and could not be encrypted: {e}",
+                    self.file.display()
+                ),
             ),
         }
         token
