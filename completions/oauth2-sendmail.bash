@@ -254,7 +254,7 @@ _oauth2__sendmail() {
             return 0
             ;;
         oauth2__sendmail__subcmd__status)
-            opts=""
+            opts="--json"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -72,6 +72,7 @@ password\t''
 client-credentials\t''"
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand login" -l import-refresh-token -d 'Read a refresh token from FILE (`-` = stdin), redeem it once and store the result' -r -F
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand login" -l no-browser -d 'Do not open a browser; the URL is printed to stderr'
+complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand status" -l json -d 'One JSON object on stdout, for monitoring (schema in the man page)'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list flush remove" -f -a "list" -d 'List queued and failed messages'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list flush remove" -f -a "flush" -d 'Try to send every queued message now'
 complete -c oauth2-sendmail -n "__fish_oauth2_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list flush remove" -f -a "remove" -d 'Remove a message from the queue'

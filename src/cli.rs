@@ -234,6 +234,9 @@ pub enum Manage {
     Status {
         /// Account (default: all)
         account: Option<String>,
+        /// One JSON object on stdout, for monitoring (schema in the man page)
+        #[arg(long)]
+        json: bool,
     },
     /// Connect, STARTTLS, authenticate and quit, sending nothing
     Check {

@@ -76,6 +76,38 @@ pub struct Account {
     pub graph_url: Option<String>,
     /// Scopes of the Graph token (delegated; app-only uses `{graph_url}/.default`).
     pub graph_scopes: Option<Vec<String>>,
+    /// The SASL mechanism that carries the token.
+    #[serde(default)]
+    pub sasl: SaslChoice,
+    /// `socks5://`, `socks5h://` or `http://` (CONNECT) proxy for SMTP and HTTPS.
+    pub proxy: Option<String>,
+    /// Where the tokens are protected: a plain `0600` file, or sealed with a key in the keyring.
+    #[serde(default)]
+    pub token_store: TokenStoreKind,
+}
+
+/// `token_store`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenStoreKind {
+    /// The token file as it is (or `token_encrypt_cmd`'s output).
+    #[default]
+    File,
+    /// The token file sealed with a data key kept in the Secret Service.
+    Keyring,
+}
+
+/// `sasl`: which SASL mechanism carries the token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaslChoice {
+    /// XOAUTH2 for Microsoft (it offers nothing else); OAUTHBEARER where a gmail or custom
+    /// server offers it, else XOAUTH2.
+    #[default]
+    Auto,
+    Xoauth2,
+    /// RFC 7628.
+    Oauthbearer,
 }
 
 /// `transport`: which way an account's mail leaves.

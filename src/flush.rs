@@ -184,8 +184,46 @@ fn flush_accounts(
     if scope == Scope::Due && only.is_none() {
         report_known_logins(config, &waiting, &mut flusher.report);
         runtime.block_on(renew_idle_tokens(config, &journal, &mut flusher.report));
+        record_timer_run(now);
     }
     Ok(flusher.report)
+}
+
+/// The file that remembers when `-q` last ran (Unix seconds), for `status`: a timer that
+/// runs `-q` keeps every refresh token alive. A file of its own rather than a log line,
+/// because a timer every few minutes would drown the log, and `logfile = ""` turns it off.
+fn timer_stamp() -> Option<std::path::PathBuf> {
+    crate::paths::state_dir().map(|d| d.join("last-q-run"))
+}
+
+/// Notes that `-q` ran at `now`; failing to is harmless (`status` then says it never ran).
+fn record_timer_run(now: u64) {
+    use std::io::Write;
+    let Some(path) = timer_stamp() else { return };
+    let write = || -> Result<()> {
+        if let Some(dir) = path.parent() {
+            crate::private_dir::ensure_dir(dir, "state folder")?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        crate::private_dir::open(
+            &tmp,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .and_then(|mut f| f.write_all(format!("{now}\n").as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(format!("cannot write {}: {e}", path.display())))
+    };
+    let _ = write();
+}
+
+/// When `-q` last ran (Unix seconds), if it ever did.
+#[must_use]
+pub fn last_timer_run() -> Option<u64> {
+    let bytes = crate::private_dir::read(&timer_stamp()?).ok()?;
+    String::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
 /// How many messages each account has queued, due or not.
@@ -259,6 +297,9 @@ async fn renew_idle_tokens(config: &Config, journal: &Journal, report: &mut Repo
                     );
                     notify::needs_user(&settings, &e, journal);
                     report.needs_user(name, format!("{e}"));
+                } else {
+                    // A passing failure: the next run retries, unless time runs out first.
+                    notify::warn_if_expiring(&settings, true, token.obtained_at, now, journal);
                 }
             }
         }
@@ -368,7 +409,11 @@ impl<'a> Flusher<'a> {
             let tried = match config
                 .account(name)
                 .and_then(|a| provider::resolve(name, a))
-            {
+                .map(|mut a| {
+                    // Graph's copy writes cron's `To: root` as its alias.
+                    a.aliases = crate::plan::expanded_aliases(config);
+                    a
+                }) {
                 Ok(settings) => runtime.block_on(self.account(&settings, &due, None)),
                 Err(e) => self.temporary_all(&due, &e.for_account(name)),
             };

@@ -22,6 +22,7 @@
 //! | `scope` | who runs us, decided once: user mode, or system mode (root sends with the host's account, anyone else drops) |
 //! | `paths` | where config, tokens, queue and log live: the caller's XDG folders, or the host's in system mode |
 //! | `private_dir` | folders 0700 and files 0600 whatever the umask, loose or foreign folders refused, no symlinks followed |
+//! | `proxy` | the account's SOCKS5 or HTTP CONNECT proxy: the SMTP tunnel, reqwest's proxy, never its credentials shown |
 //! | `provider` | presets (microsoft, microsoft-china, gmail, custom) → hosts, endpoints, scopes; the provider guessed from the address |
 //! | `message` | reading stdin once, the header view, Bcc stripping, header edits |
 //! | `spool` | the message's bytes: small in memory, large in a nameless private file; `Payload`, read as a stream by SMTP, Graph and the queue |
@@ -33,13 +34,18 @@
 //! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport`; `auto`'s decision (`deliver::open`) |
 //! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
+//! | `graph::large` | Graph above its 4 MB request limit: a draft, attachments and upload sessions, then send |
+//! | `graph::body` | Graph request bodies that stream (base64 on the way) and their idle time limit |
+//! | `mime_split` | a MIME message less its largest attachments, every other byte kept |
 //! | `queue` | the durable queue on disk: enqueue (fsync), list, defer, fail, remove; the due index |
 //! | `maildrop` | other users' messages for the system account: the drop (any user) and the pickup (root's checks) |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens; the listing of `mailq`/`queue list` (`flush::listing`) |
+//! | `keyring` | `token_store = "keyring"`: the per-account data key in the Secret Service, the sealed token file |
 //! | `journal` | the log: one line per message and outcome, RFC 3339, `0600` |
 //! | `throttle` | a notice at most once per period across runs (an unwritable log, the notifier) |
 //! | `sendmail` | sendmail mode from argv to exit status; which failures are queued |
-//! | `manage` | the management words: login, token, status, check, logout, queue |
+//! | `manage` | the management words: login, token, check, logout, queue |
+//! | `status` | `status` and `status --json`: one model of every account's facts and health, two renderings |
 //! | `setup` | `login EMAIL` on a first run: infer the provider (domain, MX), add or find the account in the config (`manage` runs the login) |
 //! | `manual` | the man page (clap's options plus the hand-written reference) and completions: `--generate` |
 //! | `clock` | times as people read them (`status`, `login`) |
@@ -63,10 +69,12 @@ mod error;
 mod flush;
 mod graph;
 mod journal;
+mod keyring;
 mod maildrop;
 mod manage;
 mod manual;
 mod message;
+mod mime_split;
 mod notice;
 mod notify;
 mod oauth;
@@ -74,6 +82,7 @@ mod paths;
 mod plan;
 mod private_dir;
 mod provider;
+mod proxy;
 mod queue;
 mod reply;
 mod runtime;
@@ -83,6 +92,7 @@ mod sendmail;
 mod setup;
 mod smtp;
 mod spool;
+mod status;
 mod stderr;
 mod stdout;
 mod throttle;

@@ -40,7 +40,7 @@ pub fn run(args: ManageArgs) -> Result<()> {
     let config = config::load(args.config.as_deref())?;
     match args.command {
         Manage::Token { account } => token(&settings(&config, account.as_deref())?),
-        Manage::Status { account } => status(&config, account.as_deref()),
+        Manage::Status { account, json } => crate::status::run(&config, account.as_deref(), json),
         Manage::Check { account } => check(&settings(&config, account.as_deref())?),
         Manage::Logout { account } => logout(&settings(&config, Some(&account))?),
         Manage::Login(args) => login(&config, &args),
@@ -90,6 +90,7 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
         no_browser: args.no_browser,
         import_refresh_token: args.import_refresh_token.clone(),
     };
+    let was_sealed = sealed_by_keyring(&account);
     let runtime = crate::runtime::single_threaded()?;
     let outcome = runtime.block_on(oauth::login::login(&account, &options));
     // Paste mode may leave a read of stdin blocked on its thread: do not wait for it.
@@ -123,12 +124,56 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
             )
         };
     notify::forget(&account.name);
+    if was_sealed == Some(true) && account.config.token_store == crate::config::TokenStoreKind::File
+    {
+        // Moving back from the keyring: the key left there protects nothing now.
+        crate::stderr::account(
+            &account.name,
+            &format!(
+                "the tokens are now in a plain token file (token_store = \"file\"); the key \
+                 the keyring still holds for them can be removed: secret-tool clear application \
+                 oauth2-sendmail account {}",
+                account.name
+            ),
+        );
+    }
+    renew_graph_after_login(&account)?;
     print(&format!(
         "account {}: {who}; access token valid until {}\n",
         account.name,
         clock::utc(done.expires_at)
     ))?;
     flush_after_login(config, &account)
+}
+
+/// After a login, an account that sends through Graph gets a new Graph token too: a stale
+/// one (for another audience or scopes, or from before a consent) would otherwise outlive
+/// the login that was meant to cure it. A failure is one warning line: the login itself
+/// (the refresh token) stands.
+fn renew_graph_after_login(account: &AccountSettings) -> Result<()> {
+    if account.config.transport == crate::config::TransportKind::Smtp || account.graph.is_none() {
+        return Ok(());
+    }
+    TokenStore::new(account)?.graph().remove()?;
+    let runtime = crate::runtime::single_threaded()?;
+    if let Err(e) = runtime.block_on(oauth::graph_token(account, None)) {
+        let why = e.to_string();
+        let why = why
+            .strip_prefix(&format!("account {}: ", account.name))
+            .unwrap_or(&why);
+        crate::stderr::account(
+            &account.name,
+            &format!("warning: no Microsoft Graph token yet: {why}"),
+        );
+    }
+    Ok(())
+}
+
+/// Whether the account's token file is sealed with a keyring key (`None`: no file).
+fn sealed_by_keyring(account: &AccountSettings) -> Option<bool> {
+    let store = TokenStore::new(account).ok()?;
+    let raw = std::fs::read(store.path()).ok()?;
+    Some(crate::keyring::seal::is_sealed(&raw))
 }
 
 /// After a login: the account's queued messages go now; one line says how many.
@@ -194,9 +239,10 @@ fn check_transports(account: &AccountSettings) -> Result<()> {
     let smtp = || {
         rt.block_on(async {
             let session = deliver::open_smtp(account, false).await?;
+            let mechanism = session.mechanism().unwrap_or("XOAUTH2");
             session.quit().await;
             Ok::<_, Error>(format!(
-                "account {}: {} accepted XOAUTH2 for {}\n",
+                "account {}: {} accepted {mechanism} for {}\n",
                 account.name,
                 account.smtp.address(),
                 account.xoauth2_user()
@@ -266,222 +312,6 @@ fn logout(account: &AccountSettings) -> Result<()> {
             "no tokens were stored"
         }
     ))
-}
-
-/// Per account: provider, server, the identity that signed in, the token's state (with
-/// a refused refresh remembered: since when, and the AADSTS code), queued and failed
-/// counts; never a secret. Exit 0 when every account can send, 77 when one needs a
-/// login, 78 when one's configuration is wrong (for monitoring).
-fn status(config: &Config, only: Option<&str>) -> Result<()> {
-    if let Some(name) = only {
-        config.account(name)?;
-    }
-    let now = clock::now();
-    let queue = Queue::open()?;
-    let (queued, bad) = queue.list()?;
-    let (failed, bad_failed) = queue.list_failed()?;
-    let mut out = String::new();
-    let (mut needs_login, mut misconfigured) = (false, false);
-    let (mut shown, mut shown_counts) = (0usize, (0usize, 0usize));
-    for name in config
-        .accounts
-        .keys()
-        .filter(|n| only.is_none_or(|o| o == *n))
-    {
-        let default = config.default_account_name().ok() == Some(name.as_str());
-        let _ = writeln!(out, "{name}{}", if default { " (default)" } else { "" });
-        let account = match provider::resolve(name, &config.accounts[name]) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = writeln!(out, "  configuration error: {e}");
-                misconfigured = true;
-                continue;
-            }
-        };
-        let _ = write!(
-            out,
-            "  provider: {}\n  email: {}\n  server: {}{}\n  transport: {}\n  flow: {}\n",
-            account.provider.name(),
-            account.email,
-            account.smtp.address(),
-            overridden(account.config.smtp_host.is_some() || account.config.smtp_port.is_some()),
-            crate::transport::describe(&account),
-            flow_line(&account),
-        );
-        out.push_str(&identity_platform(&account));
-        if let Some(who) = signed_in_identity(&account) {
-            let _ = writeln!(out, "  signed in as: {who}");
-        }
-        let (state, can_send) = match TokenStore::new(&account).and_then(|s| s.load()) {
-            Ok(Some(t)) => token_state(&account, &t, now),
-            Ok(None) if account.oauth.flow == Flow::ClientCredentials => (
-                "  token: none yet (app-only: obtained at the first send)\n".to_owned(),
-                true,
-            ),
-            Ok(None) => (
-                format!("  token: none: needs login (run `oauth2-sendmail login {name}`)\n"),
-                false,
-            ),
-            Err(e) => (format!("  token: unreadable: {e}\n"), false),
-        };
-        out.push_str(&state);
-        needs_login |= !can_send;
-        let mine = |entries: &[crate::queue::Entry]| {
-            entries.iter().filter(|e| e.meta.account == *name).count()
-        };
-        let _ = writeln!(
-            out,
-            "  queue: {} queued, {} failed",
-            mine(&queued),
-            mine(&failed)
-        );
-        shown += 1;
-        shown_counts = (mine(&queued), mine(&failed));
-    }
-    // The whole queue, when it is more than the one account shown says.
-    let (all_queued, all_failed) = (queued.len() + bad.len(), failed.len() + bad_failed.len());
-    if shown != 1 || (all_queued, all_failed) != shown_counts {
-        let _ = writeln!(
-            out,
-            "queue (all accounts): {all_queued} queued, {all_failed} failed"
-        );
-    }
-    if let Some(problem) = crate::journal::Journal::from_config(config).problem() {
-        let _ = writeln!(out, "log: {problem}");
-    }
-    print(&out)?;
-    let code = if misconfigured {
-        crate::error::EX_CONFIG
-    } else if needs_login {
-        crate::error::EX_NOPERM
-    } else {
-        return Ok(());
-    };
-    Err(Error::from(crate::error::Kind::Reported(code)))
-}
-
-/// ` (override)` after a value the config sets in place of the provider's.
-fn overridden(set: bool) -> &'static str {
-    if set { " (override)" } else { "" }
-}
-
-/// The config's flow, and the flow of the login that stored the tokens when that differs
-/// (`login --flow`): renewals without a refresh token use the config's.
-fn flow_line(account: &AccountSettings) -> String {
-    let configured = account.oauth.flow.name();
-    let stored = TokenStore::new(account)
-        .ok()
-        .filter(|_| account.config.token_decrypt_cmd.is_none())
-        .and_then(|s| std::fs::read(s.path()).ok())
-        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
-        .and_then(|v| v.get("flow")?.as_str().map(str::to_owned));
-    match stored {
-        Some(flow) if flow != configured => {
-            let flow: String = flow.chars().filter(|c| !c.is_control()).take(40).collect();
-            format!("{flow} (the last login's; the config says {configured})")
-        }
-        _ => configured.to_owned(),
-    }
-}
-
-/// Tenant, client id and the endpoints in use, overrides marked: what to compare with the
-/// app registration when a login fails.
-fn identity_platform(account: &AccountSettings) -> String {
-    let c = &account.config;
-    let o = &account.oauth;
-    let mut out = String::new();
-    if let Some(tenant) = crate::provider::tenant(c) {
-        let _ = writeln!(out, "  tenant: {tenant}");
-    }
-    match &o.client_id {
-        Some(id) if c.client_id.is_none() => {
-            let _ = writeln!(out, "  client id: {id} (the provider's default)");
-        }
-        Some(id) => {
-            let _ = writeln!(out, "  client id: {id}");
-        }
-        None => out.push_str("  client id: none (set client_id)\n"),
-    }
-    for (name, url, set) in [
-        ("token endpoint", &o.token_url, c.token_url.is_some()),
-        (
-            "authorize endpoint",
-            &o.authorize_url,
-            c.authorize_url.is_some(),
-        ),
-        (
-            "device-code endpoint",
-            &o.device_code_url,
-            c.device_code_url.is_some(),
-        ),
-    ] {
-        if !url.is_empty() {
-            let _ = writeln!(out, "  {name}: {url}{}", overridden(set));
-        }
-    }
-    out
-}
-
-/// The identity that signed in, as the token cache records it (its `identity` field),
-/// when the cache is readable without running `token_decrypt_cmd`.
-fn signed_in_identity(account: &AccountSettings) -> Option<String> {
-    if account.config.token_decrypt_cmd.is_some() {
-        return None;
-    }
-    let store = TokenStore::new(account).ok()?;
-    let raw = std::fs::read(store.path()).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&raw).ok()?;
-    let who = value.get("identity")?.as_str()?;
-    // Printed: keep it to one tidy line whatever the file says.
-    Some(who.chars().filter(|c| !c.is_control()).take(320).collect())
-}
-
-/// The stored token's state for `status`, and whether the account can send with it. A
-/// refused refresh remembered since these tokens were issued means a login is needed.
-fn token_state(
-    account: &AccountSettings,
-    t: &oauth::store::StoredToken,
-    now: u64,
-) -> (String, bool) {
-    let name = &account.name;
-    let when = |at: u64| format!("{} ({})", clock::utc(at), clock::relative(at, now));
-    let refused = notify::remembered(name).filter(|r| t.obtained_at.is_none_or(|o| r.since >= o));
-    if let Some(r) = refused {
-        let code = r.code.map(|c| format!(", {c}")).unwrap_or_default();
-        return (
-            format!(
-                "  token: needs login since {}{code}: run `oauth2-sendmail login {name}`\n  \
-                 last refresh failure: {}\n",
-                when(r.since),
-                r.reason
-            ),
-            false,
-        );
-    }
-    let valid = t.expires_at > now;
-    let access = if valid {
-        format!("valid until {}", when(t.expires_at))
-    } else {
-        format!("expired {}", when(t.expires_at))
-    };
-    let renews_alone = t.refresh_token.is_some()
-        || matches!(account.oauth.flow, Flow::ClientCredentials | Flow::Password);
-    let refresh = if t.refresh_token.is_some() {
-        "present"
-    } else {
-        "none"
-    };
-    let last = t.obtained_at.map_or_else(|| "unknown".to_owned(), when);
-    let mut text =
-        format!("  access token: {access}\n  refresh token: {refresh}\n  last refresh: {last}\n");
-    let can_send = valid || renews_alone;
-    if !can_send {
-        let _ = writeln!(
-            text,
-            "  token: needs login: run `oauth2-sendmail login {name}`"
-        );
-    }
-    (text, can_send)
 }
 
 /// `queue list|flush|remove`. Only a flush reads the config: listing and removing work

@@ -294,6 +294,85 @@ fn write_private(path: &std::path::Path, note: &LoginNeeded) -> std::io::Result<
     .write_all(&json)
 }
 
+/// `notify_cmd` is told when a refresh token is this close to its idle expiry.
+pub const EXPIRY_NOTICE_SECS: u64 = 14 * 86_400;
+
+/// Tells `notify_cmd` once when a refresh token last used at `last_used` is within
+/// [`EXPIRY_NOTICE_SECS`] of the provider's idle expiry: a timer's `-q` renews any refresh
+/// token unused for 30 days, so one this old is one that nothing renews. `status` checks,
+/// and `-q` when its renewal failed for a passing reason.
+pub fn warn_if_expiring(
+    account: &AccountSettings,
+    has_refresh: bool,
+    last_used: Option<u64>,
+    now: u64,
+    journal: &Journal,
+) {
+    let (Some(last_used), Some(lifetime), true) = (
+        last_used,
+        crate::provider::refresh_idle_lifetime(account.provider),
+        has_refresh,
+    ) else {
+        return;
+    };
+    let expires = last_used.saturating_add(lifetime);
+    if expires.saturating_sub(now) <= EXPIRY_NOTICE_SECS {
+        refresh_token_expiring(account, last_used, expires, journal);
+    }
+}
+
+/// A refresh token that nothing has used for long is about to be dropped by the provider
+/// (`expires_at`, Unix seconds): the user is told once per refresh token, i.e. once for
+/// each `last_used`, through `notify_cmd` (or the desktop). The last notice is remembered in
+/// `accounts/expiry-notices/ACCOUNT` (a folder of its own: account names hold no `/`).
+fn refresh_token_expiring(
+    account: &AccountSettings,
+    last_used: u64,
+    expires_at: u64,
+    journal: &Journal,
+) {
+    let Some(dir) = crate::paths::account_state_dir().map(|d| d.join("expiry-notices")) else {
+        return;
+    };
+    let path = dir.join(&account.name);
+    let told = crate::private_dir::read(&path)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if told == Some(last_used) {
+        return;
+    }
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        crate::private_dir::ensure_dir(&dir, "state folder")
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        crate::private_dir::open(
+            &path,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )?
+        .write_all(format!("{last_used}\n").as_bytes())
+    };
+    // Told only when remembered: a notice that cannot be remembered would repeat forever.
+    if write().is_ok() {
+        tell(
+            account,
+            &format!(
+                "the refresh token of account {} has not been used since {} and the provider \
+                 drops it at {}: send a message, run `oauth2-sendmail -q` (or enable the \
+                 timer), or the next send will need `oauth2-sendmail login {}`",
+                account.name,
+                crate::clock::utc(last_used),
+                crate::clock::utc(expires_at),
+                account.name
+            ),
+            journal,
+        );
+    }
+}
+
 /// `AADSTS700082` out of an error line.
 fn aadsts_code(text: &str) -> Option<String> {
     let start = text.find("AADSTS")?;

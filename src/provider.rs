@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::config::{Account, CommandSpec, Flow, ProviderKind, Secret, TlsMode, TransportKind};
+use crate::config::{
+    Account, CommandSpec, Flow, ProviderKind, SaslChoice, Secret, TlsMode, TransportKind,
+};
 use crate::error::{Error, Result};
 
 /// Thunderbird's public client (no secret; organisations and personal accounts): the
@@ -100,6 +102,21 @@ const COUNTRY_SUFFIXES: &[&str] = &[
     "rs", "ru", "sa", "se", "sg", "sk",
 ];
 
+/// How long the provider keeps a refresh token that nobody uses (seconds), where it says:
+/// Microsoft's expire after 90 days without use
+/// (<https://learn.microsoft.com/entra/identity-platform/refresh-tokens>), Google's after
+/// six months without use, taken as 180 days
+/// (<https://developers.google.com/identity/protocols/oauth2#expiration>); a custom
+/// server's is unknown.
+#[must_use]
+pub fn refresh_idle_lifetime(provider: ProviderKind) -> Option<u64> {
+    match provider {
+        ProviderKind::Microsoft | ProviderKind::MicrosoftChina => Some(90 * 86_400),
+        ProviderKind::Gmail => Some(180 * 86_400),
+        ProviderKind::Custom => None,
+    }
+}
+
 /// The provider in effect for an account: as written, else the one of a well-known
 /// `email` domain (gmail.com → gmail, hotmail.com → microsoft, …), else microsoft.
 #[must_use]
@@ -132,8 +149,23 @@ pub struct Server {
     pub tls: TlsMode,
     /// Extra trusted root certificates (PEM), added to the system's.
     pub ca_file: Option<PathBuf>,
-    /// How AUTH XOAUTH2 carries the token: on the AUTH line, or in two steps when long.
+    /// How AUTH carries the token: on the AUTH line, or in two steps when long.
     pub auth_line: AuthLine,
+    /// Which SASL mechanism carries it.
+    pub sasl: Sasl,
+    /// The account's `proxy`, through which the connection goes.
+    pub proxy: Option<crate::proxy::Proxy>,
+}
+
+/// The SASL mechanism an account authenticates with (`sasl`, resolved per provider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sasl {
+    Xoauth2,
+    /// RFC 7628 OAUTHBEARER; a server that does not offer it is an error.
+    Oauthbearer,
+    /// OAUTHBEARER when the server offers it, else XOAUTH2 (`auto` for gmail and custom:
+    /// Google offers both, and Dovecot's documentation prefers OAUTHBEARER).
+    OauthbearerWhenOffered,
 }
 
 /// The form of `AUTH XOAUTH2`. Whatever the form, an inline AUTH answered with 500, 501
@@ -191,6 +223,8 @@ pub struct OAuthSettings {
     pub authorize_params: Vec<(&'static str, &'static str)>,
     /// The extra trusted roots also apply to the token endpoint (tests, private clouds).
     pub ca_file: Option<PathBuf>,
+    /// The account's `proxy` carries the token requests too.
+    pub proxy: Option<crate::proxy::Proxy>,
 }
 
 /// One account with its provider's defaults filled in.
@@ -206,6 +240,10 @@ pub struct AccountSettings {
     pub config: Account,
     /// Microsoft Graph, where the provider has it (or `graph_url` is set).
     pub graph: Option<GraphSettings>,
+    /// `[aliases]` expanded (lower-case local name or `*` → addresses), set by the callers
+    /// that hold the whole configuration: Graph's copy writes a bare local name of the
+    /// header (cron's `To: root`) as these, since Graph refuses `root`.
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Where and with which scopes Microsoft Graph `sendMail` is reached.
@@ -213,7 +251,8 @@ pub struct AccountSettings {
 pub struct GraphSettings {
     /// The base URL without a trailing slash, e.g. `https://graph.microsoft.com`.
     pub url: String,
-    /// Scopes of the Graph token: `graph_scopes`, else `{url}/Mail.Send offline_access`
+    /// Scopes of the Graph token: `graph_scopes`, else `{url}/Mail.Send {url}/Mail.ReadWrite
+    /// offline_access`
     /// (delegated) or `{url}/.default` (client credentials).
     pub scopes: Vec<String>,
     /// App-only: send as `/v1.0/users/{email}` instead of `/v1.0/me`.
@@ -231,6 +270,15 @@ impl GraphSettings {
             format!("{}/v1.0/me/sendMail", self.url)
         }
     }
+}
+
+/// `https://host` of the first scope that is a URL (`https://host/Mail.Send`).
+fn scope_origin(scopes: &[String]) -> Option<String> {
+    scopes.iter().find_map(|s| {
+        let rest = s.strip_prefix("https://")?;
+        let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+        Some(format!("https://{host}"))
+    })
 }
 
 /// `email` as one URL path segment (percent-encoding what a path segment cannot hold).
@@ -255,9 +303,16 @@ impl AccountSettings {
         let mut a = self.clone();
         a.oauth.scopes.clone_from(&graph.scopes);
         a.oauth.consent_scopes.clear();
-        // v1 endpoints name the audience as `resource`; v2 names it in the scopes.
+        // v1 endpoints name the audience as `resource`; v2 names it in the scopes. The
+        // resource follows `graph_scopes` when they are set (their origin), as the scopes
+        // do on v2; else `graph_url`.
         if a.oauth.resource.is_some() {
-            a.oauth.resource = Some(graph.url.clone());
+            let from_scopes = self
+                .config
+                .graph_scopes
+                .as_ref()
+                .and_then(|s| scope_origin(s));
+            a.oauth.resource = Some(from_scopes.unwrap_or_else(|| graph.url.clone()));
             a.oauth.scopes.clear();
         }
         Some(a)
@@ -320,6 +375,56 @@ impl OAuthSettings {
     }
 }
 
+/// `sasl` resolved: `auto` is XOAUTH2 for Microsoft, which offers nothing else, and
+/// OAUTHBEARER where a gmail or custom server offers it.
+fn sasl(account: &Account) -> Sasl {
+    match (account.sasl, kind_of(account)) {
+        (SaslChoice::Xoauth2, _)
+        | (SaslChoice::Auto, ProviderKind::Microsoft | ProviderKind::MicrosoftChina) => {
+            Sasl::Xoauth2
+        }
+        (SaslChoice::Oauthbearer, _) => Sasl::Oauthbearer,
+        (SaslChoice::Auto, ProviderKind::Gmail | ProviderKind::Custom) => {
+            Sasl::OauthbearerWhenOffered
+        }
+    }
+}
+
+/// `proxy` parsed (a value that is not one is a configuration error).
+fn proxy(name: &str, account: &Account) -> Result<Option<crate::proxy::Proxy>> {
+    account
+        .proxy
+        .as_deref()
+        .map(crate::proxy::Proxy::parse)
+        .transpose()
+        .map_err(|e| Error::config(format!("account {name}: {e}")))
+}
+
+/// The SMTP server of account `name`: the account's settings, else the preset's.
+fn smtp_server(name: &str, account: &Account, preset: &Preset) -> Result<Server> {
+    let tls = account.tls.unwrap_or(TlsMode::Starttls);
+    Ok(Server {
+        host: account
+            .smtp_host
+            .clone()
+            .or(preset.smtp_host.map(str::to_owned))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "account {name}: `smtp_host` is required for provider = \"custom\""
+                ))
+            })?,
+        port: account.smtp_port.unwrap_or(match tls {
+            TlsMode::Starttls => 587,
+            TlsMode::Implicit => 465,
+        }),
+        tls,
+        ca_file: account.tls_ca_file.clone(),
+        auth_line: preset.auth_line,
+        sasl: sasl(account),
+        proxy: proxy(name, account)?,
+    })
+}
+
 /// Fills in the provider's defaults for account `name`.
 pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
     let preset = Preset::of(account);
@@ -329,21 +434,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             "account {name}: `{key}` is required for provider = \"custom\""
         ))
     };
-    let tls = account.tls.unwrap_or(TlsMode::Starttls);
-    let smtp = Server {
-        host: account
-            .smtp_host
-            .clone()
-            .or(preset.smtp_host.map(str::to_owned))
-            .ok_or_else(|| missing("smtp_host"))?,
-        port: account.smtp_port.unwrap_or(match tls {
-            TlsMode::Starttls => 587,
-            TlsMode::Implicit => 465,
-        }),
-        tls,
-        ca_file: account.tls_ca_file.clone(),
-        auth_line: preset.auth_line,
-    };
+    let smtp = smtp_server(name, account, &preset)?;
     let endpoint = |configured: &Option<String>, path: &str| -> Option<String> {
         configured
             .clone()
@@ -389,6 +480,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
         authorize_params: authorize_params(kind_of(account), &scopes),
         ca_file: account.tls_ca_file.clone(),
+        proxy: smtp.proxy.clone(),
     };
     let tenant = account.tenant.as_deref().unwrap_or(preset.tenant);
     let oauth = OAuthSettings {
@@ -411,6 +503,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .collect();
     }
     Ok(AccountSettings {
+        aliases: std::collections::BTreeMap::new(),
         name: name.to_owned(),
         provider: kind_of(account),
         email: account.email.clone(),
@@ -479,7 +572,12 @@ fn graph_settings(
     let scopes = match &account.graph_scopes {
         Some(s) => s.clone(),
         None if app_only => vec![format!("{url}/.default")],
-        None => vec![format!("{url}/Mail.Send"), "offline_access".to_owned()],
+        // Mail.ReadWrite: a message above Graph's 4 MB request limit goes as a draft.
+        None => vec![
+            format!("{url}/Mail.Send"),
+            format!("{url}/Mail.ReadWrite"),
+            "offline_access".to_owned(),
+        ],
     };
     Ok(Some(GraphSettings {
         url,
@@ -687,6 +785,19 @@ mod tests {
         assert!(s.oauth.scopes.is_empty());
         let e = s.oauth.client_id("cn", s.provider).unwrap_err();
         assert!(e.to_string().contains("portal.azure.cn"));
+        // The Graph token's resource: graph_url's origin, unless graph_scopes say otherwise.
+        let g = s.for_graph().unwrap();
+        assert_eq!(
+            g.oauth.resource.as_deref(),
+            Some("https://microsoftgraph.chinacloudapi.cn")
+        );
+        a.graph_scopes = Some(vec!["https://graph.contoso.cn/.default".into()]);
+        let g = resolve("cn", &a).unwrap().for_graph().unwrap();
+        assert_eq!(
+            g.oauth.resource.as_deref(),
+            Some("https://graph.contoso.cn")
+        );
+        assert!(g.oauth.scopes.is_empty());
     }
 
     #[test]
@@ -726,7 +837,11 @@ mod tests {
         assert_eq!(g.url, "https://graph.microsoft.com");
         assert_eq!(
             g.scopes,
-            ["https://graph.microsoft.com/Mail.Send", "offline_access"]
+            [
+                "https://graph.microsoft.com/Mail.Send",
+                "https://graph.microsoft.com/Mail.ReadWrite",
+                "offline_access"
+            ]
         );
         assert_eq!(
             g.send_url("a@contoso.com"),
@@ -751,7 +866,10 @@ mod tests {
         let a = resolve("a", &auto).unwrap();
         assert_eq!(
             a.oauth.consent_scopes,
-            ["https://graph.microsoft.com/Mail.Send"]
+            [
+                "https://graph.microsoft.com/Mail.Send",
+                "https://graph.microsoft.com/Mail.ReadWrite"
+            ]
         );
         assert!(a.for_graph().unwrap().oauth.consent_scopes.is_empty());
         assert!(
@@ -887,6 +1005,32 @@ mod tests {
         assert_eq!(form(ProviderKind::MicrosoftChina), AuthLine::Inline);
         assert_eq!(form(ProviderKind::Gmail), AuthLine::Rfc4954);
         assert_eq!(form(ProviderKind::Custom), AuthLine::Rfc4954);
+    }
+
+    #[test]
+    fn sasl_auto_is_xoauth2_for_microsoft_and_oauthbearer_when_offered_elsewhere() {
+        let mechanism = |kind, choice| {
+            let mut a = account(kind);
+            a.sasl = choice;
+            sasl(&a)
+        };
+        for kind in [ProviderKind::Microsoft, ProviderKind::MicrosoftChina] {
+            assert_eq!(mechanism(kind, SaslChoice::Auto), Sasl::Xoauth2);
+        }
+        for kind in [ProviderKind::Gmail, ProviderKind::Custom] {
+            assert_eq!(
+                mechanism(kind, SaslChoice::Auto),
+                Sasl::OauthbearerWhenOffered
+            );
+        }
+        assert_eq!(
+            mechanism(ProviderKind::Microsoft, SaslChoice::Oauthbearer),
+            Sasl::Oauthbearer
+        );
+        assert_eq!(
+            mechanism(ProviderKind::Gmail, SaslChoice::Xoauth2),
+            Sasl::Xoauth2
+        );
     }
 
     #[test]

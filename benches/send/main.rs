@@ -22,6 +22,7 @@ mod fake_idp;
 mod fake_smtp;
 mod graph;
 mod proxy;
+mod stores;
 #[allow(dead_code, reason = "the bench uses part of the integration-test kit")]
 #[path = "../../tests/it/support.rs"]
 mod support;
@@ -168,6 +169,12 @@ fn main() {
     }
     let opts = Options::from_env();
     support::install_provider();
+    // BENCH_ONLY=stores: only the token store and proxy rows.
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "stores") {
+        let exe = PathBuf::from(Sandbox::new().command(&[]).get_program());
+        stores::run(&exe, opts.rtt, opts.reps);
+        return;
+    }
     // BENCH_ONLY=system: the system-mode rows alone (they need no msmtp and no table).
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "system") {
         let exe = PathBuf::from(Sandbox::new().command(&[]).get_program());
@@ -377,10 +384,20 @@ impl Bench {
         // Microsoft Graph: its own rows; BENCH_GRAPH=0 skips them.
         if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
             graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+            graph::run_large(
+                &self.exe,
+                self.opts.rtt,
+                self.opts.big_bytes >> 20,
+                self.gnu_time.as_deref(),
+            );
         }
         // System mode: the maildrop and the flusher; BENCH_SYSTEM=0 skips them.
         if std::env::var("BENCH_SYSTEM").map_or(true, |v| v != "0") {
             system::run(&self.exe, self.opts.rtt, self.opts.reps, self.opts.queue_n);
+        }
+        // token_store and proxy (issue #18): BENCH_STORES=0 skips them.
+        if std::env::var("BENCH_STORES").map_or(true, |v| v != "0") {
+            stores::run(&self.exe, self.opts.rtt, self.opts.reps);
         }
     }
 

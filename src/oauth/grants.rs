@@ -663,6 +663,7 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
     Ok(Form {
         url: oauth.token_url.clone(),
         ca_file: oauth.ca_file.clone(),
+        proxy: oauth.proxy.clone(),
         account: account.name.clone(),
         fields,
         secrets,
@@ -673,6 +674,7 @@ pub fn form(account: &AccountSettings, grant: &Grant) -> Result<Form> {
 pub struct Form {
     url: String,
     ca_file: Option<std::path::PathBuf>,
+    proxy: Option<crate::proxy::Proxy>,
     account: String,
     fields: Vec<(&'static str, String)>,
     /// Values that must never appear in a message, even if a server echoes them.
@@ -737,7 +739,7 @@ impl Form {
 
     /// POSTs the form; returns the status and the body, whatever the status.
     async fn exchange(&self) -> Result<(u16, Vec<u8>)> {
-        let client = client(&self.url, self.ca_file.as_deref())?;
+        let client = client(&self.url, self.ca_file.as_deref(), self.proxy.as_ref())?;
         let transient = |what: &str, e: reqwest::Error| {
             Error::token(
                 TokenClass::Transient,
@@ -850,6 +852,7 @@ fn device_form(account: &AccountSettings) -> Result<Form> {
     Ok(Form {
         url: oauth.device_code_url.clone(),
         ca_file: oauth.ca_file.clone(),
+        proxy: oauth.proxy.clone(),
         account: account.name.clone(),
         fields,
         secrets: Vec::new(),
@@ -868,7 +871,11 @@ pub fn unattended_grant(account: &AccountSettings) -> Option<Grant> {
 
 /// An HTTPS client with timeouts and the account's extra trusted roots. Refuses any URL that
 /// is not `https://`: tokens never cross an unencrypted connection.
-pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<reqwest::Client> {
+pub fn client(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    proxy: Option<&crate::proxy::Proxy>,
+) -> Result<reqwest::Client> {
     let scheme_ok = url
         .get(..8)
         .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
@@ -892,6 +899,9 @@ pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<reqwest::C
     // The same trust as for SMTP: system roots, `tls_ca_file`, a pinned self-signed cert.
     let tls = crate::tls::client_config(ca_file)?;
     builder = builder.tls_backend_preconfigured((*tls).clone());
+    if let Some(proxy) = proxy {
+        builder = builder.proxy(proxy.for_http()?);
+    }
     builder
         .build()
         .map_err(|e| Error::internal(format!("cannot build the HTTPS client: {}", one_line(&e))))
@@ -1199,9 +1209,9 @@ mod tests {
 
     #[test]
     fn plain_http_is_refused_before_any_connection() {
-        let e = client("http://login.example/token", None).unwrap_err();
+        let e = client("http://login.example/token", None, None).unwrap_err();
         assert_eq!(e.exit_code(), 78);
-        assert!(client("HTTPS://login.example/token", None).is_ok());
+        assert!(client("HTTPS://login.example/token", None, None).is_ok());
     }
 
     #[test]
@@ -1211,6 +1221,7 @@ mod tests {
         let f = Form {
             url: "https://x".into(),
             ca_file: None,
+            proxy: None,
             account: "w".into(),
             fields: vec![("client_secret", "cs-secret".into())],
             secrets: vec!["cs-secret".into()],

@@ -86,6 +86,11 @@ pub struct StoredToken {
     /// `id_token` named someone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// What the token was asked for (`scope=…` or `resource=…`): a Graph token asked for
+    /// another audience or scopes than the configuration's now is not used. Absent in
+    /// caches written before it was recorded (then the token is used until it expires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
     /// The flow of the login that stored these tokens (`login --flow` may differ from the
     /// config's), as the config spells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +109,7 @@ impl fmt::Debug for StoredToken {
             .field("token_type", &self.token_type)
             .field("scope", &self.scope)
             .field("obtained_at", &self.obtained_at)
+            .field("requested", &self.requested)
             .field("identity", &self.identity)
             .field("flow", &self.flow)
             .finish()
@@ -135,6 +141,8 @@ pub struct TokenStore {
     lock_file: PathBuf,
     encrypt: Option<CommandSpec>,
     decrypt: Option<CommandSpec>,
+    /// `token_store = "keyring"`: the file is sealed with a data key from the keyring.
+    keyring: bool,
 }
 
 /// The account's exclusive lock; released when dropped.
@@ -148,12 +156,23 @@ impl TokenStore {
     pub fn new(account: &AccountSettings) -> Result<TokenStore> {
         let dir = paths::token_dir()
             .ok_or_else(|| Error::config("cannot find a home directory for the token cache"))?;
-        TokenStore::in_dir(
+        let mut store = TokenStore::in_dir(
             &dir,
             &account.name,
             account.config.token_encrypt_cmd.clone(),
             account.config.token_decrypt_cmd.clone(),
-        )
+        )?;
+        if account.config.token_store == crate::config::TokenStoreKind::Keyring {
+            if store.encrypt.is_some() {
+                return Err(Error::config(format!(
+                    "account {}: token_store = \"keyring\" already seals the token file: drop \
+                     `token_encrypt_cmd` and `token_decrypt_cmd`, or use token_store = \"file\"",
+                    account.name
+                )));
+            }
+            store.keyring = true;
+        }
+        Ok(store)
     }
 
     /// The cache of `account` in `dir`, with optional encryption commands.
@@ -183,6 +202,7 @@ impl TokenStore {
             lock_file: dir.join(format!("{account}.lock")),
             encrypt,
             decrypt,
+            keyring: false,
         })
     }
 
@@ -200,6 +220,7 @@ impl TokenStore {
             lock_file: self.lock_file.clone(),
             encrypt: self.encrypt.clone(),
             decrypt: self.decrypt.clone(),
+            keyring: self.keyring,
         }
     }
 
@@ -227,7 +248,32 @@ impl TokenStore {
                 )));
             }
         };
+        let sealed = crate::keyring::seal::is_sealed(&raw);
         let json = match &self.decrypt {
+            // token_store = "keyring"; a plain file left by token_store = "file" still reads
+            // (the next save seals it).
+            _ if sealed && self.keyring => {
+                let key = crate::keyring::data_key(&self.account)?.ok_or_else(|| {
+                    Error::token(
+                        crate::error::TokenClass::NeedsLogin,
+                        format!(
+                            "the keyring holds no key for the token file of account {a}: run \
+                             `oauth2-sendmail login {a}`",
+                            a = self.account
+                        ),
+                    )
+                })?;
+                crate::keyring::seal::open(&self.account, &key, &raw)?
+            }
+            _ if sealed => {
+                return Err(Error::config(format!(
+                    "the token file {} is sealed with a key in the keyring, but account {a} has \
+                     token_store = \"file\": set token_store = \"keyring\", or run \
+                     `oauth2-sendmail login {a}` to store the tokens in a plain file",
+                    self.file.display(),
+                    a = self.account
+                )));
+            }
             Some(cmd) => match cmd.run(
                 "token_decrypt_cmd",
                 Some(&raw),
@@ -297,7 +343,7 @@ impl TokenStore {
         let json = serde_json::to_vec_pretty(token)
             .map_err(|e| Error::internal(format!("cannot encode the token cache: {e}")))?;
         token.register_secrets();
-        let mut data = match (&self.encrypt, &self.decrypt) {
+        let data = match (&self.encrypt, &self.decrypt) {
             (Some(encrypt), Some(decrypt)) => {
                 let data = encrypt.run(
                     "token_encrypt_cmd",
@@ -323,11 +369,16 @@ impl TokenStore {
                 }
                 data
             }
-            _ => json,
+            _ if self.keyring => {
+                let key = crate::keyring::data_key_or_new(&self.account)?;
+                crate::keyring::seal::seal(&self.account, &key, &json)?
+            }
+            _ => {
+                let mut json = json;
+                json.push(b'\n');
+                json
+            }
         };
-        if self.encrypt.is_none() {
-            data.push(b'\n');
-        }
         let name = self.file.file_name().unwrap_or_default().to_string_lossy();
         let tmp = self.dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let io_error = |what: &str, e: io::Error| {
@@ -397,11 +448,13 @@ impl TokenStore {
         })
     }
 
-    /// Deletes the stored tokens; false when there were none.
+    /// Deletes the stored tokens (and, with `token_store = "keyring"`, the account's key in
+    /// the keyring); false when there were none.
     pub fn remove(&self) -> Result<bool> {
+        let key_deleted = self.keyring && crate::keyring::delete(&self.account)?;
         match fs::remove_file(&self.file) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(key_deleted),
             Err(e) => {
                 return Err(Error::io(format!(
                     "cannot delete the token file {}: {e}",
@@ -439,6 +492,7 @@ mod tests {
             scope: Some("a b".into()),
             obtained_at: Some(1_767_222_000),
             identity: None,
+            requested: None,
             flow: None,
         }
     }

@@ -22,13 +22,13 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::wire::{
-    AuthResponse, AuthXoauth2, Bdat, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
-    MAX_REPLY_LINE, Mail, MailParam, Rcpt, RcptParam, ReplyParser, Simple,
+    AuthResponse, AuthStart, Bdat, Capabilities, Command, DataEncoder, Ehlo, MAX_COMMAND_LINE,
+    MAX_REPLY_LINE, Mail, MailParam, Mechanism, Rcpt, RcptParam, ReplyParser, Simple,
 };
 use super::{Envelope, Reply};
 use crate::config::TlsMode;
 use crate::error::{Error, Kind, Phase, Result};
-use crate::provider::{AuthLine, Server};
+use crate::provider::{AuthLine, Sasl, Server};
 use crate::spool::Payload;
 use crate::tls;
 
@@ -122,8 +122,15 @@ pub struct Session {
     caps: Capabilities,
     /// False once the connection is closed, broken or out of step with the server.
     usable: bool,
-    /// The provider's form of `AUTH XOAUTH2`.
+    /// The provider's form of the `AUTH` line.
     auth_line: AuthLine,
+    /// Which SASL mechanism to use (`sasl`).
+    sasl: Sasl,
+    /// The server's name and port, which OAUTHBEARER's initial response carries.
+    host: String,
+    port: u16,
+    /// The mechanism of the last successful AUTH.
+    authenticated_with: Option<Mechanism>,
     /// `send_and_quit`: QUIT goes with the last flight when PIPELINING allows.
     quit_after: bool,
     /// QUIT is on the wire: nothing more may be sent.
@@ -185,17 +192,32 @@ impl Session {
             caps,
             usable: true,
             auth_line: server.auth_line,
+            sasl: server.sasl,
+            host: server.host.clone(),
+            port: server.port,
+            authenticated_with: None,
             quit_after: false,
             quit_sent: false,
             rcpt_limit: None,
         })
     }
 
-    /// AUTH XOAUTH2. A refusal is `Error::reply(Phase::Auth, ..)` (`is_auth_refused()`);
-    /// the connection stays usable for another attempt with a fresh token.
+    /// AUTH XOAUTH2 or OAUTHBEARER (by `sasl`, and for `auto` by what the server offers).
+    /// A refusal is `Error::reply(Phase::Auth, ..)` (`is_auth_refused()`); the connection
+    /// stays usable for another attempt with a fresh token.
     pub async fn authenticate(&mut self, user: &str, access_token: &str) -> Result<()> {
         self.check_usable(Phase::Auth)?;
-        if !self.caps.offers_auth("XOAUTH2") {
+        let oauthbearer = match self.sasl {
+            Sasl::Xoauth2 => false,
+            Sasl::Oauthbearer => true,
+            Sasl::OauthbearerWhenOffered => self.caps.offers_auth("OAUTHBEARER"),
+        };
+        let mechanism = if oauthbearer {
+            Mechanism::Oauthbearer
+        } else {
+            Mechanism::Xoauth2
+        };
+        if !self.caps.offers_auth(mechanism.name()) {
             let offered = if self.caps.auth.is_empty() {
                 "none".to_owned()
             } else {
@@ -203,17 +225,35 @@ impl Session {
             };
             return Err(Error::protocol(
                 Phase::Auth,
-                format!("server does not offer AUTH XOAUTH2 (it offers: {offered})"),
+                format!(
+                    "server does not offer AUTH {} (it offers: {offered})",
+                    mechanism.name()
+                ),
             ));
         }
-        let result = self.xoauth2(user, access_token).await;
+        let payload = match mechanism {
+            Mechanism::Xoauth2 => super::wire::xoauth2_payload(user, access_token),
+            Mechanism::Oauthbearer => {
+                super::wire::oauthbearer_payload(user, &self.host, self.port, access_token)
+            }
+        };
+        let result = self.sasl_exchange(mechanism, payload).await;
         self.note_failure(&result);
+        if result.is_ok() {
+            self.authenticated_with = Some(mechanism);
+        }
         result
     }
 
-    async fn xoauth2(&mut self, user: &str, access_token: &str) -> Result<()> {
-        let payload = super::wire::xoauth2_payload(user, access_token);
-        let inline = AuthXoauth2 {
+    /// The SASL mechanism of the last successful `authenticate` (for `check`).
+    #[must_use]
+    pub fn mechanism(&self) -> Option<&'static str> {
+        self.authenticated_with.map(Mechanism::name)
+    }
+
+    async fn sasl_exchange(&mut self, mechanism: Mechanism, payload: String) -> Result<()> {
+        let inline = AuthStart {
+            mechanism,
             initial_response: Some(payload),
         };
         // `AuthLine::Rfc4954` (RFC 4954 §4): no initial response that makes the line
@@ -228,19 +268,21 @@ impl Session {
                 // the same payload in two steps, on the same connection.
                 self.conn
                     .log_note("the server refused the one-line AUTH; sending it in two steps");
-                self.xoauth2_two_steps(payload).await?
+                self.two_steps(mechanism, payload).await?
             } else {
                 reply
             }
         } else {
-            self.xoauth2_two_steps(payload).await?
+            self.two_steps(mechanism, payload).await?
         };
         if reply.code == 334 {
-            // Google's way of refusing: a base64 JSON error; an empty line gets the 5xx.
-            reply = self
-                .conn
-                .command(&AuthResponse(String::new()), Phase::Auth)
-                .await?;
+            // A refusal with an error challenge (base64 JSON): XOAUTH2 (Google) ends it with
+            // an empty line, OAUTHBEARER with %x01 (RFC 7628 §3.2.3); then comes the 5xx.
+            let end = match mechanism {
+                Mechanism::Xoauth2 => String::new(),
+                Mechanism::Oauthbearer => super::wire::OAUTHBEARER_ABORT.to_owned(),
+            };
+            reply = self.conn.command(&AuthResponse(end), Phase::Auth).await?;
         }
         if reply.code == 235 {
             Ok(())
@@ -249,9 +291,10 @@ impl Session {
         }
     }
 
-    /// `AUTH XOAUTH2`, the `334`, then the payload on a line of its own.
-    async fn xoauth2_two_steps(&mut self, payload: String) -> Result<Reply> {
-        let start = AuthXoauth2 {
+    /// `AUTH MECHANISM`, the `334`, then the payload on a line of its own.
+    async fn two_steps(&mut self, mechanism: Mechanism, payload: String) -> Result<Reply> {
+        let start = AuthStart {
+            mechanism,
             initial_response: None,
         };
         let go_ahead = self.conn.command(&start, Phase::Auth).await?;
@@ -935,6 +978,10 @@ fn dsn_rcpt_params(envelope: &Envelope, to: &str) -> Vec<RcptParam> {
 }
 
 async fn open_tcp(server: &Server, wait: Duration) -> Result<TcpStream> {
+    if let Some(proxy) = &server.proxy {
+        // The tunnel is set up within the same limit; TLS then runs end to end through it.
+        return proxy.connect(&server.host, server.port, wait).await;
+    }
     let address = server.address();
     let tcp = match tokio::time::timeout(
         wait,
@@ -1302,6 +1349,8 @@ mod tests {
             tls,
             ca_file: Some(ca_file),
             auth_line: AuthLine::Rfc4954,
+            sasl: Sasl::OauthbearerWhenOffered,
+            proxy: None,
         };
         Fixture {
             fake,
@@ -1624,6 +1673,100 @@ mod tests {
         assert_eq!(t[challenge + 1], "C: ");
         // Still in step: the right token works on the same connection.
         s.authenticate("me@example.org", "good").await.unwrap();
+    }
+
+    fn offering(mechanisms: &[&str], behaviour: Behaviour) -> Behaviour {
+        Behaviour {
+            auth_mechanisms: mechanisms.iter().map(|m| (*m).to_owned()).collect(),
+            ..behaviour
+        }
+    }
+
+    #[tokio::test]
+    async fn auto_takes_oauthbearer_where_offered_and_xoauth2_elsewhere() {
+        for (offered, want) in [
+            (&["XOAUTH2", "OAUTHBEARER"][..], "OAUTHBEARER"),
+            (&["XOAUTH2"][..], "XOAUTH2"),
+        ] {
+            let f = fixture(offering(offered, Behaviour::default()));
+            let mut s = connect(&f).await.unwrap();
+            s.authenticate("me@example.org", "tok").await.unwrap();
+            assert_eq!(s.mechanism(), Some(want));
+            let attempts = f.fake.auth_attempts();
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].mechanism, want);
+            assert_eq!(
+                (attempts[0].user.as_str(), attempts[0].token.as_str()),
+                ("me@example.org", "tok")
+            );
+            assert!(attempts[0].inline, "a short response goes on the AUTH line");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chosen_mechanism_is_used_even_when_the_other_is_offered() {
+        for (sasl, want) in [
+            (Sasl::Xoauth2, "XOAUTH2"),
+            (Sasl::Oauthbearer, "OAUTHBEARER"),
+        ] {
+            let mut f = fixture(offering(&["XOAUTH2", "OAUTHBEARER"], Behaviour::default()));
+            f.server.sasl = sasl;
+            let mut s = connect(&f).await.unwrap();
+            s.authenticate("me@example.org", "tok").await.unwrap();
+            assert_eq!(f.fake.auth_attempts()[0].mechanism, want);
+        }
+    }
+
+    #[tokio::test]
+    async fn oauthbearer_chosen_but_not_offered_is_a_clear_protocol_error() {
+        let mut f = fixture(offering(&["XOAUTH2"], Behaviour::default()));
+        f.server.sasl = Sasl::Oauthbearer;
+        let mut s = connect(&f).await.unwrap();
+        let e = s.authenticate("me@example.org", "tok").await.unwrap_err();
+        assert_eq!(e.exit_code(), EX_PROTOCOL);
+        assert!(
+            e.to_string()
+                .contains("does not offer AUTH OAUTHBEARER (it offers: XOAUTH2)"),
+            "{e}"
+        );
+        assert!(f.fake.auth_attempts().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_oauthbearer_token_gets_the_rfc_7628_error_exchange_and_stays_in_step() {
+        let f = fixture(offering(
+            &["OAUTHBEARER"],
+            Behaviour::default().accept_only("me@example.org", "good"),
+        ));
+        let mut s = connect(&f).await.unwrap();
+        let e = s.authenticate("me@example.org", "bad").await.unwrap_err();
+        assert!(e.is_auth_refused(), "{e}");
+        match &e.kind {
+            Kind::Reply { reply, .. } => assert_eq!(reply.code, 535),
+            other => panic!("{other:?}"),
+        }
+        let t = f.fake.transcript();
+        let challenge = t.iter().position(|l| l.starts_with("S: 334 ")).unwrap();
+        assert_eq!(t[challenge + 1], "C: AQ==", "{t:?}");
+        // The right token works on the same connection.
+        s.authenticate("me@example.org", "good").await.unwrap();
+        assert_eq!(s.mechanism(), Some("OAUTHBEARER"));
+    }
+
+    #[tokio::test]
+    async fn a_long_oauthbearer_response_takes_two_steps_under_the_512_octet_rule() {
+        let f = fixture(offering(&["OAUTHBEARER"], Behaviour::default()));
+        let token = "t".repeat(2048);
+        let mut s = connect(&f).await.unwrap();
+        s.authenticate("me@example.org", &token).await.unwrap();
+        let attempts = f.fake.auth_attempts();
+        assert!(!attempts[0].inline);
+        assert_eq!(attempts[0].token, token);
+        assert!(
+            f.fake
+                .transcript()
+                .contains(&"C: AUTH OAUTHBEARER".to_owned())
+        );
     }
 
     #[tokio::test]

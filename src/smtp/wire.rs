@@ -89,26 +89,49 @@ impl fmt::Display for Bdat {
 }
 impl Command for Bdat {}
 
-/// `AUTH XOAUTH2`, with the initial response (SASL-IR) or without it.
+/// The SASL mechanisms we speak: both carry an `OAuth2` bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// Google's and Microsoft's `XOAUTH2`.
+    Xoauth2,
+    /// RFC 7628's `OAUTHBEARER`.
+    Oauthbearer,
+}
+
+impl Mechanism {
+    /// The name on the `AUTH` line and in the EHLO reply.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Xoauth2 => "XOAUTH2",
+            Mechanism::Oauthbearer => "OAUTHBEARER",
+        }
+    }
+}
+
+/// `AUTH XOAUTH2` or `AUTH OAUTHBEARER`, with the initial response (SASL-IR) or without it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AuthXoauth2 {
+pub struct AuthStart {
+    pub mechanism: Mechanism,
     /// The base64 payload (a secret).
     pub initial_response: Option<String>,
 }
 
-impl fmt::Display for AuthXoauth2 {
+impl fmt::Display for AuthStart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.mechanism.name();
         match &self.initial_response {
-            Some(ir) => write!(f, "AUTH XOAUTH2 {ir}\r\n"),
-            None => f.write_str("AUTH XOAUTH2\r\n"),
+            Some(ir) => write!(f, "AUTH {name} {ir}\r\n"),
+            None => write!(f, "AUTH {name}\r\n"),
         }
     }
 }
-impl Command for AuthXoauth2 {
+impl Command for AuthStart {
     fn log_line(&self) -> String {
+        let name = self.mechanism.name();
         match self.initial_response {
-            Some(_) => "AUTH XOAUTH2 <redacted>".to_owned(),
-            None => "AUTH XOAUTH2".to_owned(),
+            Some(_) => format!("AUTH {name} <redacted>"),
+            None => format!("AUTH {name}"),
         }
     }
 }
@@ -124,12 +147,29 @@ impl fmt::Display for AuthResponse {
 }
 impl Command for AuthResponse {
     fn log_line(&self) -> String {
-        if self.0.is_empty() {
-            String::new()
+        // The empty line and OAUTHBEARER's %x01 end a failed exchange: no secret in them.
+        if self.0.is_empty() || self.0 == OAUTHBEARER_ABORT {
+            self.0.clone()
         } else {
             "<redacted>".to_owned()
         }
     }
+}
+
+/// RFC 7628 §3.2.3: after the server's error (a `334` with base64 JSON), the client
+/// answers a single %x01, base64-encoded, and the server then sends its final reply.
+pub const OAUTHBEARER_ABORT: &str = "AQ==";
+
+/// The OAUTHBEARER initial client response (RFC 7628 §3.1), base64-encoded:
+/// `n,a=USER,^Ahost=HOST^Aport=PORT^Aauth=Bearer TOKEN^A^A`. In the GS2 header's
+/// `saslname`, `,` and `=` are written `=2C` and `=3D` (RFC 5801 §4).
+#[must_use]
+pub fn oauthbearer_payload(user: &str, host: &str, port: u16, access_token: &str) -> String {
+    use base64::Engine as _;
+    let user = user.replace('=', "=3D").replace(',', "=2C");
+    let raw =
+        format!("n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {access_token}\x01\x01");
+    base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
 /// The XOAUTH2 initial client response, base64-encoded (Google's and Microsoft's format).
@@ -524,20 +564,46 @@ mod tests {
     }
 
     #[test]
+    fn the_oauthbearer_payload_is_rfc_7628s_with_the_gs2_name_escaped() {
+        use base64::Engine as _;
+        let decode = |p: &str| {
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(p).unwrap()).unwrap()
+        };
+        // RFC 7628 §4.1's example, with its host, port and token.
+        assert_eq!(
+            decode(&oauthbearer_payload(
+                "user@example.com",
+                "server.example.com",
+                143,
+                "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="
+            )),
+            "n,a=user@example.com,\x01host=server.example.com\x01port=143\x01\
+             auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
+        );
+        assert!(
+            decode(&oauthbearer_payload("a,b=c@d", "h", 587, "t"))
+                .starts_with("n,a=a=2Cb=3Dc@d,\x01")
+        );
+    }
+
+    #[test]
     fn auth_bytes_and_redaction() {
         let payload = xoauth2_payload("a@b.c", "tok");
         // base64("user=a@b.c\x01auth=Bearer tok\x01\x01")
         assert_eq!(payload, "dXNlcj1hQGIuYwFhdXRoPUJlYXJlciB0b2sBAQ==");
-        let inline = AuthXoauth2 {
+        let inline = AuthStart {
+            mechanism: Mechanism::Xoauth2,
             initial_response: Some(payload.clone()),
         };
         assert_eq!(inline.to_string(), format!("AUTH XOAUTH2 {payload}\r\n"));
         assert_eq!(inline.log_line(), "AUTH XOAUTH2 <redacted>");
-        let bare = AuthXoauth2 {
+        let bare = AuthStart {
+            mechanism: Mechanism::Oauthbearer,
             initial_response: None,
         };
-        assert_eq!(bare.to_string(), "AUTH XOAUTH2\r\n");
-        assert_eq!(bare.log_line(), "AUTH XOAUTH2");
+        assert_eq!(bare.to_string(), "AUTH OAUTHBEARER\r\n");
+        assert_eq!(bare.log_line(), "AUTH OAUTHBEARER");
+        assert_eq!(AuthResponse(OAUTHBEARER_ABORT.into()).log_line(), "AQ==");
         let resp = AuthResponse(payload.clone());
         assert_eq!(resp.to_string(), format!("{payload}\r\n"));
         assert_eq!(resp.log_line(), "<redacted>");

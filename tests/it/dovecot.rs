@@ -1,10 +1,11 @@
-//! Interop with an independent XOAUTH2 server: Dovecot's submission service (Debian
+//! Interop with an independent XOAUTH2 and OAUTHBEARER server: Dovecot's submission service (Debian
 //! `dovecot-core` + `dovecot-submissiond`), run in the foreground (`dovecot -F`) with its
 //! own base dir and config in a temporary directory, on a loopback port. Tokens are
 //! checked by Dovecot's `oauth2` passdb against an RFC 7662 introspection endpoint served
 //! here; Dovecot relays the accepted message to the fake SMTP server, where it must arrive
 //! byte for byte. Dovecot refuses a long `AUTH XOAUTH2 <initial response>` line
-//! (`500 5.5.2 Line too long`), so a `custom` account must use the two-step form.
+//! (`500 5.5.2 Line too long`), so a `custom` account must use the two-step form. Dovecot
+//! offers both mechanisms: `sasl = "auto"` takes OAUTHBEARER (RFC 7628) there.
 //!
 //! `.ci/run` installs Dovecot. Without it the test fails when `CI` is set, and is skipped
 //! with a note otherwise.
@@ -297,7 +298,8 @@ impl Interop {
         let (dovecot, ca_pem) =
             Dovecot::start(dir.path(), relay.port(), introspection.port, dovecot_extra);
         let sandbox = Sandbox::new();
-        let ca_file = sandbox.write_file("dovecot-ca.pem", &ca_pem);
+        // Dovecot's CA and the token endpoint's, one bundle.
+        let ca_file = sandbox.write_file("dovecot-ca.pem", &format!("{ca_pem}{}", ca.ca_pem));
         sandbox.write_config(&format!(
             "[accounts.work]\nprovider = \"{provider}\"\nemail = \"{USER}\"\n\
              smtp_host = \"127.0.0.1\"\nsmtp_port = {}\ntoken_url = \"{}\"\n\
@@ -322,6 +324,19 @@ impl Interop {
     }
 }
 
+impl Interop {
+    /// Adds `lines` to the account `work`.
+    fn account_lines(&self, lines: &str) {
+        let path = self
+            .sandbox
+            .path()
+            .join("config/oauth2-sendmail/config.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(lines);
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
 const MESSAGE: &[u8] = b"From: Alice <alice@contoso.com>\r\nTo: Bob <bob@fabrikam.example>\r\n\
 Subject: through Dovecot\r\nDate: Tue, 01 Dec 2026 11:00:00 +0000\r\n\
 Message-ID: <dovecot-1@contoso.com>\r\n\r\nHello through Dovecot.\r\n.leading dot\r\n\
@@ -342,6 +357,10 @@ fn dovecot_submission_takes_the_two_step_xoauth2_and_relays_the_message_byte_exa
         token,
         _dir,
     } = Interop::start("custom", "");
+    // `auto` would take OAUTHBEARER, which Dovecot offers too (tested below).
+    let path = sandbox.path().join("config/oauth2-sendmail/config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{config}sasl = \"xoauth2\"\n")).unwrap();
     let run = sandbox.run(&["-v", "-oi", "--", "bob@fabrikam.example"], MESSAGE);
     run.assert_never_shows(&token);
     assert_eq!(
@@ -542,4 +561,131 @@ fn no_recipient_gets_the_message_twice_from_dovecot_with_a_recipient_limit() {
     assert!(counts.len() >= 4, "{counts:?}");
     assert!(counts[1..].iter().all(|&n| n <= 20), "{counts:?}");
     assert_eq!(counts[1..].iter().sum::<usize>(), 50, "{counts:?}");
+}
+
+/// The lines of `-v` output from `C: AUTH` on, up to the `235`.
+fn auth_dialogue(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .skip_while(|l| !l.contains("C: AUTH "))
+        .take_while(|l| !l.contains("S: 235"))
+        .collect()
+}
+
+#[test]
+fn dovecot_takes_oauthbearer_in_two_steps_and_on_one_line() {
+    if !dovecot_available() {
+        return;
+    }
+    let interop = Interop::start("custom", "");
+    // `auto` on a custom server that offers OAUTHBEARER takes it; a real-sized token
+    // makes a response too long for the AUTH line (RFC 4954's 512 octets): two steps.
+    let run = interop
+        .sandbox
+        .run(&["-v", "-oi", "--", "bob@fabrikam.example"], MESSAGE);
+    run.assert_never_shows(&interop.token);
+    assert_eq!(
+        run.code,
+        0,
+        "stderr: {}\ndovecot: {}",
+        run.stderr,
+        interop.dovecot.log_text()
+    );
+    let dialogue = auth_dialogue(&run.stderr);
+    assert!(
+        dialogue[0].ends_with("C: AUTH OAUTHBEARER")
+            && dialogue.iter().any(|l| l.ends_with("C: <redacted>")),
+        "{dialogue:?}"
+    );
+    assert!(!run.stderr.contains("C: AUTH XOAUTH2"), "{}", run.stderr);
+    assert_eq!(interop.relay.deliveries().len(), 1);
+
+    // A short token fits on the AUTH line: one step.
+    let short = "short-opaque-token-for-one-line".to_owned();
+    interop
+        .idp
+        .valid_access_tokens()
+        .lock()
+        .unwrap()
+        .insert(short.clone());
+    interop.sandbox.seed_token(
+        "work",
+        &json!({"access_token": short, "expires_at": now() + 3600}),
+    );
+    let run = interop
+        .sandbox
+        .run(&["-v", "-oi", "--", "bob@fabrikam.example"], MESSAGE);
+    run.assert_never_shows(&short);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let dialogue = auth_dialogue(&run.stderr);
+    assert!(
+        dialogue[0].ends_with("C: AUTH OAUTHBEARER <redacted>"),
+        "{dialogue:?}"
+    );
+    assert_eq!(interop.relay.deliveries().len(), 2);
+    assert!(interop.introspection.seen.lock().unwrap().contains(&short));
+
+    // `check` says which mechanism the server accepted.
+    let check = interop.sandbox.run(&["check"], b"");
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check.stdout.contains("accepted OAUTHBEARER"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[test]
+fn dovecots_oauthbearer_refusal_is_the_rfc_7628_error_exchange_then_a_fresh_token_works() {
+    if !dovecot_available() {
+        return;
+    }
+    let interop = Interop::start("custom", "");
+    interop.account_lines("client_id = \"11111111-2222-3333-4444-555555555555\"\n");
+    // A cached token Dovecot's introspection does not vouch for, with a refresh token.
+    let stale = interop.idp.issue_access_token();
+    interop
+        .idp
+        .valid_access_tokens()
+        .lock()
+        .unwrap()
+        .remove(&stale);
+    let refresh = interop.idp.issue_refresh_token();
+    interop.sandbox.seed_token(
+        "work",
+        &json!({"access_token": stale, "expires_at": now() + 3600, "refresh_token": refresh}),
+    );
+    let run = interop
+        .sandbox
+        .run(&["-v", "-oi", "--", "bob@fabrikam.example"], MESSAGE);
+    for secret in [&stale, &refresh] {
+        run.assert_never_shows(secret);
+    }
+    assert_eq!(
+        run.code,
+        0,
+        "stderr: {}\ndovecot: {}",
+        run.stderr,
+        interop.dovecot.log_text()
+    );
+    // The server's JSON error in a 334, our %x01, its 535; then a fresh token succeeds.
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let error = lines
+        .iter()
+        .position(|l| l.contains("S: 334 ey"))
+        .unwrap_or_else(|| panic!("no error challenge: {}", run.stderr));
+    assert!(lines[error + 1].ends_with("C: AQ=="), "{}", run.stderr);
+    assert!(lines[error + 2].contains("S: 535"), "{}", run.stderr);
+    assert!(
+        lines[error + 2..].iter().any(|l| l.contains("S: 235")),
+        "{}",
+        run.stderr
+    );
+    let fresh = interop.idp.valid_access_tokens();
+    let seen = interop.introspection.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], stale);
+    assert!(fresh.lock().unwrap().contains(&seen[1]));
+    run.assert_never_shows(&seen[1]);
+    assert_eq!(interop.relay.deliveries().len(), 1);
 }

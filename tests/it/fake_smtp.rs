@@ -209,9 +209,11 @@ impl Behaviour {
     }
 }
 
-/// One AUTH XOAUTH2 attempt, decoded.
+/// One AUTH XOAUTH2 or OAUTHBEARER attempt, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthAttempt {
+    /// `XOAUTH2` or `OAUTHBEARER`.
+    pub mechanism: String,
     pub user: String,
     pub token: String,
     pub accepted: bool,
@@ -444,6 +446,15 @@ impl Conn {
         matches!(self.stream, Stream::Tls(_))
     }
 
+    /// The port the client connected to (OAUTHBEARER's `port=` must name it).
+    fn local_port(&self) -> u16 {
+        match &self.stream {
+            Stream::Plain(tcp) => tcp.local_addr().map_or(0, |a| a.port()),
+            Stream::Tls(tls) => tls.get_ref().0.local_addr().map_or(0, |a| a.port()),
+            Stream::Gone => 0,
+        }
+    }
+
     async fn run(&mut self) -> Io<()> {
         if self.b().silent {
             // Hold the connection open without a word until the client gives up.
@@ -589,7 +600,8 @@ impl Conn {
         }
         let mut words = arg.split(' ');
         let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
-        if mechanism != "XOAUTH2" || !b.auth_mechanisms.iter().any(|m| m == "XOAUTH2") {
+        let known = mechanism == "XOAUTH2" || mechanism == "OAUTHBEARER";
+        if !known || !b.auth_mechanisms.contains(&mechanism) {
             return self
                 .reply("504 5.7.4 Unrecognized authentication type")
                 .await;
@@ -606,7 +618,13 @@ impl Conn {
             self.note_command("");
             (line, false)
         };
-        let Some((user, token)) = decode_xoauth2(&payload) else {
+        let port = self.local_port();
+        let decoded = if mechanism == "XOAUTH2" {
+            decode_xoauth2(&payload)
+        } else {
+            decode_oauthbearer(&payload, port)
+        };
+        let Some((user, token)) = decoded else {
             return self.reply("501 5.5.2 Cannot decode response").await;
         };
         let accepted = (b.accept)(&user, &token);
@@ -616,6 +634,7 @@ impl Conn {
             .unwrap()
             .auth_attempts
             .push(AuthAttempt {
+                mechanism: mechanism.clone(),
                 user,
                 token,
                 accepted,
@@ -630,6 +649,29 @@ impl Conn {
                 }
                 None => self.reply("235 2.7.0 Authentication successful").await,
             };
+        }
+        if mechanism == "OAUTHBEARER" {
+            // RFC 7628 §3.2.2: the error as base64 JSON in a 334; the client must answer
+            // a single %x01 before the final reply (anything else is a protocol error).
+            let json = format!(
+                r#"{{"status":"invalid_token","schemes":"bearer","scope":"mail","port":"{port}"}}"#
+            );
+            let challenge = base64::engine::general_purpose::STANDARD.encode(json);
+            self.reply(&format!("334 {challenge}")).await?;
+            let Some(line) = self.read_line().await? else {
+                return Ok(());
+            };
+            let line = String::from_utf8_lossy(&line).into_owned();
+            self.log(format!("C: {line}"));
+            self.note_command("");
+            if line != "AQ==" {
+                return self
+                    .reply("501 5.5.2 Expected the %x01 response to the error")
+                    .await;
+            }
+            return self
+                .reply("535 5.7.8 Authentication credentials invalid")
+                .await;
         }
         if b.challenge_on_failure {
             let json = r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#;
@@ -960,6 +1002,31 @@ fn parse_path(arg: &str, prefix: &str) -> Option<(String, Vec<String>)> {
 }
 
 /// `base64("user=U\x01auth=Bearer T\x01\x01")` → (U, T).
+/// RFC 7628 §3.1, strictly: `n,a=USER,` then `host=…`, `port=PORT` (this server's) and
+/// `auth=Bearer TOKEN`, each ended by %x01, and a final %x01.
+fn decode_oauthbearer(b64: &str, port: u16) -> Option<(String, String)> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let rest = text.strip_prefix("n,a=")?;
+    let (user, rest) = rest.split_once(",\x01")?;
+    let user = user.replace("=2C", ",").replace("=3D", "=");
+    let pairs = rest.strip_suffix("\x01\x01")?;
+    let mut host = None;
+    let mut seen_port = None;
+    let mut token = None;
+    for pair in pairs.split('\x01') {
+        let (key, value) = pair.split_once('=')?;
+        match key {
+            "host" => host = Some(value.to_owned()),
+            "port" => seen_port = value.parse::<u16>().ok(),
+            "auth" => token = Some(value.strip_prefix("Bearer ")?.to_owned()),
+            _ => return None,
+        }
+    }
+    (host.is_some_and(|h| !h.is_empty()) && seen_port == Some(port)).then_some(())?;
+    Some((user, token?))
+}
+
 fn decode_xoauth2(b64: &str) -> Option<(String, String)> {
     let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let text = String::from_utf8(raw).ok()?;
