@@ -24,8 +24,9 @@ pub async fn open(account: &AccountSettings, verbose: bool) -> Result<Transport>
             Ok(s) => Ok(Transport::Smtp(s)),
             Err(e) if transport::is_smtp_auth_disabled(&e) => {
                 if verbose {
-                    eprintln!(
-                        "-- SMTP AUTH is disabled (5.7.139): sending through Microsoft Graph"
+                    crate::stderr::transcript(
+                        crate::stderr::Mark::Note,
+                        "SMTP AUTH is disabled (5.7.139): sending through Microsoft Graph",
                     );
                 }
                 transport::remember_graph(&account.name, &e);

@@ -21,6 +21,9 @@ pub enum Phase {
     Data,
     /// The reply after the end of the message data.
     Message,
+    /// An HTTP request (Microsoft Graph) whose body had not all left, or whose answer
+    /// cannot mean the message was sent.
+    Request,
 }
 
 impl Phase {
@@ -36,6 +39,7 @@ impl Phase {
             Phase::Rcpt => "at RCPT TO",
             Phase::Data => "at DATA",
             Phase::Message => "after the message data",
+            Phase::Request => "during the request",
         }
     }
 }

@@ -409,7 +409,11 @@ impl<'a> Flusher<'a> {
             let tried = match config
                 .account(name)
                 .and_then(|a| provider::resolve(name, a))
-            {
+                .map(|mut a| {
+                    // Graph's copy writes cron's `To: root` as its alias.
+                    a.aliases = crate::plan::expanded_aliases(config);
+                    a
+                }) {
                 Ok(settings) => runtime.block_on(self.account(&settings, &due, None)),
                 Err(e) => self.temporary_all(&due, &e.for_account(name)),
             };

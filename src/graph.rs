@@ -15,7 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use bytes::Bytes;
+
+mod body;
+mod large;
 
 use crate::error::{Error, GraphRefusal, Kind, Phase, Result};
 use crate::message::Message;
@@ -23,6 +26,7 @@ use crate::oauth::{self, AccessToken};
 use crate::provider::{AccountSettings, GraphSettings};
 use crate::smtp::Envelope;
 use crate::spool::Payload;
+use body::Streamed;
 
 /// Graph refuses a request above 4 MB (its REST request limit); the base64 body is what
 /// counts. Checked before the upload, so nothing is sent that cannot succeed.
@@ -30,11 +34,17 @@ pub const MAX_REQUEST_BYTES: usize = 4_000_000;
 /// Graph's error bodies are small JSON objects; more than this is not read (a proxy's
 /// page, or a hostile server).
 pub const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Graph's answers that carry a resource (a draft echoes its body) are read up to this.
+pub const MAX_ANSWER_BODY: usize = 16 * 1024 * 1024;
 /// Connecting (TCP and TLS) gives up after this long, as for the token endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// No byte from Graph for this long while uploading or waiting for the answer: give up.
-/// Longer than the token endpoint's: a 3 MB upload on a slow line takes a while.
-const READ_TIMEOUT: Duration = Duration::from_mins(1);
+/// No byte of the request moved for this long (uploading), or no answer this long after
+/// the last byte: give up. Idle time, not total time: a 3 MB upload on a slow line takes
+/// minutes and is fine as long as it moves.
+const IDLE_TIMEOUT: Duration = Duration::from_mins(1);
+/// An answer's body (after its status) is read for at most this long in all: an error
+/// page that trickles a byte at a time does not hold the message up.
+const ANSWER_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An open Graph client for one account: one HTTP/2 connection, reused for every message.
 pub struct Client {
@@ -99,35 +109,47 @@ impl Client {
             .await
             .map(drop)
             .map_err(|e| {
-                network(&e)
+                network(&e, false)
                     .for_account(&self.account.name)
                     .at_server(&self.host)
             })
     }
 
-    /// Sends one message as Graph wants it; `202 Accepted` is success.
+    /// Sends one message as Graph wants it; `202 Accepted` is success. Above Graph's
+    /// request limit the message goes as a draft with its large attachments uploaded
+    /// apart ([`large`]).
     pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
-        // Too large already before the Bcc field is added: refused without reading it.
-        let size = message.len();
-        if size > MAX_REQUEST_BYTES as u64 || base64_len(size as usize) > MAX_REQUEST_BYTES {
-            return Err(Kind::TooLarge {
-                size,
-                limit: (MAX_REQUEST_BYTES / 4 * 3) as u64,
-            }
-            .into());
-        }
+        // The one copy in memory: Graph's request bodies are made from it.
         let whole = message
             .to_vec()
             .map_err(|e| Error::io(format!("cannot read the message to send: {e}")))?;
-        let mime = for_graph(envelope, &[&whole])?;
-        drop(whole);
-        if base64_len(mime.len()) > MAX_REQUEST_BYTES {
-            return Err(Kind::TooLarge {
-                size: mime.len() as u64,
-                limit: (MAX_REQUEST_BYTES / 4 * 3) as u64,
-            }
-            .into());
+        if base64_len(whole.len()) > MAX_REQUEST_BYTES {
+            // A file too large for Graph is refused before anything else is done.
+            large::refuse_oversized(&[&whole])?;
         }
+        let mime = for_graph(envelope, whole, &self.account.aliases)?;
+        self.wait_for_throttling()?;
+        self.renew_if_expiring().await?;
+        if base64_len(mime.len()) > MAX_REQUEST_BYTES {
+            return large::send(self, mime).await;
+        }
+        let mime = Bytes::from(mime);
+        let url = self.url.clone();
+        let answer = self
+            .authorized(Request::post(&url, "text/plain", Some(Body::Base64(mime))))
+            .await
+            .map_err(|e| e.at_server(&self.host))?;
+        if (200..300).contains(&answer.status) {
+            return Ok(Receipt {
+                status: answer.status,
+                request_id: answer.request_id,
+            });
+        }
+        Err(self.refusal(&answer, "Mail.Send"))
+    }
+
+    /// A still-throttled account's next message gets the same temporary answer.
+    pub(crate) fn wait_for_throttling(&mut self) -> Result<()> {
         if let Some((until, status, _)) = self.throttled {
             let left = until.saturating_duration_since(Instant::now());
             if !left.is_zero() {
@@ -135,52 +157,111 @@ impl Client {
             }
             self.throttled = None;
         }
-        // A long queue flush can outlast the token it started with.
+        Ok(())
+    }
+
+    /// A long queue flush can outlast the token it started with.
+    async fn renew_if_expiring(&mut self) -> Result<()> {
         if self.token.expires_at <= crate::clock::now() + oauth::MIN_VALIDITY {
             self.token = oauth::graph_token(&self.account, None).await?;
         }
-        let body = base64::engine::general_purpose::STANDARD.encode(&mime);
-        drop(mime);
-        let mut answer = self.post(&body).await?;
-        if answer.status == 401 && !self.token.fresh {
-            // The cached token may have been revoked: a new one (not this one), once more.
-            self.token = oauth::graph_token(&self.account, Some(&self.token.secret)).await?;
-            answer = self.post(&body).await?;
-        }
-        if (200..300).contains(&answer.status) {
-            return Ok(Receipt {
-                status: answer.status,
-                request_id: answer.request_id,
-            });
-        }
-        let error = self.refusal(&answer);
-        if let Some(secs) = answer.retry_after {
-            self.throttled = Some((
-                Instant::now() + Duration::from_secs(secs),
-                answer.status,
-                secs,
-            ));
-        }
-        Err(error)
+        Ok(())
     }
 
-    async fn post(&self, body: &str) -> Result<Answer> {
+    /// `{graph_url}/v1.0/me`, or `/v1.0/users/{email}` app-only: the mailbox's resources.
+    pub(crate) fn mailbox_url(&self) -> String {
+        self.url
+            .strip_suffix("/sendMail")
+            .unwrap_or(&self.url)
+            .to_owned()
+    }
+
+    /// The request with the bearer token; a `401` to a token from the cache renews it
+    /// (not that one) and asks once more.
+    pub(crate) async fn authorized(&mut self, request: Request<'_>) -> Result<Answer> {
+        let mut answer = self.exchange(&request, true).await?;
+        if answer.status == 401 && !self.token.fresh {
+            self.token = oauth::graph_token(&self.account, Some(&self.token.secret)).await?;
+            answer = self.exchange(&request, true).await?;
+        }
+        Ok(answer)
+    }
+
+    /// One request (with the bearer token when `authorized`), its answer read in bounded
+    /// size and time; a failure is classified by how far the request got.
+    pub(crate) async fn exchange(&self, request: &Request<'_>, authorized: bool) -> Result<Answer> {
+        let progress = body::Progress::new();
+        let (body, length) = match &request.body {
+            Some(Body::Base64(data)) => {
+                let b = Streamed::new(data.clone(), true, progress.clone());
+                let n = b.len();
+                (Some(b.into_body()), n)
+            }
+            Some(Body::Raw(data)) => {
+                let b = Streamed::new(data.clone(), false, progress.clone());
+                let n = b.len();
+                (Some(b.into_body()), n)
+            }
+            None => (None, 0),
+        };
         if self.verbose {
-            eprintln!(
-                "-> POST {} (Authorization: Bearer <redacted>, Content-Type: text/plain, {} bytes)",
-                self.url,
-                body.len()
+            crate::stderr::transcript(
+                crate::stderr::Mark::Request,
+                &format!(
+                    "{} {} ({}{}, {length} bytes)",
+                    request.method,
+                    shown_url(request.url),
+                    if authorized {
+                        "Authorization: Bearer <redacted>"
+                    } else {
+                        "pre-authenticated URL, no Authorization"
+                    },
+                    request
+                        .content_type
+                        .map(|c| format!(", Content-Type: {c}"))
+                        .unwrap_or_default(),
+                ),
             );
         }
-        let response = self
+        let mut builder = self
             .http
-            .post(&self.url)
-            .bearer_auth(&self.token.secret)
-            .header(reqwest::header::CONTENT_TYPE, "text/plain")
-            .body(body.to_owned())
-            .send()
-            .await
-            .map_err(|e| network(&e))?;
+            .request(request.method.clone(), request.url)
+            .header(reqwest::header::CONTENT_LENGTH, length);
+        if authorized {
+            builder = builder.bearer_auth(&self.token.secret);
+        }
+        if let Some(c) = request.content_type {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, c);
+        }
+        for (name, value) in &request.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(body) = body {
+            builder = builder.body(body);
+        }
+        let sent = body::idle_limited(builder.send(), &progress, IDLE_TIMEOUT).await;
+        // Whether the request that sends has gone whole (a bodiless one: once asked).
+        let left = || request.final_step && (request.body.is_none() || progress.all_sent());
+        let response = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(network(&e, left())),
+            Err(stalled) => {
+                let phase = if left() {
+                    Phase::Message
+                } else {
+                    Phase::Request
+                };
+                return Err(Error::network(
+                    phase,
+                    format!("nothing moved for {} s", stalled.0.as_secs()),
+                ));
+            }
+        };
+        Ok(self.read_answer(response).await)
+    }
+
+    /// Status, the headers that matter, and the body read in bounded size and time.
+    async fn read_answer(&self, response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -193,43 +274,63 @@ impl Client {
         let retry_after =
             header("retry-after").and_then(|v| retry_after(&v, std::time::SystemTime::now()));
         if self.verbose {
-            eprintln!(
-                "<- {:?} {status}{}",
-                response.version(),
-                request_id
-                    .as_deref()
-                    .map(|r| format!(" request-id {r}"))
-                    .unwrap_or_default()
+            crate::stderr::transcript(
+                crate::stderr::Mark::Response,
+                &format!(
+                    "{:?} {status}{}",
+                    response.version(),
+                    request_id
+                        .as_deref()
+                        .map(|r| format!(" request-id {r}"))
+                        .unwrap_or_default()
+                ),
             );
         }
-        let body = if (200..300).contains(&status) {
-            Vec::new()
+        let limit = if (200..300).contains(&status) {
+            MAX_ANSWER_BODY
         } else {
-            // Bounded like every answer; one too large to read says no more than its status.
-            crate::oauth::grants::read_body(response, MAX_ERROR_BODY)
-                .await
-                .unwrap_or_default()
+            MAX_ERROR_BODY
         };
-        Ok(Answer {
+        // Bounded in size and in time, like every answer: one too large or too slow to
+        // read says no more than its status.
+        let body = tokio::time::timeout(
+            ANSWER_BODY_TIMEOUT,
+            crate::oauth::grants::read_body(response, limit),
+        )
+        .await
+        .ok()
+        .and_then(std::result::Result::ok)
+        .unwrap_or_default();
+        Answer {
             status,
             request_id,
             retry_after,
             body,
-        })
+        }
     }
 
-    /// Graph's refusal as an error: its `error.code` and message, and what to do.
-    fn refusal(&self, answer: &Answer) -> Error {
+    /// Graph's refusal as an error: its `error.code` and message, and what to do
+    /// (`permission`: what a 403 lacks). A `Retry-After` also holds back this client's
+    /// later messages.
+    pub(crate) fn refusal(&mut self, answer: &Answer, permission: &str) -> Error {
         let (code, message) = error_fields(&answer.body);
         let name = &self.account.name;
         let hint = match answer.status {
+            401 if message.contains("Invalid audience") => Some(audience_hint(&self.account)),
             401 => Some(format!(
                 "the Graph token was refused: run `oauth2-sendmail login {name}`"
             )),
-            403 => Some(permission_hint(&self.account)),
+            403 => Some(permission_hint(&self.account, permission)),
             413 => Some("the message is larger than Microsoft Graph accepts".to_owned()),
             _ => None,
         };
+        if let Some(secs) = answer.retry_after {
+            self.throttled = Some((
+                Instant::now() + Duration::from_secs(secs),
+                answer.status,
+                secs,
+            ));
+        }
         Error::from(Kind::Graph(Box::new(GraphRefusal {
             status: answer.status,
             code,
@@ -242,12 +343,63 @@ impl Client {
     }
 }
 
-/// What Graph answered to one POST.
-struct Answer {
-    status: u16,
-    request_id: Option<String>,
-    retry_after: Option<u64>,
-    body: Vec<u8>,
+/// What a request sends: bytes as they are (an upload range), or base64-encoded as it
+/// streams (a MIME message).
+#[derive(Clone)]
+pub(crate) enum Body {
+    Raw(Bytes),
+    Base64(Bytes),
+}
+
+/// One request to Graph or to an upload URL.
+pub(crate) struct Request<'a> {
+    pub method: reqwest::Method,
+    pub url: &'a str,
+    pub content_type: Option<&'static str>,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Body>,
+    /// The request that makes Graph send (`sendMail`, `…/send`): once its body has left, a
+    /// lost answer may hide a sent message. A lost answer to any other request cannot.
+    pub final_step: bool,
+}
+
+impl<'a> Request<'a> {
+    /// A `POST` of `body` that sends the message (`sendMail`).
+    pub fn post(url: &'a str, content_type: &'static str, body: Option<Body>) -> Request<'a> {
+        Request {
+            method: reqwest::Method::POST,
+            url,
+            content_type: Some(content_type),
+            headers: Vec::new(),
+            body,
+            final_step: true,
+        }
+    }
+
+    /// A request that does not send the message (a draft, an attachment, a range).
+    pub fn step(
+        method: reqwest::Method,
+        url: &'a str,
+        content_type: Option<&'static str>,
+        body: Option<Body>,
+    ) -> Request<'a> {
+        Request {
+            method,
+            url,
+            content_type,
+            headers: Vec::new(),
+            body,
+            final_step: false,
+        }
+    }
+}
+
+/// What Graph answered to one request.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub request_id: Option<String>,
+    pub retry_after: Option<u64>,
+    pub body: Vec<u8>,
 }
 
 /// Graph's acceptance of one message.
@@ -288,8 +440,9 @@ fn throttled(status: u16, secs: u64) -> Error {
     })))
 }
 
-/// 403 `ErrorAccessDenied`: the token has no `Mail.Send`, or the app no consent.
-fn permission_hint(account: &AccountSettings) -> String {
+/// 403 `ErrorAccessDenied`: the token lacks `permission` (`Mail.Send`; `Mail.ReadWrite`
+/// for a draft), or the app has no consent.
+fn permission_hint(account: &AccountSettings, permission: &str) -> String {
     let consent = account
         .oauth
         .client_id
@@ -304,20 +457,75 @@ fn permission_hint(account: &AccountSettings) -> String {
         "the delegated permission"
     };
     format!(
-        "the app may not send mail as {}: grant it {kind} Mail.Send of Microsoft Graph ({graph}) \
+        "the app may not {} as {}: grant it {kind} {permission} of Microsoft Graph ({graph}) \
          and have an administrator consent{consent}, then run `oauth2-sendmail login {}`",
-        account.email, account.name
+        if permission == "Mail.Send" {
+            "send mail"
+        } else {
+            "write drafts (a message above 4 MB goes as a draft)"
+        },
+        account.email,
+        account.name
     )
 }
 
+/// 401 "Invalid audience": the token was issued for another resource than this Graph.
+/// Says which audience was asked for and which setting decides it; a login would not help.
+fn audience_hint(account: &AccountSettings) -> String {
+    let Some(graph) = account.graph.as_ref() else {
+        return String::new();
+    };
+    let asked = if account.oauth.resource.is_some() {
+        format!(
+            "resource {}",
+            audience_of(&graph.scopes).unwrap_or(&graph.url)
+        )
+    } else {
+        format!("scopes `{}`", graph.scopes.join(" "))
+    };
+    let key = if account.config.graph_scopes.is_some() {
+        "`graph_scopes`"
+    } else {
+        "`graph_url` (the default scopes follow its origin)"
+    };
+    format!(
+        "the Graph token was issued for {asked}, which {} does not accept; {key} sets it: \
+         make `graph_url` and `graph_scopes` name the same cloud",
+        graph.url
+    )
+}
+
+/// The resource a list of v2 scopes names: `https://host` of `https://host/Mail.Send`.
+fn audience_of(scopes: &[String]) -> Option<&str> {
+    scopes.iter().find_map(|s| {
+        let rest = s.strip_prefix("https://")?;
+        let host_end = rest.find('/')?;
+        Some(&s[..8 + host_end])
+    })
+}
+
 /// The copy of the message handed to Graph, which reads the recipients from the headers:
-/// envelope recipients that no `To`/`Cc` names are added in one `Bcc` field (Graph never
-/// shows Bcc to the recipients), and a `To`/`Cc` address outside the envelope is refused
-/// (exit 65, naming it), because Graph would deliver to it. Bare local names in the headers
-/// (cron's `To: root`) are not addresses Graph delivers to and are left alone.
-pub fn for_graph(envelope: &Envelope, message: &[&[u8]]) -> Result<Vec<u8>> {
-    let raw = message.concat();
-    let parsed = Message::from_bytes(raw)?;
+/// a bare local name in `To`/`Cc` (cron's `To: root`, which Graph refuses) is written as its
+/// `[aliases]` addresses (`aliases`: lower-case name or `*` → addresses); envelope
+/// recipients that no `To`/`Cc` names are added in one `Bcc` field (Graph never shows Bcc
+/// to the recipients), and a `To`/`Cc` address outside the envelope is refused (exit 65,
+/// naming it), because Graph would deliver to it.
+/// `message` (the whole message in one buffer) becomes the copy: no second one is made.
+pub fn for_graph(
+    envelope: &Envelope,
+    message: Vec<u8>,
+    aliases: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Vec<u8>> {
+    let mut parsed = Message::from_bytes(message)?;
+    let resolve = |name: &str| {
+        aliases
+            .get(&name.to_ascii_lowercase())
+            .or_else(|| aliases.get("*"))
+            .cloned()
+    };
+    if let Some(rewritten) = parsed.with_local_names_resolved(&["To", "Cc"], &resolve)? {
+        parsed = Message::from_bytes(rewritten)?;
+    }
     let listed = parsed.addresses_in(&["To", "Cc", "Bcc"])?;
     let in_envelope = |a: &str| {
         envelope
@@ -342,7 +550,7 @@ pub fn for_graph(envelope: &Envelope, message: &[&[u8]]) -> Result<Vec<u8>> {
         .filter(|r| !listed.iter().any(|m| m.address.eq_ignore_ascii_case(r)))
         .map(String::as_str)
         .collect();
-    let mut raw = message.concat();
+    let mut raw = parsed.into_bytes();
     if hidden.is_empty() {
         return Ok(raw);
     }
@@ -361,7 +569,9 @@ pub fn for_graph(envelope: &Envelope, message: &[&[u8]]) -> Result<Vec<u8>> {
         field.extend_from_slice(address.as_bytes());
     }
     field.extend_from_slice(eol);
-    // At the top: the field order of a header block carries no meaning for Bcc.
+    // At the top: the field order of a header block carries no meaning for Bcc. Reserved
+    // first so the message is moved (or its allocation grown in place), not copied twice.
+    raw.reserve_exact(field.len());
     raw.splice(0..0, field);
     Ok(raw)
 }
@@ -377,10 +587,7 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<u64> {
     Some(at.duration_since(now).map_or(0, |d| d.as_secs()))
 }
 
-/// The length of `n` bytes in padded base64.
-fn base64_len(n: usize) -> usize {
-    n.div_ceil(3) * 4
-}
+use crate::mime_split::base64_len;
 
 /// `error.code` and `error.message` of Graph's error JSON; the status text otherwise.
 fn error_fields(body: &[u8]) -> (String, String) {
@@ -403,24 +610,34 @@ fn error_fields(body: &[u8]) -> (String, String) {
 async fn warm_up(http: &reqwest::Client, base: &str, verbose: bool) {
     let url = format!("{base}/v1.0/");
     if verbose {
-        eprintln!("-> HEAD {url} (connection set-up while the token is renewed)");
+        crate::stderr::transcript(
+            crate::stderr::Mark::Request,
+            &format!("HEAD {url} (connection set-up while the token is renewed)"),
+        );
     }
     if let Ok(r) = http.head(&url).send().await
         && verbose
     {
-        eprintln!("<- {:?} {}", r.version(), r.status().as_u16());
+        crate::stderr::transcript(
+            crate::stderr::Mark::Response,
+            &format!("{:?} {}", r.version(), r.status().as_u16()),
+        );
     }
 }
 
-/// A network failure talking to Graph. Connecting (TCP, TLS) failed: nothing was sent, a
-/// passing failure (`Class::Transient`). Anything later: the request may have reached
-/// Graph, which may have accepted the message (phase `Message`: `Class::Uncertain`, "may
-/// have been delivered", as for SMTP after the end of the data).
-fn network(e: &reqwest::Error) -> Error {
+/// A network failure talking to Graph. A certificate that does not verify is the
+/// server's fault and no retry cures it (76, as for SMTP). A request that failed before its
+/// body had all left (`sent`) sent nothing that could act: a passing failure
+/// (`Class::Transient`). Only after the whole body of the request that sends has left may
+/// Graph have accepted the message (phase `Message`: `Class::Uncertain`, "may have been
+/// delivered", as for SMTP after the end of the data).
+fn network(e: &reqwest::Error, sent: bool) -> Error {
     let phase = if e.is_connect() {
         Phase::Connect
-    } else {
+    } else if sent {
         Phase::Message
+    } else {
+        Phase::Request
     };
     // The causes, not reqwest's own line (which repeats the URL).
     let mut parts: Vec<String> = Vec::new();
@@ -442,7 +659,19 @@ fn network(e: &reqwest::Error) -> Error {
             .to_owned(),
         );
     }
+    if let Some(certificate) = Error::certificate_in("Microsoft Graph", e) {
+        return certificate;
+    }
     Error::network(phase, parts.join(": ").replace(['\r', '\n'], " "))
+}
+
+/// A URL as `-v` shows it: an upload URL carries its authorization in the query
+/// (`?authtoken=…`), which is a secret like the bearer token.
+fn shown_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((path, _)) => format!("{path}?<redacted>"),
+        None => url.to_owned(),
+    }
 }
 
 /// `graph.microsoft.com` of `https://graph.microsoft.com/…`.
@@ -472,7 +701,6 @@ fn http_client(
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
         .user_agent(concat!("oauth2-sendmail/", env!("CARGO_PKG_VERSION")))
         .tls_backend_preconfigured(tls)
         .build()
@@ -492,7 +720,9 @@ mod tests {
     }
 
     fn graph_copy(rcpts: &[&str], msg: &str) -> Result<String> {
-        for_graph(&envelope(rcpts), &[msg.as_bytes()]).map(|v| String::from_utf8(v).unwrap())
+        let aliases = [("root".to_owned(), vec!["ops@contoso.com".to_owned()])].into();
+        for_graph(&envelope(rcpts), msg.as_bytes().to_vec(), &aliases)
+            .map(|v| String::from_utf8(v).unwrap())
     }
 
     #[test]
@@ -516,11 +746,18 @@ mod tests {
         let e = graph_copy(&["b@x.example"], msg).unwrap_err();
         assert_eq!(e.exit_code(), 65);
         assert!(e.to_string().contains("<eve@x.example>"), "{e}");
-        // A bare local name (cron's `To: root`) is not an address and is left alone.
-        let cron = "To: root\r\n\r\nbody\r\n";
+        // A bare local name (cron's `To: root`) is written as its alias: Graph refuses
+        // `root`. The other fields and the body stay as they were.
+        let cron = "Subject: cron\r\nTo: root, Bob <b@x.example>\r\n\r\nbody\r\n";
         assert_eq!(
-            graph_copy(&["ops@contoso.com"], cron).unwrap(),
-            format!("Bcc: ops@contoso.com\r\n{cron}")
+            graph_copy(&["ops@contoso.com", "b@x.example"], cron).unwrap(),
+            "Subject: cron\r\nTo: ops@contoso.com, \"Bob\" <b@x.example>\r\n\r\nbody\r\n"
+        );
+        // A name without an alias stays (Graph then says what it thinks of it).
+        let other = "To: nobody\r\n\r\nbody\r\n";
+        assert_eq!(
+            graph_copy(&["ops@contoso.com"], other).unwrap(),
+            format!("Bcc: ops@contoso.com\r\n{other}")
         );
     }
 
@@ -589,6 +826,14 @@ mod tests {
             "202 Accepted by Microsoft Graph (request-id abc)"
         );
         assert_eq!(host_of("https://127.0.0.1:4443"), "127.0.0.1:4443");
+        assert_eq!(
+            shown_url("https://outlook.office.com/api/v2.0/AttachmentSessions('s')?authtoken=eyJ0"),
+            "https://outlook.office.com/api/v2.0/AttachmentSessions('s')?<redacted>"
+        );
+        assert_eq!(
+            shown_url("https://g.example/v1.0/me"),
+            "https://g.example/v1.0/me"
+        );
         assert_eq!(
             host_of("https://graph.microsoft.com"),
             "graph.microsoft.com"

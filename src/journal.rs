@@ -87,10 +87,9 @@ impl Journal {
             let key = format!("log-unwritable {}", path.display());
             // Nothing remembered (no usable state folder): silence; `status` still says it.
             if crate::throttle::first_in(&key, TROUBLE_PERIOD_SECS) == Some(true) {
-                eprintln!(
-                    "oauth2-sendmail: logfile: {e} (said once a day; `oauth2-sendmail status` \
-                     shows it)"
-                );
+                crate::stderr::line(&format!(
+                    "logfile: {e} (said once a day; `oauth2-sendmail status` shows it)"
+                ));
             }
         }
     }

@@ -34,6 +34,9 @@
 //! | `deliver` | one account's transport: SMTP (token and connection at once, auth with retry) or Graph, by `transport`; `auto`'s decision (`deliver::open`) |
 //! | `transport` | the seam callers use: `send` and `close`, over an SMTP session or a Graph client; `auto`'s memory |
 //! | `graph` | Microsoft Graph `sendMail`: the copy that carries the envelope, the HTTP/2 client, its outcomes |
+//! | `graph::large` | Graph above its 4 MB request limit: a draft, attachments and upload sessions, then send |
+//! | `graph::body` | Graph request bodies that stream (base64 on the way) and their idle time limit |
+//! | `mime_split` | a MIME message less its largest attachments, every other byte kept |
 //! | `queue` | the durable queue on disk: enqueue (fsync), list, defer, fail, remove; the due index |
 //! | `maildrop` | other users' messages for the system account: the drop (any user) and the pickup (root's checks) |
 //! | `flush` | sending the queue: one session per account, oldest first, backoff; `-q` renews idle refresh tokens; the listing of `mailq`/`queue list` (`flush::listing`) |
@@ -51,6 +54,7 @@
 //! | `error` | one error type → the stderr line, the exit code, the failure class |
 //! | `runtime` | the single-threaded async runtime every network step runs on |
 //! | `stdout` | what a command answers, written to stdout (a failed write is an error) |
+//! | `stderr` | the one door to stderr: the prefix, scrubbed, escaped and cut lines; the `-v` transcript |
 //!
 //! Rules that hold everywhere: nothing is printed on success in sendmail mode; a token is
 //! only sent after TLS is up and verified; no token, refresh token, password or secret ever
@@ -70,6 +74,7 @@ mod maildrop;
 mod manage;
 mod manual;
 mod message;
+mod mime_split;
 mod notice;
 mod notify;
 mod oauth;
@@ -88,6 +93,7 @@ mod setup;
 mod smtp;
 mod spool;
 mod status;
+mod stderr;
 mod stdout;
 mod throttle;
 mod tls;
@@ -124,9 +130,6 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 
-/// Longest error line printed (characters).
-const MAX_ERROR_LINE: usize = 2000;
-
 fn main() -> ExitCode {
     // One TLS provider for the process: reqwest and tokio-rustls share it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -145,7 +148,7 @@ fn main() -> ExitCode {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad command line");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("oauth2-sendmail: {first} (see --help)");
+            stderr::line(&format!("{first} (see --help)"));
             return ExitCode::from(error::EX_USAGE);
         }
     };
@@ -172,10 +175,7 @@ fn main() -> ExitCode {
             if !matches!(e.kind, error::Kind::Reported(_)) {
                 // The last guard on every error line: no secret, no control character,
                 // no megabyte of echoed input.
-                eprintln!(
-                    "oauth2-sendmail: {}",
-                    scrub::for_output(&e.to_string(), MAX_ERROR_LINE)
-                );
+                stderr::line(&e.to_string());
             }
             ExitCode::from(e.exit_code())
         }

@@ -99,17 +99,19 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     if let Some(client_id) = &done.client_id_from_file {
         // The imported token only works with the client it was issued to: keep it.
         setup::set_client_id(&config.path, name, client_id)?;
-        eprintln!(
-            "oauth2-sendmail: account {name}: client_id = \"{client_id}\" from the token file \
-             added to {}",
-            config.path.display()
+        crate::stderr::account(
+            name,
+            &format!(
+                "client_id = \"{client_id}\" from the token file added to {}",
+                config.path.display()
+            ),
         );
     }
     if !done.has_refresh_token && account.oauth.flow != Flow::ClientCredentials {
-        eprintln!(
-            "oauth2-sendmail: account {}: warning: no refresh token was issued (is offline_access \
-             among the scopes?): a new login is needed when the access token expires",
-            account.name
+        crate::stderr::account(
+            &account.name,
+            "warning: no refresh token was issued (is offline_access among the scopes?): \
+             a new login is needed when the access token expires",
         );
     }
     let who =
@@ -125,13 +127,17 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     if was_sealed == Some(true) && account.config.token_store == crate::config::TokenStoreKind::File
     {
         // Moving back from the keyring: the key left there protects nothing now.
-        eprintln!(
-            "oauth2-sendmail: account {n}: the tokens are now in a plain token file \
-             (token_store = \"file\"); the key the keyring still holds for them can be removed: \
-             secret-tool clear application oauth2-sendmail account {n}",
-            n = account.name
+        crate::stderr::account(
+            &account.name,
+            &format!(
+                "the tokens are now in a plain token file (token_store = \"file\"); the key \
+                 the keyring still holds for them can be removed: secret-tool clear \
+                 application oauth2-sendmail account {}",
+                account.name
+            ),
         );
     }
+    renew_graph_after_login(&account)?;
     print(&format!(
         "account {}: {who}; access token valid until {}\n",
         account.name,
@@ -145,6 +151,25 @@ fn sealed_by_keyring(account: &AccountSettings) -> Option<bool> {
     let store = TokenStore::new(account).ok()?;
     let raw = std::fs::read(store.path()).ok()?;
     Some(crate::keyring::seal::is_sealed(&raw))
+}
+
+/// After a login, an account that sends through Graph gets a new Graph token too: a stale
+/// one (for another audience or scopes, or from before a consent) would otherwise outlive
+/// the login that was meant to cure it. A failure is one warning line: the login itself
+/// (the refresh token) stands.
+fn renew_graph_after_login(account: &AccountSettings) -> Result<()> {
+    if account.config.transport == crate::config::TransportKind::Smtp || account.graph.is_none() {
+        return Ok(());
+    }
+    TokenStore::new(account)?.graph().remove()?;
+    let runtime = crate::runtime::single_threaded()?;
+    if let Err(e) = runtime.block_on(oauth::graph_token(account, None)) {
+        crate::stderr::account(
+            &account.name,
+            &format!("warning: no Microsoft Graph token yet: {e}"),
+        );
+    }
+    Ok(())
 }
 
 /// After a login: the account's queued messages go now; one line says how many.
@@ -168,7 +193,11 @@ fn flush_after_login(config: &Config, account: &AccountSettings) -> Result<()> {
         if tried == 1 { "" } else { "s" }
     );
     for line in report.lines().filter(|l| !l.contains(": sent: ")) {
-        let _ = writeln!(text, "  {}", crate::scrub::for_output(line, 2000));
+        let _ = writeln!(
+            text,
+            "  {}",
+            crate::scrub::for_output(line, crate::stderr::MAX_LINE)
+        );
     }
     print(&text)
 }
@@ -299,7 +328,7 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
             let mut text = String::new();
             for line in report.lines().chain(report.logins()) {
                 // The server's words, made safe for a terminal.
-                text.push_str(&crate::scrub::for_output(line, 2000));
+                text.push_str(&crate::scrub::for_output(line, crate::stderr::MAX_LINE));
                 text.push('\n');
             }
             print(&text)?;

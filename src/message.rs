@@ -238,6 +238,56 @@ impl Message {
         Ok(out)
     }
 
+    /// The message with each bare local name in these fields (cron's `To: root`) written
+    /// as the addresses `resolve` gives for it (names it gives none for stay). Only the
+    /// fields that hold one are rewritten; every other byte is kept. `None`: nothing to do.
+    pub fn with_local_names_resolved(
+        &self,
+        names: &[&str],
+        resolve: &dyn Fn(&str) -> Option<Vec<String>>,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut pos = self.start;
+        for field in &self.fields {
+            if !names.iter().any(|n| field.name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            let mailboxes = self.addresses(field)?;
+            let mut changed = false;
+            let mut value: Vec<String> = Vec::new();
+            for m in mailboxes {
+                match m.is_local().then(|| resolve(&m.address)).flatten() {
+                    Some(addresses) => {
+                        changed = true;
+                        value.extend(addresses);
+                    }
+                    None => value.push(match &m.name {
+                        Some(n) => format!("\"{}\" <{}>", n.replace(['\\', '"'], ""), m.address),
+                        None => m.address.clone(),
+                    }),
+                }
+            }
+            if changed {
+                out.extend_from_slice(&self.raw[pos..field.start]);
+                let eol = line_ending(&self.raw[field.start..field.end]);
+                out.extend(field_line(&field.name, &value.join(", "), eol));
+                pos = field.end;
+            }
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        out.extend_from_slice(&self.raw[pos..]);
+        Ok(Some(out))
+    }
+
+    /// The message's bytes (after a dropped mbox `From ` line), without a copy.
+    #[must_use]
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.raw.drain(..self.start);
+        self.raw
+    }
+
     /// The names of the fields `render` leaves out, one per occurrence.
     #[must_use]
     pub fn removed_fields(&self) -> Vec<String> {

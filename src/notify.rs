@@ -80,7 +80,7 @@ fn tell(account: &AccountSettings, reason: &str, journal: &Journal) {
                     &account.name,
                     &format!("event=notify-failed error={line:?}"),
                 );
-                eprintln!("oauth2-sendmail: account {}: {line}", account.name);
+                crate::stderr::account(&account.name, &line);
             }
         }
         None => desktop_notice(&account.name, &reason),

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
 use crate::cli::SendArgs;
 use crate::clock;
 use crate::config::{Account, Config, RewriteFrom};
@@ -322,6 +324,33 @@ fn expand(
     }
     path.pop();
     Ok(())
+}
+
+/// The addresses `[aliases]` gives a local name (nested names expanded), as Graph's copy
+/// writes a bare name in the header; `None` when it has none (or it loops).
+#[must_use]
+pub fn alias_addresses(config: &Config, name: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    expand(
+        name,
+        config,
+        &mut Vec::new(),
+        &mut std::collections::HashSet::new(),
+        &mut out,
+    )
+    .ok()?;
+    (!out.is_empty()).then_some(out)
+}
+
+/// Every `[aliases]` entry expanded, keyed in lower case (`*` included): what the Graph
+/// copy needs to write a bare local name of the header as addresses.
+#[must_use]
+pub fn expanded_aliases(config: &Config) -> BTreeMap<String, Vec<String>> {
+    config
+        .aliases
+        .keys()
+        .filter_map(|k| Some((k.to_ascii_lowercase(), alias_addresses(config, k)?)))
+        .collect()
 }
 
 /// The alias for a local name: exact, then ignoring case, then `"*"`.

@@ -240,6 +240,10 @@ pub struct AccountSettings {
     pub config: Account,
     /// Microsoft Graph, where the provider has it (or `graph_url` is set).
     pub graph: Option<GraphSettings>,
+    /// `[aliases]` expanded (lower-case local name or `*` → addresses), set by the callers
+    /// that hold the whole configuration: Graph's copy writes a bare local name of the
+    /// header (cron's `To: root`) as these, since Graph refuses `root`.
+    pub aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Where and with which scopes Microsoft Graph `sendMail` is reached.
@@ -247,7 +251,8 @@ pub struct AccountSettings {
 pub struct GraphSettings {
     /// The base URL without a trailing slash, e.g. `https://graph.microsoft.com`.
     pub url: String,
-    /// Scopes of the Graph token: `graph_scopes`, else `{url}/Mail.Send offline_access`
+    /// Scopes of the Graph token: `graph_scopes`, else `{url}/Mail.Send {url}/Mail.ReadWrite
+    /// offline_access`
     /// (delegated) or `{url}/.default` (client credentials).
     pub scopes: Vec<String>,
     /// App-only: send as `/v1.0/users/{email}` instead of `/v1.0/me`.
@@ -265,6 +270,15 @@ impl GraphSettings {
             format!("{}/v1.0/me/sendMail", self.url)
         }
     }
+}
+
+/// `https://host` of the first scope that is a URL (`https://host/Mail.Send`).
+fn scope_origin(scopes: &[String]) -> Option<String> {
+    scopes.iter().find_map(|s| {
+        let rest = s.strip_prefix("https://")?;
+        let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+        Some(format!("https://{host}"))
+    })
 }
 
 /// `email` as one URL path segment (percent-encoding what a path segment cannot hold).
@@ -289,9 +303,16 @@ impl AccountSettings {
         let mut a = self.clone();
         a.oauth.scopes.clone_from(&graph.scopes);
         a.oauth.consent_scopes.clear();
-        // v1 endpoints name the audience as `resource`; v2 names it in the scopes.
+        // v1 endpoints name the audience as `resource`; v2 names it in the scopes. The
+        // resource follows `graph_scopes` when they are set (their origin), as the scopes
+        // do on v2; else `graph_url`.
         if a.oauth.resource.is_some() {
-            a.oauth.resource = Some(graph.url.clone());
+            let from_scopes = self
+                .config
+                .graph_scopes
+                .as_ref()
+                .and_then(|s| scope_origin(s));
+            a.oauth.resource = Some(from_scopes.unwrap_or_else(|| graph.url.clone()));
             a.oauth.scopes.clear();
         }
         Some(a)
@@ -482,6 +503,7 @@ pub fn resolve(name: &str, account: &Account) -> Result<AccountSettings> {
             .collect();
     }
     Ok(AccountSettings {
+        aliases: std::collections::BTreeMap::new(),
         name: name.to_owned(),
         provider: kind_of(account),
         email: account.email.clone(),
@@ -550,7 +572,12 @@ fn graph_settings(
     let scopes = match &account.graph_scopes {
         Some(s) => s.clone(),
         None if app_only => vec![format!("{url}/.default")],
-        None => vec![format!("{url}/Mail.Send"), "offline_access".to_owned()],
+        // Mail.ReadWrite: a message above Graph's 4 MB request limit goes as a draft.
+        None => vec![
+            format!("{url}/Mail.Send"),
+            format!("{url}/Mail.ReadWrite"),
+            "offline_access".to_owned(),
+        ],
     };
     Ok(Some(GraphSettings {
         url,
@@ -758,6 +785,19 @@ mod tests {
         assert!(s.oauth.scopes.is_empty());
         let e = s.oauth.client_id("cn", s.provider).unwrap_err();
         assert!(e.to_string().contains("portal.azure.cn"));
+        // The Graph token's resource: graph_url's origin, unless graph_scopes say otherwise.
+        let g = s.for_graph().unwrap();
+        assert_eq!(
+            g.oauth.resource.as_deref(),
+            Some("https://microsoftgraph.chinacloudapi.cn")
+        );
+        a.graph_scopes = Some(vec!["https://graph.contoso.cn/.default".into()]);
+        let g = resolve("cn", &a).unwrap().for_graph().unwrap();
+        assert_eq!(
+            g.oauth.resource.as_deref(),
+            Some("https://graph.contoso.cn")
+        );
+        assert!(g.oauth.scopes.is_empty());
     }
 
     #[test]
@@ -797,7 +837,11 @@ mod tests {
         assert_eq!(g.url, "https://graph.microsoft.com");
         assert_eq!(
             g.scopes,
-            ["https://graph.microsoft.com/Mail.Send", "offline_access"]
+            [
+                "https://graph.microsoft.com/Mail.Send",
+                "https://graph.microsoft.com/Mail.ReadWrite",
+                "offline_access"
+            ]
         );
         assert_eq!(
             g.send_url("a@contoso.com"),
@@ -822,7 +866,10 @@ mod tests {
         let a = resolve("a", &auto).unwrap();
         assert_eq!(
             a.oauth.consent_scopes,
-            ["https://graph.microsoft.com/Mail.Send"]
+            [
+                "https://graph.microsoft.com/Mail.Send",
+                "https://graph.microsoft.com/Mail.ReadWrite"
+            ]
         );
         assert!(a.for_graph().unwrap().oauth.consent_scopes.is_empty());
         assert!(

@@ -151,7 +151,7 @@ impl Queue {
         let state = State {
             attempts: 1,
             next_attempt: next_attempt(now, FIRST_BACKOFF_SECS, wait_at_least),
-            last_error: Some(crate::scrub::for_output(error, 2000)),
+            last_error: Some(crate::scrub::for_output(error, crate::stderr::MAX_LINE)),
         };
         self.enqueue_with(meta, message, Some(&state))
     }
@@ -292,7 +292,7 @@ impl Queue {
         let state = State {
             attempts,
             next_attempt: next_attempt(now, backoff, wait_at_least),
-            last_error: Some(crate::scrub::for_output(error, 2000)),
+            last_error: Some(crate::scrub::for_output(error, crate::stderr::MAX_LINE)),
         };
         write_state(&self.dir, &entry.id, &state, "defer-before-rename")
     }
@@ -304,7 +304,7 @@ impl Queue {
         let state = State {
             attempts: entry.state.attempts.saturating_add(1),
             next_attempt: 0,
-            last_error: Some(crate::scrub::for_output(error, 2000)),
+            last_error: Some(crate::scrub::for_output(error, crate::stderr::MAX_LINE)),
         };
         // The reason first: a crash between the two steps leaves the entry queued (to be
         // tried again), never a failed message without its reason.

@@ -84,9 +84,9 @@ fn choose(
             ));
         }
         if !root {
-            eprintln!(
-                "oauth2-sendmail: --system acts on the host's account, which only root may \
-                 use: run it as root (e.g. `sudo oauth2-sendmail --system ...`)"
+            crate::stderr::line(
+                "--system acts on the host's account, which only root may \
+                 use: run it as root (e.g. `sudo oauth2-sendmail --system ...`)",
             );
             return Err(Kind::Reported(EX_NOPERM).into());
         }
@@ -149,13 +149,13 @@ fn check_system_config() -> Result<()> {
 /// The line for a management word that an unprivileged caller asks of the system account.
 #[must_use]
 pub fn not_yours(word: &str) -> Error {
-    eprintln!(
-        "oauth2-sendmail: you have no config of your own ({}), and the host's account is \
+    crate::stderr::line(&format!(
+        "you have no config of your own ({}), and the host's account is \
          root's: run `sudo oauth2-sendmail --system {word}`, or `oauth2-sendmail login \
          EMAIL` to add an account of your own",
         paths::user_config_file()
             .map_or_else(|| "no home folder".to_owned(), |p| p.display().to_string())
-    );
+    ));
     Kind::Reported(EX_NOPERM).into()
 }
 

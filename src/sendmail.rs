@@ -46,7 +46,9 @@ pub fn run(args: &SendArgs) -> Result<()> {
     }
     let message = Message::read(std::io::stdin().lock())?;
     let plan = plan::resolve(args, &config, &message, plan::Context::current())?;
-    let account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
+    let mut account = provider::resolve(&plan.account, config.account(&plan.account)?)?;
+    // Graph's copy writes cron's `To: root` as its alias.
+    account.aliases = plan::expanded_aliases(&config);
     let parts = message.render(&plan.edits);
     if args.dry_run {
         return print_plan(&plan, &account, &parts);
@@ -222,7 +224,7 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     }
     let report = flush::flush(config, flush::Scope::Due, verbose)?;
     for line in report.problems().chain(report.logins()) {
-        eprintln!("oauth2-sendmail: {}", crate::scrub::for_output(line, 2000));
+        crate::stderr::line(line);
     }
     match report.exit_code() {
         0 => Ok(()),
@@ -239,11 +241,11 @@ fn print_plan(
     let way = match (account.config.transport, &account.graph) {
         (TransportKind::Graph, Some(g)) => {
             // What Graph would refuse, a dry run refuses too (no network needed).
-            graph_check(&plan.envelope, parts)?;
+            graph_check(&plan.envelope, parts, &account.aliases)?;
             graph_way(g, account)
         }
         (TransportKind::Auto, Some(g)) if transport::remembered_graph(&account.name).is_some() => {
-            graph_check(&plan.envelope, parts)?;
+            graph_check(&plan.envelope, parts, &account.aliases)?;
             format!(
                 "{}; transport auto: Graph since a 5.7.139",
                 graph_way(g, account)
@@ -264,11 +266,15 @@ fn print_plan(
 }
 
 /// What Graph would refuse in the header, refused by a dry run too (no network needed).
-fn graph_check(envelope: &crate::smtp::Envelope, parts: &Payload<'_>) -> Result<()> {
+fn graph_check(
+    envelope: &crate::smtp::Envelope,
+    parts: &Payload<'_>,
+    aliases: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<()> {
     let whole = parts
         .to_vec()
         .map_err(|e| Error::io(format!("cannot read the message: {e}")))?;
-    graph::for_graph(envelope, &[&whole]).map(drop)
+    graph::for_graph(envelope, whole, aliases).map(drop)
 }
 
 /// `HOST:PORT, starttls, user EMAIL`: where an SMTP send goes.

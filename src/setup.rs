@@ -149,18 +149,18 @@ fn add_or_find(
         .filter(|c| c.default_account.is_none() && c.accounts.len() == 1)
         .and_then(|c| c.accounts.keys().next().cloned());
     add_account(path, &name, email, inferred, first.as_deref())?;
-    eprintln!(
-        "oauth2-sendmail: added account {name} (provider {}, from {}) to {}",
+    crate::stderr::line(&format!(
+        "added account {name} (provider {}, from {}) to {}",
         inferred.provider.name(),
         inferred.reason,
         path.display()
-    );
+    ));
     if let Some(first) = first {
-        eprintln!(
-            "oauth2-sendmail: set default_account = \"{first}\" at the top of {}: mail that \
+        crate::stderr::line(&format!(
+            "set default_account = \"{first}\" at the top of {}: mail that \
              names no account (no -a, no From of {name}) still goes through {first}",
             path.display()
-        );
+        ));
     }
     Ok(name)
 }

@@ -383,6 +383,12 @@ impl Bench {
         // Microsoft Graph: its own rows; BENCH_GRAPH=0 skips them.
         if std::env::var("BENCH_GRAPH").map_or(true, |v| v != "0") {
             graph::run(&self.exe, self.opts.rtt, self.opts.reps);
+            graph::run_large(
+                &self.exe,
+                self.opts.rtt,
+                self.opts.big_bytes >> 20,
+                self.gnu_time.as_deref(),
+            );
         }
         // System mode: the maildrop and the flusher; BENCH_SYSTEM=0 skips them.
         if std::env::var("BENCH_SYSTEM").map_or(true, |v| v != "0") {

@@ -235,9 +235,9 @@ impl Redirect {
                             "This is not the redirect of the sign-in oauth2-sendmail is waiting for.",
                         )
                         .await;
-                        eprintln!(
-                            "oauth2-sendmail: a redirect with a wrong or missing state was refused; \
-                             still waiting for the sign-in"
+                        crate::stderr::line(
+                            "a redirect with a wrong or missing state was refused; \
+                             still waiting for the sign-in",
                         );
                         continue;
                     }

@@ -205,11 +205,7 @@ async fn save(
 
 /// `oauth2-sendmail: account NAME: ` before every line meant for the user.
 fn say(account: &AccountSettings, text: &str) {
-    eprintln!(
-        "oauth2-sendmail: account {}: {}",
-        account.name,
-        crate::scrub::for_output(text, 2000)
-    );
+    crate::stderr::account(&account.name, text);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -299,7 +295,7 @@ fn tell_authcode(account: &AccountSettings, url: &str, redirect: &Redirect, brow
             }
         },
     );
-    eprintln!("{url}");
+    crate::stderr::url(url);
     let next = match redirect.port() {
         Some(port) => format!(
             "waiting up to {minutes} min for the browser to come back to {uri} \

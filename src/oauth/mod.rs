@@ -163,10 +163,12 @@ async fn renew(
         if let Err(e) = store.save(&stored) {
             // A full disk, a read-only folder, a failing token_encrypt_cmd: the access token
             // in hand is good for an hour, so it is used; the refresh token may be lost.
-            eprintln!(
-                "oauth2-sendmail: account {name}: {}; the new tokens were used but not saved: \
-                 if the next renewal fails, run `oauth2-sendmail login {name}`",
-                crate::scrub::for_output(&e.to_string(), 500)
+            crate::stderr::account(
+                &name,
+                &format!(
+                    "{e}; the new tokens were used but not saved: \
+                     if the next renewal fails, run `oauth2-sendmail login {name}`"
+                ),
             );
         }
         drop(lock);
@@ -198,9 +200,28 @@ pub async fn graph_token(account: &AccountSettings, reject: Option<&str>) -> Res
 /// The cached Graph token when it stays valid for a while yet; `None` otherwise (and on
 /// any error: [`graph_token`] then says what is wrong).
 pub async fn graph_token_cached(account: &AccountSettings) -> Option<AccessToken> {
+    let graph = account.for_graph()?;
     let store = TokenStore::new(account).ok()?.graph();
     let seen = blocking(move || store.load()).await.ok()??;
-    usable(&seen, None)
+    usable(&seen, None).filter(|_| asked_as_configured(&seen, &graph))
+}
+
+/// What a token request for `account` asks for: its scopes, or (v1 endpoints) its
+/// resource. Recorded with the Graph token.
+fn request_key(account: &AccountSettings) -> String {
+    match &account.oauth.resource {
+        Some(r) => format!("resource={r}"),
+        None => format!("scope={}", account.oauth.scopes.join(" ")),
+    }
+}
+
+/// A Graph token asked for what the configuration asks for now (or of unknown origin:
+/// a cache written before the request was recorded).
+fn asked_as_configured(token: &StoredToken, graph: &AccountSettings) -> bool {
+    token
+        .requested
+        .as_deref()
+        .is_none_or(|r| r == request_key(graph))
 }
 
 /// [`graph_token`] with the account's main cache in `main`; `graph` is the account with
@@ -216,6 +237,7 @@ pub async fn graph_token_in(
         Ok((main, store, seen))
     })
     .await?;
+    let seen = seen.filter(|t| asked_as_configured(t, graph));
     if let Some(cached) = seen.as_ref().and_then(|t| usable(t, reject)) {
         return Ok(cached);
     }
@@ -252,6 +274,8 @@ async fn renew_graph(
         expires_at: t.expires_at,
         fresh: false,
     };
+    // A token another process renewed meanwhile, for what the configuration asks.
+    let current = current.filter(|t| asked_as_configured(t, &account));
     if let Some(t) = &current
         && Some(&t.access_token) != seen.as_ref()
         && Some(&t.access_token) != reject.as_ref()
@@ -265,12 +289,13 @@ async fn renew_graph(
         .as_ref()
         .and_then(|t| t.refresh_token.clone())
         .or_else(|| current.as_ref().and_then(|t| t.refresh_token.clone()));
-    // The renewal names Graph's scopes (what the Graph cache says was granted, else the
-    // configured ones): without a scope Microsoft could issue a token for SMTP's audience.
-    let graph_scope = current
-        .as_ref()
-        .and_then(|t| t.scope.clone())
-        .or_else(|| account.refresh_scope_when_unknown());
+    // The renewal names the configured Graph scopes (not what an older Graph token was
+    // granted: a fixed `graph_url` or `graph_scopes` must take effect): without a scope
+    // Microsoft could issue a token for SMTP's audience.
+    let graph_scope = account
+        .refresh_scope_when_unknown()
+        .or_else(|| current.as_ref().and_then(|t| t.scope.clone()));
+    let requested = request_key(&account);
     let basis = match refresh {
         Some(rt) => Some(StoredToken {
             access_token: String::new(),
@@ -280,6 +305,7 @@ async fn renew_graph(
             scope: graph_scope,
             obtained_at: None,
             identity: None,
+            requested: None,
             flow: None,
         }),
         None => current.clone().or_else(|| primary.clone()),
@@ -301,6 +327,7 @@ async fn renew_graph(
     blocking(move || {
         // The rotated refresh token first: it is the one thing that cannot be got again.
         let mut graph = merge(None, response, now());
+        graph.requested = Some(requested);
         match (rotated, primary) {
             (Some(rt), Some(mut p)) => {
                 p.refresh_token = Some(rt);
@@ -427,6 +454,7 @@ fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken 
         obtained_at: Some(now),
         // Who signed in, and how, does not change with a refresh.
         identity,
+        requested: None,
         flow,
     }
 }
@@ -496,6 +524,7 @@ mod tests {
                     scope: None,
                     obtained_at: None,
                     identity: None,
+                    requested: None,
                     flow: None,
                 })
                 .unwrap();
@@ -698,6 +727,7 @@ mod tests {
             scope: None,
             obtained_at: None,
             identity: None,
+            requested: None,
             flow: None,
         }
     }

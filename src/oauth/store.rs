@@ -86,6 +86,11 @@ pub struct StoredToken {
     /// `id_token` named someone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// What the token was asked for (`scope=…` or `resource=…`): a Graph token asked for
+    /// another audience or scopes than the configuration's now is not used. Absent in
+    /// caches written before it was recorded (then the token is used until it expires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
     /// The flow of the login that stored these tokens (`login --flow` may differ from the
     /// config's), as the config spells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +109,7 @@ impl fmt::Debug for StoredToken {
             .field("token_type", &self.token_type)
             .field("scope", &self.scope)
             .field("obtained_at", &self.obtained_at)
+            .field("requested", &self.requested)
             .field("identity", &self.identity)
             .field("flow", &self.flow)
             .finish()
@@ -313,18 +319,19 @@ impl TokenStore {
             return token;
         }
         match self.save(&token) {
-            Ok(()) => eprintln!(
-                "oauth2-sendmail: account {}: the token file {} held plain JSON; it is now \
-                 encrypted with token_encrypt_cmd",
-                self.account,
-                self.file.display()
+            Ok(()) => crate::stderr::account(
+                &self.account,
+                &format!(
+                    "the token file {} held plain JSON; it is now encrypted with token_encrypt_cmd",
+                    self.file.display()
+                ),
             ),
-            Err(e) => eprintln!(
-                "oauth2-sendmail: account {}: the token file {} holds plain JSON and could not \
-                 be encrypted: {}",
-                self.account,
-                self.file.display(),
-                crate::scrub::for_output(&e.to_string(), 1000)
+            Err(e) => crate::stderr::account(
+                &self.account,
+                &format!(
+                    "the token file {} holds plain JSON and could not be encrypted: {e}",
+                    self.file.display()
+                ),
             ),
         }
         token
@@ -485,6 +492,7 @@ mod tests {
             scope: Some("a b".into()),
             obtained_at: Some(1_767_222_000),
             identity: None,
+            requested: None,
             flow: None,
         }
     }

@@ -1037,7 +1037,10 @@ async fn handshake(
             .negotiated_cipher_suite()
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default();
-        eprintln!("-- TLS established, certificate verified: {version} {suite}");
+        crate::stderr::transcript(
+            crate::stderr::Mark::Note,
+            &format!("TLS established, certificate verified: {version} {suite}"),
+        );
     }
     Ok(stream)
 }
@@ -1256,7 +1259,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     fn log_client(&self, line: &str) {
         if self.verbose {
-            eprintln!("C: {}", crate::scrub::for_output(line, VERBOSE_LINE));
+            crate::stderr::transcript(crate::stderr::Mark::Client, line);
         }
     }
 
@@ -1264,13 +1267,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.verbose {
             let text = String::from_utf8_lossy(line);
             let text = text.trim_end_matches(['\r', '\n']);
-            eprintln!("S: {}", crate::scrub::for_output(text, VERBOSE_LINE));
+            crate::stderr::transcript(crate::stderr::Mark::Server, text);
         }
     }
 
     fn log_note(&self, note: &str) {
         if self.verbose {
-            eprintln!("-- {}", crate::scrub::for_output(note, VERBOSE_LINE));
+            crate::stderr::transcript(crate::stderr::Mark::Note, note);
         }
     }
 }
@@ -1289,9 +1292,6 @@ fn after_end_of_data(e: Error) -> Error {
         _ => e,
     }
 }
-/// Longest `-v` transcript line (characters): a reply line is at most 512 bytes by RFC 5321,
-/// and ours are shorter.
-const VERBOSE_LINE: usize = 1000;
 
 fn io_error(phase: Phase, e: &io::Error) -> Error {
     let detail = match e.kind() {

@@ -57,6 +57,79 @@ fn the_circle_check_sees_a_circle() {
     assert!(!reaches(&uses, "c", "a"));
 }
 
+/// The one door to stderr (`src/stderr.rs`) is the only code that writes there: every
+/// other line would miss the prefix, the scrubbing of secrets, the escaping or the cut.
+#[test]
+fn only_the_stderr_module_writes_to_stderr() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert!(
+        src.join(DOOR).is_file(),
+        "the door is not where this test looks"
+    );
+    let writers = stderr_writers(&src);
+    assert!(
+        writers.is_empty(),
+        "stderr written outside src/{DOOR} (use crate::stderr::line, account, url or \
+         transcript):\n{}",
+        writers.join("\n")
+    );
+}
+
+#[test]
+fn the_stderr_check_sees_a_stray_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(DOOR, "pub fn line(t: &str) {\n    eprintln!(\"{t}\");\n}\n");
+    write(
+        "a.rs",
+        "fn f() {\n    // eprintln!(\"in a comment\")\n    crate::stderr::line(\"x\");\n    \
+         eprintln!(\"stray\");\n}\n#[cfg(test)]\nmod tests {\n    fn g() { eprint!(\"t\"); }\n}\n",
+    );
+    write(
+        "b.rs",
+        "fn f() {\n    let _ = std::io::stderr();\n    cmd.stderr(Stdio::null());\n    dbg!(1);\n}\n",
+    );
+    assert_eq!(
+        stderr_writers(dir.path()),
+        [
+            "src/a.rs:4: eprintln!",
+            "src/b.rs:2: io::stderr",
+            "src/b.rs:4: dbg!"
+        ]
+    );
+}
+
+/// The file that may write to stderr.
+const DOOR: &str = "stderr.rs";
+
+/// `src/FILE:LINE: WHAT` for each write to stderr outside [`DOOR`], comments and tests
+/// left out. A child's stderr (`.stderr(Stdio::…)`) is not ours and is allowed.
+fn stderr_writers(src: &Path) -> Vec<String> {
+    let mut files = rust_files(src);
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(src).unwrap();
+        if rel == Path::new(DOOR) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in code_lines(&text) {
+            let bare_call = line
+                .match_indices("stderr()")
+                .any(|(i, _)| !line[..i].ends_with('.') && !line[..i].ends_with("io::"));
+            let found = ["eprintln!", "eprint!", "io::stderr", "dbg!"]
+                .into_iter()
+                .find(|w| line.contains(w))
+                .or(bare_call.then_some("stderr()"));
+            if let Some(what) = found {
+                out.push(format!("src/{}:{n}: {what}", rel.display()));
+            }
+        }
+    }
+    out
+}
+
 /// For each module, the modules it uses, each with one `file:line` that does.
 fn module_uses(src: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     let modules: BTreeSet<String> = std::fs::read_dir(src)

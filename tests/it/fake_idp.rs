@@ -297,10 +297,17 @@ pub struct FakeIdp {
     /// Each issued access token's audience (the resource it is for) and whether it is
     /// app-only (client credentials): what a fake resource server checks.
     audiences: Audiences,
+    /// Each access token the token endpoint issued → the scopes it was granted: a fake
+    /// resource server checks permissions with it (tokens made by a test directly have
+    /// none recorded and hold every permission, as an admin-consented app).
+    scopes: Scopes,
 }
 
 /// Access token → (audience, app-only), shared with a fake resource server (Graph).
 pub type Audiences = Arc<Mutex<HashMap<String, (String, bool)>>>;
+
+/// Access token → the `scope` it was granted.
+pub type Scopes = Arc<Mutex<HashMap<String, String>>>;
 
 /// The audience Microsoft gives tokens for SMTP/IMAP/POP (`https://outlook.office.com/…`).
 pub const OUTLOOK_AUDIENCE: &str = "https://outlook.office.com";
@@ -339,6 +346,7 @@ impl FakeIdp {
             })),
             issued: Arc::new(Mutex::new(HashSet::new())),
             audiences: Arc::new(Mutex::new(HashMap::new())),
+            scopes: Arc::new(Mutex::new(HashMap::new())),
         };
         let acceptor = ca.acceptor();
         let server = idp.clone();
@@ -438,6 +446,24 @@ impl FakeIdp {
             .unwrap()
             .insert(at.clone(), (audience.to_owned(), app_only));
         at
+    }
+
+    /// A new valid delegated access token for `audience` granted only `scope` (e.g. a
+    /// token consented for `Mail.Send` and nothing else).
+    #[must_use]
+    pub fn issue_access_token_scoped(&self, audience: &str, scope: &str) -> String {
+        let at = self.issue_access_token_for(audience, false);
+        self.scopes
+            .lock()
+            .unwrap()
+            .insert(at.clone(), scope.to_owned());
+        at
+    }
+
+    /// Every issued access token's granted scopes, for a fake resource server.
+    #[must_use]
+    pub fn scopes(&self) -> Scopes {
+        self.scopes.clone()
     }
 
     /// Every issued access token's audience, for a fake resource server.
@@ -827,6 +853,13 @@ impl FakeIdp {
             .lock()
             .unwrap()
             .insert(access.clone(), (audience, app_only));
+        if !v1 {
+            // v1 tokens carry what the app was consented, whatever was asked: none recorded.
+            self.scopes
+                .lock()
+                .unwrap()
+                .insert(access.clone(), scope.clone());
+        }
         let expires = match s.expires_in {
             ExpiresIn::Usual(n) if v1 => Some(json!(n.to_string())),
             ExpiresIn::Usual(n) | ExpiresIn::Number(n) => Some(json!(n)),
