@@ -119,14 +119,15 @@ impl Client {
     /// request limit the message goes as a draft with its large attachments uploaded
     /// apart ([`large`]).
     pub async fn send(&mut self, envelope: &Envelope, message: &Payload<'_>) -> Result<Receipt> {
+        let size = usize::try_from(message.len()).unwrap_or(usize::MAX);
+        if base64_len(size) > MAX_REQUEST_BYTES {
+            // A file too large for Graph is refused before the message is read into memory.
+            large::refuse_oversized(message)?;
+        }
         // The one copy in memory: Graph's request bodies are made from it.
         let whole = message
             .to_vec()
             .map_err(|e| Error::io(format!("cannot read the message to send: {e}")))?;
-        if base64_len(whole.len()) > MAX_REQUEST_BYTES {
-            // A file too large for Graph is refused before anything else is done.
-            large::refuse_oversized(&[&whole])?;
-        }
         let mime = for_graph(envelope, whole, &self.account.aliases)?;
         self.wait_for_throttling()?;
         self.renew_if_expiring().await?;

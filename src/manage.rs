@@ -131,8 +131,8 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
             &account.name,
             &format!(
                 "the tokens are now in a plain token file (token_store = \"file\"); the key \
-                 the keyring still holds for them can be removed: secret-tool clear \
-                 application oauth2-sendmail account {}",
+                 the keyring still holds for them can be removed: secret-tool clear application \
+                 oauth2-sendmail account {}",
                 account.name
             ),
         );
@@ -146,13 +146,6 @@ fn login(config: &Config, args: &LoginArgs) -> Result<()> {
     flush_after_login(config, &account)
 }
 
-/// Whether the account's token file is sealed with a keyring key (`None`: no file).
-fn sealed_by_keyring(account: &AccountSettings) -> Option<bool> {
-    let store = TokenStore::new(account).ok()?;
-    let raw = std::fs::read(store.path()).ok()?;
-    Some(crate::keyring::seal::is_sealed(&raw))
-}
-
 /// After a login, an account that sends through Graph gets a new Graph token too: a stale
 /// one (for another audience or scopes, or from before a consent) would otherwise outlive
 /// the login that was meant to cure it. A failure is one warning line: the login itself
@@ -164,12 +157,23 @@ fn renew_graph_after_login(account: &AccountSettings) -> Result<()> {
     TokenStore::new(account)?.graph().remove()?;
     let runtime = crate::runtime::single_threaded()?;
     if let Err(e) = runtime.block_on(oauth::graph_token(account, None)) {
+        let why = e.to_string();
+        let why = why
+            .strip_prefix(&format!("account {}: ", account.name))
+            .unwrap_or(&why);
         crate::stderr::account(
             &account.name,
-            &format!("warning: no Microsoft Graph token yet: {e}"),
+            &format!("warning: no Microsoft Graph token yet: {why}"),
         );
     }
     Ok(())
+}
+
+/// Whether the account's token file is sealed with a keyring key (`None`: no file).
+fn sealed_by_keyring(account: &AccountSettings) -> Option<bool> {
+    let store = TokenStore::new(account).ok()?;
+    let raw = std::fs::read(store.path()).ok()?;
+    Some(crate::keyring::seal::is_sealed(&raw))
 }
 
 /// After a login: the account's queued messages go now; one line says how many.

@@ -213,6 +213,93 @@ pub fn oversized(parts: &[&[u8]], max_attachment: usize) -> Option<Unsplittable>
     })
 }
 
+/// [`oversized`] over a stream (a spooled message), without holding it: where the first
+/// base64 run that decodes to more than `max_attachment` bytes starts (its offset) and
+/// what it decodes to. The caller names it from the bytes above that offset.
+pub fn oversized_run(
+    input: impl std::io::Read,
+    max_attachment: usize,
+) -> std::io::Result<Option<(u64, usize)>> {
+    let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
+    let mut scan = RunScan::default();
+    loop {
+        let buf = std::io::BufRead::fill_buf(&mut input)?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len();
+        for &b in buf {
+            scan.byte(b);
+        }
+        std::io::BufRead::consume(&mut input, n);
+        // Found, and its run has ended: its whole size is known.
+        if scan.longest > max_attachment && scan.run == 0 {
+            break;
+        }
+    }
+    scan.end_line();
+    Ok((scan.longest > max_attachment).then_some((scan.longest_start, scan.longest)))
+}
+
+/// The state of a byte-by-byte search for the longest run of base64 lines.
+#[derive(Default)]
+struct RunScan {
+    at: u64,
+    line_start: u64,
+    line_len: usize,
+    line_base64: bool,
+    line_padding: usize,
+    run: usize,
+    run_start: u64,
+    longest: usize,
+    longest_start: u64,
+}
+
+impl RunScan {
+    fn byte(&mut self, b: u8) {
+        if b == b'\n' {
+            self.end_line();
+            self.line_start = self.at + 1;
+        } else if b != b'\r' {
+            if self.line_len == 0 {
+                self.line_base64 = true;
+                self.line_padding = 0;
+            }
+            self.line_len += 1;
+            if b == b'=' {
+                self.line_padding += 1;
+            } else if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
+                self.line_padding = 0;
+            } else {
+                self.line_base64 = false;
+            }
+        }
+        self.at += 1;
+    }
+
+    fn end_line(&mut self) {
+        if self.line_len > 0 && self.line_base64 {
+            if self.run == 0 {
+                self.run_start = self.line_start;
+            }
+            self.run += self.line_len;
+            let decoded = (self.run / 4 * 3).saturating_sub(self.line_padding);
+            if decoded > self.longest {
+                (self.longest, self.longest_start) = (decoded, self.run_start);
+            }
+        } else {
+            self.run = 0;
+        }
+        self.line_len = 0;
+    }
+}
+
+/// The name of the part whose body starts at `start`, from the bytes just above it.
+#[must_use]
+pub fn name_before(above: &[u8]) -> String {
+    name_above(above)
+}
+
 /// Where the longest run of lines made only of base64 starts, and the bytes it decodes to
 /// (its characters, line breaks not counted, less padding, times 3/4).
 fn longest_base64_run(raw: &[u8]) -> (usize, usize) {
@@ -350,6 +437,23 @@ mod tests {
         assert_eq!(s.detached.len(), 1);
         assert_eq!(s.detached[0].bytes, latin1);
         assert_eq!(s.detached[0].content_type, "text/plain");
+    }
+
+    #[test]
+    fn a_stream_is_scanned_for_an_oversized_part_as_a_buffer_is() {
+        let pdf = vec![7u8; 50_000];
+        let raw = message(&pdf, b"png");
+        let (start, size) = oversized_run(&raw[..], 49_999).unwrap().unwrap();
+        assert_eq!(size, 50_000);
+        assert_eq!(
+            (usize::try_from(start).unwrap(), size),
+            longest_base64_run(&raw)
+        );
+        assert_eq!(
+            name_before(&raw[..usize::try_from(start).unwrap()]),
+            "r.pdf"
+        );
+        assert_eq!(oversized_run(&raw[..], 50_000).unwrap(), None);
     }
 
     #[test]

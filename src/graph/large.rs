@@ -25,6 +25,7 @@ use serde_json::json;
 use super::{Answer, Body, Client, MAX_REQUEST_BYTES, Receipt, Request};
 use crate::error::{Error, Kind, Result};
 use crate::mime_split::{self, Detached, Unsplittable};
+use crate::spool::Payload;
 
 /// Graph attaches files up to 150 MB (upload sessions).
 pub const MAX_ATTACHMENT: usize = 150 * 1024 * 1024;
@@ -36,12 +37,26 @@ pub const RANGE: usize = 4_000_000;
 /// Failed ranges tolerated per attachment before the message is given up for now.
 const RANGE_RETRIES: u32 = 3;
 
-/// Refuses (65) a message holding a file above 150 MB before the copy for Graph is made.
-pub fn refuse_oversized(message: &[&[u8]]) -> Result<()> {
-    match mime_split::oversized(message, MAX_ATTACHMENT) {
-        Some(e) => Err(too_large(e)),
-        None => Ok(()),
-    }
+/// Refuses (65) a message holding a file above 150 MB, read as a stream before the copy
+/// for Graph is made: such a message costs no more memory than the scan's buffer.
+pub fn refuse_oversized(message: &Payload<'_>) -> Result<()> {
+    use std::io::Read as _;
+    let io = |e: std::io::Error| Error::io(format!("cannot read the message to send: {e}"));
+    let Some((start, size)) =
+        mime_split::oversized_run(message.reader(), MAX_ATTACHMENT).map_err(io)?
+    else {
+        return Ok(());
+    };
+    // The part's name is in the lines just above its body.
+    let above = start.min(4096);
+    let mut reader = message.reader();
+    std::io::copy(&mut (&mut reader).take(start - above), &mut std::io::sink()).map_err(io)?;
+    let mut header = vec![0; usize::try_from(above).unwrap_or(0)];
+    reader.read_exact(&mut header).map_err(io)?;
+    Err(too_large(Unsplittable::AttachmentTooLarge {
+        name: mime_split::name_before(&header),
+        size,
+    }))
 }
 
 /// Sends `mime` (the copy with the envelope) as a draft with its attachments added apart.
