@@ -10,7 +10,6 @@
 //! Within two weeks of the date, `notify_cmd` is told once ([`notify::warn_if_expiring`]).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use serde::Serialize;
 
@@ -197,10 +196,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<()> {
     } else {
         render_text(&status)
     };
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write to stdout: {e}")))?;
+    crate::stdout::print(&text)?;
     match status.exit_code {
         0 => Ok(()),
         code => Err(Error::from(Kind::Reported(code))),
