@@ -128,11 +128,20 @@ pub struct GraphRefusal {
     pub retry_after: Option<u64>,
 }
 
+/// One failure. Boxed, as lettre's SMTP error is: an `Err` stays one pointer wide, and
+/// what is inside is this module's to read.
 #[derive(Debug)]
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     kind: Kind,
-    pub account: Option<String>,
-    pub server: Option<String>,
+    /// The account it happened for, once known.
+    account: Option<String>,
+    /// The server's `host:port`, once known.
+    server: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -146,9 +155,11 @@ const SMTP_AUTH_DISABLED_DOCS: &str = "https://aka.ms/smtp_auth_disabled";
 impl From<Kind> for Error {
     fn from(kind: Kind) -> Self {
         Error {
-            kind,
-            account: None,
-            server: None,
+            inner: Box::new(Inner {
+                kind,
+                account: None,
+                server: None,
+            }),
         }
     }
 }
@@ -251,21 +262,21 @@ impl Error {
     /// Adds the account name, unless one is already known.
     #[must_use]
     pub fn for_account(mut self, account: &str) -> Self {
-        self.account.get_or_insert_with(|| account.to_owned());
+        self.inner.account.get_or_insert_with(|| account.to_owned());
         self
     }
 
     /// Adds the server `host:port`, unless one is already known.
     #[must_use]
     pub fn at_server(mut self, server: &str) -> Self {
-        self.server.get_or_insert_with(|| server.to_owned());
+        self.inner.server.get_or_insert_with(|| server.to_owned());
         self
     }
 
     /// Who can fix this failure (see [`Class`]).
     #[must_use]
     pub fn class(&self) -> Class {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Network {
                 phase: Phase::Message,
                 ..
@@ -309,7 +320,7 @@ impl Error {
     /// on a 429 or 503), when it said.
     #[must_use]
     pub fn retry_after(&self) -> Option<u64> {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Graph(g) => g.retry_after,
             _ => None,
         }
@@ -319,7 +330,7 @@ impl Error {
     #[must_use]
     pub fn needs_login(&self) -> bool {
         matches!(
-            self.kind,
+            self.inner.kind,
             Kind::Token {
                 class: TokenClass::NeedsLogin,
                 ..
@@ -330,13 +341,13 @@ impl Error {
     /// True when the server refused the credentials (a fresh token may help once).
     #[must_use]
     pub fn is_auth_refused(&self) -> bool {
-        matches!(&self.kind, Kind::Reply { phase: Phase::Auth, reply } if reply.is_permanent())
+        matches!(&self.inner.kind, Kind::Reply { phase: Phase::Auth, reply } if reply.is_permanent())
     }
 
     /// The class of a token failure; `None` for any other failure.
     #[must_use]
     pub fn token_class(&self) -> Option<TokenClass> {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Token { class, .. } => Some(*class),
             _ => None,
         }
@@ -345,7 +356,7 @@ impl Error {
     /// What the token service's failure says (`None` for any other failure).
     #[must_use]
     pub fn token_detail(&self) -> Option<&str> {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Token { detail, .. } => Some(detail),
             _ => None,
         }
@@ -355,7 +366,7 @@ impl Error {
     /// failure is returned as it is.
     #[must_use]
     pub fn map_token_detail(mut self, f: impl FnOnce(&str) -> String) -> Self {
-        if let Kind::Token { detail, .. } = &mut self.kind {
+        if let Kind::Token { detail, .. } = &mut self.inner.kind {
             *detail = f(detail);
         }
         self
@@ -364,7 +375,7 @@ impl Error {
     /// The server's refusal, in its own words, when this failure is one.
     #[must_use]
     pub fn server_reply(&self) -> Option<&Reply> {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Reply { reply, .. } => Some(reply),
             _ => None,
         }
@@ -373,7 +384,7 @@ impl Error {
     /// Where in the dialogue this failed, for a network or protocol failure or a refusal.
     #[must_use]
     pub fn phase(&self) -> Option<Phase> {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Network { phase, .. }
             | Kind::Protocol { phase, .. }
             | Kind::Reply { phase, .. } => Some(*phase),
@@ -384,33 +395,33 @@ impl Error {
     /// The network failed (refused, reset, timed out, closed).
     #[must_use]
     pub fn is_network(&self) -> bool {
-        matches!(self.kind, Kind::Network { .. })
+        matches!(self.inner.kind, Kind::Network { .. })
     }
 
     /// A server's certificate did not verify.
     #[cfg(test)]
     #[must_use]
     pub fn is_certificate(&self) -> bool {
-        matches!(self.kind, Kind::Certificate { .. })
+        matches!(self.inner.kind, Kind::Certificate { .. })
     }
 
     /// Reading input or writing a local file failed (e.g. a full disk).
     #[must_use]
     pub fn is_local_io(&self) -> bool {
-        matches!(self.kind, Kind::Io(_))
+        matches!(self.inner.kind, Kind::Io(_))
     }
 
     /// Already told the user: nothing is left to print, only the exit code.
     #[must_use]
     pub fn is_reported(&self) -> bool {
-        matches!(self.kind, Kind::Reported(_))
+        matches!(self.inner.kind, Kind::Reported(_))
     }
 
     /// The message's size and the server's limit, when it was too large.
     #[cfg(test)]
     #[must_use]
     pub fn too_large_by(&self) -> Option<(u64, u64)> {
-        match self.kind {
+        match self.inner.kind {
             Kind::TooLarge { size, limit } => Some((size, limit)),
             _ => None,
         }
@@ -419,7 +430,7 @@ impl Error {
     /// The recipients refused for good, with the server's replies.
     #[must_use]
     pub fn refused_recipients(&self) -> Option<&[(String, Reply)]> {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::RecipientsRefused(refused) => Some(refused),
             _ => None,
         }
@@ -446,7 +457,10 @@ impl Error {
     /// server broke the protocol): the session must not be used again.
     #[must_use]
     pub fn breaks_dialogue(&self) -> bool {
-        matches!(self.kind, Kind::Network { .. } | Kind::Protocol { .. })
+        matches!(
+            self.inner.kind,
+            Kind::Network { .. } | Kind::Protocol { .. }
+        )
     }
 
     /// The message did not match its announced size, or the server answered it before
@@ -454,24 +468,21 @@ impl Error {
     /// message, so it is dropped rather than finished.
     #[must_use]
     pub fn must_abandon(&self) -> bool {
-        matches!(self.kind, Kind::SizeMismatch(_) | Kind::Protocol { .. })
+        matches!(
+            self.inner.kind,
+            Kind::SizeMismatch(_) | Kind::Protocol { .. }
+        )
     }
 
     /// A network failure once the end of the data was sent becomes one "after the
     /// message data" (`Phase::Message`): the server may have taken the message
     /// ([`Class::Uncertain`]). Any other failure is returned as it is.
     #[must_use]
-    pub fn lost_after_end_of_data(self) -> Self {
-        match self.kind {
-            Kind::Network { detail, .. } => Error {
-                kind: Kind::Network {
-                    phase: Phase::Message,
-                    detail,
-                },
-                ..self
-            },
-            _ => self,
+    pub fn lost_after_end_of_data(mut self) -> Self {
+        if let Kind::Network { phase, .. } = &mut self.inner.kind {
+            *phase = Phase::Message;
         }
+        self
     }
 
     /// The server refused a cached token that had not expired, and renewing it (this
@@ -487,6 +498,7 @@ impl Error {
             return self;
         };
         let server = refusal
+            .inner
             .server
             .as_deref()
             .map(|s| format!(" ({s})"))
@@ -505,14 +517,14 @@ impl Error {
                  {reply}; {check}; {detail}"
             ),
         );
-        e.account = self.account;
+        e.inner.account = self.inner.account;
         e
     }
 
     /// sysexits.h, as sendmail and msmtp use it.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Usage(_) => EX_USAGE,
             Kind::Data(_) | Kind::TooLarge { .. } => EX_DATAERR,
             Kind::Config(_) => EX_CONFIG,
@@ -578,7 +590,7 @@ pub const EX_CONFIG: u8 = 78;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let body = Body(self).to_string();
-        match &self.account {
+        match &self.inner.account {
             // A message that names its account already (a config check) gets no second
             // `account NAME: `.
             Some(account) if !body.starts_with(&format!("account {account}: ")) => {
@@ -596,11 +608,12 @@ impl fmt::Display for Body<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Body(this) = self;
         let at = this
+            .inner
             .server
             .as_deref()
             .map(|s| format!(" ({s})"))
             .unwrap_or_default();
-        match &this.kind {
+        match &this.inner.kind {
             // A message that already points somewhere gets no second pointer.
             Kind::Usage(m) if m.contains("(see ") => f.write_str(m),
             Kind::Usage(m) => write!(f, "{m} (see --help)"),
@@ -648,7 +661,7 @@ impl fmt::Display for Body<'_> {
                     p => format!("refused {}", p.describe()),
                 };
                 write!(f, "{what}{at}: {reply}")?;
-                let account = this.account.as_deref().unwrap_or("ACCOUNT");
+                let account = this.inner.account.as_deref().unwrap_or("ACCOUNT");
                 match hint(*phase, reply, account) {
                     Some(h) => write!(f, "; {h}"),
                     None if reply.is_transient() => f.write_str("; try again later"),
