@@ -170,6 +170,11 @@ fn a_250_sent_before_the_final_dot_is_a_protocol_error_and_never_a_sent() {
     });
     w.config("queue = \"on-failure\"\n");
     let run = w.send(&["-oi", "--", BOB]);
+    assert_answered_early(&w, &run);
+}
+
+/// Exit 76 naming the early reply; nothing delivered, logged as sent, or queued.
+fn assert_answered_early(w: &World, run: &Run) {
     let line = run.assert_failure(76);
     assert!(line.contains("250 2.0.0 OK early"), "{line}");
     assert!(
@@ -178,10 +183,28 @@ fn a_250_sent_before_the_final_dot_is_a_protocol_error_and_never_a_sent() {
     );
     assert!(
         w.smtp.deliveries().is_empty(),
-        "the final dot was never sent"
+        "the message was never completed"
     );
     assert!(!w.log().contains("result=sent"), "{}", w.log());
     assert_eq!(w.queued(), 0);
+}
+
+/// A message of `lines` body lines (about 30 bytes each): large enough that the client is
+/// still writing when the server has said something.
+fn big_message(lines: usize) -> Vec<u8> {
+    let mut big = MESSAGE.to_vec();
+    for i in 0..lines {
+        big.extend_from_slice(format!("line {i} of a long message body\n").as_bytes());
+    }
+    big
+}
+
+impl World {
+    fn send_big(&self, message: &[u8]) -> Run {
+        let mut cmd = self.sandbox.command(&["-oi", "--", BOB]);
+        cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "3000");
+        super::support::run_command(cmd, message)
+    }
 }
 
 #[test]
@@ -194,26 +217,8 @@ fn a_reply_to_bdat_before_its_chunk_is_whole_is_a_protocol_error_and_never_a_sen
         ..Behaviour::default()
     });
     w.config("queue = \"on-failure\"\n");
-    // Large enough that the client is still writing when the early reply has come.
-    let mut big = MESSAGE.to_vec();
-    for i in 0..1_000_000 {
-        big.extend_from_slice(format!("line {i} of a long message body\n").as_bytes());
-    }
-    let mut cmd = w.sandbox.command(&["-oi", "--", BOB]);
-    cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "3000");
-    let run = super::support::run_command(cmd, &big);
-    let line = run.assert_failure(76);
-    assert!(line.contains("250 2.0.0 OK early"), "{line}");
-    assert!(
-        line.contains("before"),
-        "says the reply came too early: {line}"
-    );
-    assert!(
-        w.smtp.deliveries().is_empty(),
-        "the chunk was never completed"
-    );
-    assert!(!w.log().contains("result=sent"), "{}", w.log());
-    assert_eq!(w.queued(), 0);
+    let run = w.send_big(&big_message(1_000_000));
+    assert_answered_early(&w, &run);
 }
 
 // Item: a 421 in the middle of DATA is reported with the server's words.
@@ -226,14 +231,8 @@ fn a_421_in_the_middle_of_data_is_reported_with_the_servers_text_and_queued() {
         ..Behaviour::default()
     });
     w.config("queue = \"never\"\n");
-    // Large enough that the client is still writing when the server hangs up.
-    let mut big = MESSAGE.to_vec();
-    for i in 0..500_000 {
-        big.extend_from_slice(format!("line {i} of a long message body\n").as_bytes());
-    }
-    let mut cmd = w.sandbox.command(&["-oi", "--", BOB]);
-    cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "3000");
-    let run = super::support::run_command(cmd, &big);
+    let big = big_message(500_000);
+    let run = w.send_big(&big);
     let line = run.assert_failure(75);
     assert!(
         line.contains("421 4.3.2 Service not available, closing channel"),
@@ -242,9 +241,7 @@ fn a_421_in_the_middle_of_data_is_reported_with_the_servers_text_and_queued() {
     assert!(w.smtp.deliveries().is_empty());
     // Under the default policy it waits in the queue.
     w.config("queue = \"on-failure\"\n");
-    let mut cmd = w.sandbox.command(&["-oi", "--", BOB]);
-    cmd.env("OAUTH2_SENDMAIL_TEST_TIMEOUT_MS", "3000");
-    let run = super::support::run_command(cmd, &big);
+    let run = w.send_big(&big);
     assert_eq!((run.code, run.stderr.as_str()), (0, ""));
     assert_eq!(w.queued(), 1);
 }
