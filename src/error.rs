@@ -74,8 +74,10 @@ pub enum Class {
     Uncertain,
 }
 
+/// What went wrong, private to this module: callers ask [`Error`] named questions
+/// (`closes_session`, `is_smtp_auth_disabled`, …) instead of matching on it.
 #[derive(Debug)]
-pub enum Kind {
+enum Kind {
     /// Bad command line.
     Usage(String),
     /// Unusable message: empty, NUL byte, no recipient, bad address.
@@ -88,6 +90,10 @@ pub enum Kind {
     Io(String),
     /// A bug or an impossible state.
     Internal(String),
+    /// The message did not encode to the size announced for it (BDAT): a bug, caught
+    /// before the message went whole, so the connection must be dropped rather than
+    /// the message finished. Told and exited as [`Kind::Internal`] is.
+    SizeMismatch(String),
     /// The network failed: refused, reset, timed out, closed.
     Network { phase: Phase, detail: String },
     /// The server broke the protocol, or refused what security requires (no STARTTLS).
@@ -110,7 +116,7 @@ pub enum Kind {
     Reported(u8),
 }
 
-/// Microsoft Graph's error answer, as [`Kind::Graph`] carries it.
+/// Microsoft Graph's error answer, as [`Error::graph`] takes it.
 #[derive(Debug)]
 pub struct GraphRefusal {
     pub status: u16,
@@ -122,21 +128,38 @@ pub struct GraphRefusal {
     pub retry_after: Option<u64>,
 }
 
+/// One failure. Boxed, as lettre's SMTP error is: an `Err` stays one pointer wide, and
+/// what is inside is this module's to read.
 #[derive(Debug)]
 pub struct Error {
-    pub kind: Kind,
-    pub account: Option<String>,
-    pub server: Option<String>,
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kind: Kind,
+    /// The account it happened for, once known.
+    account: Option<String>,
+    /// The server's `host:port`, once known.
+    server: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Exchange Online's enhanced code for "SMTP AUTH is disabled", what it means, and where
+/// Microsoft says how to change it: the advice is written here once.
+const SMTP_AUTH_DISABLED_CODE: &str = "5.7.139";
+const SMTP_AUTH_DISABLED: &str = "SMTP AUTH is disabled for this tenant or mailbox";
+const SMTP_AUTH_DISABLED_DOCS: &str = "https://aka.ms/smtp_auth_disabled";
+
 impl From<Kind> for Error {
     fn from(kind: Kind) -> Self {
         Error {
-            kind,
-            account: None,
-            server: None,
+            inner: Box::new(Inner {
+                kind,
+                account: None,
+                server: None,
+            }),
         }
     }
 }
@@ -207,6 +230,27 @@ impl Error {
         None
     }
 
+    /// The message is larger than the server's advertised SIZE.
+    pub fn too_large(size: u64, limit: u64) -> Self {
+        Kind::TooLarge { size, limit }.into()
+    }
+    /// One or more recipients were refused permanently; nothing was delivered.
+    pub fn recipients_refused(refused: Vec<(String, Reply)>) -> Self {
+        Kind::RecipientsRefused(refused).into()
+    }
+    /// The message did not encode to the size announced for it: see [`Error::must_abandon`].
+    pub fn size_mismatch(detail: impl Into<String>) -> Self {
+        Kind::SizeMismatch(detail.into()).into()
+    }
+    /// Microsoft Graph's error answer.
+    pub fn graph(refusal: GraphRefusal) -> Self {
+        Kind::Graph(Box::new(refusal)).into()
+    }
+    /// Already told the user: only the exit code `code` is left.
+    pub fn reported(code: u8) -> Self {
+        Kind::Reported(code).into()
+    }
+
     pub fn token(class: TokenClass, detail: impl Into<String>) -> Self {
         Kind::Token {
             class,
@@ -218,21 +262,21 @@ impl Error {
     /// Adds the account name, unless one is already known.
     #[must_use]
     pub fn for_account(mut self, account: &str) -> Self {
-        self.account.get_or_insert_with(|| account.to_owned());
+        self.inner.account.get_or_insert_with(|| account.to_owned());
         self
     }
 
     /// Adds the server `host:port`, unless one is already known.
     #[must_use]
     pub fn at_server(mut self, server: &str) -> Self {
-        self.server.get_or_insert_with(|| server.to_owned());
+        self.inner.server.get_or_insert_with(|| server.to_owned());
         self
     }
 
     /// Who can fix this failure (see [`Class`]).
     #[must_use]
     pub fn class(&self) -> Class {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Network {
                 phase: Phase::Message,
                 ..
@@ -276,7 +320,7 @@ impl Error {
     /// on a 429 or 503), when it said.
     #[must_use]
     pub fn retry_after(&self) -> Option<u64> {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Graph(g) => g.retry_after,
             _ => None,
         }
@@ -286,7 +330,7 @@ impl Error {
     #[must_use]
     pub fn needs_login(&self) -> bool {
         matches!(
-            self.kind,
+            self.inner.kind,
             Kind::Token {
                 class: TokenClass::NeedsLogin,
                 ..
@@ -297,18 +341,195 @@ impl Error {
     /// True when the server refused the credentials (a fresh token may help once).
     #[must_use]
     pub fn is_auth_refused(&self) -> bool {
-        matches!(&self.kind, Kind::Reply { phase: Phase::Auth, reply } if reply.is_permanent())
+        matches!(&self.inner.kind, Kind::Reply { phase: Phase::Auth, reply } if reply.is_permanent())
+    }
+
+    /// The class of a token failure; `None` for any other failure.
+    #[must_use]
+    pub fn token_class(&self) -> Option<TokenClass> {
+        match &self.inner.kind {
+            Kind::Token { class, .. } => Some(*class),
+            _ => None,
+        }
+    }
+
+    /// What the token service's failure says (`None` for any other failure).
+    #[must_use]
+    pub fn token_detail(&self) -> Option<&str> {
+        match &self.inner.kind {
+            Kind::Token { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+
+    /// Rewrites a token failure's words (e.g. to scrub what a server echoed); any other
+    /// failure is returned as it is.
+    #[must_use]
+    pub fn map_token_detail(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        if let Kind::Token { detail, .. } = &mut self.inner.kind {
+            *detail = f(detail);
+        }
+        self
+    }
+
+    /// The server's refusal, in its own words, when this failure is one.
+    #[must_use]
+    pub fn server_reply(&self) -> Option<&Reply> {
+        match &self.inner.kind {
+            Kind::Reply { reply, .. } => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// Where in the dialogue this failed, for a network or protocol failure or a refusal.
+    #[must_use]
+    pub fn phase(&self) -> Option<Phase> {
+        match &self.inner.kind {
+            Kind::Network { phase, .. }
+            | Kind::Protocol { phase, .. }
+            | Kind::Reply { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+
+    /// The network failed (refused, reset, timed out, closed).
+    #[must_use]
+    pub fn is_network(&self) -> bool {
+        matches!(self.inner.kind, Kind::Network { .. })
+    }
+
+    /// A server's certificate did not verify.
+    #[cfg(test)]
+    #[must_use]
+    pub fn is_certificate(&self) -> bool {
+        matches!(self.inner.kind, Kind::Certificate { .. })
+    }
+
+    /// Reading input or writing a local file failed (e.g. a full disk).
+    #[must_use]
+    pub fn is_local_io(&self) -> bool {
+        matches!(self.inner.kind, Kind::Io(_))
+    }
+
+    /// Already told the user: nothing is left to print, only the exit code.
+    #[must_use]
+    pub fn is_reported(&self) -> bool {
+        matches!(self.inner.kind, Kind::Reported(_))
+    }
+
+    /// The message's size and the server's limit, when it was too large.
+    #[cfg(test)]
+    #[must_use]
+    pub fn too_large_by(&self) -> Option<(u64, u64)> {
+        match self.inner.kind {
+            Kind::TooLarge { size, limit } => Some((size, limit)),
+            _ => None,
+        }
+    }
+
+    /// The recipients refused for good, with the server's replies.
+    #[must_use]
+    pub fn refused_recipients(&self) -> Option<&[(String, Reply)]> {
+        match &self.inner.kind {
+            Kind::RecipientsRefused(refused) => Some(refused),
+            _ => None,
+        }
+    }
+
+    /// A `5.7.139` to the authentication: SMTP AUTH is disabled for the tenant or the
+    /// mailbox (Exchange Online).
+    #[must_use]
+    pub fn is_smtp_auth_disabled(&self) -> bool {
+        self.phase() == Some(Phase::Auth)
+            && self
+                .server_reply()
+                .is_some_and(|r| r.enhanced() == Some(SMTP_AUTH_DISABLED_CODE))
+    }
+
+    /// A `421`: the server closes the connection after it, so the session is done even
+    /// though the dialogue itself is in step.
+    #[must_use]
+    pub fn closes_session(&self) -> bool {
+        self.server_reply().is_some_and(|r| r.code == 421)
+    }
+
+    /// After this failure the SMTP dialogue is out of step (the network failed or the
+    /// server broke the protocol): the session must not be used again.
+    #[must_use]
+    pub fn breaks_dialogue(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::Network { .. } | Kind::Protocol { .. }
+        )
+    }
+
+    /// The message did not match its announced size, or the server answered it before
+    /// it was whole: nothing more may go on the connection, not even the end of the
+    /// message, so it is dropped rather than finished.
+    #[must_use]
+    pub fn must_abandon(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::SizeMismatch(_) | Kind::Protocol { .. }
+        )
+    }
+
+    /// A network failure once the end of the data was sent becomes one "after the
+    /// message data" (`Phase::Message`): the server may have taken the message
+    /// ([`Class::Uncertain`]). Any other failure is returned as it is.
+    #[must_use]
+    pub fn lost_after_end_of_data(mut self) -> Self {
+        if let Kind::Network { phase, .. } = &mut self.inner.kind {
+            *phase = Phase::Message;
+        }
+        self
+    }
+
+    /// The server refused a cached token that had not expired, and renewing it (this
+    /// error) says a login is needed: the server's own reply says more than "expired",
+    /// so the result names it and what to check. Any other renewal failure, or a
+    /// refusal without a reply, leaves this error as it is.
+    #[must_use]
+    pub fn explained_by_refusal(self, refusal: &Error) -> Self {
+        let (Some(detail), Some(reply)) = (
+            self.token_detail().filter(|_| self.needs_login()),
+            refusal.server_reply(),
+        ) else {
+            return self;
+        };
+        let server = refusal
+            .inner
+            .server
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        let check = if reply.enhanced() == Some(SMTP_AUTH_DISABLED_CODE) {
+            format!("{SMTP_AUTH_DISABLED} ({SMTP_AUTH_DISABLED_DOCS})")
+        } else {
+            "check that `user` (or `email`) is the identity that signed in and that SMTP AUTH \
+             is enabled for the mailbox"
+                .to_owned()
+        };
+        let mut e = Error::token(
+            TokenClass::NeedsLogin,
+            format!(
+                "the server{server} refused the cached access token, which has not expired: \
+                 {reply}; {check}; {detail}"
+            ),
+        );
+        e.inner.account = self.inner.account;
+        e
     }
 
     /// sysexits.h, as sendmail and msmtp use it.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
-        match &self.kind {
+        match &self.inner.kind {
             Kind::Usage(_) => EX_USAGE,
             Kind::Data(_) | Kind::TooLarge { .. } => EX_DATAERR,
             Kind::Config(_) => EX_CONFIG,
             Kind::Io(_) => EX_IOERR,
-            Kind::Internal(_) => EX_SOFTWARE,
+            Kind::Internal(_) | Kind::SizeMismatch(_) => EX_SOFTWARE,
             Kind::Network { .. } => EX_TEMPFAIL,
             Kind::Protocol { .. } | Kind::Certificate { .. } => EX_PROTOCOL,
             Kind::RecipientsRefused(_) => EX_NOUSER,
@@ -369,7 +590,7 @@ pub const EX_CONFIG: u8 = 78;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let body = Body(self).to_string();
-        match &self.account {
+        match &self.inner.account {
             // A message that names its account already (a config check) gets no second
             // `account NAME: `.
             Some(account) if !body.starts_with(&format!("account {account}: ")) => {
@@ -387,16 +608,19 @@ impl fmt::Display for Body<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Body(this) = self;
         let at = this
+            .inner
             .server
             .as_deref()
             .map(|s| format!(" ({s})"))
             .unwrap_or_default();
-        match &this.kind {
+        match &this.inner.kind {
             // A message that already points somewhere gets no second pointer.
             Kind::Usage(m) if m.contains("(see ") => f.write_str(m),
             Kind::Usage(m) => write!(f, "{m} (see --help)"),
             Kind::Data(m) | Kind::Config(m) | Kind::Io(m) => f.write_str(m),
-            Kind::Internal(m) => write!(f, "internal error: {m}; please report it"),
+            Kind::Internal(m) | Kind::SizeMismatch(m) => {
+                write!(f, "internal error: {m}; please report it")
+            }
             Kind::TooLarge { size, limit } => write!(
                 f,
                 "the message ({size} bytes) is larger than the server{at} accepts ({limit} bytes); nothing was sent"
@@ -437,7 +661,7 @@ impl fmt::Display for Body<'_> {
                     p => format!("refused {}", p.describe()),
                 };
                 write!(f, "{what}{at}: {reply}")?;
-                let account = this.account.as_deref().unwrap_or("ACCOUNT");
+                let account = this.inner.account.as_deref().unwrap_or("ACCOUNT");
                 match hint(*phase, reply, account) {
                     Some(h) => write!(f, "; {h}"),
                     None if reply.is_transient() => f.write_str("; try again later"),
@@ -500,10 +724,11 @@ fn hint(phase: Phase, reply: &Reply, account: &str) -> Option<String> {
              (or \"always\") for the account, or ask for Send As rights"
                 .to_owned()
         }
-        "5.7.139" => "SMTP AUTH is disabled for this tenant or mailbox: an administrator must enable \
-                     Authenticated SMTP (https://aka.ms/smtp_auth_disabled), or set transport = \"auto\" \
-                     (or \"graph\") to send through Microsoft Graph"
-            .to_owned(),
+        SMTP_AUTH_DISABLED_CODE => format!(
+            "{SMTP_AUTH_DISABLED}: an administrator must enable Authenticated SMTP \
+             ({SMTP_AUTH_DISABLED_DOCS}), or set transport = \"auto\" (or \"graph\") to send \
+             through Microsoft Graph"
+        ),
         "5.7.3" => format!(
             "the token was refused: check that `user` (or `email`) is the identity that signed in and that SMTP AUTH \
              is enabled for it, or run `oauth2-sendmail login {account}`"
@@ -643,5 +868,83 @@ mod tests {
             Reply::new(554, "5.2.252 SendAsDenied; a not allowed to send as b"),
         );
         assert!(e.to_string().contains("rewrite_from"));
+    }
+
+    #[test]
+    fn a_421_closes_the_session_and_other_replies_do_not() {
+        let r = |c, t| Reply::new(c, t);
+        assert!(Error::reply(Phase::Mail, r(421, "4.3.2 bye")).closes_session());
+        assert!(!Error::reply(Phase::Mail, r(451, "4.3.0 later")).closes_session());
+        assert!(!Error::network(Phase::Mail, "reset").closes_session());
+    }
+
+    #[test]
+    fn a_size_mismatch_abandons_the_connection_and_reads_as_a_bug() {
+        let e =
+            Error::size_mismatch("BDAT 10 announced but the message encodes to 11 bytes or more");
+        assert!(e.must_abandon());
+        assert!(!e.breaks_dialogue());
+        assert_eq!(e.exit_code(), EX_SOFTWARE);
+        assert_eq!(
+            e.to_string(),
+            "internal error: BDAT 10 announced but the message encodes to 11 bytes or more; please report it"
+        );
+        assert!(Error::protocol(Phase::Data, "early reply").must_abandon());
+        assert!(!Error::internal("x").must_abandon());
+        assert!(!Error::network(Phase::Data, "reset").must_abandon());
+    }
+
+    #[test]
+    fn only_a_5_7_139_to_the_authentication_says_smtp_auth_is_disabled() {
+        let r = |c, t| Reply::new(c, t);
+        assert!(
+            Error::reply(Phase::Auth, r(535, "5.7.139 Authentication unsuccessful"))
+                .is_smtp_auth_disabled()
+        );
+        assert!(!Error::reply(Phase::Auth, r(535, "5.7.3 x")).is_smtp_auth_disabled());
+        assert!(!Error::reply(Phase::Mail, r(550, "5.7.139 x")).is_smtp_auth_disabled());
+    }
+
+    #[test]
+    fn a_refused_cached_token_names_the_servers_words_when_a_login_is_needed() {
+        let r = |c, t| Reply::new(c, t);
+        let renewal = || {
+            Error::token(TokenClass::NeedsLogin, "run `oauth2-sendmail login w`").for_account("w")
+        };
+        let refusal = Error::reply(Phase::Auth, r(535, "5.7.139 Authentication unsuccessful"))
+            .at_server("smtp.office365.com:587");
+        let e = renewal().explained_by_refusal(&refusal);
+        assert!(e.needs_login());
+        assert_eq!(
+            e.to_string(),
+            "account w: the server (smtp.office365.com:587) refused the cached access token, which \
+             has not expired: 535 5.7.139 Authentication unsuccessful; SMTP AUTH is disabled for \
+             this tenant or mailbox (https://aka.ms/smtp_auth_disabled); run `oauth2-sendmail login w`"
+        );
+        let other = renewal().explained_by_refusal(&Error::reply(Phase::Auth, r(535, "5.7.3 x")));
+        assert!(
+            other.to_string().contains(
+                "5.7.3 x; check that `user` (or `email`) is the identity that signed in and that \
+                 SMTP AUTH is enabled for the mailbox; run"
+            ),
+            "{other}"
+        );
+        // A transient renewal failure, or a refusal without a reply, stays as it was.
+        let transient = Error::token(TokenClass::Transient, "later").explained_by_refusal(&refusal);
+        assert_eq!(transient.to_string(), "later");
+        let no_reply = renewal().explained_by_refusal(&Error::network(Phase::Auth, "reset"));
+        assert_eq!(
+            no_reply.to_string(),
+            "account w: run `oauth2-sendmail login w`"
+        );
+    }
+
+    #[test]
+    fn a_network_failure_after_the_end_of_data_is_uncertain() {
+        let e = Error::network(Phase::Data, "reset").lost_after_end_of_data();
+        assert_eq!(e.phase(), Some(Phase::Message));
+        assert_eq!(e.class(), Class::Uncertain);
+        let refused = Error::reply(Phase::Data, Reply::new(554, "no")).lost_after_end_of_data();
+        assert_eq!(refused.phase(), Some(Phase::Data));
     }
 }

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use crate::clock;
 use crate::config::Config;
-use crate::error::{Class, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE, Error, Kind, Result};
+use crate::error::{Class, EX_NOPERM, EX_TEMPFAIL, EX_UNAVAILABLE, Error, Result};
 use crate::journal::Journal;
 use crate::oauth::{self, store::TokenStore};
 use crate::provider::{self, AccountSettings};
@@ -484,7 +484,7 @@ impl<'a> Flusher<'a> {
             .send(&entry.meta.envelope, &payload)
             .await
             .map_err(|e| e.for_account(&settings.name));
-        let keep = session.is_usable() && !result.as_ref().is_err_and(server_closing);
+        let keep = session.is_usable() && !result.as_ref().is_err_and(Error::closes_session);
         match result {
             Ok(reply) => self.sent(entry, &reply)?,
             Err(e) if e.class() == Class::Permanent => self.permanent(entry, &e.to_string())?,
@@ -584,12 +584,6 @@ impl<'a> Flusher<'a> {
             result,
         );
     }
-}
-
-/// A 421 reply: the server closes the connection after it, so the session is done even
-/// though the dialogue itself is in step.
-fn server_closing(error: &Error) -> bool {
-    matches!(&error.kind, Kind::Reply { reply, .. } if reply.code == 421)
 }
 
 /// `mailq`-style listing of queued and failed messages: per message a line with id,

@@ -6,7 +6,7 @@
 //! send:  the copy for Graph (envelope → headers) ─► base64 ─► ≤ 4 MB?
 //!        POST {graph_url}/v1.0/me/sendMail   (app-only: /v1.0/users/{email}/sendMail)
 //!        Content-Type: text/plain, body: the MIME message in base64
-//!        202 ─► Receipt │ 401 ─► one forced refresh, once more │ else ─► Kind::Graph
+//!        202 ─► Receipt │ 401 ─► one forced refresh, once more │ else ─► Error::graph
 //! ```
 //!
 //! Graph takes the recipients from the message's headers, not from an envelope, so the
@@ -20,7 +20,7 @@ use bytes::Bytes;
 mod body;
 mod large;
 
-use crate::error::{Error, GraphRefusal, Kind, Phase, Result};
+use crate::error::{Error, GraphRefusal, Phase, Result};
 use crate::message::Message;
 use crate::oauth::{self, AccessToken};
 use crate::provider::{AccountSettings, GraphSettings};
@@ -339,13 +339,13 @@ impl Client {
                 secs,
             ));
         }
-        Error::from(Kind::Graph(Box::new(GraphRefusal {
+        Error::graph(GraphRefusal {
             status: answer.status,
             code,
             message,
             hint,
             retry_after: answer.retry_after,
-        })))
+        })
         .for_account(name)
         .at_server(&self.host)
     }
@@ -439,13 +439,13 @@ fn settings(account: &AccountSettings) -> Result<&GraphSettings> {
 
 /// A still-throttled account's next message: the same temporary answer, not asked again.
 fn throttled(status: u16, secs: u64) -> Error {
-    Error::from(Kind::Graph(Box::new(GraphRefusal {
+    Error::graph(GraphRefusal {
         status,
         code: "Throttled".to_owned(),
         message: "Microsoft Graph asked to wait (an earlier message in this run)".to_owned(),
         hint: None,
         retry_after: Some(secs),
-    })))
+    })
 }
 
 /// 403 `ErrorAccessDenied`: the token lacks `permission` (`Mail.Send`; `Mail.ReadWrite`
@@ -786,13 +786,13 @@ mod tests {
         assert_eq!(message, "Access is denied.  Check credentials.");
         assert_eq!(error_fields(b"<html>").0, "");
         let e = |status| {
-            Error::from(Kind::Graph(Box::new(GraphRefusal {
+            Error::graph(GraphRefusal {
                 status,
                 code: "C".into(),
                 message: "m".into(),
                 hint: None,
                 retry_after: Some(7),
-            })))
+            })
         };
         for (status, exit) in [
             (429, 75),

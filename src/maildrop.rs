@@ -283,7 +283,7 @@ pub fn pickup(config: &Config, journal: &Journal) -> Result<()> {
             }
             // The system queue cannot be written (a full disk): the message stays in
             // incoming/ for the next run, and this one stops with the error.
-            Err(e) if matches!(e.kind, crate::error::Kind::Io(_)) => return Err(e),
+            Err(e) if e.is_local_io() => return Err(e),
             Err(e) => {
                 journal.event(&format!(
                     "maildrop={} submitter={} result=held error={:?}",

@@ -175,7 +175,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if !matches!(e.kind, error::Kind::Reported(_)) {
+            if !e.is_reported() {
                 // The last guard on every error line: no secret, no control character,
                 // no megabyte of echoed input.
                 stderr::line(&e.to_string());

@@ -277,7 +277,7 @@ fn check_transports(account: &AccountSettings) -> Result<()> {
                     print(&line)?;
                     None
                 }
-                Err(e) if transport::is_smtp_auth_disabled(&e) => {
+                Err(e) if e.is_smtp_auth_disabled() => {
                     transport::remember_graph(&account.name, &e);
                     print(&format!(
                         "account {}: SMTP AUTH is disabled ({}: {}); transport = \"auto\" sends \
@@ -339,7 +339,7 @@ fn queue(config_file: Option<&Path>, action: &QueueAction) -> Result<()> {
             print(&text)?;
             match report.exit_code() {
                 0 => Ok(()),
-                code => Err(Error::from(crate::error::Kind::Reported(code))),
+                code => Err(Error::reported(code)),
             }
         }
         QueueAction::Remove { id } => {

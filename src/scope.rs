@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::error::{EX_NOPERM, Error, Kind, Result};
+use crate::error::{EX_NOPERM, Error, Result};
 use crate::paths;
 
 /// Which account and folders this run uses.
@@ -88,7 +88,7 @@ fn choose(
                 "--system acts on the host's account, which only root may \
                  use: run it as root (e.g. `sudo oauth2-sendmail --system ...`)",
             );
-            return Err(Kind::Reported(EX_NOPERM).into());
+            return Err(Error::reported(EX_NOPERM));
         }
         return Ok(Mode::System);
     }
@@ -156,7 +156,7 @@ pub fn not_yours(word: &str) -> Error {
         paths::user_config_file()
             .map_or_else(|| "no home folder".to_owned(), |p| p.display().to_string())
     ));
-    Kind::Reported(EX_NOPERM).into()
+    Error::reported(EX_NOPERM)
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ fn flush_queue(config: &Config, verbose: bool) -> Result<()> {
     }
     match report.exit_code() {
         0 => Ok(()),
-        code => Err(Error::from(crate::error::Kind::Reported(code))),
+        code => Err(Error::reported(code)),
     }
 }
 

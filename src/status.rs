@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::clock;
 use crate::config::{Config, Flow, SaslChoice};
-use crate::error::{EX_CONFIG, EX_NOPERM, Error, Kind, Result};
+use crate::error::{EX_CONFIG, EX_NOPERM, Error, Result};
 use crate::oauth::store::{StoredToken, TokenStore};
 use crate::provider::{self, AccountSettings};
 use crate::queue::{Entry, Queue};
@@ -199,7 +199,7 @@ pub fn run(config: &Config, only: Option<&str>, json: bool) -> Result<()> {
     crate::stdout::print(&text)?;
     match status.exit_code {
         0 => Ok(()),
-        code => Err(Error::from(Kind::Reported(code))),
+        code => Err(Error::reported(code)),
     }
 }
 

@@ -238,11 +238,9 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
         .map_err(|_| Error::config(format!("smtp_host {host:?} is not a valid host name")))
 }
 
-/// A failed handshake: a certificate that does not verify is [`Kind::Certificate`] (exit
+/// A failed handshake: a certificate that does not verify is [`Error::certificate`] (exit
 /// 76, never "try again later"), another TLS refusal a protocol error that says why, a
 /// connection that broke a network error.
-///
-/// [`Kind::Certificate`]: crate::error::Kind::Certificate
 pub fn handshake_error(e: &io::Error) -> Error {
     if let Some(cert) = Error::certificate_in("the SMTP server", e) {
         return cert;

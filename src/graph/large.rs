@@ -23,7 +23,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::{Answer, Body, Client, MAX_REQUEST_BYTES, Receipt, Request};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::mime_split::{self, Detached, Unsplittable};
 use crate::spool::Payload;
 
@@ -290,10 +290,9 @@ fn too_large(e: Unsplittable) -> Error {
             "the attachment `{name}` is {size} bytes: Microsoft Graph takes files up to 150 MB \
              ({MAX_ATTACHMENT} bytes) each; nothing was sent"
         )),
-        Unsplittable::TooLargeWithoutAttachments { draft } => Error::from(Kind::TooLarge {
-            size: draft as u64,
-            limit: (MAX_REQUEST_BYTES / 4 * 3) as u64,
-        }),
+        Unsplittable::TooLargeWithoutAttachments { draft } => {
+            Error::too_large(draft as u64, (MAX_REQUEST_BYTES / 4 * 3) as u64)
+        }
     }
 }
 

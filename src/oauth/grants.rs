@@ -425,11 +425,8 @@ impl Form {
     }
 
     /// Replaces any secret a server might have echoed, and keeps the message on one line.
-    fn scrub(&self, mut e: Error) -> Error {
-        if let crate::error::Kind::Token { detail, .. } = &mut e.kind {
-            *detail = self.scrub_text(detail).replace(['\r', '\n'], " ");
-        }
-        e
+    fn scrub(&self, e: Error) -> Error {
+        e.map_token_detail(|detail| self.scrub_text(detail).replace(['\r', '\n'], " "))
     }
 }
 

@@ -19,7 +19,7 @@ pub mod grants;
 pub mod login;
 pub mod store;
 
-use crate::error::{Error, Kind, Result, TokenClass};
+use crate::error::{Error, Result, TokenClass};
 use crate::provider::AccountSettings;
 
 use grants::{Grant, TokenResponse};
@@ -402,47 +402,6 @@ async fn fetch(
     }
 }
 
-/// The server refused a cached token and renewing it failed. When the renewal says a
-/// login is needed (no refresh token stored, or a refused one), the server's own reply
-/// says more than "expired": the token was valid, and the server's words and hint
-/// (e.g. `535 5.7.3`: SMTP AUTH disabled, another identity) are what to act on.
-#[must_use]
-pub fn explain_refused_cached_token(renewal: Error, refusal: &Error) -> Error {
-    match (&renewal.kind, &refusal.kind) {
-        (
-            Kind::Token {
-                class: TokenClass::NeedsLogin,
-                detail,
-            },
-            Kind::Reply { reply, .. },
-        ) => {
-            let server = refusal
-                .server
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
-            let mut e = Error::token(
-                TokenClass::NeedsLogin,
-                format!(
-                    "the server{server} refused the cached access token, which has not expired: {reply}; \
-                     {}; {detail}",
-                    match reply.enhanced() {
-                        Some("5.7.139") =>
-                            "SMTP AUTH is disabled for this tenant or mailbox \
-                                            (https://aka.ms/smtp_auth_disabled)",
-                        _ =>
-                            "check that `user` (or `email`) is the identity that signed in and \
-                              that SMTP AUTH is enabled for the mailbox",
-                    }
-                ),
-            );
-            e.account.clone_from(&renewal.account);
-            e
-        }
-        _ => renewal,
-    }
-}
-
 /// The new cache contents: a refresh token the server did not rotate is kept.
 fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken {
     let (old_refresh, old_scope, identity, flow) = match old {
@@ -466,7 +425,7 @@ fn merge(old: Option<StoredToken>, new: TokenResponse, now: u64) -> StoredToken 
 }
 
 fn is_class(e: &Error, class: TokenClass) -> bool {
-    matches!(&e.kind, Kind::Token { class: c, .. } if *c == class)
+    e.token_class() == Some(class)
 }
 
 /// Runs blocking file and command work off the async thread.

@@ -6,14 +6,14 @@
 
 use super::wire::{Capabilities, Mail, MailParam, Rcpt, RcptParam};
 use super::{Envelope, Reply};
-use crate::error::{Error, Kind, Phase, Result};
+use crate::error::{Error, Phase, Result};
 
 /// A later transaction of a message split by the server's recipient limit failed after
 /// earlier ones were accepted.
 pub(super) fn partly_delivered(delivered: &[String], e: &Error) -> Error {
     let to: Vec<String> = delivered.iter().map(|a| format!("<{a}>")).collect();
-    let failure = match &e.kind {
-        Kind::RecipientsRefused(refused) => refused
+    let failure = match e.refused_recipients() {
+        Some(refused) => refused
             .iter()
             .map(|(a, r)| format!("<{a}>: {r}"))
             .collect::<Vec<_>>()
@@ -52,7 +52,7 @@ pub(super) fn envelope_commands(
     let mut params = Vec::new();
     if let Some(limit) = caps.size {
         if limit > 0 && size > limit {
-            return Err(Kind::TooLarge { size, limit }.into());
+            return Err(Error::too_large(size, limit));
         }
         params.push(MailParam::Size(size));
     }
@@ -104,7 +104,7 @@ pub(super) fn judge_envelope(rcpts: &[Rcpt], replies: &[Reply]) -> Result<Vec<Rc
         .map(|(rcpt, r)| (rcpt.to.clone(), (*r).clone()))
         .collect();
     if !refused.is_empty() {
-        return Err(Kind::RecipientsRefused(refused).into());
+        return Err(Error::recipients_refused(refused));
     }
     if let Some((_, r)) = answered
         .iter()

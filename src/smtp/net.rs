@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::Reply;
 use super::wire::{Capabilities, Command, Ehlo, MAX_REPLY_LINE, ReplyParser, Simple};
-use crate::error::{Error, Kind, Phase, Result};
+use crate::error::{Error, Phase, Result};
 use crate::provider::Server;
 use crate::tls;
 
@@ -375,7 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub(super) async fn write_data(&mut self, bytes: &[u8]) -> Result<()> {
         self.nothing_unasked(Phase::Data).await?;
         match self.write_bytes(bytes, Phase::Data).await {
-            Err(e) if matches!(e.kind, Kind::Network { .. }) => {
+            Err(e) if e.is_network() => {
                 match self.read_reply(Phase::Data, self.timeouts.quit).await {
                     Ok(reply) if !reply.is_success() => Err(Error::reply(Phase::Data, reply)),
                     _ => Err(e),
@@ -459,16 +459,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 /// A network failure once the end of the data was sent is one "after the message data"
 /// (`Phase::Message`): the server may have taken the message (`Class::Uncertain`).
 pub(super) fn after_end_of_data(e: Error) -> Error {
-    match e.kind {
-        Kind::Network { detail, .. } => Error {
-            kind: Kind::Network {
-                phase: Phase::Message,
-                detail,
-            },
-            ..e
-        },
-        _ => e,
-    }
+    e.lost_after_end_of_data()
 }
 
 fn io_error(phase: Phase, e: &io::Error) -> Error {

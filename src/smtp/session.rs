@@ -27,7 +27,7 @@ use super::wire::{
 };
 use super::{Envelope, Reply};
 use crate::config::TlsMode;
-use crate::error::{Error, Kind, Phase, Result};
+use crate::error::{Error, Phase, Result};
 use crate::provider::{AuthLine, Sasl, Server};
 use crate::spool::Payload;
 use crate::tls;
@@ -400,7 +400,7 @@ impl Session {
             .await
         {
             Ok(()) => None,
-            Err(e) if matches!(e.kind, Kind::Internal(_) | Kind::Protocol { .. }) => {
+            Err(e) if e.must_abandon() => {
                 // The message did not match its size, or the server answered it before it
                 // was whole: nothing more may go on this line.
                 self.abandon().await;
@@ -699,7 +699,7 @@ impl Session {
     /// After a network or protocol failure the dialogue is out of step: stop using it.
     fn note_failure<T>(&mut self, result: &Result<T>) {
         if let Err(e) = result
-            && matches!(e.kind, Kind::Network { .. } | Kind::Protocol { .. })
+            && e.breaks_dialogue()
         {
             self.usable = false;
         }
@@ -759,7 +759,7 @@ fn is_line_refused(reply: &Reply) -> bool {
 
 /// The BDAT size did not match the bytes the encoder produced: a bug, never sent.
 fn size_mismatch(size: u64, actual: u64) -> Error {
-    Error::internal(format!(
+    Error::size_mismatch(format!(
         "BDAT {size} announced but the message encodes to {actual} bytes or more"
     ))
 }
@@ -1014,7 +1014,7 @@ mod tests {
         let f = fixture_with(&TestCa::new(), &TestCa::new(), Behaviour::default());
         let e = connect(&f).await.err().unwrap();
         assert_eq!(e.exit_code(), EX_PROTOCOL);
-        assert!(matches!(e.kind, Kind::Certificate { .. }), "{e:?}");
+        assert!(e.is_certificate(), "{e:?}");
         assert!(
             e.to_string().contains("the certificate of the SMTP server"),
             "{e}"
@@ -1028,7 +1028,7 @@ mod tests {
         let ca = TestCa::with_names(&["other.example"]);
         let f = fixture_with(&ca, &ca, Behaviour::default());
         let e = connect(&f).await.err().unwrap();
-        assert!(matches!(e.kind, Kind::Certificate { .. }), "{e:?}");
+        assert!(e.is_certificate(), "{e:?}");
         assert!(
             e.to_string().contains("not valid for name \"127.0.0.1\""),
             "{e}"
@@ -1068,13 +1068,7 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(3));
         assert_eq!(e.exit_code(), EX_TEMPFAIL);
         assert!(
-            matches!(
-                e.kind,
-                Kind::Network {
-                    phase: Phase::Greeting,
-                    ..
-                }
-            ),
+            e.is_network() && e.phase() == Some(Phase::Greeting),
             "{e:?}"
         );
         assert!(e.to_string().contains("300 ms"), "{e}");
@@ -1110,15 +1104,13 @@ mod tests {
         });
         let mut s = connect(&f).await.unwrap();
         let e = s.authenticate("me@example.org", "bad").await.unwrap_err();
-        match &e.kind {
-            Kind::Reply {
-                phase: Phase::Auth,
-                reply,
-            } => {
+        assert_eq!(e.phase(), Some(Phase::Auth), "{e:?}");
+        match e.server_reply() {
+            Some(reply) => {
                 assert_eq!(reply.code, 535);
                 assert_eq!(reply.enhanced(), Some("5.7.8"));
             }
-            other => panic!("{other:?}"),
+            None => panic!("{e:?}"),
         }
         let t = f.fake.transcript();
         let challenge = t.iter().position(|l| l.starts_with("S: 334 ")).unwrap();
@@ -1193,9 +1185,9 @@ mod tests {
         let mut s = connect(&f).await.unwrap();
         let e = s.authenticate("me@example.org", "bad").await.unwrap_err();
         assert!(e.is_auth_refused(), "{e}");
-        match &e.kind {
-            Kind::Reply { reply, .. } => assert_eq!(reply.code, 535),
-            other => panic!("{other:?}"),
+        match e.server_reply() {
+            Some(reply) => assert_eq!(reply.code, 535),
+            None => panic!("{e:?}"),
         }
         let t = f.fake.transcript();
         let challenge = t.iter().position(|l| l.starts_with("S: 334 ")).unwrap();
@@ -1279,16 +1271,7 @@ mod tests {
             .send(&envelope(&["a@example.org"]), &p(&[&[b'x'; 1000]]))
             .await
             .unwrap_err();
-        assert!(
-            matches!(
-                e.kind,
-                Kind::TooLarge {
-                    size: 1002,
-                    limit: 100
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(e.too_large_by() == Some((1002, 100)), "{e:?}");
         assert_eq!(e.exit_code(), EX_DATAERR);
         assert!(f.fake.flights_of(&["MAIL"]).is_empty());
         // Nothing was sent, so the session is still good.
@@ -1298,9 +1281,9 @@ mod tests {
     }
 
     fn refused_names(e: &Error) -> Vec<String> {
-        match &e.kind {
-            Kind::RecipientsRefused(list) => list.iter().map(|(a, _)| a.clone()).collect(),
-            other => panic!("{other:?}"),
+        match e.refused_recipients() {
+            Some(list) => list.iter().map(|(a, _)| a.clone()).collect(),
+            None => panic!("{e:?}"),
         }
     }
 
@@ -1368,13 +1351,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(
-                e.kind,
-                Kind::Reply {
-                    phase: Phase::Rcpt,
-                    ..
-                }
-            ),
+            e.server_reply().is_some() && e.phase() == Some(Phase::Rcpt),
             "{e:?}"
         );
         assert_eq!(e.exit_code(), EX_TEMPFAIL);
@@ -1395,9 +1372,9 @@ mod tests {
     }
 
     fn phase_and_code(e: &Error) -> (Phase, u16) {
-        match &e.kind {
-            Kind::Reply { phase, reply } => (*phase, reply.code),
-            other => panic!("{other:?}"),
+        match (e.phase(), e.server_reply()) {
+            (Some(phase), Some(reply)) => (phase, reply.code),
+            _ => panic!("{e:?}"),
         }
     }
 
@@ -1685,16 +1662,7 @@ mod tests {
             .send(&envelope(&["a@example.org"]), &p(&[MSG]))
             .await
             .unwrap_err();
-        assert!(
-            matches!(
-                e.kind,
-                Kind::Network {
-                    phase: Phase::Message,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(e.is_network() && e.phase() == Some(Phase::Message), "{e:?}");
         assert!(
             s.send(&envelope(&["a@example.org"]), &p(&[MSG]))
                 .await

@@ -13,7 +13,7 @@ mod route;
 pub use open::open_smtp;
 pub use route::{Route, remember_graph};
 
-use crate::error::{Error, Kind, Phase, Result};
+use crate::error::{Error, Result};
 use crate::graph;
 use crate::smtp::{Envelope, Reply, Session};
 use crate::spool::Payload;
@@ -86,19 +86,13 @@ impl Transport {
     }
 }
 
-/// A `5.7.139` from SMTP: SMTP AUTH is disabled for the tenant or the mailbox.
-#[must_use]
-pub fn is_smtp_auth_disabled(e: &Error) -> bool {
-    matches!(&e.kind, Kind::Reply { phase: Phase::Auth, reply } if reply.enhanced() == Some("5.7.139"))
-}
-
 /// What the SMTP server said (its reply, without our advice, which is for `transport =
 /// "smtp"`), fit for one line on a terminal: control characters escaped.
 #[must_use]
 pub fn server_words(e: &Error) -> String {
-    let said = match &e.kind {
-        Kind::Reply { reply, .. } => reply.to_string(),
-        _ => e.to_string(),
+    let said = match e.server_reply() {
+        Some(reply) => reply.to_string(),
+        None => e.to_string(),
     };
     crate::scrub::for_output(&said, 1000)
 }

@@ -19,7 +19,7 @@ impl Route {
             Route::Graph | Route::GraphSince(_) => open_graph(account, verbose).await,
             Route::SmtpThenGraph => match open_smtp(account, verbose).await {
                 Ok(s) => Ok(Transport::Smtp(s)),
-                Err(e) if super::is_smtp_auth_disabled(&e) => {
+                Err(e) if e.is_smtp_auth_disabled() => {
                     if verbose {
                         crate::stderr::transcript(
                             crate::stderr::Mark::Note,
@@ -55,15 +55,7 @@ pub async fn open_smtp(account: &AccountSettings, verbose: bool) -> Result<Sessi
     // a network error; otherwise the connection's error comes first.
     let (token, mut session) = match (token, session) {
         (Ok(t), Ok(s)) => (t, s),
-        (Err(t), _)
-            if !matches!(
-                t.kind,
-                crate::error::Kind::Token {
-                    class: TokenClass::Transient,
-                    ..
-                }
-            ) =>
-        {
+        (Err(t), _) if t.token_class() != Some(TokenClass::Transient) => {
             return Err(with_context(t));
         }
         (_, Err(e)) | (Err(e), Ok(_)) => return Err(with_context(e)),
@@ -90,12 +82,12 @@ async fn authenticate(
         Ok(()) => Ok(()),
         // 5.7.139 says SMTP AUTH is off for the tenant or mailbox: no new token changes
         // that, so it goes straight back (and `auto` straight on to Graph).
-        Err(e) if e.is_auth_refused() && !token.fresh && !super::is_smtp_auth_disabled(&e) => {
+        Err(e) if e.is_auth_refused() && !token.fresh && !e.is_smtp_auth_disabled() => {
             // The cached token may have been revoked or issued for another scope: get a
             // new one (not this one) and try once more on the same connection.
             let fresh = oauth::access_token(account, Some(&token.secret))
                 .await
-                .map_err(|renewal| oauth::explain_refused_cached_token(renewal, &e))?;
+                .map_err(|renewal| renewal.explained_by_refusal(&e))?;
             session.authenticate(user, &fresh.secret).await
         }
         Err(e) => Err(e),
