@@ -38,9 +38,8 @@ pub fn ensure_dir(dir: &Path, what: &str) -> Result<()> {
     check_dir(dir, what)
 }
 
-/// Refuses a folder another user owns or that group or others can write; narrows one that
-/// group or others can only read or enter.
-pub fn check_dir(dir: &Path, what: &str) -> Result<()> {
+/// The metadata of `dir`, which must be a folder (symlinks followed).
+fn folder_metadata(dir: &Path, what: &str) -> Result<fs::Metadata> {
     let meta = fs::metadata(dir)
         .map_err(|e| Error::io(format!("cannot read the {what} {}: {e}", dir.display())))?;
     if !meta.is_dir() {
@@ -49,6 +48,13 @@ pub fn check_dir(dir: &Path, what: &str) -> Result<()> {
             dir.display()
         )));
     }
+    Ok(meta)
+}
+
+/// Refuses a folder another user owns or that group or others can write; narrows one that
+/// group or others can only read or enter.
+pub fn check_dir(dir: &Path, what: &str) -> Result<()> {
+    let meta = folder_metadata(dir, what)?;
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(Error::io(format!(
@@ -108,14 +114,7 @@ pub fn ensure_named_dir(dir: &Path, what: &str) -> Result<()> {
 /// write it, with the fix; changes nothing. A sticky folder that everyone may write (`/tmp`)
 /// is no place for a private file: the fix is another folder, not a `chmod` of a shared one.
 pub fn check_named_dir(dir: &Path, what: &str) -> Result<()> {
-    let meta = fs::metadata(dir)
-        .map_err(|e| Error::io(format!("cannot read the {what} {}: {e}", dir.display())))?;
-    if !meta.is_dir() {
-        return Err(Error::io(format!(
-            "the {what} {} is not a folder: move it away",
-            dir.display()
-        )));
-    }
+    let meta = folder_metadata(dir, what)?;
     let me = rustix::process::geteuid().as_raw();
     let mode = meta.permissions().mode() & 0o7777;
     let fix = if meta.uid() != me {

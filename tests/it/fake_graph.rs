@@ -735,15 +735,9 @@ impl FakeGraph {
         content_type: Option<&str>,
         body: &[u8],
     ) -> (u16, Option<u64>, Vec<u8>) {
-        if content_type.is_none_or(|c| !c.starts_with("application/json")) {
-            return graph_error(
-                415,
-                "UnsupportedMediaType",
-                "Content-Type must be application/json.",
-            );
-        }
-        let Ok(item) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return graph_error(400, "BadRequest", "Unable to read JSON request payload.");
+        let item = match json_body(content_type, body) {
+            Ok(item) => item,
+            Err(refusal) => return refusal,
         };
         if item["@odata.type"] != "#microsoft.graph.fileAttachment" {
             return graph_error(
@@ -785,15 +779,9 @@ impl FakeGraph {
         content_type: Option<&str>,
         body: &[u8],
     ) -> (u16, Option<u64>, Vec<u8>) {
-        if content_type.is_none_or(|c| !c.starts_with("application/json")) {
-            return graph_error(
-                415,
-                "UnsupportedMediaType",
-                "Content-Type must be application/json.",
-            );
-        }
-        let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return graph_error(400, "BadRequest", "Unable to read JSON request payload.");
+        let json = match json_body(content_type, body) {
+            Ok(json) => json,
+            Err(refusal) => return refusal,
         };
         let item = &json["AttachmentItem"];
         if item["attachmentType"] != "file" {
@@ -1018,6 +1006,23 @@ impl http_body::Body for Trickle {
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
+}
+
+/// A JSON request body as Graph reads one: `415` without `application/json`, `400` when it
+/// does not parse.
+fn json_body(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<serde_json::Value, (u16, Option<u64>, Vec<u8>)> {
+    if content_type.is_none_or(|c| !c.starts_with("application/json")) {
+        return Err(graph_error(
+            415,
+            "UnsupportedMediaType",
+            "Content-Type must be application/json.",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|_| graph_error(400, "BadRequest", "Unable to read JSON request payload."))
 }
 
 /// Graph's error JSON with `status`.
